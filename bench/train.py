@@ -1,0 +1,130 @@
+"""Benchmark `talkgs train` + `talkgs eval` on one GPU: wall time per stage, it/s, peak memory,
+Gaussian counts and val metrics.
+
+    python bench/train.py DATASET --run RUN [--schedule-scale 1] [--resume] [--out bench/results/train.json]
+
+With --resume it continues RUN (e.g. a longer schedule split over several device calls:
+`--schedule-scale 3 --resume`). Prints a table last and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from talkgs.config import EvalConfig, TrainConfig  # noqa: E402
+from talkgs.train.checkpoint import resume_trainer  # noqa: E402
+from talkgs.train.evaluate import evaluate  # noqa: E402
+from talkgs.train.trainer import Trainer  # noqa: E402
+
+
+@torch.no_grad()
+def write_snapshot(trainer, path: Path, n: int = 4) -> None:
+    import cv2
+    import numpy as np
+
+    from talkgs.model.head import ground_truth_on_plate
+    from talkgs.train.evaluate import render_frames
+
+    ds, cond, model = trainer.ds, trainer.cond, trainer.model.eval()
+    idx = ds.val_idx[torch.linspace(0, ds.val_idx.numel() - 1, n).long()]
+    full = render_frames(model, cond, idx, ds.width, ds.height)
+    viewmats, Ks = cond.cameras(idx)
+    d = model.deform("face", cond.audio(idx), cond.eye_all[idx])
+    face = model.render_branch(d, viewmats, Ks, ds.width, ds.height)
+    d = model.deform("mouth", cond.audio(idx))
+    mouth = model.render_branch(d, viewmats, Ks, ds.width, ds.height)
+    gt = ground_truth_on_plate(ds.frames[idx], ds.labels[idx], ds.background)
+    rows = []
+    for i in range(n):
+        tiles = [gt[i], full[i], face.alphas[i, 0].expand(-1, -1, 3), mouth.colors[i, 0]]
+        rows.append(torch.cat(tiles, dim=1))
+    img = (torch.cat(rows, dim=0).clamp(0, 1) * 255).byte().cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--schedule-scale", type=float, default=1.0)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--time-budget-s", type=float, default=None,
+                    help="stop training (with a resumable checkpoint) after this many seconds")
+    ap.add_argument("--out", type=Path, default=REPO / "bench/results/train.json")
+    ap.add_argument("--snapshot", type=Path, default=None,
+                    help="write a PNG of a few val frames: ground truth | render | face alpha | mouth branch")
+    args = ap.parse_args()
+
+    cfg = TrainConfig(dataset=args.dataset, output=args.run, schedule_scale=args.schedule_scale,
+                      resume=args.resume, progress=args.progress, log_every=100)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    trainer = resume_trainer(cfg) if args.resume else Trainer(cfg)
+    t_setup = time.perf_counter() - t0
+    if args.time_budget_s:
+        import threading
+
+        threading.Timer(args.time_budget_s, lambda: setattr(trainer, "_stop", True)).start()
+    interrupted = False
+    try:
+        trainer.run()
+    except KeyboardInterrupt:
+        interrupted = True
+    t_train = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else None
+    stages = {s.name: s for s in trainer.stages}
+    rows = []
+    for name, secs in trainer.stage_times.items():
+        n_steps = trainer.stage_steps.get(name, 0)
+        rows.append({"stage": name, "seconds": round(secs, 1), "iterations": stages[name].iterations,
+                     "steps_run": n_steps, "batch": stages[name].batch_size,
+                     "it_per_s": round(n_steps / secs, 1) if secs > 0 else None})
+    result = {
+        "device": torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or "cpu",
+        "dataset": str(args.dataset), "run": str(args.run), "schedule_scale": args.schedule_scale,
+        "resumed": args.resume, "interrupted": interrupted,
+        "setup_s": round(t_setup, 1), "train_wall_s": round(t_train, 1), "stages": rows,
+        "peak_gpu_mem_gib": round(peak, 2) if peak is not None else None,
+        "num_gaussians": trainer.model.num_gaussians(),
+    }
+    if not args.no_eval and not interrupted:
+        t1 = time.perf_counter()
+        m = evaluate(EvalConfig(run=args.run, lip_metrics=False, progress=False))
+        result["eval_s"] = round(time.perf_counter() - t1, 1)
+        result["val"] = {k: round(v, 4) for k, v in m["mean"].items()}
+        result["notes"] = m.get("notes", {})
+    if args.snapshot is not None and not interrupted:
+        write_snapshot(trainer, args.snapshot)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\ntalkgs train on {result['device']} (schedule x{args.schedule_scale}{', resumed' if args.resume else ''})")
+    print(f"{'stage':<8}{'iters':>8}{'batch':>7}{'seconds':>10}{'it/s':>8}")
+    for r in rows:
+        print(f"{r['stage']:<8}{r['iterations']:>8}{r['batch']:>7}{r['seconds']:>10.1f}{(r['it_per_s'] or 0):>8.1f}")
+    print(f"setup {t_setup:.1f} s; train wall {t_train:.1f} s; peak GPU memory {result['peak_gpu_mem_gib']} GiB; "
+          f"Gaussians {result['num_gaussians']}")
+    if "val" in result:
+        v = result["val"]
+        print("val: " + "  ".join(f"{k} {v[k]:.4f}" for k in ("psnr", "ssim", "lpips", "head_psnr", "head_ssim", "head_lpips") if k in v)
+              + f"  (eval {result['eval_s']} s)")
+    print(f"JSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

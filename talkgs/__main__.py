@@ -1,0 +1,5 @@
+import sys
+
+from talkgs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,220 @@
+"""Frozen, documented configuration dataclasses, one per stage.
+
+The command line is generated from these by tyro (``talkgs.cli``): every field is a flag,
+its comment is the help text. Stage modules take a config object and nothing else from the
+CLI, so the same run can be driven from Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from talkgs.model.head import HeadConfig
+
+Positional = tyro.conf.Positional
+
+
+def _out(help_alias: str = "-o"):
+    return tyro.conf.arg(aliases=[help_alias])
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Turn a talking-head video into a training dataset (landmarks, pose, labels, plate, audio)."""
+
+    video: Positional[Path]
+    """Input video (any container PyAV reads); needs a video and an audio stream, >= 5 s."""
+    output: Annotated[Path, _out()]
+    """Dataset folder to write. Work happens in OUTPUT.partial and is renamed when complete."""
+    force: bool = False
+    """Redo every step and replace an existing dataset at OUTPUT."""
+    val_fraction: float = 1.0 / 11.0
+    """Fraction of frames at the end of the clip held out for validation (the original's 1/11)."""
+    min_duration_s: float = 5.0
+    """Shorter inputs are refused."""
+    max_missing_fraction: float = 0.01
+    """Refuse the video when the face is missing in more than this fraction of frames."""
+    smooth_sigma: float = 1.0
+    """Zero-phase Gaussian smoothing of the head pose, in frames (0 = off); never across cuts."""
+    audio_features: tuple[str, ...] = ("mel",)
+    """Audio feature kinds to extract and store (see `talkgs.audio`)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectConfig:
+    """Draw a prepared dataset's landmarks, pose axes, labels and signals over its frames."""
+
+    dataset: Positional[Path]
+    """A folder written by `talkgs prepare`."""
+    output: Annotated[Path | None, _out()] = None
+    """Where to write inspect.mp4 and contact_sheet.png (default: DATASET/inspect)."""
+    max_frames: int | None = None
+    """Only draw the first N frames into the video (the contact sheet always spans the clip)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+# ------------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms (the original's values unless noted)."""
+
+    dssim: float = 0.2
+    """D-SSIM weight beside L1."""
+    alpha: float = 1e-3
+    """Alpha regulariser: opaque inside the branch's region, transparent outside."""
+    deformation: float = 1e-5
+    """Mean |delta| of position, rotation and scale (keeps the canonical Gaussians meaningful)."""
+    attention: float = 1e-4
+    """Region attention: no eye attention at the lips, no attention on hair."""
+    lpips: float = 0.0
+    """ST-LPIPS on random patches and on the (padded) lips crop; 0 = off (needs talkgs[metrics])."""
+    lpips_start: float = 0.5
+    """Fraction of the stage after which the LPIPS terms are on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """One stage of the schedule. All stages run through the same trainer loop; they differ only
+    in these values (which branch renders, what the target is, what trains)."""
+
+    name: tyro.conf.Fixed[Literal["mouth", "face", "fuse"]]
+    """mouth: inside-mouth branch against the mouth-interior pixels; face: face branch against the
+    head pixels (mouth interior transparent); fuse: both branches composited over the torso
+    background against the full frame."""
+    iterations: int
+    """Optimisation steps (each on `batch_size` frames)."""
+    batch_size: tyro.conf.Suppress[int] = 4
+    """Frames per step (set by TrainConfig.batch_size)."""
+    warmup_static: int = 0
+    """First steps render the canonical Gaussians without deformation (the original's 3000/50k)."""
+    curriculum_until: float = 0.8
+    """Fraction of the stage during which incremental sampling is applied (0 = uniform only)."""
+    densify: bool = True
+    """Clone/split/prune the trained branch (never in fuse)."""
+    densify_until: float = 0.9
+    """Fraction of the stage after which the Gaussian count is frozen."""
+    grad_threshold: float = 2e-4
+    """Screen-space gradient (3DGS units) above which a Gaussian is cloned or split."""
+    prune_opacity: tuple[float, float] = (0.005, 0.05)
+    """Opacity pruning threshold, ramped linearly over the densification period. Lower than the
+    original's 0.05 -> 0.30: our stages are ~10x shorter, and an aggressive ramp removed
+    still-forming Gaussians faster than they became opaque (measured: the face collapsed)."""
+    max_screen_radius: float = 0.15
+    """Prune Gaussians whose screen radius exceeds this fraction of the image size."""
+    max_world_scale_m: float = 0.05
+    """Prune Gaussians whose largest scale exceeds this (metres; a head is ~0.2 m)."""
+    lr_decay: float = 0.01
+    """Position and network learning rates fall log-linearly to this factor over the stage."""
+    random_background: bool = True
+    """Branch stages composite on a random colour per step, so no Gaussian can learn the key colour."""
+    losses: LossWeights = LossWeights()
+
+
+MOUTH_STAGE = StageConfig("mouth", iterations=3000, warmup_static=300)
+FACE_STAGE = StageConfig("face", iterations=6000, warmup_static=500)
+FUSE_STAGE = StageConfig("fuse", iterations=1500, densify=False, curriculum_until=0.0, random_background=False)
+
+
+def scale_stage(stage: StageConfig, scale: float, batch_size: int) -> StageConfig:
+    """``stage`` with its step counts multiplied by ``scale`` and the given batch size."""
+
+    def it(n: int) -> int:
+        return max(1, int(round(n * scale))) if n > 0 else 0
+
+    return dataclasses.replace(
+        stage, iterations=it(stage.iterations), warmup_static=it(stage.warmup_static), batch_size=batch_size
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Learn a talking head from a prepared dataset: mouth, face and fuse stages in one trainer."""
+
+    dataset: Positional[Path]
+    """A folder written by `talkgs prepare` (or `talkgs import-tg`)."""
+    output: Annotated[Path, _out()]
+    """Run folder: config.json, checkpoints/, logs/ (TensorBoard)."""
+    resume: bool = False
+    """Continue the run in OUTPUT from its latest checkpoint."""
+    quick: bool = False
+    """Smoke-test preset: ~5% of the iterations and fewer Gaussians."""
+    schedule_scale: float = 1.0
+    """Multiply every stage's iterations (3.0 = the long schedule used to check convergence)."""
+    batch_size: int = 4
+    """Frames per step."""
+    device: str = "auto"
+    """cuda, cpu or auto (cuda when available)."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
+    image_scale: float = 1.0
+    """Train on frames resized by this factor (e.g. 0.25 for CPU smoke runs)."""
+    frame_range: tuple[int, int] | None = None
+    """Use only frames [start, stop) of the dataset (the split is intersected with it)."""
+    audio_kind: str = "mel"
+    """Audio feature kind stored in the dataset to condition on."""
+    seed: int = 0
+    """Seed of every random choice (init, sampling, backgrounds)."""
+    log_every: int = 50
+    """Steps between progress/TensorBoard updates (each one syncs the GPU once)."""
+    checkpoint_every: int = 2000
+    """Steps between resumable checkpoints (also written at the end of each stage and on Ctrl-C)."""
+    tensorboard: bool = True
+    """Write TensorBoard logs to OUTPUT/logs when tensorboard is installed."""
+    progress: bool = True
+    """Show the live progress display."""
+    model: HeadConfig = HeadConfig()
+    """The talking-head model."""
+    mouth: StageConfig = MOUTH_STAGE
+    """Stage 1: the inside-mouth branch."""
+    face: StageConfig = FACE_STAGE
+    """Stage 2: the face branch."""
+    fuse: StageConfig = FUSE_STAGE
+    """Stage 3: both branches composited over the torso background."""
+
+    def resolved_stages(self) -> tuple[StageConfig, ...]:
+        """The stages in order, scaled by ``schedule_scale`` (and the quick preset)."""
+        scale = self.schedule_scale * (0.05 if self.quick else 1.0)
+        return tuple(scale_stage(s, scale, self.batch_size) for s in (self.mouth, self.face, self.fuse))
+
+    def resolved_model(self) -> HeadConfig:
+        if not self.quick:
+            return self.model
+        return dataclasses.replace(
+            self.model,
+            face_init=dataclasses.replace(self.model.face_init, n=min(self.model.face_init.n, 3000)),
+            mouth_init=dataclasses.replace(self.model.mouth_init, n=min(self.model.mouth_init.n, 1000)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Render the validation split of a trained run and report image and lip metrics."""
+
+    run: Positional[Path]
+    """A run folder written by `talkgs train`."""
+    dataset: Path | None = None
+    """Dataset to evaluate on (default: the one the run was trained on)."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+    batch_size: int = 8
+    """Frames rendered per call."""
+    lpips: bool = True
+    """Compute ST-LPIPS (needs talkgs[metrics]); skipped with a note when unavailable."""
+    lip_metrics: bool = True
+    """LMD and mouth-opening correlation (needs mediapipe, i.e. talkgs[prepare]); skipped with a
+    note when unavailable (e.g. on a GPU machine: rerun `talkgs eval --lips-only` on CPU)."""
+    lips_only: bool = False
+    """Only compute the lip metrics from the val render saved by an earlier eval."""
+    video: bool = True
+    """Write the side-by-side val video (ground truth | render) with the audio."""
+    progress: bool = True
+    """Show progress bars."""

@@ -1,0 +1,127 @@
+"""The dataset folder format (see docs/design.md and README "Dataset layout").
+
+One definition of the file names, label values and meta.json checks, shared by the writer
+(`talkgs.prepare.pipeline`), the loader and `talkgs inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from talkgs.errors import DatasetError
+
+FORMAT_VERSION = 1
+
+META = "meta.json"
+FRAMES = "frames.mp4"
+AUDIO = "audio.wav"
+LABELS = "labels.npz"
+TRACKS = "tracks.npz"
+BACKGROUND = "background.png"
+
+# Semantic classes of the per-frame label maps.
+LABEL_BACKGROUND = 0
+LABEL_TORSO = 1  # torso and neck
+LABEL_HAIR = 2  # head but not face (hair, ears, hat)
+LABEL_FACE = 3
+LABEL_MOUTH = 4  # mouth interior: inside the inner-lip contour
+LABEL_NAMES = {
+    LABEL_BACKGROUND: "background",
+    LABEL_TORSO: "torso+neck",
+    LABEL_HAIR: "hair",
+    LABEL_FACE: "face",
+    LABEL_MOUTH: "mouth interior",
+}
+
+REQUIRED_FILES = (META, FRAMES, AUDIO, LABELS, TRACKS, BACKGROUND)
+
+TRACK_KEYS = (
+    "landmarks",
+    "landmarks_z",
+    "landmark_interpolated",
+    "w2c",
+    "w2c_raw",
+    "reproj_error_px",
+    "mouth_open",
+    "mouth_gap_px",
+    "eye_ratio",
+    "blink",
+    "lips_box",
+    "face_box",
+    "shot",
+)
+
+
+def audio_feature_file(kind: str) -> str:
+    """File name of a stored audio feature kind, e.g. ``audio_mel.npy``."""
+    return f"audio_{kind}.npy"
+
+
+def read_meta(root: str | Path, check_files: bool = True) -> dict:
+    """Read and validate ``meta.json``; one-line DatasetError on any problem."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"dataset {root} does not exist")
+    meta_path = root / META
+    if not meta_path.is_file():
+        raise DatasetError(
+            f"{root} is not a complete talkgs dataset (no {META}); run `talkgs prepare` first"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{meta_path} is unreadable: {e}") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DatasetError(
+            f"{root} has dataset format version {version!r}; this talkgs reads version {FORMAT_VERSION}"
+        )
+    if check_files:
+        missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+        if missing:
+            raise DatasetError(f"dataset {root} is missing {', '.join(missing)}")
+    return meta
+
+
+# --------------------------------------------------------------------------- label maps on disk
+# Label values fit in 4 bits, so two pixels share a byte ("nibbles"); with zlib level 3 this
+# is ~4x faster to write than plain np.savez_compressed and smaller (4.7 vs 4.3-8.3 MB on the
+# 71 s anchor clip), which matters for the 64 MiB that can travel to a GPU machine.
+LABELS_KEY = "labels_nibbles"
+LABELS_ZLIB_LEVEL = 3
+
+
+def save_labels(path: str | Path, labels) -> None:
+    """Write uint8 label maps ``[N, H, W]`` (values < 16) to an .npz at ``path`` (not atomic:
+    callers pass a temporary path)."""
+    import zipfile
+
+    import numpy as np
+
+    labels = np.asarray(labels, dtype=np.uint8)
+    if labels.ndim != 3 or (labels.size and labels.max() > 15):
+        raise DatasetError("label maps must be uint8 [N, H, W] with values below 16")
+    n, h, w = labels.shape
+    if w % 2:
+        labels = np.concatenate([labels, np.zeros((n, h, 1), np.uint8)], axis=2)
+    packed = (labels[..., 0::2] << 4) | labels[..., 1::2]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=LABELS_ZLIB_LEVEL) as z:
+        for key, arr in ((LABELS_KEY, packed), ("width", np.array(w, np.int64))):
+            with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr))
+
+
+def load_labels(path: str | Path, start: int = 0, stop: int | None = None):
+    """uint8 label maps ``[stop - start, H, W]`` from :func:`save_labels`' file."""
+    import numpy as np
+
+    with np.load(path) as z:
+        if LABELS_KEY not in z.files:
+            raise DatasetError(f"{path} holds no label maps ({LABELS_KEY})")
+        packed = z[LABELS_KEY][start:stop]
+        w = int(np.asarray(z["width"]).reshape(-1)[0])
+    out = np.empty(packed.shape[:2] + (packed.shape[2] * 2,), np.uint8)
+    out[..., 0::2] = packed >> 4
+    out[..., 1::2] = packed & 15
+    return out[..., :w]

@@ -1,0 +1,166 @@
+"""Load a whole prepared dataset onto one device in one call.
+
+Frames, label maps and the plate stay uint8 on the device (the trainer converts per batch),
+so an H100 holds a 5-minute 512x512 clip (~2 GB) with no per-iteration disk I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkgs import conventions
+from talkgs.data import format as fmt
+from talkgs.errors import DatasetError
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A prepared clip resident on ``device``. N frames of H x W.
+
+    frames      uint8 [N, H, W, 3] RGB
+    labels      uint8 [N, H, W] (talkgs.data.format LABEL_*)
+    background  uint8 [H, W, 3]
+    w2c         float32 [N, 4, 4] world-to-camera (talkgs.conventions)
+    K           float32 [3, 3] intrinsics for this (possibly rescaled) size
+    tracks      every array of tracks.npz as a tensor (pixels rescaled with the frames)
+    audio       float32 [N, W, C] features of ``audio_kind`` (None if not loaded)
+    train_idx / val_idx  int64 frame indices (relative to the loaded range)
+    """
+
+    root: Path
+    meta: dict
+    frames: torch.Tensor | None
+    labels: torch.Tensor | None
+    background: torch.Tensor
+    w2c: torch.Tensor
+    K: torch.Tensor
+    tracks: dict[str, torch.Tensor]
+    audio: torch.Tensor | None
+    audio_kind: str | None
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    width: int
+    height: int
+    frame_offset: int = 0
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.w2c.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.w2c.device
+
+
+_PIXEL_TRACKS = ("landmarks", "lips_box", "face_box", "mouth_gap_px", "reproj_error_px")
+
+
+def _resize(images: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    import cv2
+
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
+    return np.stack([cv2.resize(im, size, interpolation=interp) for im in images])
+
+
+def _decode_frames(root: Path, start: int, stop: int) -> np.ndarray:
+    from talkgs.media import read_frames
+
+    return read_frames(root / fmt.FRAMES, start=start, stop=stop)
+
+
+def load_dataset(
+    root: str | Path,
+    device: str | torch.device = "cpu",
+    audio_kind: str | None = "mel",
+    frame_range: tuple[int, int] | None = None,
+    scale: float = 1.0,
+    load_images: bool = True,
+) -> Dataset:
+    """Load ``root`` onto ``device``.
+
+    ``frame_range`` (start, stop) loads a contiguous part (the split is intersected with it);
+    ``scale`` resizes frames (area), labels (nearest) and the plate, and rescales the
+    intrinsics and pixel-valued tracks consistently (talkgs.conventions.scale_intrinsics).
+    ``load_images=False`` skips frames and labels (for rendering new audio).
+    """
+    root = Path(root)
+    meta = fmt.read_meta(root)
+    n = int(meta["n_frames"])
+    start, stop = frame_range if frame_range is not None else (0, n)
+    if not (0 <= start < stop <= n):
+        raise DatasetError(f"frame range {start}:{stop} is outside the dataset's {n} frames")
+    width = int(round(meta["width"] * scale))
+    height = int(round(meta["height"] * scale))
+
+    frames = labels = None
+    if load_images:
+        frames_np = _decode_frames(root, start, stop)
+        if frames_np.shape[0] != stop - start:
+            raise DatasetError(
+                f"{root / fmt.FRAMES} decoded to {frames_np.shape[0]} frames, expected {stop - start}"
+            )
+        labels_np = fmt.load_labels(root / fmt.LABELS, start, stop)
+        if scale != 1.0:
+            frames_np = _resize(frames_np, (width, height), nearest=False)
+            labels_np = _resize(labels_np, (width, height), nearest=True)
+        frames = torch.from_numpy(np.ascontiguousarray(frames_np)).to(device)
+        labels = torch.from_numpy(np.ascontiguousarray(labels_np)).to(device)
+
+    import cv2
+
+    plate = cv2.cvtColor(cv2.imread(str(root / fmt.BACKGROUND), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if scale != 1.0:
+        plate = cv2.resize(plate, (width, height), interpolation=cv2.INTER_AREA)
+
+    tracks: dict[str, torch.Tensor] = {}
+    with np.load(root / fmt.TRACKS) as z:
+        for key in z.files:
+            arr = z[key][start:stop]
+            if key in _PIXEL_TRACKS and scale != 1.0:
+                arr = arr * scale
+            tracks[key] = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+
+    intr = meta["intrinsics"]
+    K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
+    K = conventions.scale_intrinsics(K, scale)
+
+    audio = None
+    if audio_kind is not None:
+        path = root / fmt.audio_feature_file(audio_kind)
+        if not path.is_file():
+            kinds = sorted(meta.get("audio", {}).get("features", {}))
+            raise DatasetError(
+                f"dataset {root} has no '{audio_kind}' audio features (has: {', '.join(kinds) or 'none'})"
+            )
+        feats = np.load(path, mmap_mode="r")
+        if feats.shape[0] != n:
+            raise DatasetError(f"{path} has {feats.shape[0]} frames of features, the video has {n}")
+        audio = torch.from_numpy(np.array(feats[start:stop], dtype=np.float32)).to(device)
+
+    train_lo, train_hi = meta["split"]["train"]
+    val_lo, val_hi = meta["split"]["val"]
+    idx = torch.arange(start, stop)
+    train_idx = idx[(idx >= train_lo) & (idx < train_hi)] - start
+    val_idx = idx[(idx >= val_lo) & (idx < val_hi)] - start
+
+    return Dataset(
+        root=root,
+        meta=meta,
+        frames=frames,
+        labels=labels,
+        background=torch.from_numpy(np.ascontiguousarray(plate)).to(device),
+        w2c=tracks["w2c"].float(),
+        K=torch.as_tensor(K, dtype=torch.float32, device=device),
+        tracks=tracks,
+        audio=audio,
+        audio_kind=audio_kind,
+        train_idx=train_idx.to(device),
+        val_idx=val_idx.to(device),
+        width=width,
+        height=height,
+        frame_offset=start,
+    )

@@ -1,0 +1,424 @@
+"""The talking head: a face branch and an inside-mouth branch of deformable Gaussians.
+
+Each branch holds canonical Gaussians (`talkgs.model.gaussians`), a motion field
+(`talkgs.model.motion`) and its own audio net (`talkgs.model.audio_encoder`), as in the
+original. A frame is rendered per branch on a black background (premultiplied colour) and
+composited face over mouth over background (:func:`composite`). The background of a training or
+replay frame is that frame's torso over the background plate (:func:`torso_background`), one
+function so a torso model can replace it later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from talkgs.errors import TalkgsError
+from talkgs.model.audio_encoder import AudioNet, AudioNetConfig
+from talkgs.model.gaussians import (
+    GaussianParams,
+    activate,
+    init_face_surface,
+    init_from_points,
+    init_mouth_cavity,
+    init_random_cube,
+    load_canonical_face,
+    make_optimizers,
+    scale_activation,
+    sh_degree_of,
+)
+from talkgs.model.motion import EYE_DIM, FaceMotionConfig, MouthMotionConfig
+
+BRANCHES = ("face", "mouth")
+TORSO_LABEL = 1  # talkgs.data.LABEL_TORSO (torso + neck); model does not import talkgs.data
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianLRs:
+    """Adam learning rates of the canonical Gaussians (constant; the trainer owns schedules)."""
+
+    means: float = 2e-5
+    """Metres per step (~ the original's 1.6e-4 x its ~0.13 m camera extent); decay it over training."""
+    quats: float = 1e-3
+    scales: float = 5e-3
+    """On log-scales (gsplat's value)."""
+    opacities: float = 5e-2
+    sh0: float = 2.5e-3
+    shN: float = 1.25e-4
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetLRs:
+    """Learning rates of a branch's networks (the original's: AdamW, grids 5e-3, MLPs 5e-4)."""
+
+    grid: float = 5e-3
+    mlp: float = 5e-4
+    audio: float = 5e-4
+    audio_att: float = 2.5e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchInitConfig:
+    """How a branch's canonical Gaussians start."""
+
+    n: int = 10_000
+    """Number of initial Gaussians."""
+    kind: Literal["surface", "cavity", "cube"] = "surface"
+    """surface: on the canonical face + a shell over the head; cavity: box behind the inner lips;
+    cube: uniform in +- cube_bound (the original)."""
+    opacity: float = 0.1
+    """Initial opacity (the original's)."""
+    jitter: float = 0.002
+    """Normal offset std of surface points (metres)."""
+    head_fraction: float = 0.3
+    """Fraction of surface points on the head shell (hair, ears) rather than on the face mesh."""
+    cube_bound: float = 0.1
+    """Half-size of the random cube (metres)."""
+    scale: float | None = None
+    """Initial scale in metres; None = RMS distance to the 3 nearest points."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    """The talking-head model: both branches' Gaussians, motion fields and audio nets."""
+
+    sh_degree: int = 2
+    """Highest SH degree of the Gaussians' colour (the original's 2)."""
+    face_init: BranchInitConfig = BranchInitConfig(n=10_000, kind="surface")
+    """Face branch initialisation."""
+    mouth_init: BranchInitConfig = BranchInitConfig(n=3_000, kind="cavity")
+    """Inside-mouth branch initialisation."""
+    face_motion: FaceMotionConfig = FaceMotionConfig()
+    """Face deformation field (tri-plane + region attention + MLP)."""
+    mouth_motion: MouthMotionConfig = MouthMotionConfig()
+    """Inside-mouth deformation field."""
+    audio: AudioNetConfig = AudioNetConfig()
+    """Audio net of each branch (each branch has its own)."""
+    eye_dim: int = EYE_DIM
+    """Size of the eye code (`talkgs.model.motion.eye_code`)."""
+    gaussian_lrs: GaussianLRs = GaussianLRs()
+    """Adam learning rates of the Gaussians."""
+    net_lrs: NetLRs = NetLRs()
+    """Learning rates of the networks."""
+    attention_detach_geometry: bool = False
+    """Render attention maps in a second pass with detached Gaussians, so attention losses only
+    move the gates (the original's way). False splats them as extra channels of the colour pass:
+    half the rasterization work; the 1e-4-weighted attention terms then also nudge geometry."""
+
+    def setup(self, audio_window: int, audio_channels: int, **kw) -> "TalkingHead":
+        return TalkingHead(self, audio_window, audio_channels, **kw)
+
+
+@dataclasses.dataclass
+class DeformedGaussians:
+    """One branch's Gaussians in ``B`` frames (renderable), plus what the regularisers need."""
+
+    means: torch.Tensor  # [B, N, 3] metres
+    quats: torch.Tensor  # [B, N, 4] unit
+    scales: torch.Tensor  # [B, N, 3] metres
+    opacities: torch.Tensor  # [B, N]
+    sh: torch.Tensor  # [B, N, K, 3] (expanded view of the canonical SH)
+    sh_degree: int
+    d_xyz: torch.Tensor | None = None  # [B, N, 3]; None when static
+    d_rot: torch.Tensor | None = None  # [B, N, 4]; face only
+    d_scale: torch.Tensor | None = None  # [B, N, 3]; face only
+    audio_att: torch.Tensor | None = None  # [B, N, A]; face only
+    eye_att: torch.Tensor | None = None  # [B, N, E]; face only
+
+    @property
+    def batch_size(self) -> int:
+        return self.means.shape[0]
+
+    def attention_norms(self) -> torch.Tensor | None:
+        """``[B, N, 2]``: per-Gaussian ||a_aud * audio|| and ||a_eye * eye|| (None without attention)."""
+        if self.audio_att is None or self.eye_att is None:
+            return None
+        return torch.stack([self.audio_att.norm(dim=-1), self.eye_att.norm(dim=-1)], dim=-1)
+
+
+MAX_LOG_SCALE_DELTA = 1.0  # a frame may shrink or grow a Gaussian by at most e (x2.7)
+
+
+def bounded_log_scale_delta(d_scale: torch.Tensor, bound: float = MAX_LOG_SCALE_DELTA) -> torch.Tensor:
+    """Soft-bounded log-scale change: ``bound * tanh(d / bound)`` (identity near 0). Unbounded
+    scale deltas let a few Gaussians stretch into streaks across the frame on unseen audio."""
+    return bound * torch.tanh(d_scale / bound)
+
+
+class GaussianBranch(nn.Module):
+    """Canonical Gaussians + motion field + audio net of one branch."""
+
+    def __init__(self, kind: str, gaussians: GaussianParams, motion: nn.Module, audio: AudioNet) -> None:
+        super().__init__()
+        self.kind = kind
+        self.gaussians = gaussians
+        self.motion = motion
+        self.audio = audio
+
+
+def _init_points(
+    cfg: BranchInitConfig, canonical: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    if cfg.kind == "surface":
+        return init_face_surface(canonical, cfg.n, jitter=cfg.jitter, head_fraction=cfg.head_fraction, generator=generator)
+    if cfg.kind == "cavity":
+        return init_mouth_cavity(canonical, cfg.n, generator=generator)
+    if cfg.kind == "cube":
+        return init_random_cube(cfg.n, cfg.cube_bound, generator=generator, device=canonical.device)
+    raise TalkgsError(f"unknown Gaussian init kind {cfg.kind!r} (surface, cavity or cube)")
+
+
+class TalkingHead(nn.Module):
+    """Face and inside-mouth branches. ``audio_window``/``audio_channels``: the dataset's feature
+    shape ``[N, W, C]``; ``canonical [468, 3]`` metres (default: the bundled MediaPipe face)."""
+
+    def __init__(
+        self,
+        cfg: HeadConfig,
+        audio_window: int,
+        audio_channels: int,
+        canonical: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        canonical = load_canonical_face() if canonical is None else canonical.float().cpu()
+        self.register_buffer("canonical", canonical, persistent=False)
+        branches = {}
+        for kind, init in (("face", cfg.face_init), ("mouth", cfg.mouth_init)):
+            pts = _init_points(init, canonical, generator)
+            gs = init_from_points(pts, init_opacity=init.opacity, init_scale=init.scale, sh_degree=cfg.sh_degree)
+            audio = cfg.audio.setup(audio_window, audio_channels)
+            if kind == "face":
+                motion = cfg.face_motion.setup(cfg.audio.code_dim, cfg.eye_dim)
+            else:
+                motion = cfg.mouth_motion.setup(cfg.audio.code_dim)
+            branches[kind] = GaussianBranch(kind, gs, motion, audio)
+        self.branches = nn.ModuleDict(branches)
+
+    # ------------------------------------------------------------------ access
+    def branch(self, name: str) -> GaussianBranch:
+        if name not in BRANCHES:
+            raise TalkgsError(f"unknown branch {name!r} (face or mouth)")
+        return self.branches[name]  # type: ignore[return-value]
+
+    def gaussians(self, name: str) -> GaussianParams:
+        return self.branch(name).gaussians
+
+    def gaussian_optimizers(self, name: str) -> dict[str, torch.optim.Adam]:
+        """One Adam per Gaussian parameter of branch ``name`` (what the strategy edits)."""
+        return make_optimizers(self.gaussians(name), self.cfg.gaussian_lrs.as_dict())
+
+    def network_param_groups(self, name: str) -> list[dict]:
+        """Optimiser groups of a branch's networks: grid, mlp (motion + attention MLPs), audio
+        (encoder), audio_att (temporal attention), with the config's learning rates."""
+        br = self.branch(name)
+        lrs = self.cfg.net_lrs
+        grid = list(br.motion.grid.parameters())
+        grid_ids = {id(p) for p in grid}
+        mlp = [p for p in br.motion.parameters() if id(p) not in grid_ids]
+        att = list(br.audio.attention.parameters()) if br.audio.attention is not None else []
+        groups = [
+            {"name": "grid", "params": grid, "lr": lrs.grid},
+            {"name": "mlp", "params": mlp, "lr": lrs.mlp},
+            {"name": "audio", "params": list(br.audio.encoder.parameters()), "lr": lrs.audio},
+            {"name": "audio_att", "params": att, "lr": lrs.audio_att},
+        ]
+        return [g for g in groups if g["params"]]
+
+    # ------------------------------------------------------------------ deformation
+    def deform(
+        self,
+        branch: str,
+        audio_windows: torch.Tensor | None,
+        eye: torch.Tensor | None = None,
+        static: bool = False,
+        batch_size: int | None = None,
+    ) -> DeformedGaussians:
+        """Gaussians of ``branch`` in ``B`` frames.
+
+        ``audio_windows [B, 8, W, C]`` (see ``gather_windows``); ``eye [B, E]`` face only (None:
+        zeros). ``static`` skips the motion field (the warm-up stage); then ``audio_windows`` may
+        be None and ``batch_size`` gives B.
+        """
+        br = self.branch(branch)
+        gs = br.gaussians
+        if audio_windows is not None:
+            b = audio_windows.shape[0]
+        elif static and batch_size is not None:
+            b = batch_size
+        else:
+            raise TalkgsError("deform needs audio_windows (or static=True with batch_size)")
+        means_c, quats_c, scales_c, opac_c, sh = activate(gs)
+        n = means_c.shape[0]
+        sh_b = sh[None].expand(b, *sh.shape)
+        opac = opac_c[None].expand(b, n)
+        sh_degree = sh_degree_of(gs)
+        if static:
+            return DeformedGaussians(
+                means=means_c[None].expand(b, n, 3),
+                quats=quats_c[None].expand(b, n, 4),
+                scales=scales_c[None].expand(b, n, 3),
+                opacities=opac,
+                sh=sh_b,
+                sh_degree=sh_degree,
+            )
+        code = br.audio.encode(audio_windows.to(means_c.dtype))  # [B, A]
+        if br.kind == "face":
+            if eye is not None:
+                eye = eye.to(device=means_c.device, dtype=means_c.dtype)
+            d = br.motion(means_c, code, eye)
+            return DeformedGaussians(
+                means=means_c[None] + d.d_xyz,
+                quats=F.normalize(gs["quats"][None] + d.d_rot, dim=-1),
+                scales=scale_activation(gs["scales"][None] + bounded_log_scale_delta(d.d_scale)),
+                opacities=opac,
+                sh=sh_b,
+                sh_degree=sh_degree,
+                d_xyz=d.d_xyz,
+                d_rot=d.d_rot,
+                d_scale=d.d_scale,
+                audio_att=d.audio_att,
+                eye_att=d.eye_att,
+            )
+        d_xyz = br.motion(means_c, code)
+        return DeformedGaussians(
+            means=means_c[None] + d_xyz,
+            quats=quats_c[None].expand(b, n, 4),
+            scales=scales_c[None].expand(b, n, 3),
+            opacities=opac,
+            sh=sh_b,
+            sh_degree=sh_degree,
+            d_xyz=d_xyz,
+        )
+
+    # ------------------------------------------------------------------ rendering
+    def render_branch(
+        self,
+        deformed: DeformedGaussians,
+        viewmats: torch.Tensor,
+        Ks: torch.Tensor,
+        width: int,
+        height: int,
+        with_attention: bool = False,
+        sh_degree: int | None = None,
+        backgrounds: torch.Tensor | None = None,
+        render_depth: bool = False,
+        backend: str = "auto",
+    ):
+        """Render deformed Gaussians: ``viewmats [B, 1, 4, 4]``, ``Ks [B, 1, 3, 3]`` -> RenderOutput
+        with ``colors [B, 1, H, W, 3]`` (premultiplied on black unless ``backgrounds``).
+
+        ``sh_degree``: active SH degree (None: all stored bands; the trainer raises it over time).
+        ``with_attention``: ``extras [B, 1, H, W, 2]`` holds the splatted audio / eye attention
+        norms (face branch), rendered with detached geometry when the config says so.
+        """
+        from talkgs.render import rasterize
+
+        b = deformed.batch_size
+        if viewmats.shape != (b, 1, 4, 4) or Ks.shape != (b, 1, 3, 3):
+            raise TalkgsError(
+                f"render_branch needs viewmats [{b}, 1, 4, 4] and Ks [{b}, 1, 3, 3], got "
+                f"{tuple(viewmats.shape)} and {tuple(Ks.shape)}"
+            )
+        deg = deformed.sh_degree if sh_degree is None else min(sh_degree, deformed.sh_degree)
+        att = deformed.attention_norms() if with_attention else None
+        if with_attention and att is None:
+            raise TalkgsError("with_attention needs a deformed face branch (attention is face-only)")
+        single_pass = att is not None and not self.cfg.attention_detach_geometry
+        out = rasterize(
+            deformed.means,
+            deformed.quats,
+            deformed.scales,
+            deformed.opacities,
+            sh_coeffs=deformed.sh,
+            sh_degree=deg,
+            viewmats=viewmats,
+            Ks=Ks,
+            width=width,
+            height=height,
+            backgrounds=backgrounds,
+            render_depth=render_depth,
+            backend=backend,
+            extras=att if single_pass else None,
+        )
+        if att is None or single_pass:
+            return out
+        geo = (deformed.means, deformed.quats, deformed.scales, deformed.opacities)
+        if self.cfg.attention_detach_geometry:
+            geo = tuple(t.detach() for t in geo)
+        att_out = rasterize(
+            *geo, colors=att, viewmats=viewmats, Ks=Ks, width=width, height=height, backend=backend
+        )
+        return dataclasses.replace(out, extras=att_out.colors)
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Like nn.Module's, but first resizes the Gaussians to the checkpoint's counts
+        (densification changes N)."""
+        for name in BRANCHES:
+            gs = self.gaussians(name)
+            for key in list(gs.keys()):
+                sd_key = f"branches.{name}.gaussians.{key}"
+                if sd_key in state_dict and state_dict[sd_key].shape != gs[key].shape:
+                    gs[key] = nn.Parameter(torch.empty_like(state_dict[sd_key], device=gs[key].device))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def num_gaussians(self) -> dict[str, int]:
+        return {name: int(self.gaussians(name)["means"].shape[0]) for name in BRANCHES}
+
+
+def composite(
+    face_rgb: torch.Tensor,
+    face_alpha: torch.Tensor,
+    mouth_rgb: torch.Tensor,
+    mouth_alpha: torch.Tensor,
+    background: torch.Tensor,
+) -> torch.Tensor:
+    """Face over mouth over background, premultiplied: ``[..., H, W, 3]`` colours, ``[..., H, W, 1]``
+    alphas (renders on black). mouth_img = C_mouth + (1 - a_mouth) BG; image = C_face + (1 - a_face) mouth_img."""
+    mouth_img = mouth_rgb + (1.0 - mouth_alpha) * background
+    return face_rgb + (1.0 - face_alpha) * mouth_img
+
+
+def torso_background(
+    frame_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    plate: torch.Tensor,
+    torso_label: int = TORSO_LABEL,
+) -> torch.Tensor:
+    """Background of a frame ``[B, H, W, 3]`` float in [0, 1]: the ground-truth frame's torso+neck
+    pixels (``labels [B, H, W] == torso_label``) over the background ``plate [H, W, 3]`` (uint8 or
+    float in [0, 1]). The original's shortcut (torso is not modelled); a torso model replaces this."""
+    if frame_uint8.ndim != 4 or labels.shape != frame_uint8.shape[:3] or plate.shape != frame_uint8.shape[1:]:
+        raise TalkgsError(
+            f"torso_background needs frames [B, H, W, 3], labels [B, H, W], plate [H, W, 3]; got "
+            f"{tuple(frame_uint8.shape)}, {tuple(labels.shape)}, {tuple(plate.shape)}"
+        )
+    frame = frame_uint8.float() / 255.0 if frame_uint8.dtype == torch.uint8 else frame_uint8.float()
+    plate = plate.to(frame.device)
+    plate = plate.float() / 255.0 if plate.dtype == torch.uint8 else plate.float()
+    torso = (labels == torso_label)[..., None]
+    return torch.where(torso, frame, plate[None])
+
+
+def ground_truth_on_plate(
+    frame_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    plate: torch.Tensor,
+    background_label: int = 0,
+) -> torch.Tensor:
+    """Training/eval target ``[B, H, W, 3]`` float in [0, 1]: the frame with its background-labelled
+    pixels replaced by the plate (the original's ``gt_imgs``). Neither branch nor the torso
+    shortcut models moving studio graphics, so the target's background is the static plate."""
+    frame = frame_uint8.float() / 255.0 if frame_uint8.dtype == torch.uint8 else frame_uint8.float()
+    plate = plate.to(frame.device)
+    plate = plate.float() / 255.0 if plate.dtype == torch.uint8 else plate.float()
+    return torch.where((labels == background_label)[..., None], plate[None], frame)

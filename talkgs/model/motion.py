@@ -1,0 +1,197 @@
+"""Motion fields: per-Gaussian deformation from a tri-plane feature and per-frame condition codes.
+
+Face branch (:class:`FaceMotion`), region attention as in TalkingGaussian / ER-NeRF: from the
+tri-plane feature f(mu) of each canonical mean,
+
+    a_aud = MLP_a(f)                (linear output, one gate per audio-code channel)
+    a_eye = ReLU(MLP_e(f))          (one gate per eye-code channel)
+    h     = [f, a_aud * audio, a_eye * eye]
+    MLP(h) -> dxyz (x 0.01 m), drot (added to the raw quaternion), dscale (added to the raw log-scale)
+
+Colour and opacity stay fixed (no delta opacity: the original predicted one and never applied it),
+so the Gaussians keep their identity across frames. Features and gates depend only on the canonical
+means: they are computed once per call and combined with the ``B`` frames' codes.
+
+Inside-mouth branch (:class:`MouthMotion`): MLP([f, audio]) -> dxyz only (x 0.01 m), with x and z
+damped by ``xz_damping`` (the original divides them by 5: the mouth interior moves mostly up/down).
+
+All MLPs are bias-free (as the original): zero feature and zero codes give exactly zero motion,
+and the tri-plane features start at ~1e-4, so training starts from nearly static Gaussians
+(|dxyz| ~ 1e-6 m).
+
+Eye code (:func:`eye_code`): ``[blink, eye_ratio_l / ref_l, eye_ratio_r / ref_r]`` (3 values,
+~[0, 1], 1 = fully open for the ratios, 1 = closed for blink) from the dataset's ``blink [N]`` and
+``eye_ratio [N, 2]``; ``ref`` is an open-eye reference ratio per eye (see :func:`eye_ratio_reference`).
+It replaces the original's 6 OpenFace AUs (AU01/04/05/06/07 + AU45).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from talkgs.errors import TalkgsError
+from talkgs.model.triplane import TriPlaneConfig
+
+EYE_DIM = 3
+
+
+def eye_ratio_reference(eye_ratio: torch.Tensor, q: float = 0.9) -> torch.Tensor:
+    """Open-eye reference ratio per eye ``[2]``: the ``q`` quantile over training frames ``[N, 2]``."""
+    r = torch.as_tensor(eye_ratio, dtype=torch.float32)
+    return torch.quantile(r, q, dim=0).clamp_min(1e-3)
+
+
+def eye_code(blink: torch.Tensor, eye_ratio: torch.Tensor, ratio_ref: torch.Tensor | float = 0.3) -> torch.Tensor:
+    """Eye code ``[B, 3]`` from ``blink [B]`` (0 open .. 1 closed) and ``eye_ratio [B, 2]``.
+
+    Ratios are divided by the open-eye reference ``ratio_ref`` (``[2]`` or a float) and clipped to
+    [0, 1.5], so both entries sit near 1 for open eyes and near 0 for closed ones on any face.
+    """
+    blink = torch.as_tensor(blink, dtype=torch.float32)
+    eye_ratio = torch.as_tensor(eye_ratio, dtype=torch.float32, device=blink.device)
+    if blink.ndim != 1 or eye_ratio.shape != (blink.shape[0], 2):
+        raise TalkgsError(f"eye signals must be blink [B] and eye_ratio [B, 2], got {tuple(blink.shape)}, {tuple(eye_ratio.shape)}")
+    ref = torch.as_tensor(ratio_ref, dtype=torch.float32, device=blink.device)
+    ratios = (eye_ratio / ref).clamp(0.0, 1.5)
+    return torch.cat([blink.clamp(0.0, 1.0)[:, None], ratios], dim=1)
+
+
+def mlp(dims: list[int], out_init_std: float | None = None) -> nn.Sequential:
+    """Bias-free Linear+ReLU stack with a linear last layer; optionally a small last layer."""
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1], bias=False))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    if out_init_std is not None:
+        nn.init.normal_(layers[-1].weight, std=out_init_std)
+    return nn.Sequential(*layers)
+
+
+@dataclasses.dataclass
+class FaceDeltas:
+    """Output of :class:`FaceMotion` for ``B`` frames and ``N`` Gaussians."""
+
+    d_xyz: torch.Tensor  # [B, N, 3] metres
+    d_rot: torch.Tensor  # [B, N, 4] added to raw quaternions
+    d_scale: torch.Tensor  # [B, N, 3] added to raw log-scales
+    audio_att: torch.Tensor  # [B, N, A]: a_aud * audio code (what the MLP sees)
+    eye_att: torch.Tensor  # [B, N, E]: a_eye * eye code
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceMotionConfig:
+    """Face-branch deformation field."""
+
+    triplane: TriPlaneConfig = TriPlaneConfig()
+    """Spatial feature grid (the head box)."""
+    hidden: int = 64
+    """Width of the two hidden layers of the deformation MLP."""
+    att_hidden: int = 32
+    """Hidden width of the audio-attention MLP (the eye one uses half)."""
+    xyz_scale: float = 0.01
+    """Metres per unit of the MLP's position output."""
+    out_init_std: float | None = None
+    """Std of the MLP's output-layer weights at init; None = PyTorch's default (the original's).
+    The motion starts near zero anyway: tri-plane features start at ~1e-4 and the MLPs are bias-free."""
+    detach_features: bool = True
+    """Tri-plane lookups do not send gradients to the Gaussian means (positions learn from the
+    renders directly; gradients through bilinear weights are piecewise and noisy)."""
+
+    def setup(self, audio_dim: int, eye_dim: int = EYE_DIM) -> "FaceMotion":
+        return FaceMotion(self, audio_dim=audio_dim, eye_dim=eye_dim)
+
+
+class FaceMotion(nn.Module):
+    """``forward(means [N, 3], audio [B, A], eye [B, E]) -> FaceDeltas``."""
+
+    def __init__(self, cfg: FaceMotionConfig = FaceMotionConfig(), audio_dim: int = 32, eye_dim: int = EYE_DIM):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_dim = audio_dim
+        self.eye_dim = eye_dim
+        self.grid = cfg.triplane.setup()
+        fd = self.grid.out_dim
+        self.aud_att = mlp([fd, cfg.att_hidden, audio_dim])
+        self.eye_att = nn.Sequential(mlp([fd, max(cfg.att_hidden // 2, eye_dim), eye_dim]), nn.ReLU())
+        # Deformation MLP; its first layer is split into feature / audio / eye column blocks so
+        # the per-Gaussian feature part is computed once for all B frames.
+        self.deform = mlp([fd + audio_dim + eye_dim, cfg.hidden, cfg.hidden, 10], out_init_std=cfg.out_init_std)
+
+    def features(self, means: torch.Tensor) -> torch.Tensor:
+        """Tri-plane feature ``[N, F]`` of canonical means ``[N, 3]``."""
+        return self.grid(means.detach() if self.cfg.detach_features else means)
+
+    def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor | None = None) -> FaceDeltas:
+        b = audio.shape[0]
+        if audio.ndim != 2 or audio.shape[1] != self.audio_dim:
+            raise TalkgsError(f"face audio code must be [B, {self.audio_dim}], got {tuple(audio.shape)}")
+        if eye is None:
+            eye = audio.new_zeros(b, self.eye_dim)
+        if eye.shape != (b, self.eye_dim):
+            raise TalkgsError(f"eye code must be [{b}, {self.eye_dim}], got {tuple(eye.shape)}")
+        feat = self.features(means)  # [N, F]
+        audio_att = self.aud_att(feat)[None] * audio[:, None, :]  # [B, N, A]
+        eye_att = self.eye_att(feat)[None] * eye[:, None, :].to(feat.dtype)  # [B, N, E]
+        first = self.deform[0].weight  # [H, F + A + E]
+        fd = feat.shape[1]
+        h = (
+            (feat @ first[:, :fd].T)[None]
+            + audio_att @ first[:, fd : fd + self.audio_dim].T
+            + eye_att @ first[:, fd + self.audio_dim :].T
+        )
+        out = self.deform[1:](h)  # ReLU, Linear, ReLU, Linear -> [B, N, 10]
+        return FaceDeltas(
+            d_xyz=out[..., :3] * self.cfg.xyz_scale,
+            d_rot=out[..., 3:7],
+            d_scale=out[..., 7:10],
+            audio_att=audio_att,
+            eye_att=eye_att,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MouthMotionConfig:
+    """Inside-mouth deformation field (audio only, translation only)."""
+
+    triplane: TriPlaneConfig = TriPlaneConfig(bound=0.06, centre=(0.0, -0.05, 0.03), n_levels=12, base_res=16, max_res=64)
+    """Spatial feature grid: a 12 cm box around the mouth (~1.9 mm cells at the finest level)."""
+    hidden: int = 32
+    """Width of the two hidden layers."""
+    xyz_scale: float = 0.01
+    """Metres per unit of the MLP's output."""
+    xz_damping: float = 0.2
+    """Factor on the x and z motion (the original's 1/5: mostly vertical motion)."""
+    out_init_std: float | None = None
+    """Std of the output-layer weights at init (None: PyTorch's default)."""
+    detach_features: bool = True
+    """See :class:`FaceMotionConfig`."""
+
+    def setup(self, audio_dim: int) -> "MouthMotion":
+        return MouthMotion(self, audio_dim=audio_dim)
+
+
+class MouthMotion(nn.Module):
+    """``forward(means [N, 3], audio [B, A]) -> d_xyz [B, N, 3]`` (metres)."""
+
+    def __init__(self, cfg: MouthMotionConfig = MouthMotionConfig(), audio_dim: int = 32):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_dim = audio_dim
+        self.grid = cfg.triplane.setup()
+        self.deform = mlp([self.grid.out_dim + audio_dim, cfg.hidden, cfg.hidden, 3], out_init_std=cfg.out_init_std)
+        self.register_buffer(
+            "axis_scale", torch.tensor([cfg.xz_damping, 1.0, cfg.xz_damping]) * cfg.xyz_scale, persistent=False
+        )
+
+    def forward(self, means: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        if audio.ndim != 2 or audio.shape[1] != self.audio_dim:
+            raise TalkgsError(f"mouth audio code must be [B, {self.audio_dim}], got {tuple(audio.shape)}")
+        feat = self.grid(means.detach() if self.cfg.detach_features else means)  # [N, F]
+        first = self.deform[0].weight
+        fd = feat.shape[1]
+        h = (feat @ first[:, :fd].T)[None] + (audio @ first[:, fd:].T)[:, None, :]  # [B, N, H]
+        return self.deform[1:](h) * self.axis_scale  # deform[1:] starts with the ReLU

@@ -1,0 +1,387 @@
+"""`talkgs prepare`: video -> dataset, as a sequence of resumable steps.
+
+All work happens in ``OUTPUT.partial/``. Each step writes its outputs atomically there, so
+an interrupted run resumes at the first unfinished step (same source file only). The
+folder is renamed to ``OUTPUT`` only once meta.json is written, so a dataset that exists
+is always complete.
+
+Step order and outputs (``_work/`` is scratch, deleted at the end):
+  media       frames.mp4 (25 fps, stream copy when possible), audio.wav (16 kHz mono)
+  track       _work/track.npz (landmarks, detection flags), _work/person.npy (selfie masks)
+  pose        _work/pose.npz (cuts, focal, w2c raw/smoothed, reprojection errors)
+  labels      labels.npz
+  background  background.png, _work/background.json
+  audio_*     audio_<kind>.npy, one per feature kind
+  finalize    tracks.npz, meta.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from talkgs import __version__, conventions
+from talkgs.config import PrepareConfig
+from talkgs.data import format as fmt
+from talkgs.errors import MediaError, PrepareError
+from talkgs.fsutil import atomic_path, sha256_file, write_json
+
+WORK = "_work"
+SOURCE_JSON = "source.json"
+
+
+@dataclasses.dataclass
+class _Ctx:
+    cfg: PrepareConfig
+    work: Path  # OUTPUT.partial
+    source: dict
+    timings: dict
+    frames_cache: np.ndarray | None = None
+
+    def frames(self) -> np.ndarray:
+        """All frames of frames.mp4, decoded once per process. uint8 [N, H, W, 3]."""
+        if self.frames_cache is None:
+            from talkgs.media import read_frames
+
+            self.frames_cache = read_frames(self.work / fmt.FRAMES)
+        return self.frames_cache
+
+    def say(self, msg: str) -> None:
+        if self.cfg.progress:
+            print(f"[prepare] {msg}", flush=True)
+
+
+def _save_npz(path: Path, compressed: bool = False, **arrays) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
+
+
+# ---------------------------------------------------------------------------------------
+# Steps. Each takes the context and writes its outputs; `_STEPS` lists (name, outputs, fn).
+
+
+def _step_media(ctx: _Ctx) -> None:
+    """frames.mp4 and audio.wav; frames copied bit-exact when the source allows it."""
+    from talkgs.media import (
+        VideoWriter,
+        copy_video_stream,
+        count_frames,
+        fit_audio_to_frames,
+        iter_frames,
+        read_audio,
+        write_wav,
+    )
+
+    info = ctx.source["info"]
+    dst = ctx.work / fmt.FRAMES
+    copied = False
+    if abs(info["fps"] - conventions.FPS) < 1e-3:
+        tmp = dst.with_name(".frames.copy.tmp.mp4")
+        copied = copy_video_stream(ctx.cfg.video, tmp)  # leaves no file when it returns False
+        if copied:
+            os.replace(tmp, dst)
+    if not copied:
+        ctx.say(f"re-encoding video at {conventions.FPS} fps (source {info['fps']:.3f} fps)")
+        # High quality: these frames are the training targets.
+        with VideoWriter(dst, fps=conventions.FPS, crf=12) as writer:
+            for frame in _progress(
+                iter_frames(ctx.cfg.video, fps=conventions.FPS),
+                ctx.cfg.progress,
+                "resample",
+                total=conventions.n_frames_for_duration(info["duration_s"]),
+            ):
+                writer.write(frame)
+    n = count_frames(dst)
+    wav = fit_audio_to_frames(read_audio(ctx.cfg.video, conventions.SAMPLE_RATE), n)
+    with atomic_path(ctx.work / fmt.AUDIO) as tmp:
+        write_wav(tmp, wav, conventions.SAMPLE_RATE)
+    write_json(
+        ctx.work / WORK / "media.json",
+        {"n_frames": n, "copied_stream": copied, "resampled": abs(info["fps"] - conventions.FPS) >= 1e-3},
+    )
+
+
+def _step_track(ctx: _Ctx) -> None:
+    from talkgs.prepare.landmarks import fill_missing, track_video
+
+    frames = ctx.frames()
+    tr = track_video(frames, n_frames_hint=len(frames), progress=ctx.cfg.progress)
+    landmarks, interpolated = fill_missing(
+        tr.landmarks, tr.detected, max_missing_fraction=ctx.cfg.max_missing_fraction
+    )
+    landmarks_z, _ = fill_missing(tr.landmarks_z, tr.detected, max_missing_fraction=ctx.cfg.max_missing_fraction)
+    _save_npy(ctx.work / WORK / "person.npy", tr.person)
+    _save_npz(
+        ctx.work / WORK / "track.npz",
+        landmarks=landmarks.astype(np.float32),
+        landmarks_z=landmarks_z.astype(np.float32),
+        detected=tr.detected,
+        interpolated=interpolated,
+    )
+
+
+def _step_pose(ctx: _Ctx) -> None:
+    from talkgs.prepare.pose import detect_cuts, fit_head_pose
+
+    with np.load(ctx.work / WORK / "track.npz") as z:
+        landmarks, interpolated = z["landmarks"], z["interpolated"]
+    h, w = ctx.source["info"]["height"], ctx.source["info"]["width"]
+    shots = detect_cuts(landmarks, ctx.frames())
+    pose = fit_head_pose(landmarks, w, h, shots, interpolated=interpolated, smooth_sigma=ctx.cfg.smooth_sigma)
+    shot_idx = np.zeros(len(landmarks), np.int32)
+    for i, (a, b) in enumerate(shots):
+        shot_idx[a:b] = i
+    _save_npz(
+        ctx.work / WORK / "pose.npz",
+        w2c=pose.w2c.astype(np.float32),
+        w2c_raw=pose.w2c_raw.astype(np.float32),
+        K=np.asarray(pose.K, np.float64),
+        focal_uncertainty_px=np.float64(pose.focal_uncertainty_px),
+        reproj_error_px=pose.reproj_error_px.astype(np.float32),
+        reproj_error_raw_px=pose.reproj_error_raw_px.astype(np.float32),
+        shots=np.asarray(shots, np.int64).reshape(-1, 2),
+        shot=shot_idx,
+    )
+
+
+def _step_labels(ctx: _Ctx) -> None:
+    from talkgs.prepare.labels import label_video
+
+    with np.load(ctx.work / WORK / "track.npz") as z:
+        landmarks = z["landmarks"]
+    person = np.load(ctx.work / WORK / "person.npy", mmap_mode="r")
+    labels = label_video(landmarks, person, progress=ctx.cfg.progress)
+    with atomic_path(ctx.work / fmt.LABELS, suffix=".npz") as tmp:
+        fmt.save_labels(tmp, labels)
+
+
+def _step_background(ctx: _Ctx) -> None:
+    import cv2
+
+    from talkgs.prepare.background import background_plate
+
+    labels = fmt.load_labels(ctx.work / fmt.LABELS)
+    plate, inpainted = background_plate(ctx.frames(), labels, progress=ctx.cfg.progress)
+    with atomic_path(ctx.work / fmt.BACKGROUND) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(plate, cv2.COLOR_RGB2BGR)):
+            raise PrepareError(f"could not write {tmp}")
+    write_json(ctx.work / WORK / "background.json", {"inpainted_fraction": float(inpainted.mean())})
+
+
+def _step_audio(kind: str) -> Callable[[_Ctx], None]:
+    def run(ctx: _Ctx) -> None:
+        from talkgs.audio import extract
+        from talkgs.media import read_wav
+
+        wav, sr = read_wav(ctx.work / fmt.AUDIO)
+        n = json.loads((ctx.work / WORK / "media.json").read_text())["n_frames"]
+        # float16 on disk halves the dataset that travels to the GPU; the loader returns float32.
+        _save_npy(ctx.work / fmt.audio_feature_file(kind), extract(kind, wav, n).astype(np.float16))
+
+    return run
+
+
+def _step_finalize(ctx: _Ctx) -> None:
+    from talkgs.prepare.signals import compute_signals
+
+    info = ctx.source["info"]
+    media = json.loads((ctx.work / WORK / "media.json").read_text())
+    bg = json.loads((ctx.work / WORK / "background.json").read_text())
+    n = media["n_frames"]
+    with np.load(ctx.work / WORK / "track.npz") as z:
+        track = {k: z[k] for k in z.files}
+    with np.load(ctx.work / WORK / "pose.npz") as z:
+        pose = {k: z[k] for k in z.files}
+    signals = compute_signals(track["landmarks"], info["width"], info["height"])
+    tracks = {
+        "landmarks": track["landmarks"],
+        "landmarks_z": track["landmarks_z"],
+        "landmark_interpolated": track["interpolated"].astype(bool),
+        "w2c": pose["w2c"],
+        "w2c_raw": pose["w2c_raw"],
+        "reproj_error_px": pose["reproj_error_px"],
+        "shot": pose["shot"],
+        **{k: np.asarray(v, np.float32) for k, v in signals.items()},
+    }
+    missing = [k for k in fmt.TRACK_KEYS if k not in tracks]
+    if missing:
+        raise PrepareError(f"internal: tracks lack {missing}")
+    for k, v in tracks.items():
+        if v.shape[0] != n:
+            raise PrepareError(f"internal: track {k} has {v.shape[0]} rows for {n} frames")
+    _save_npz(ctx.work / fmt.TRACKS, compressed=True, **tracks)
+
+    K = pose["K"]
+    n_val = max(1, int(round(n * ctx.cfg.val_fraction))) if ctx.cfg.val_fraction > 0 else 0
+    features = {}
+    for kind in ctx.cfg.audio_features:
+        arr = np.load(ctx.work / fmt.audio_feature_file(kind), mmap_mode="r")
+        features[kind] = {"file": fmt.audio_feature_file(kind), "shape": list(arr.shape)}
+    meta = {
+        "format_version": fmt.FORMAT_VERSION,
+        "fps": conventions.FPS,
+        "n_frames": n,
+        "width": info["width"],
+        "height": info["height"],
+        "intrinsics": {"fx": float(K[0, 0]), "fy": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2])},
+        "focal_uncertainty_px": float(pose["focal_uncertainty_px"]),
+        "principal_point": "image centre (W/2, H/2) in talkgs pixel coordinates (pixel centres at +0.5)",
+        "world_frame": "MediaPipe canonical face, metres, +x image-right, +y up, +z towards the viewer",
+        "split": {"train": [0, n - n_val], "val": [n - n_val, n]},
+        "shots": pose["shots"].tolist(),
+        "source": {
+            "path": str(Path(ctx.cfg.video).resolve()),
+            "sha256": ctx.source["sha256"],
+            "fps": info["fps"],
+            "duration_s": info["duration_s"],
+            "resampled": media["resampled"],
+            "video_stream_copied": media["copied_stream"],
+        },
+        "audio": {"sample_rate": conventions.SAMPLE_RATE, "features": features},
+        "labels": {str(k): v for k, v in fmt.LABEL_NAMES.items()},
+        "background": {"inpainted_fraction": bg["inpainted_fraction"]},
+        "quality": {
+            "face_detected_fraction": float(track["detected"].mean()),
+            "reproj_error_px_mean": float(pose["reproj_error_px"].mean()),
+            "reproj_error_raw_px_mean": float(pose["reproj_error_raw_px"].mean()),
+        },
+        "tools": _tool_versions(),
+        "timings_s": ctx.timings,
+    }
+    write_json(ctx.work / fmt.META, meta)
+
+
+def _tool_versions() -> dict:
+    versions = {"talkgs": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("mediapipe", "av", "cv2", "torch"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # an optional tool missing is not an error here
+            versions[mod] = None
+    return versions
+
+
+def _steps(cfg: PrepareConfig) -> list[tuple[str, list[str], Callable[[_Ctx], None]]]:
+    steps = [
+        ("media", [fmt.FRAMES, fmt.AUDIO, f"{WORK}/media.json"], _step_media),
+        ("track", [f"{WORK}/track.npz", f"{WORK}/person.npy"], _step_track),
+        ("pose", [f"{WORK}/pose.npz"], _step_pose),
+        ("labels", [fmt.LABELS], _step_labels),
+        ("background", [fmt.BACKGROUND, f"{WORK}/background.json"], _step_background),
+    ]
+    for kind in cfg.audio_features:
+        steps.append((f"audio_{kind}", [fmt.audio_feature_file(kind)], _step_audio(kind)))
+    steps.append(("finalize", [fmt.TRACKS, fmt.META], _step_finalize))
+    return steps
+
+
+def _progress(it, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, total=total, unit="frame", leave=False)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _check_source(cfg: PrepareConfig) -> dict:
+    """Probe the input and refuse what cannot become a dataset (one-line errors)."""
+    from talkgs.media import probe
+
+    info = probe(cfg.video)
+    if not info.has_audio:
+        raise MediaError(f"{cfg.video} has no audio stream; talkgs needs the speech that drives the face")
+    if info.duration_s < cfg.min_duration_s:
+        raise PrepareError(
+            f"{cfg.video} is {info.duration_s:.1f} s long; at least {cfg.min_duration_s:.0f} s is needed"
+        )
+    return {
+        "width": info.width,
+        "height": info.height,
+        "fps": float(info.fps),
+        "duration_s": float(info.duration_s),
+    }
+
+
+def prepare(cfg: PrepareConfig) -> Path:
+    """Run every unfinished step; return the dataset folder."""
+    out = Path(cfg.output)
+    video = Path(cfg.video)
+    if not video.exists():
+        raise MediaError(f"{video} does not exist")
+    sha = sha256_file(video)
+
+    if out.exists():
+        is_dataset = (out / fmt.META).is_file()
+        if not is_dataset and any(out.iterdir()):
+            raise PrepareError(
+                f"output {out} exists and is not a talkgs dataset; choose another folder (nothing was changed)"
+            )
+        if is_dataset and not cfg.force:
+            old = fmt.read_meta(out, check_files=False)
+            if old.get("source", {}).get("sha256") == sha:
+                if cfg.progress:
+                    print(f"[prepare] {out} is already prepared from this video (use --force to redo)")
+                return out
+            raise PrepareError(
+                f"output {out} holds a dataset of another video; pass --force to replace it or choose another folder"
+            )
+
+    info = _check_source(cfg)
+    work = out.with_name(out.name + ".partial")
+    source_json = work / SOURCE_JSON
+    if work.exists():
+        stale = cfg.force
+        try:
+            stale = stale or json.loads(source_json.read_text()).get("sha256") != sha
+        except (OSError, json.JSONDecodeError):
+            stale = True
+        if stale:
+            shutil.rmtree(work)
+    (work / WORK).mkdir(parents=True, exist_ok=True)
+    source = {"sha256": sha, "info": info}
+    write_json(source_json, source)
+
+    ctx = _Ctx(cfg=cfg, work=work, source=source, timings={})
+    timings_file = work / WORK / "timings.json"
+    if timings_file.exists():
+        ctx.timings.update(json.loads(timings_file.read_text()))
+    total0 = time.perf_counter()
+    for name, outputs, fn in _steps(cfg):
+        if all((work / o).exists() for o in outputs):
+            ctx.say(f"{name}: done earlier, skipped")
+            continue
+        t0 = time.perf_counter()
+        ctx.say(f"{name} ...")
+        fn(ctx)
+        ctx.timings[name] = round(time.perf_counter() - t0, 3)
+        write_json(timings_file, ctx.timings)
+        ctx.say(f"{name}: {ctx.timings[name]:.1f} s")
+    # Scratch goes before the rename, so the finished folder is exactly the dataset.
+    shutil.rmtree(work / WORK, ignore_errors=True)
+    source_json.unlink(missing_ok=True)
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
+    ctx.say(f"dataset written to {out} in {time.perf_counter() - total0:.1f} s")
+    return out

@@ -1,0 +1,534 @@
+"""One trainer loop for every stage of the talking head (mouth, face, fuse).
+
+A stage is a :class:`talkgs.config.StageConfig`; what differs between stages is data, not
+code: which branch is rendered, what the target image is (:func:`stage_loss`), which
+parameters train (:func:`trainable`), whether Gaussians densify, and the sampling curriculum.
+
+Everything the loop touches lives on the device: frames, labels and the plate as uint8,
+audio features, cameras and signals. A step draws ``batch_size`` frame indices, renders them
+in one batched call per branch, and never reads the disk or syncs with the host except every
+``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkgs.config import StageConfig, TrainConfig
+from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, Dataset, load_dataset
+from talkgs.errors import TalkgsError
+from talkgs.model.audio_encoder import gather_windows
+from talkgs.model.head import TalkingHead, composite, ground_truth_on_plate, torso_background
+from talkgs.model.motion import eye_code, eye_ratio_reference
+from talkgs.train import checkpoint as ckpt
+from talkgs.train import losses as L
+from talkgs.train.sampler import (
+    FACE_EVERY,
+    MIN_MOUTH_AREA_PX,
+    MOUTH_EVERY,
+    FrameSampler,
+    Window,
+    blink_curriculum,
+    cap_signal,
+    mouth_curriculum,
+)
+from talkgs.train.strategy import DensifyStrategy, render_info
+
+SH_DEGREE_EVERY = 500  # raise the active SH degree every this many steps (the original: 1000 at B=1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TalkgsError("--device cuda was asked for but this torch has no CUDA device")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------------- batches
+
+
+@dataclasses.dataclass
+class Batch:
+    """``B`` training frames, all tensors on the device."""
+
+    idx: torch.Tensor  # [B] frame indices (into the loaded range)
+    gt: torch.Tensor  # [B, H, W, 3] float in [0, 1]
+    labels: torch.Tensor  # [B, H, W] uint8
+    viewmats: torch.Tensor  # [B, 1, 4, 4]
+    Ks: torch.Tensor  # [B, 1, 3, 3]
+    audio: torch.Tensor  # [B, 8, W, C]
+    eye: torch.Tensor  # [B, 3]
+    lips_box: torch.Tensor  # [B, 4]
+    background: torch.Tensor  # [B, H, W, 3] torso over plate
+
+
+class Conditioning:
+    """Per-frame inputs of the model that come from a dataset: cameras, audio windows, eye codes.
+
+    Shared by training, evaluation and rendering so that all three build frames the same way.
+    """
+
+    def __init__(self, ds: Dataset, eye_ratio_ref: torch.Tensor, audio_window: int = 8):
+        self.ds = ds
+        self.audio_window = audio_window
+        self.eye_all = eye_code(ds.tracks["blink"].float(), ds.tracks["eye_ratio"].float(), eye_ratio_ref.to(ds.device))
+
+    def cameras(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = idx.shape[0]
+        return self.ds.w2c[idx][:, None], self.ds.K.expand(b, 1, 3, 3)
+
+    def audio(self, idx: torch.Tensor) -> torch.Tensor:
+        return gather_windows(self.ds.audio, idx, self.audio_window)
+
+    def batch(self, idx: torch.Tensor) -> Batch:
+        ds = self.ds
+        frames = ds.frames[idx]
+        labels = ds.labels[idx]
+        viewmats, Ks = self.cameras(idx)
+        return Batch(
+            idx=idx,
+            gt=ground_truth_on_plate(frames, labels, ds.background),
+            labels=labels,
+            viewmats=viewmats,
+            Ks=Ks,
+            audio=self.audio(idx),
+            eye=self.eye_all[idx],
+            lips_box=ds.tracks["lips_box"][idx].float(),
+            background=torso_background(frames, labels, ds.background),
+        )
+
+
+def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[B, H, W]`` bool: pixels whose centre lies inside ``boxes [B, 4]`` (x0, y0, x1, y1)."""
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    inx = (xs[None, :] >= boxes[:, 0:1]) & (xs[None, :] < boxes[:, 2:3])
+    iny = (ys[None, :] >= boxes[:, 1:2]) & (ys[None, :] < boxes[:, 3:4])
+    return iny[:, :, None] & inx[:, None, :]
+
+
+# --------------------------------------------------------------------------------- the stage maths
+
+
+def _grow_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
+    """Boxes ``[B, 4]`` scaled by ``factor`` about their centres."""
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * (factor / 2)
+    return torch.cat([c - half, c + half], dim=1)
+
+
+def _over(rgb: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    return rgb + (1.0 - alpha) * bg
+
+
+def stage_loss(
+    model: TalkingHead,
+    stage: StageConfig,
+    batch: Batch,
+    step: int,
+    sh_degree: int,
+    key_colour: torch.Tensor,
+    width: int,
+    height: int,
+    backend: str,
+    lpips_on: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object], tuple[torch.Tensor, torch.Tensor]]:
+    """Loss of one step of ``stage``. Returns (loss, terms for logging, branch renders,
+    (prediction, target) images [B, H, W, 3] for logging)."""
+    w = stage.losses
+    static = step < stage.warmup_static
+    terms: dict[str, torch.Tensor] = {}
+    renders: dict[str, object] = {}
+    lab = batch.labels
+    mouth = lab == LABEL_MOUTH
+
+    def render(branch: str, with_attention: bool = False):
+        deformed = model.deform(
+            branch,
+            None if static else batch.audio,
+            batch.eye if branch == "face" else None,
+            static=static,
+            batch_size=batch.idx.shape[0],
+        )
+        out = model.render_branch(
+            deformed, batch.viewmats, batch.Ks, width, height,
+            with_attention=with_attention and not static, sh_degree=sh_degree, backend=backend,
+        )
+        renders[branch] = out
+        return deformed, out.colors[:, 0], out.alphas[:, 0], out
+
+    if stage.name == "mouth":
+        deformed, rgb, alpha, _ = render("mouth")
+        lips = box_mask(batch.lips_box, height, width)
+        # The photometric terms look only at the lips box grown 2x, so the mouth interior (~0.5 %
+        # of a frame) carries half the loss rather than vanishing in a full-frame mean. Inside the
+        # lips box but outside the mouth interior the face branch will cover the mouth branch:
+        # those pixels are ignored rather than forced either way.
+        region = box_mask(_grow_boxes(batch.lips_box, 2.0), height, width)
+        weight = mouth | (region & ~lips)
+        target = torch.where(mouth[..., None], batch.gt, key_colour)
+        pred = _over(rgb, alpha, key_colour)
+        pred_m = torch.where(weight[..., None], pred, target)
+        terms["l1"] = L.l1(pred, target, weight)
+        terms["dssim"] = w.dssim * L.dssim(pred_m, target)
+        terms["alpha"] = w.alpha * L.alpha_loss(alpha, mouth, ~lips)
+        if deformed.d_xyz is not None:
+            terms["deform"] = w.deformation * L.deformation_reg({"xyz": deformed.d_xyz})
+    elif stage.name == "face":
+        deformed, rgb, alpha, out = render("face", with_attention=True)
+        head = (lab == LABEL_FACE) | (lab == LABEL_HAIR)
+        # The mouth interior is not part of the face: the face branch must be transparent there
+        # so the inside-mouth branch shows through.
+        target = torch.where(head[..., None], batch.gt, key_colour)
+        pred = _over(rgb, alpha, key_colour)
+        terms["l1"] = L.l1(pred, target)
+        terms["dssim"] = w.dssim * L.dssim(pred, target)
+        terms["alpha"] = w.alpha * L.alpha_loss(alpha, head, ~head)
+        if deformed.d_xyz is not None:
+            terms["deform"] = w.deformation * L.deformation_reg(
+                {"xyz": deformed.d_xyz, "rot": deformed.d_rot, "scale": deformed.d_scale}
+            )
+        if out.extras is not None:
+            att = out.extras[:, 0]  # [B, H, W, 2]: audio, eye attention
+            lips = box_mask(batch.lips_box, height, width)
+            hair = lab == LABEL_HAIR
+            terms["attention"] = w.attention * (
+                L.attention_reg(att[..., 1], lips) + L.attention_reg(att.sum(-1), hair)
+            )
+        if lpips_on and w.lpips > 0:
+            terms["lpips"] = w.lpips * L.lips_lpips(pred, target, batch.lips_box)
+    elif stage.name == "fuse":
+        _, f_rgb, f_alpha, _ = render("face")
+        _, m_rgb, m_alpha, _ = render("mouth")
+        pred = composite(f_rgb, f_alpha, m_rgb, m_alpha, batch.background)
+        terms["l1"] = L.l1(pred, batch.gt)
+        terms["dssim"] = w.dssim * L.dssim(pred, batch.gt)
+        if lpips_on and w.lpips > 0:
+            terms["lpips"] = w.lpips * (
+                L.patch_lpips(pred, batch.gt) + L.lips_lpips(pred, batch.gt, batch.lips_box)
+            )
+    else:  # pragma: no cover - StageConfig.name is a Literal
+        raise TalkgsError(f"unknown stage {stage.name!r}")
+    loss = torch.stack(list(terms.values())).sum()
+    return loss, terms, renders, (pred.detach(), (batch.gt if stage.name == "fuse" else target))
+
+
+def trained_branches(stage: StageConfig) -> tuple[str, ...]:
+    return {"mouth": ("mouth",), "face": ("face",), "fuse": ("face", "mouth")}[stage.name]
+
+
+def trainable(stage: StageConfig, branch: str, param: str) -> bool:
+    """Which canonical Gaussian parameters a stage optimises. Fuse tunes colours (and the face's
+    opacity) with geometry and motion frozen, as the original's fusion stage."""
+    if stage.name != "fuse":
+        return True
+    return param in ("sh0", "shN") or (branch == "face" and param == "opacities")
+
+
+# --------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Runs the stages of ``cfg`` on ``cfg.dataset`` and writes checkpoints to ``cfg.output``."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        self.device = resolve_device(cfg.device)
+        self.stages = cfg.resolved_stages()
+        self.ds = load_dataset(
+            cfg.dataset, self.device, audio_kind=cfg.audio_kind, frame_range=cfg.frame_range, scale=cfg.image_scale
+        )
+        if self.ds.train_idx.numel() == 0:
+            raise TalkgsError(f"dataset {cfg.dataset} has no training frames in the chosen range")
+        self.width, self.height = self.ds.width, self.ds.height
+        gen = torch.Generator().manual_seed(cfg.seed)
+        _, aw, ac = self.ds.audio.shape
+        self.model = cfg.resolved_model().setup(aw, ac, generator=gen).to(self.device)
+        train_audio = self.ds.audio[self.ds.train_idx]
+        for name in ("face", "mouth"):
+            self.model.branch(name).audio.encoder.set_input_stats(train_audio)
+        self.eye_ratio_ref = eye_ratio_reference(self.ds.tracks["eye_ratio"][self.ds.train_idx].cpu())
+        self.cond = Conditioning(self.ds, self.eye_ratio_ref, self.model.cfg.audio.window)
+        self.sampler = self._make_sampler()
+        self.global_step = 0  # steps over all stages (logging)
+        self.stage_index = 0
+        self.stage_step = 0
+        self.completed: list[str] = []
+        self._stop = False
+        self.history: list[dict] = []
+        self.stage_times: dict[str, float] = {}  # wall seconds per stage in this process
+        self.stage_steps: dict[str, int] = {}  # steps run per stage in this process
+
+    # ------------------------------------------------------------------ set-up
+    def _make_sampler(self) -> FrameSampler:
+        tr = self.ds.tracks
+        labels = self.ds.labels
+        mouth_area = (labels == LABEL_MOUTH).flatten(1).sum(1).cpu().numpy()
+        mouth_open = tr["mouth_open"].cpu().numpy().astype(np.float64)
+        train = self.ds.train_idx.cpu().numpy()
+        capped, self._mouth_p25, self._mouth_ub = cap_signal(mouth_open, train)
+        min_area = MIN_MOUTH_AREA_PX * (self.cfg.image_scale**2)
+        return FrameSampler(
+            train,
+            signals={"mouth_open": capped, "blink": tr["blink"].cpu().numpy()},
+            masks={"mouth_visible": mouth_area >= min_area},
+            seed=self.cfg.seed,
+        )
+
+    def _window(self, stage: StageConfig, p: float) -> tuple[Window | None, int]:
+        if p >= stage.curriculum_until:
+            return None, 1
+        q = p / max(stage.curriculum_until, 1e-9)
+        if stage.name == "mouth":
+            lo, hi = mouth_curriculum(q, self._mouth_p25, self._mouth_ub)
+            return Window("mouth_open", lo, hi, only="mouth_visible"), MOUTH_EVERY
+        if stage.name == "face":
+            lo, hi = blink_curriculum(q)
+            return Window("blink", lo, hi), FACE_EVERY
+        return None, 1
+
+    def _optimizers(self, stage: StageConfig):
+        """Adam per Gaussian parameter (what densification edits) + AdamW over the networks."""
+        gauss: dict[str, dict[str, torch.optim.Optimizer]] = {}
+        for branch in trained_branches(stage):
+            opts = self.model.gaussian_optimizers(branch)
+            gs = self.model.gaussians(branch)
+            for name in list(opts):
+                keep = trainable(stage, branch, name)
+                gs[name].requires_grad_(keep)
+                if not keep:
+                    del opts[name]
+            gauss[branch] = opts
+        nets = None
+        if stage.name != "fuse":
+            groups = []
+            for branch in trained_branches(stage):
+                groups += self.model.network_param_groups(branch)
+            fused = self.device.type == "cuda"
+            nets = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=1e-4, **({"fused": True} if fused else {}))
+        for branch in ("face", "mouth"):
+            train_nets = stage.name != "fuse" and branch in trained_branches(stage)
+            br = self.model.branch(branch)
+            for p in list(br.motion.parameters()) + list(br.audio.parameters()):
+                p.requires_grad_(train_nets)
+            if branch not in trained_branches(stage):
+                for p in br.gaussians.parameters():
+                    p.requires_grad_(False)
+        return gauss, nets
+
+    def _strategies(self, stage: StageConfig) -> dict[str, tuple[DensifyStrategy, dict]]:
+        if not stage.densify:
+            return {}
+        out = {}
+        stop = int(stage.iterations * stage.densify_until)
+        for branch in trained_branches(stage):
+            strat = DensifyStrategy(
+                grad_threshold=stage.grad_threshold,
+                prune_opacity_start=stage.prune_opacity[0],
+                prune_opacity_end=stage.prune_opacity[1],
+                # Relative to the image, so the rule means the same at any training resolution.
+                max_screen_radius_px=stage.max_screen_radius * max(self.width, self.height),
+                max_world_scale_m=stage.max_world_scale_m,
+                refine_start=min(500, max(1, stop // 10)),
+                refine_stop=stop,
+                refine_every=100 if stage.iterations >= 2000 else max(5, stage.iterations // 20),
+                screen_prune_start=stop // 2,
+            )
+            out[branch] = (strat, strat.initialize_state(self.model.gaussians(branch)))
+        return out
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt.save_config(self.out, self.cfg)
+        logger = _Logger(self.out, self.cfg)
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            for si in range(self.stage_index, len(self.stages)):
+                self.stage_index = si
+                stage = self.stages[si]
+                self._run_stage(stage, logger)
+                if self._stop:
+                    path = ckpt.save(self, "latest")
+                    raise KeyboardInterrupt(f"interrupted; resumable checkpoint at {path}")
+                self.completed.append(stage.name)
+                self.stage_step = 0
+                ckpt.save(self, stage.name)
+                ckpt.save(self, "latest")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            logger.close()
+        (self.out / "train_history.json").write_text(json.dumps(self.history, indent=2) + "\n")
+        return self.out / "checkpoints" / "latest.pt"
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop = True
+
+    def _run_stage(self, stage: StageConfig, logger: "_Logger") -> None:
+        gauss_opts, net_opt = self._optimizers(stage)
+        strategies = self._strategies(stage)
+        if getattr(self, "_pending_opt_state", None) is not None:
+            ckpt.restore_optimizers(self, gauss_opts, net_opt, strategies)
+        base_lrs = {b: {k: o.param_groups[0]["lr"] for k, o in opts.items()} for b, opts in gauss_opts.items()}
+        net_base = [g["lr"] for g in net_opt.param_groups] if net_opt else []
+        gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 7919 * self.stage_index)
+        key_default = torch.zeros(3, device=self.device)
+        t_stage = time.perf_counter()
+        logger.start_stage(stage, self.stage_step)
+        lpips_from = int(stage.iterations * stage.losses.lpips_start)
+        step = first_step = self.stage_step
+        while step < stage.iterations and not self._stop:
+            p = step / max(stage.iterations, 1)
+            decay = stage.lr_decay**p
+            for b, opts in gauss_opts.items():
+                if "means" in opts:
+                    opts["means"].param_groups[0]["lr"] = base_lrs[b]["means"] * decay
+            if net_opt is not None:
+                for g, lr0 in zip(net_opt.param_groups, net_base):
+                    g["lr"] = lr0 * decay
+            window, every = self._window(stage, p)
+            idx_np = self.sampler.draw(stage.batch_size, step, window, every)
+            idx = torch.as_tensor(idx_np, device=self.device)
+            batch = self.cond.batch(idx)
+            key = torch.rand(3, generator=gen).to(self.device) if stage.random_background else key_default
+            sh_degree = min(self.model.cfg.sh_degree, step // SH_DEGREE_EVERY)
+            loss, terms, renders, images = stage_loss(
+                self.model, stage, batch, step, sh_degree, key, self.width, self.height,
+                self.cfg.backend, lpips_on=step >= lpips_from,
+            )
+            for branch, (strat, state) in strategies.items():
+                strat.step_pre_backward(
+                    self.model.gaussians(branch), gauss_opts[branch], state, step,
+                    render_info(renders[branch], self.width, self.height),
+                )
+            loss.backward()
+            for branch, (strat, state) in strategies.items():
+                strat.step_post_backward(
+                    self.model.gaussians(branch), gauss_opts[branch], state, step,
+                    render_info(renders[branch], self.width, self.height), generator=gen,
+                )
+            for opts in gauss_opts.values():
+                for o in opts.values():
+                    o.step()
+                    o.zero_grad(set_to_none=True)
+            if net_opt is not None:
+                net_opt.step()
+                net_opt.zero_grad(set_to_none=True)
+            step += 1
+            self.stage_step = step
+            self.global_step += 1
+            if step % self.cfg.log_every == 0 or step == stage.iterations:
+                rec = logger.log(stage, step, loss, terms, images, self.model, time.perf_counter() - t_stage)
+                self.history.append(rec)
+            if step % self.cfg.checkpoint_every == 0 and step < stage.iterations:
+                self._gauss_opts, self._net_opt, self._strategies_live = gauss_opts, net_opt, strategies
+                ckpt.save(self, "latest")
+        self._gauss_opts, self._net_opt, self._strategies_live = gauss_opts, net_opt, strategies
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t_stage
+        self.stage_times[stage.name] = self.stage_times.get(stage.name, 0.0) + seconds
+        self.stage_steps[stage.name] = self.stage_steps.get(stage.name, 0) + step - first_step
+        logger.end_stage(stage, seconds)
+
+
+# --------------------------------------------------------------------------------- logging
+
+
+class _Logger:
+    """Progress display (rich), TensorBoard scalars, and a plain history. Syncs the device only
+    when it logs."""
+
+    def __init__(self, out: Path, cfg: TrainConfig):
+        self.cfg = cfg
+        self.tb = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "logs"))
+            except Exception:  # tensorboard is optional; training goes on without it
+                self.tb = None
+        self.progress = None
+        self.task = None
+        self.t0 = time.perf_counter()
+        self.last = (0, time.perf_counter())
+
+    def start_stage(self, stage: StageConfig, start: int) -> None:
+        self.last = (start, time.perf_counter())
+        if self.cfg.progress:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.fields[stage]:<5}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("", total=stage.iterations, completed=start, stage=stage.name, info="")
+
+    def log(self, stage, step, loss, terms, images, model, elapsed) -> dict:
+        with torch.no_grad():
+            vals = {k: float(v) for k, v in terms.items()}
+            vals["loss"] = float(loss)
+            n = model.num_gaussians()
+        now = time.perf_counter()
+        its = (step - self.last[0]) / max(now - self.last[1], 1e-9)
+        self.last = (step, now)
+        with torch.no_grad():
+            pred, target = images
+            vals["psnr"] = float(-10.0 * torch.log10(((pred - target) ** 2).mean().clamp_min(1e-10)))
+        rec = {"stage": stage.name, "step": step, "it_s": round(its, 2), "elapsed_s": round(elapsed, 2), **vals, **{f"n_{k}": v for k, v in n.items()}}
+        if self.tb is not None:
+            for k, v in vals.items():
+                self.tb.add_scalar(f"{stage.name}/{k}", v, step)
+            self.tb.add_scalar(f"{stage.name}/it_per_s", its, step)
+            for k, v in n.items():
+                self.tb.add_scalar(f"{stage.name}/n_{k}", v, step)
+        if self.progress is not None:
+            info = f"loss {vals['loss']:.4f}  psnr {vals['psnr']:.2f}  {its:.1f} it/s  N {n['face']}/{n['mouth']}"
+            self.progress.update(self.task, completed=step, info=info)
+        return rec
+
+    def end_stage(self, stage, seconds) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if self.cfg.progress:
+            print(f"[train] stage {stage.name}: {seconds:.1f} s", flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) a run; returns the final checkpoint path."""
+    if cfg.resume:
+        trainer = ckpt.resume_trainer(cfg)
+    else:
+        latest = Path(cfg.output) / "checkpoints" / "latest.pt"
+        if latest.exists():
+            raise TalkgsError(
+                f"run {cfg.output} already has checkpoints; pass --resume to continue it or choose another -o"
+            )
+        trainer = Trainer(cfg)
+    return trainer.run()

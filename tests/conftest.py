@@ -1,0 +1,55 @@
+"""Shared fixtures: the real anchor clip (skipped where absent) and datasets prepared from it.
+
+The clip and anything derived from it live only in pytest's temporary folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ANCHOR = SHARED_DATA / "anchor_cnn_512_25fps.mp4"
+
+
+def _require_anchor() -> Path:
+    if not ANCHOR.is_file():
+        pytest.skip(f"real test clip absent: {ANCHOR} (it lives in ../shared/data beside the repo)")
+    return ANCHOR
+
+
+@pytest.fixture(scope="session")
+def anchor_path() -> Path:
+    return _require_anchor()
+
+
+@pytest.fixture(scope="session")
+def anchor_dataset(tmp_path_factory) -> Path:
+    """The whole anchor clip prepared once per test session (~30-60 s on 2 cores)."""
+    from talkgs.config import PrepareConfig
+    from talkgs.prepare.pipeline import prepare
+
+    src = _require_anchor()
+    out = tmp_path_factory.mktemp("anchor") / "dataset"
+    return prepare(PrepareConfig(video=src, output=out, progress=False))
+
+
+@pytest.fixture(scope="session")
+def anchor_excerpt(tmp_path_factory):
+    """Factory: a re-encoded excerpt of the anchor clip (start s, duration s, fps, audio?)."""
+    src = _require_anchor()
+    cache: dict = {}
+
+    def make(start: float = 10.0, duration: float = 6.0, fps: int = 25, audio: bool = True) -> Path:
+        key = (start, duration, fps, audio)
+        if key not in cache:
+            from tests.media_utils import write_excerpt
+
+            out = tmp_path_factory.mktemp("excerpt") / f"excerpt_{fps}fps_{int(audio)}.mp4"
+            write_excerpt(src, out, start=start, duration=duration, fps=fps, audio=audio)
+            cache[key] = out
+        return cache[key]
+
+    return make
