@@ -120,6 +120,7 @@ class StageConfig:
 
 
 MOUTH_STAGE = StageConfig("mouth", iterations=3000, warmup_static=300)
+# Measured on the anchor clip (H100): face 6000 -> 10000 steps changed val PSNR by -0.03 dB.
 FACE_STAGE = StageConfig("face", iterations=6000, warmup_static=500)
 FUSE_STAGE = StageConfig("fuse", iterations=1500, densify=False, curriculum_until=0.0, random_background=False)
 

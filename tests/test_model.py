@@ -382,3 +382,25 @@ def test_tiny_end_to_end_overfit():
         losses.append(loss.item())
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < first / 4, (first, last)
+
+
+def test_torso_background_extends_the_neck_under_the_head_only():
+    from talkgs.model.head import torso_background
+
+    h, w = 40, 8
+    labels = torch.zeros(1, h, w, dtype=torch.uint8)
+    labels[0, 10:30, 2:6] = 3  # head (face)
+    labels[0, 30:, 1:7] = 1  # torso below it
+    frame = torch.zeros(1, h, w, 3, dtype=torch.uint8)
+    frame[0, 30:, :, 0] = 200  # torso is red
+    frame[0, 10:30, :, 1] = 200  # head is green (must never leak into the background)
+    plate = torch.zeros(h, w, 3, dtype=torch.uint8)
+    plate[..., 2] = 255  # plate is blue
+    bg = torso_background(frame, labels, plate, extend_up=0.1)  # 4 px at H = 40
+    red = torch.tensor([200 / 255, 0, 0])
+    blue = torch.tensor([0, 0, 1.0])
+    assert torch.allclose(bg[0, 26:30, 2:6], red.expand(4, 4, 3))  # neck extended 4 px up
+    assert torch.allclose(bg[0, 10:26, 2:6], blue.expand(16, 4, 3))  # higher up: plate
+    assert torch.allclose(bg[0, 0:10], blue.expand(10, w, 3))  # background: plate
+    assert torch.allclose(bg[0, 26:30, 0], blue.expand(4, 3))  # not beside the head
+    assert bg[..., 1].max() == 0  # no ground-truth head pixel in the background

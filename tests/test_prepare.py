@@ -157,9 +157,21 @@ def test_no_face(tmp_path):
     base = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
     frames = [np.roll(base, i, axis=1) for i in range(150)]
     clip = write_clip(tmp_path / "noface.mp4", frames, 25, tone(6.0))
-    with pytest.raises(PrepareError, match="no face") as e:
+    with pytest.raises(PrepareError, match="no face found in any of the 150 frames") as e:
         prepare(_cfg(clip, tmp_path / "out"))
-    assert "first" in str(e.value) and "\n" not in str(e.value)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_face_missing_in_part_of_the_clip_names_the_first_bad_frames(tmp_path, anchor_path):
+    from tests.media_utils import _decode_segment
+
+    faces, _, pcm = _decode_segment(anchor_path, 10.0, 3.0)
+    rng = np.random.default_rng(1)
+    noise = [rng.integers(0, 255, faces[0].shape, dtype=np.uint8) for _ in range(75)]
+    clip = write_clip(tmp_path / "half.mp4", faces[:75] + noise, 25, tone(6.0))
+    with pytest.raises(PrepareError, match=r"no face found in 75 of 150 frames \(first: 75, 76, 77"):
+        prepare(_cfg(clip, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 

@@ -19,7 +19,7 @@ import torch
 from talkgs.config import TrainConfig
 from talkgs.errors import CheckpointError, TalkgsError
 from talkgs.metrics.image import psnr
-from talkgs.model.head import BranchInitConfig, HeadConfig
+from talkgs.model.head import BranchInitConfig, HeadConfig, ground_truth_on_plate
 from talkgs.train import checkpoint as ckpt
 from talkgs.train.evaluate import render_frames
 from talkgs.train.trainer import Trainer, train
@@ -57,7 +57,7 @@ def _tiny_cfg(dataset, out, **kw) -> TrainConfig:
 def _val_psnr(model, cond, ds) -> float:
     with torch.no_grad():
         pred = render_frames(model, cond, ds.val_idx, ds.width, ds.height)
-        gt = ds.frames[ds.val_idx].float() / 255.0
+        gt = ground_truth_on_plate(ds.frames[ds.val_idx], ds.labels[ds.val_idx], ds.background)
         return float(psnr(pred, gt).mean())
 
 

@@ -393,10 +393,16 @@ def torso_background(
     labels: torch.Tensor,
     plate: torch.Tensor,
     torso_label: int = TORSO_LABEL,
+    extend_up: float = 0.05,
 ) -> torch.Tensor:
     """Background of a frame ``[B, H, W, 3]`` float in [0, 1]: the ground-truth frame's torso+neck
     pixels (``labels [B, H, W] == torso_label``) over the background ``plate [H, W, 3]`` (uint8 or
-    float in [0, 1]). The original's shortcut (torso is not modelled); a torso model replaces this."""
+    float in [0, 1]). The original's shortcut (torso is not modelled); a torso model replaces this.
+
+    The neck is extended upwards under the head by ``extend_up`` x H pixels (each column repeats
+    its top torso colour into the person's head pixels), as the original inpaints its torso
+    images: where the face branch's soft edge meets the neck, the plate must not show through
+    (a visible line along the jaw otherwise)."""
     if frame_uint8.ndim != 4 or labels.shape != frame_uint8.shape[:3] or plate.shape != frame_uint8.shape[1:]:
         raise TalkgsError(
             f"torso_background needs frames [B, H, W, 3], labels [B, H, W], plate [H, W, 3]; got "
@@ -405,8 +411,18 @@ def torso_background(
     frame = frame_uint8.float() / 255.0 if frame_uint8.dtype == torch.uint8 else frame_uint8.float()
     plate = plate.to(frame.device)
     plate = plate.float() / 255.0 if plate.dtype == torch.uint8 else plate.float()
-    torso = (labels == torso_label)[..., None]
-    return torch.where(torso, frame, plate[None])
+    torso = labels == torso_label
+    person_head = (labels != 0) & ~torso
+    img = torch.where(torso[..., None], frame, torch.zeros_like(frame))
+    for _ in range(max(0, int(round(extend_up * labels.shape[1])))):
+        below = torch.zeros_like(torso)
+        below[:, :-1] = torso[:, 1:]
+        grow = below & ~torso & person_head
+        shifted = torch.zeros_like(img)
+        shifted[:, :-1] = img[:, 1:]
+        img = torch.where(grow[..., None], shifted, img)
+        torso = torso | grow
+    return torch.where(torso[..., None], img, plate[None])
 
 
 def ground_truth_on_plate(

@@ -143,6 +143,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         "run": str(run),
         "checkpoint": state["path"],
         "dataset": str(dataset),
+        "image_scale": scale,
+        "frame_range": list(frame_range) if frame_range else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "n_val_frames": int(val.numel()),
         "image_size": [ds.width, ds.height],
@@ -241,11 +243,11 @@ def lip_metrics_from_render(run: Path, cfg: EvalConfig) -> dict:
     if not (out_dir / "val_render.mp4").is_file() or not mpath.is_file():
         raise TalkgsError(f"{out_dir} has no val_render.mp4/metrics.json; run `talkgs eval {run}` first")
     metrics = json.loads(mpath.read_text())
-    state = ckpt.load(run)
-    train_cfg = state["config"]
-    dataset = Path(cfg.dataset) if cfg.dataset is not None else Path(train_cfg["dataset"])
-    scale = float(train_cfg.get("image_scale", 1.0))
-    frame_range = train_cfg.get("frame_range")
+    # Everything needed is in metrics.json, so this also works where only RUN/eval was copied
+    # back from a GPU machine (no checkpoint).
+    dataset = Path(cfg.dataset) if cfg.dataset is not None else Path(metrics["dataset"])
+    scale = float(metrics.get("image_scale", 1.0))
+    frame_range = metrics.get("frame_range")
     ds = load_dataset(dataset, "cpu", audio_kind=None, frame_range=tuple(frame_range) if frame_range else None,
                       scale=scale, load_images=cfg.video)
     frames = read_frames(out_dir / "val_render.mp4")
