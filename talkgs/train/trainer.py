@@ -67,7 +67,7 @@ class Batch:
     audio: torch.Tensor  # [B, 8, W, C]
     eye: torch.Tensor  # [B, 3]
     lips_box: torch.Tensor  # [B, 4]
-    background: torch.Tensor  # [B, H, W, 3] torso over plate
+    background: torch.Tensor | None  # [B, H, W, 3] torso over plate (None unless asked for)
 
 
 class Conditioning:
@@ -88,7 +88,9 @@ class Conditioning:
     def audio(self, idx: torch.Tensor) -> torch.Tensor:
         return gather_windows(self.ds.audio, idx, self.audio_window)
 
-    def batch(self, idx: torch.Tensor) -> Batch:
+    def batch(self, idx: torch.Tensor, with_background: bool = True) -> Batch:
+        """Training inputs of frames ``idx [B]``; ``with_background=False`` skips the torso
+        background, which only full-frame (fuse) steps composite over."""
         ds = self.ds
         frames = ds.frames[idx]
         labels = ds.labels[idx]
@@ -102,7 +104,7 @@ class Conditioning:
             audio=self.audio(idx),
             eye=self.eye_all[idx],
             lips_box=ds.tracks["lips_box"][idx].float(),
-            background=torso_background(frames, labels, ds.background),
+            background=torso_background(frames, labels, ds.background) if with_background else None,
         )
 
 
@@ -401,7 +403,7 @@ class Trainer:
             window, every = self._window(stage, p)
             idx_np = self.sampler.draw(stage.batch_size, step, window, every)
             idx = torch.as_tensor(idx_np, device=self.device)
-            batch = self.cond.batch(idx)
+            batch = self.cond.batch(idx, with_background=stage.name == "fuse")
             key = torch.rand(3, generator=gen).to(self.device) if stage.random_background else key_default
             sh_degree = min(self.model.cfg.sh_degree, step // SH_DEGREE_EVERY)
             loss, terms, renders, images = stage_loss(
