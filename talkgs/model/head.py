@@ -388,6 +388,11 @@ def composite(
     return face_rgb + (1.0 - face_alpha) * mouth_img
 
 
+def _unit_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 images to float in [0, 1]; float images unchanged (as float32)."""
+    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+
+
 def torso_background(
     frame_uint8: torch.Tensor,
     labels: torch.Tensor,
@@ -408,9 +413,8 @@ def torso_background(
             f"torso_background needs frames [B, H, W, 3], labels [B, H, W], plate [H, W, 3]; got "
             f"{tuple(frame_uint8.shape)}, {tuple(labels.shape)}, {tuple(plate.shape)}"
         )
-    frame = frame_uint8.float() / 255.0 if frame_uint8.dtype == torch.uint8 else frame_uint8.float()
-    plate = plate.to(frame.device)
-    plate = plate.float() / 255.0 if plate.dtype == torch.uint8 else plate.float()
+    frame = _unit_float(frame_uint8)
+    plate = _unit_float(plate.to(frame.device))
     torso = labels == torso_label
     person_head = (labels != 0) & ~torso
     img = torch.where(torso[..., None], frame, torch.zeros_like(frame))
@@ -434,7 +438,6 @@ def ground_truth_on_plate(
     """Training/eval target ``[B, H, W, 3]`` float in [0, 1]: the frame with its background-labelled
     pixels replaced by the plate (the original's ``gt_imgs``). Neither branch nor the torso
     shortcut models moving studio graphics, so the target's background is the static plate."""
-    frame = frame_uint8.float() / 255.0 if frame_uint8.dtype == torch.uint8 else frame_uint8.float()
-    plate = plate.to(frame.device)
-    plate = plate.float() / 255.0 if plate.dtype == torch.uint8 else plate.float()
+    frame = _unit_float(frame_uint8)
+    plate = _unit_float(plate.to(frame.device))
     return torch.where((labels == background_label)[..., None], plate[None], frame)
