@@ -59,6 +59,10 @@ def main() -> int:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--schedule-scale", type=float, default=1.0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--audio-kind", default="mel", help="audio feature kind stored in the dataset")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lips-weight", type=float, default=None,
+                    help="override LossWeights.lips of the face and fuse stages")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None,
@@ -69,7 +73,14 @@ def main() -> int:
     args = ap.parse_args()
 
     cfg = TrainConfig(dataset=args.dataset, output=args.run, schedule_scale=args.schedule_scale,
-                      resume=args.resume, progress=args.progress, log_every=100)
+                      audio_kind=args.audio_kind, seed=args.seed, resume=args.resume, progress=args.progress, log_every=100)
+    if args.lips_weight is not None:
+        import dataclasses
+
+        def lips(stage):
+            return dataclasses.replace(stage, losses=dataclasses.replace(stage.losses, lips=args.lips_weight))
+
+        cfg = dataclasses.replace(cfg, face=lips(cfg.face), fuse=lips(cfg.fuse))
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -79,7 +90,9 @@ def main() -> int:
     if args.time_budget_s:
         import threading
 
-        threading.Timer(args.time_budget_s, lambda: setattr(trainer, "_stop", True)).start()
+        timer = threading.Timer(args.time_budget_s, lambda: setattr(trainer, "_stop", True))
+        timer.daemon = True  # never keeps a finished benchmark alive
+        timer.start()
     interrupted = False
     try:
         trainer.run()
@@ -97,6 +110,7 @@ def main() -> int:
     result = {
         "device": torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or "cpu",
         "dataset": str(args.dataset), "run": str(args.run), "schedule_scale": args.schedule_scale,
+        "audio_kind": args.audio_kind, "seed": args.seed, "lips_weight": cfg.face.losses.lips,
         "resumed": args.resume, "interrupted": interrupted,
         "setup_s": round(t_setup, 1), "train_wall_s": round(t_train, 1), "stages": rows,
         "peak_gpu_mem_gib": round(peak, 2) if peak is not None else None,

@@ -11,7 +11,9 @@ from typing import Callable, Sequence
 
 import tyro
 
-from talkgs.config import EvalConfig, InspectConfig, PrepareConfig, TrainConfig
+from talkgs.config import EvalConfig, InspectConfig, PrepareConfig, RenderConfig, TrainConfig
+from talkgs.config import FeaturesConfig
+from talkgs.config import ExportTGConfig, ImportTGConfig
 from talkgs.errors import TalkgsError
 
 
@@ -30,6 +32,15 @@ def _inspect(cfg: InspectConfig) -> None:
         print(f"{name}: {path}")
 
 
+def _features(cfg: FeaturesConfig) -> None:
+    from talkgs.audio.dataset_features import add_features
+
+    options = {"hubert": {"model": cfg.hubert_model, "device": cfg.device}}
+    done = add_features(cfg.dataset, cfg.kind, cfg.import_path, force=cfg.force, progress=cfg.progress, options=options)
+    for kind, info in done.items():
+        print(f"{kind}: {cfg.dataset / info['file']} {info['shape']} ({info['seconds']:.1f} s)")
+
+
 def _train(cfg: TrainConfig) -> None:
     from talkgs.train.trainer import train
 
@@ -43,11 +54,41 @@ def _eval(cfg: EvalConfig) -> None:
     evaluate(cfg)
 
 
+def _render(cfg: RenderConfig) -> None:
+    from talkgs.synth.render import render_audio
+
+    render_audio(cfg)
+
+
+def _import_tg(cfg: ImportTGConfig) -> None:
+    from talkgs.interop.import_tg import import_tg
+
+    res = import_tg(cfg)
+    for item in res.missing:
+        print(f"missing (optional): {item}")
+    for note in res.notes:
+        print(f"note: {note}")
+    print(f"dataset: {res.path} ({res.n_frames} frames, world alignment: {res.alignment})")
+
+
+def _export_tg(cfg: ExportTGConfig) -> None:
+    from talkgs.interop.export_tg import export_tg
+
+    res = export_tg(cfg)
+    for note in res.notes:
+        print(f"note: {note}")
+    print(f"exported: {res.path} ({res.n_frames} frames)")
+
+
 COMMANDS: dict[str, tuple[type, Callable]] = {
     "prepare": (PrepareConfig, _prepare),
     "inspect": (InspectConfig, _inspect),
+    "features": (FeaturesConfig, _features),
     "train": (TrainConfig, _train),
     "eval": (EvalConfig, _eval),
+    "render": (RenderConfig, _render),
+    "import-tg": (ImportTGConfig, _import_tg),
+    "export-tg": (ExportTGConfig, _export_tg),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import tyro
 
 from talkgs.model.head import HeadConfig
+from talkgs.synth.drive import DriveConfig
 
 Positional = tyro.conf.Positional
 
@@ -60,6 +61,30 @@ class InspectConfig:
     """Show progress bars."""
 
 
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """Add audio feature kinds to a prepared dataset: compute them from its audio.wav, or import
+    one kind from a .npy (e.g. the original's aud_ds.npy / aud_hu.npy)."""
+
+    dataset: Positional[Path]
+    """A folder written by `talkgs prepare`; gains audio_<kind>.npy and a meta.json entry per kind."""
+    kind: tuple[str, ...]
+    """Feature kinds to add: mel, phones, phones_mel, hubert (computed) or, with --import, one kind
+    such as deepspeech or hubert."""
+    import_path: Annotated[Path | None, tyro.conf.arg(name="import")] = None
+    """Import the (single) kind from this .npy instead of computing it: [N, W, C] or the
+    transposed [N, C, W]; a frame count off by one is fitted."""
+    force: bool = False
+    """Replace kinds the dataset already has (refused otherwise)."""
+    hubert_model: str | None = None
+    """hubert: local model directory or cached hub id (default: $TALKGS_HUBERT_MODEL, else
+    facebook/hubert-large-ls960-ft from the local Hugging Face cache; never downloaded)."""
+    device: str = "auto"
+    """hubert: cuda, cpu or auto."""
+    progress: bool = True
+    """Show progress bars."""
+
+
 # ------------------------------------------------------------------------------- training
 
 
@@ -75,6 +100,12 @@ class LossWeights:
     """Mean |delta| of position, rotation and scale (keeps the canonical Gaussians meaningful)."""
     attention: float = 1e-4
     """Region attention: no eye attention at the lips, no attention on hair."""
+    lips: float = 1.0
+    """Extra L1 over the lips box (grown 1.5x) in the face and fuse stages, as a mean over that
+    box: the lips are ~1 % of the frame, so in the full-frame mean their motion carries almost
+    no gradient and the audio path learns an average mouth. Measured on the anchor clip (H100,
+    default schedule, seeds 0 and 1): val mouth-opening correlation 0.23 / 0.10 without it,
+    0.29 / 0.25 with it; LMD and PSNR unchanged within noise. 0 = off (the original's loss)."""
     lpips: float = 0.0
     """ST-LPIPS on random patches and on the (padded) lips crop; 0 = off (needs talkgs[metrics])."""
     lpips_start: float = 0.5
@@ -219,3 +250,80 @@ class EvalConfig:
     """Write the side-by-side val video (ground truth | render) with the audio."""
     progress: bool = True
     """Show progress bars."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """Make a trained head say any audio: an H.264 mp4 with the audio muxed in."""
+
+    run: Positional[Path]
+    """A run folder written by `talkgs train` (or a checkpoint file)."""
+    audio: Path
+    """Speech to say: any file PyAV decodes (wav, mp3, m4a, flac, or a video's audio track)."""
+    output: Annotated[Path, _out()]
+    """The .mp4 to write (appears only when complete)."""
+    features: Path | None = None
+    """Pre-extracted features (.npy) of the run's kind to use instead of extracting them from
+    AUDIO, e.g. the original's aud_hu.npy for a `hubert` run; AUDIO is still muxed."""
+    audio_kind: str | None = None
+    """Feature kind the caller expects (default: the run's own; another kind is refused)."""
+    dataset: Path | None = None
+    """Dataset of the run (default: the path recorded in the checkpoint)."""
+    drive: DriveConfig = DriveConfig()
+    """Head pose, eyes and torso (default: ping-pong over the longest training shot)."""
+    scale: float | None = None
+    """Render at this scale of the dataset's frame size (default: the run's training scale)."""
+    batch_size: int = 16
+    """Frames rendered per call on the device."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
+    crf: float = 18
+    """x264 constant rate factor (lower = better quality, bigger file)."""
+    preset: str = "fast"
+    """x264 preset (ultrafast .. veryslow): encoding speed vs file size."""
+    progress: bool = True
+    """Show a progress bar and a summary line."""
+
+
+# ------------------------------------------------------------------------------- interop
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportTGConfig:
+    """Turn a folder preprocessed for TalkingGaussian / ER-NeRF / RAD-NeRF into a talkgs dataset."""
+
+    source: Positional[Path]
+    """The original's data folder (data/<ID>: transforms_*.json, ori_imgs/, parsing/, aud.wav, ...)."""
+    output: Annotated[Path, _out()]
+    """Dataset folder to write (appears only when complete)."""
+    force: bool = False
+    """Replace an existing OUTPUT."""
+    align: Literal["auto", "landmarks", "centroid", "marker", "none"] = "auto"
+    """How the original's world (BFM face, metres) becomes ours (MediaPipe canonical face):
+    landmarks: fit a similarity to the ori_imgs/*.lms points; centroid: shift by the face-mesh
+    centroid; marker: undo what `talkgs export-tg` recorded; none: keep the world as is.
+    auto: marker if present, else landmarks if every frame has .lms, else centroid."""
+    audio_features: tuple[str, ...] = ("mel",)
+    """Feature kinds to compute from the waveform (the original's feature files are imported too)."""
+    progress: bool = True
+    """Print progress."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportTGConfig:
+    """Write a talkgs dataset in the TalkingGaussian / ER-NeRF data layout (for the original's scripts)."""
+
+    dataset: Positional[Path]
+    """A folder written by `talkgs prepare` or `talkgs import-tg`."""
+    output: Annotated[Path, _out()]
+    """Folder to write (the original's data/<ID>; appears only when complete)."""
+    force: bool = False
+    """Replace an existing OUTPUT."""
+    frame_range: tuple[int, int] | None = None
+    """Export only frames [start, stop) (re-numbered from 0; audio cut to match)."""
+    jpeg_quality: int = 95
+    """JPEG quality of ori_imgs, gt_imgs and bc.jpg."""
+    progress: bool = True
+    """Print progress."""

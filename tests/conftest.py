@@ -53,3 +53,21 @@ def anchor_excerpt(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained(anchor_dataset, tmp_path_factory):
+    """A tiny head trained on CPU (64x64, ~280 steps on the anchor's last shot): the trainer,
+    val PSNR before and after, and the run folder. Shared by test_train and test_synth."""
+    import torch
+
+    from talkgs.train.trainer import Trainer
+    from tests.train_utils import _tiny_cfg, _val_psnr
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    trainer = Trainer(_tiny_cfg(anchor_dataset, out))
+    before = _val_psnr(trainer.model, trainer.cond, trainer.ds)
+    trainer.run()
+    after = _val_psnr(trainer.model, trainer.cond, trainer.ds)
+    return trainer, before, after, out

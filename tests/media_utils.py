@@ -82,3 +82,36 @@ def write_excerpt(src: Path, out: Path, start: float, duration: float, fps: int 
 def tone(duration: float, freq: float = 440.0, sample_rate: int = 16000) -> np.ndarray:
     t = np.arange(int(duration * sample_rate)) / sample_rate
     return (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def write_audio(path: Path, wav: np.ndarray, sample_rate: int = 16000) -> Path:
+    """Encode mono float ``wav`` to an audio-only file; codec from the suffix (.mp3, .m4a, .flac, .ogg)."""
+    import av
+
+    codec = {".mp3": "libmp3lame", ".m4a": "aac", ".flac": "flac", ".ogg": "libopus"}[path.suffix]
+    rate = 48000 if codec == "libopus" else sample_rate
+    if rate != sample_rate:
+        t = np.arange(int(len(wav) * rate / sample_rate)) * (sample_rate / rate)
+        wav = np.interp(t, np.arange(len(wav)), wav)
+    wav = np.asarray(wav, np.float32)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.layout = "mono"
+        fmt = s.codec_context.codec.audio_formats[0].name
+        step = 1152 if codec == "libmp3lame" else 1024
+        for i in range(0, len(wav), step):
+            chunk = wav[i : i + step]
+            if fmt.startswith("s16"):
+                arr = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)[None]
+            elif fmt.startswith("s32"):
+                arr = (np.clip(chunk, -1, 1) * 2147483000).astype(np.int32)[None]
+            else:
+                arr = chunk[None].copy()
+            frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout="mono")
+            frame.sample_rate = rate
+            frame.pts = i
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path

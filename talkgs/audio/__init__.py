@@ -2,12 +2,19 @@
 
 ``extract(kind, wav [S] float32 16 kHz, n_frames) -> float32 [N, W, C]``: one window per
 video frame, centred on the frame centre, zero-padded at the ends. Kinds: see
-``available_kinds()``; ``mel`` is built in (numpy only, runs everywhere).
+``available_kinds()``; ``mel`` is built in (numpy only, runs everywhere). ``phones`` and
+``phones_mel`` need pocketsphinx, ``hubert`` needs transformers and local weights,
+``deepspeech`` can only be imported (``load_feature_file``). Importing this package registers
+every kind without importing pocketsphinx or transformers.
 """
 
 from talkgs.audio.registry import REGISTRY, FeatureKind, available_kinds, extract, get_kind, register
 from talkgs.audio import mel as _mel  # noqa: F401  (registers the "mel" kind)
 from talkgs.audio.mel import MelStream, extract_mel, mel_windows
+from talkgs.audio import phones as _phones  # noqa: F401  (registers "phones", "phones_mel")
+from talkgs.audio import hubert as _hubert  # noqa: F401  (registers "hubert")
+from talkgs.audio import imported as _imported  # noqa: F401  (registers "deepspeech")
+from talkgs.audio.imported import load_feature_file
 
 __all__ = [
     "REGISTRY",
@@ -17,6 +24,7 @@ __all__ = [
     "extract",
     "extract_mel",
     "get_kind",
+    "load_feature_file",
     "mel_windows",
     "register",
 ]

@@ -4,8 +4,9 @@ A feature kind maps a 16 kHz mono signal and a number of video frames to one win
 features per frame, ``float32 [N, W, C]``, centred on the frame centre (see
 ``talkgs.conventions``). Kinds register themselves with :func:`register`; optional ones
 name the modules they need (``requires``) so that :func:`available_kinds` lists only
-those that can run here. Planned kinds: ``phones`` (pocketsphinx), ``hubert``
-(transformers) and ``npy`` (precomputed features from a file).
+those that can run here. Kinds: ``mel`` (numpy), ``phones`` and ``phones_mel``
+(pocketsphinx), ``hubert`` (transformers, local weights) and ``deepspeech`` (import only,
+see :func:`talkgs.audio.load_feature_file`).
 """
 
 from __future__ import annotations

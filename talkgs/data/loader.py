@@ -56,7 +56,7 @@ class Dataset:
         return self.w2c.device
 
 
-_PIXEL_TRACKS = ("landmarks", "lips_box", "face_box", "mouth_gap_px", "reproj_error_px")
+_PIXEL_TRACKS = ("landmarks", "lips_box", "face_box", "mouth_gap_px", "reproj_error_px", "landmarks_fan68")
 
 
 def _resize(images: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:

@@ -50,7 +50,8 @@ class AudioEncoder(nn.Module):
     ceil(log2 W) stride-2 convolutions (kernel 3, channels 32, 32, 64, 64, 64...) shrink W to 1
     (W = 16: 4 layers, as the original's DeepSpeech net; W = 2, e.g. HuBERT: 1 layer), then
     Linear(64, 64) + LeakyReLU + Linear(64, code_dim). Input statistics (per channel mean and
-    std, buffers saved with the model) normalise features whose scale varies by kind.
+    std, buffers saved with the model) normalise features whose scale varies by kind; inputs
+    are first clamped to the per-channel range seen in training.
     """
 
     def __init__(self, in_channels: int, window: int, code_dim: int = 32) -> None:
@@ -70,6 +71,11 @@ class AudioEncoder(nn.Module):
         self.fc = nn.Sequential(nn.Linear(c, 64), nn.LeakyReLU(_SLOPE), nn.Linear(64, code_dim))
         self.register_buffer("in_mean", torch.zeros(in_channels))
         self.register_buffer("in_std", torch.ones(in_channels))
+        # Inputs are clamped to the training range per channel: audio unlike anything in the
+        # training clip (digital silence below its room noise, clipping) then reads as the
+        # nearest training audio (a pause: mouth closed) instead of an extrapolation.
+        self.register_buffer("in_lo", torch.full((in_channels,), -torch.inf))
+        self.register_buffer("in_hi", torch.full((in_channels,), torch.inf))
 
     @torch.no_grad()
     def set_input_stats(self, features: torch.Tensor) -> None:
@@ -77,13 +83,15 @@ class AudioEncoder(nn.Module):
         f = features.reshape(-1, features.shape[-1]).float()
         self.in_mean.copy_(f.mean(0).to(self.in_mean))
         self.in_std.copy_(f.std(0).clamp_min(1e-5).to(self.in_std))
+        self.in_lo.copy_(f.amin(0).to(self.in_lo))
+        self.in_hi.copy_(f.amax(0).to(self.in_hi))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1:] != (self.window, self.in_channels):
             raise AudioFeatureError(
                 f"audio window must be [B, {self.window}, {self.in_channels}], got {tuple(x.shape)}"
             )
-        x = (x - self.in_mean) / self.in_std
+        x = (torch.minimum(torch.maximum(x, self.in_lo), self.in_hi) - self.in_mean) / self.in_std
         h = self.conv(x.transpose(1, 2))  # [B, c, W'] with W' = 1 when W is a power of two
         return self.fc(h.mean(dim=-1))
 

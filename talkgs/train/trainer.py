@@ -205,6 +205,8 @@ def stage_loss(
             terms["attention"] = w.attention * (
                 L.attention_reg(att[..., 1], lips) + L.attention_reg(att.sum(-1), hair)
             )
+        if w.lips > 0:
+            terms["lips"] = w.lips * L.l1(pred, target, box_mask(_grow_boxes(batch.lips_box, 1.5), height, width))
         if lpips_on and w.lpips > 0:
             terms["lpips"] = w.lpips * L.lips_lpips(pred, target, batch.lips_box)
     elif stage.name == "fuse":
@@ -213,6 +215,8 @@ def stage_loss(
         pred = composite(f_rgb, f_alpha, m_rgb, m_alpha, batch.background)
         terms["l1"] = L.l1(pred, batch.gt)
         terms["dssim"] = w.dssim * L.dssim(pred, batch.gt)
+        if w.lips > 0:
+            terms["lips"] = w.lips * L.l1(pred, batch.gt, box_mask(_grow_boxes(batch.lips_box, 1.5), height, width))
         if lpips_on and w.lpips > 0:
             terms["lpips"] = w.lpips * (
                 L.patch_lpips(pred, batch.gt) + L.lips_lpips(pred, batch.gt, batch.lips_box)

@@ -1,0 +1,193 @@
+"""Benchmark `talkgs render`: frames per second of the whole pipeline and end-to-end wall time.
+
+    python bench/render.py RUN [--dataset DATASET] [--scale 1.0] [--seconds 60] [--out JSON]
+
+1. Pipeline FPS (features already extracted -> audio encoder, deformers, rasterization of
+   both branches, compositing over the torso background, uint8, copy to host memory; no file
+   encoding) at batch 1 and at larger batches, on ~`--frames` frames after a warm-up.
+2. End to end for `--seconds` of audio: feature extraction + rendering + encoding (PyAV
+   H.264 + AAC where installed; otherwise OpenCV's mp4v without audio, e.g. on the GPU machine,
+   and the JSON says so), encoder on its own thread as in `talkgs render`.
+3. The model's visible inside-mouth area (pixels, (1 - face alpha) x mouth alpha) on digital
+   silence, on training speech and on unseen speech, beside the dataset's mouth-interior label
+   area (closed = 10th percentile, open = 90th percentile over training frames).
+
+Prints a table last and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from talkgs.audio import extract  # noqa: E402
+from talkgs.data import format as fmt  # noqa: E402
+from talkgs.data import load_dataset  # noqa: E402
+from talkgs.media import read_wav  # noqa: E402
+from talkgs.media._backend import import_av  # noqa: E402
+from talkgs.model.audio_encoder import gather_windows  # noqa: E402
+from talkgs.synth.render import HeadRenderer, _EncoderThread, render_features  # noqa: E402
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class _Cv2Writer:
+    """Video-only mp4 through OpenCV (machines without PyAV)."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        import cv2
+
+        self.cv2 = cv2
+        self.w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        self.n_frames = 0
+
+    def write_batch(self, frames: np.ndarray) -> None:
+        for f in frames:
+            self.w.write(self.cv2.cvtColor(f, self.cv2.COLOR_RGB2BGR))
+            self.n_frames += 1
+
+    def close(self) -> None:
+        self.w.release()
+
+
+def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int) -> float:
+    n = min(n_frames, feats.shape[0])
+    for _ in render_features(r, feats[: 2 * batch], batch):  # warm-up (allocations, kernels)
+        pass
+    _sync(r.device)
+    t = time.perf_counter()
+    done = sum(b.shape[0] for b in render_features(r, feats[:n], batch))
+    _sync(r.device)
+    return done / (time.perf_counter() - t)
+
+
+def end_to_end(r: HeadRenderer, wav: np.ndarray, batch: int, out: Path) -> dict:
+    t0 = time.perf_counter()
+    n = int(round(len(wav) / 640))
+    feats = extract(r.audio_kind, wav, n)
+    t_feat = time.perf_counter() - t0
+    if import_av() is not None:
+        from talkgs.media import VideoWriter
+
+        writer = VideoWriter(out, audio=wav, preset="fast")
+        writer.open()
+        encoder = "PyAV libx264 (fast) + AAC"
+    else:
+        writer = _Cv2Writer(out, 25.0, (r.width, r.height))
+        encoder = "OpenCV mp4v, no audio (PyAV not installed here)"
+    enc = _EncoderThread(writer)
+    for b in render_features(r, feats, batch):
+        enc.put(b)
+    enc.finish()
+    writer.close()
+    wall = time.perf_counter() - t0
+    return {"audio_s": len(wav) / 16000, "frames": n, "features_s": round(t_feat, 2), "wall_s": round(wall, 2),
+            "encode_busy_s": round(enc.busy_s, 2), "fps": round(n / wall, 1), "encoder": encoder,
+            "frames_written": writer.n_frames}
+
+
+@torch.no_grad()
+def mouth_areas(r: HeadRenderer, dataset: Path, wav: np.ndarray, train_s: tuple[float, float],
+                val_s: tuple[float, float]) -> dict:
+    ds = load_dataset(dataset, "cpu", audio_kind=None, scale=r.scale)
+    area = (ds.labels[ds.train_idx] == fmt.LABEL_MOUTH).sum(dim=(1, 2)).float().numpy()
+
+    def visible(x: np.ndarray) -> float:
+        n = len(x) // 640
+        f = torch.as_tensor(extract(r.audio_kind, x, n), device=r.device)
+        out = []
+        for s in range(0, n, 32):
+            idx = torch.arange(s, min(s + 32, n), device=r.device)
+            _, a = r.render_batch(gather_windows(f, idx, 8), r.plan(idx.numel(), s), with_mouth=True)
+            out.append(a.float().cpu())
+        return float(torch.cat(out).mean())
+
+    seg = lambda a, b: wav[int(a * 16000) : int(b * 16000)]  # noqa: E731
+    return {
+        "gt_closed_p10_px": float(np.percentile(area, 10)),
+        "gt_median_px": float(np.median(area)),
+        "gt_open_p90_px": float(np.percentile(area, 90)),
+        "render_silence_px": visible(np.zeros(16000 * 4, np.float32)),
+        "render_train_speech_px": visible(seg(*train_s)),
+        "render_val_speech_px": visible(seg(*val_s)),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--dataset", type=Path, default=None)
+    ap.add_argument("--scale", type=float, default=None, help="render scale (default: the run's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batches", default="1,2,4,8,16,32,64")
+    ap.add_argument("--frames", type=int, default=800, help="frames timed per batch size")
+    ap.add_argument("--seconds", type=float, default=60.0, help="audio length of the end-to-end run")
+    ap.add_argument("--out", type=Path, default=REPO / "bench/results/render.json")
+    ap.add_argument("--video", type=Path, default=Path("/tmp/talkgs_bench_render.mp4"))
+    ap.add_argument("--no-mouth", action="store_true", help="skip the mouth-area measurement")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale)
+    dev = r.device
+    t_load = time.perf_counter() - t0
+    dataset = Path(args.dataset) if args.dataset else Path(r.state["config"]["dataset"])
+    wav, _ = read_wav(dataset / fmt.AUDIO)
+    # Unseen speech for timing: the val split's audio, repeated to the length asked for.
+    v0 = int(r.meta["split"]["val"][0]) * 640
+    val_wav = wav[v0:]
+    reps = int(np.ceil(args.seconds * 16000 / len(val_wav)))
+    audio = np.tile(val_wav, reps)[: int(args.seconds * 16000)]
+    feats = extract(r.audio_kind, audio, int(round(len(audio) / 640)))
+
+    rows = []
+    for b in [int(x) for x in args.batches.split(",")]:
+        try:
+            fps = pipeline_fps(r, feats, b, args.frames)
+        except torch.OutOfMemoryError:
+            break
+        rows.append({"batch": b, "fps": round(fps, 1)})
+        print(f"batch {b}: {fps:.1f} frames/s", flush=True)
+    best = max(rows, key=lambda x: x["fps"])
+    e2e = end_to_end(r, audio, best["batch"], args.video)
+    result = {
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else (platform.processor() or "cpu")
+        + f" ({torch.get_num_threads()} threads)",
+        "run": str(args.run), "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
+        "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "pipeline": rows, "best": best,
+        "end_to_end": e2e,
+    }
+    if not args.no_mouth:
+        n = int(r.meta["n_frames"])
+        result["mouth_area"] = mouth_areas(r, dataset, wav, (30.0, 40.0), (r.meta["split"]["val"][0] / 25, n / 25))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\ntalkgs render on {result['device']}: {r.width}x{r.height}, Gaussians {result['gaussians']}")
+    print(f"{'batch':>6}{'frames/s':>12}")
+    for row in rows:
+        print(f"{row['batch']:>6}{row['fps']:>12.1f}")
+    print(f"end to end, {e2e['audio_s']:.0f} s of audio ({e2e['frames']} frames, {e2e['encoder']}): "
+          f"{e2e['wall_s']:.1f} s wall = {e2e['fps']:.1f} frames/s (features {e2e['features_s']} s, "
+          f"encoder busy {e2e['encode_busy_s']} s)")
+    if "mouth_area" in result:
+        m = result["mouth_area"]
+        print("visible mouth area (px): " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()))
+    print(f"JSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

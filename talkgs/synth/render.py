@@ -1,0 +1,412 @@
+"""`talkgs render`: a trained head says new audio, as an mp4 with that audio.
+
+Pipeline (all of it batched on the model's device): audio features of the run's kind ->
+8-frame windows -> audio encoder + face / mouth deformers -> rasterization of both branches
+-> composite over the drive frame's torso on the plate -> uint8. Frames leave the device one
+batch behind the one being rendered and are encoded by a writer thread, so the GPU does not
+wait on the encoder (and the encoder only waits on the GPU when it is faster).
+
+Length and sync: the output has exactly ``round(duration x 25)`` frames; the audio is
+resampled once for the features (16 kHz) and once for the mux (the source's own rate, at
+most 48 kHz), and fitted to exactly the video's duration (see ``talkgs.media.VideoWriter``).
+Frame i's features are centred on ``(i + 0.5) / 25`` s, as in training, so lips cannot
+drift however long the audio is.
+
+Memory is bounded by the drive segment (its torso backgrounds, ``DriveConfig``), one batch
+of frames and the per-frame features (~2.6 kB per frame for ``mel`` at float16: 4 MB per
+minute); frames stream to the encoder as they are made.
+
+Python API: :class:`HeadRenderer` (load once, render batches), :func:`render_features`
+(a generator of uint8 frame batches for features of any length), :func:`stream_frames` (a
+generator of frames for audio arriving in chunks: the base of live streaming) and
+:func:`render_audio` (what the CLI runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from talkgs.data import format as fmt
+from talkgs.errors import AudioFeatureError, DatasetError, MediaError, TalkgsError
+from talkgs.model.audio_encoder import gather_windows
+from talkgs.model.head import composite, torso_background
+from talkgs.model.motion import eye_code
+from talkgs.synth.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
+from talkgs.train import checkpoint as ckpt
+from talkgs.train.trainer import resolve_device
+
+MAX_DEFAULT_SEGMENT = 300  # frames (12 s): longer shots are cut to their middle part
+MAX_MUX_RATE = 48_000
+
+
+def _segment_within(meta: dict, frame_range: tuple[int, int] | None) -> tuple[int, int]:
+    """Default drive segment: the longest shot in the training split (and the run's frame
+    range), cut to its middle MAX_DEFAULT_SEGMENT frames."""
+    if frame_range is None:
+        a, b = default_segment(meta)
+    else:
+        t0, t1 = meta["split"]["train"]
+        lo, hi = max(int(t0), frame_range[0]), min(int(t1), frame_range[1])
+        if hi <= lo:
+            lo, hi = frame_range
+        a, b = longest_shot(meta.get("shots") or [[0, int(meta["n_frames"])]], lo, hi)
+    if b - a > MAX_DEFAULT_SEGMENT:
+        a += (b - a - MAX_DEFAULT_SEGMENT) // 2
+        b = a + MAX_DEFAULT_SEGMENT
+    return a, b
+
+
+class HeadRenderer:
+    """A trained run, ready to render frames for audio features.
+
+    ``render_batch(features [B, 8, W, C], plan)`` -> uint8 ``[B, H, W, 3]`` on the device.
+    Holds the model, the drive segment's cameras and torso backgrounds (uint8), and the
+    eye-code reference of the run.
+    """
+
+    def __init__(
+        self,
+        run: str | Path,
+        device: str | torch.device = "auto",
+        dataset: str | Path | None = None,
+        drive: DriveConfig = DriveConfig(),
+        backend: str = "auto",
+        scale: float | None = None,
+    ):
+        from talkgs.data import load_dataset
+
+        self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        state = ckpt.load(run, map_location="cpu")
+        self.state = state
+        self.run = Path(run)
+        self.backend = backend
+        self.audio_kind: str = state["audio"]["kind"]
+        self.feature_shape = (int(state["audio"]["window"]), int(state["audio"]["channels"]))
+        train_cfg = state["config"]
+        root = Path(dataset) if dataset is not None else Path(train_cfg["dataset"])
+        self.meta = fmt.read_meta(root)
+        if self.meta["source"]["sha256"] != state["dataset"]["sha256"]:
+            raise DatasetError(
+                f"dataset {root} is not the one run {run} was trained on (another source video); pass --dataset"
+            )
+        fr = train_cfg.get("frame_range")
+        frame_range = (int(fr[0]), int(fr[1])) if fr else None
+        if drive.segment is None and drive.pose == "pingpong":
+            drive = dataclasses.replace(drive, segment=_segment_within(self.meta, frame_range))
+        self.drive = drive
+        self.scale = float(train_cfg.get("image_scale", 1.0)) if scale is None else float(scale)
+
+        with np.load(root / fmt.TRACKS) as z:
+            self.tracks = {k: z[k] for k in ("blink", "eye_ratio", "w2c")}
+        n = int(self.meta["n_frames"])
+        if drive.pose == "still":
+            f = drive_plan(self.meta, self.tracks, 1, drive).frames[0]
+            seg = (int(f), int(f) + 1)
+        else:
+            seg = drive.segment
+        self.segment = seg
+        ds = load_dataset(root, self.device, audio_kind=None, frame_range=seg, scale=self.scale)
+        self.width, self.height = ds.width, ds.height
+        self.K = ds.K.to(self.device)
+        self.w2c = ds.w2c
+        # Torso backgrounds of the whole segment once, as uint8: rendering then only indexes them.
+        bgs = []
+        for s in range(0, ds.n_frames, 32):
+            sl = slice(s, min(s + 32, ds.n_frames))
+            bg = torso_background(ds.frames[sl], ds.labels[sl], ds.background)
+            bgs.append((bg * 255.0 + 0.5).clamp(0, 255).to(torch.uint8))
+        self.backgrounds = torch.cat(bgs)  # [L, H, W, 3]
+        del ds
+        self.model = ckpt.build_model(state, self.device)
+        self.eye_ratio_ref = state["eye_ratio_ref"].to(self.device)
+        self.audio_window = int(self.model.cfg.audio.window)
+        self.n_dataset_frames = n
+        self._plan: DrivePlan | None = None
+
+    # ------------------------------------------------------------------ inputs
+    def check_kind(self, kind: str | None) -> None:
+        """One-line error unless ``kind`` (None: the run's) is the kind the run was trained with."""
+        if kind is not None and kind != self.audio_kind:
+            raise AudioFeatureError(
+                f"run {self.run} was trained with '{self.audio_kind}' audio features and cannot be driven by "
+                f"'{kind}' features (train another run with --audio-kind {kind})"
+            )
+
+    def check_features(self, feats: np.ndarray) -> None:
+        if feats.ndim != 3 or tuple(feats.shape[1:]) != self.feature_shape:
+            raise AudioFeatureError(
+                f"features have shape {tuple(feats.shape)}; run {self.run} needs [N, {self.feature_shape[0]}, "
+                f"{self.feature_shape[1]}] ('{self.audio_kind}')"
+            )
+
+    def plan(self, n_out: int, start: int = 0) -> DrivePlan:
+        """Drive frames and eyes of output frames [start, start + n_out) (the plan is made once
+        for a growing horizon, so streaming costs O(1) per frame)."""
+        stop = start + n_out
+        if self._plan is None or len(self._plan) < stop:
+            horizon = max(stop, 2 * len(self._plan) if self._plan is not None else 0, 1500)
+            self._plan = drive_plan(self.meta, self.tracks, horizon, self.drive)
+        return self._plan.slice(start, stop)
+
+    # ------------------------------------------------------------------ rendering
+    @torch.no_grad()
+    def render_batch(self, windows: torch.Tensor, plan: DrivePlan, with_mouth: bool = False):
+        """uint8 ``[B, H, W, 3]`` (on the device) for audio windows ``[B, 8, W, C]`` and the
+        matching slice of a drive plan. ``with_mouth`` also returns the visible inside-mouth
+        area ``[B]`` in pixels (sum of (1 - face alpha) x mouth alpha): the render's own
+        mouth-opening signal, comparable with the dataset's mouth-interior label area."""
+        b = windows.shape[0]
+        if len(plan) != b:
+            raise TalkgsError(f"render_batch: {b} audio windows but {len(plan)} drive frames")
+        dev = self.device
+        frames = torch.as_tensor(plan.frames, device=dev)
+        local = frames - self.segment[0]
+        if self.drive.pose == "still":
+            local = torch.zeros_like(local)
+        viewmats = self.w2c[local][:, None]
+        Ks = self.K.expand(b, 1, 3, 3)
+        eye = eye_code(
+            torch.as_tensor(plan.blink, device=dev),
+            torch.as_tensor(plan.eye_ratio, device=dev),
+            self.eye_ratio_ref,
+        )
+        windows = windows.to(dev, torch.float32)
+        outs = []
+        for branch in ("face", "mouth"):
+            d = self.model.deform(branch, windows, eye if branch == "face" else None)
+            o = self.model.render_branch(d, viewmats, Ks, self.width, self.height, backend=self.backend)
+            outs.append((o.colors[:, 0], o.alphas[:, 0]))
+        bg = self.backgrounds[local].float() * (1.0 / 255.0)
+        img = composite(*outs[0], *outs[1], bg)
+        frames_u8 = (img * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
+        if with_mouth:
+            # Inside-mouth pixels that show through the face: (1 - a_face) a_mouth.
+            visible = ((1.0 - outs[0][1]) * outs[1][1])[..., 0]  # [B, H, W]
+            return frames_u8, visible.sum(dim=(1, 2))
+        return frames_u8
+
+
+def render_features(
+    renderer: HeadRenderer,
+    features: np.ndarray | torch.Tensor,
+    batch_size: int = 16,
+    start: int = 0,
+) -> Iterator[np.ndarray]:
+    """Yield uint8 frame batches ``[b, H, W, 3]`` (host memory) for per-frame features
+    ``[N, W, C]`` (all frames of one clip; frame i of the output uses windows around i).
+
+    Each batch is copied to the host while the next one renders.
+    """
+    feats = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+    renderer.check_features(feats)
+    feats = feats.to(renderer.device, torch.float16)
+    n = feats.shape[0]
+    pending = None
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        idx = torch.arange(s, e, device=renderer.device)
+        win = gather_windows(feats, idx, renderer.audio_window)
+        out = renderer.render_batch(win, renderer.plan(e - s, start + s))
+        if pending is not None:
+            yield pending.cpu().numpy()
+        pending = out
+    if pending is not None:
+        yield pending.cpu().numpy()
+
+
+def stream_frames(
+    renderer: HeadRenderer,
+    chunks: Iterable[np.ndarray],
+    batch_size: int = 1,
+) -> Iterator[np.ndarray]:
+    """Frames ``uint8 [H, W, 3]`` for mono 16 kHz float32 audio arriving in ``chunks``.
+
+    A frame is yielded as soon as the audio its features need has arrived: its own 40 ms,
+    the mel window's 62.5 ms lookahead and the 3 following frames of the temporal attention
+    (~180 ms in all). The frames equal :func:`render_features` over the whole audio (up to
+    float rounding of different batch sizes). Needs a run trained on ``mel`` features
+    (the only kind computed incrementally).
+    """
+    from talkgs.audio import MelStream
+
+    if renderer.audio_kind != "mel":
+        raise AudioFeatureError(
+            f"streaming needs a run trained on 'mel' features; {renderer.run} uses '{renderer.audio_kind}'"
+        )
+    half = renderer.audio_window // 2
+    ahead = renderer.audio_window - half - 1  # frames after i in i's attention window (3)
+    mel = MelStream()
+    buf: list[np.ndarray] = []  # features of frames [buf_start, buf_start + len(buf))
+    buf_start = 0
+    done = 0  # frames yielded
+
+    def emit(upto: int):
+        nonlocal buf, buf_start, done
+        while done < upto:
+            e = min(done + batch_size, upto)
+            lo = max(done - half, 0)
+            hi = min(e + ahead, buf_start + len(buf))
+            block = np.stack(buf[lo - buf_start : hi - buf_start])
+            feats = torch.as_tensor(block, device=renderer.device)
+            idx = torch.arange(done - lo, e - lo, device=renderer.device)
+            win = gather_windows(feats, idx, renderer.audio_window)
+            # gather_windows zero-pads outside the block; inside the clip that must be real
+            # features, which the block holds (it spans [i - 4, i + 4) for every i here).
+            out = renderer.render_batch(win, renderer.plan(e - done, done)).cpu().numpy()
+            yield from out
+            done = e
+            drop = max(done - half - buf_start, 0)
+            if drop:
+                buf = buf[drop:]
+                buf_start += drop
+
+    for chunk in chunks:
+        for w in mel.push(np.asarray(chunk, np.float32)):
+            buf.append(w)
+        ready = buf_start + len(buf) - ahead
+        upto = ready - (ready - done) % batch_size if ready - done >= batch_size else done
+        yield from emit(upto)
+    for w in mel.flush():
+        buf.append(w)
+    yield from emit(buf_start + len(buf))
+
+
+def load_audio_for_render(path: str | Path) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Decode an audio (or video) file: ``(wav16 [S16], wav_mux [S], mux_rate, n_frames)``.
+
+    ``n_frames = round(duration x 25)``; one-line MediaError for a missing, corrupt, silent-
+    stream-less or too short file.
+    """
+    from talkgs.media import probe, read_audio
+
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"audio file {p} does not exist")
+    info = probe(p, require_video=False)
+    if info.has_audio is False:
+        raise MediaError(f"{p} has no audio stream")
+    wav16 = read_audio(p, SAMPLE_RATE)
+    n = int(round(wav16.shape[0] / SAMPLES_PER_FRAME))
+    if n < 1:
+        raise MediaError(f"{p} holds {wav16.shape[0] / SAMPLE_RATE * 1000:.0f} ms of audio; at least one frame (40 ms) is needed")
+    rate = int(info.audio_sample_rate or SAMPLE_RATE)
+    rate = min(max(rate, SAMPLE_RATE), MAX_MUX_RATE)
+    wav_mux = wav16 if rate == SAMPLE_RATE else read_audio(p, rate)
+    return wav16, wav_mux, rate, n
+
+
+def features_for(renderer: HeadRenderer, wav16: np.ndarray, n_frames: int, features_path: str | Path | None,
+                 kind: str | None = None) -> np.ndarray:
+    """Per-frame features ``[n_frames, W, C]`` of the run's kind: from a .npy file when given,
+    else extracted from ``wav16``."""
+    renderer.check_kind(kind)
+    if features_path is not None:
+        from talkgs.audio import load_feature_file
+
+        feats = load_feature_file(features_path, renderer.audio_kind, n_frames)
+    else:
+        from talkgs.audio import extract
+
+        feats = extract(renderer.audio_kind, wav16, n_frames)
+    renderer.check_features(feats)
+    return feats.astype(np.float16)
+
+
+class _EncoderThread:
+    """Encodes frame batches from a bounded queue on a thread (PyAV releases the GIL in
+    libx264), so rendering and encoding overlap."""
+
+    def __init__(self, writer, depth: int = 4):
+        self.writer = writer
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.busy_s = 0.0
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                t0 = time.perf_counter()
+                self.writer.write_batch(item)
+                self.busy_s += time.perf_counter() - t0
+            except BaseException as e:  # surfaced in the main thread by put()/finish()
+                self.error = e
+
+    def put(self, batch: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(batch)
+
+    def finish(self) -> None:
+        self.q.put(None)
+        self.t.join()
+        if self.error is not None:
+            raise self.error
+
+
+def render_audio(cfg) -> dict:
+    """Run a :class:`talkgs.config.RenderConfig`: write ``cfg.output`` and return a summary."""
+    from tqdm import tqdm
+
+    from talkgs.media import VideoWriter
+
+    out = Path(cfg.output)
+    if out.suffix.lower() != ".mp4":
+        raise MediaError(f"output {out} must be an .mp4 file")
+    if out.is_dir():
+        raise MediaError(f"output {out} is a directory")
+    t0 = time.perf_counter()
+    renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale)
+    renderer.check_kind(cfg.audio_kind)
+    wav16, wav_mux, rate, n = load_audio_for_render(cfg.audio)
+    feats = features_for(renderer, wav16, n, cfg.features, cfg.audio_kind)
+    t_setup = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=n, desc="render", unit="frame", disable=not cfg.progress, leave=False)
+    t1 = time.perf_counter()
+    with VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.preset, audio=wav_mux, sample_rate=rate) as writer:
+        enc = _EncoderThread(writer)
+        try:
+            for batch in render_features(renderer, feats, cfg.batch_size):
+                enc.put(batch)
+                bar.update(batch.shape[0])
+        finally:
+            enc.finish()
+        n_written = writer.n_frames
+    bar.close()
+    t_render = time.perf_counter() - t1
+    if n_written != n:
+        raise TalkgsError(f"internal: wrote {n_written} frames for {n} audio frames")
+    summary = {
+        "output": str(out),
+        "frames": n,
+        "duration_s": n / FPS,
+        "audio_kind": renderer.audio_kind,
+        "size": [renderer.width, renderer.height],
+        "drive": dataclasses.asdict(renderer.drive),
+        "setup_s": t_setup,
+        "render_and_encode_s": t_render,
+        "encode_busy_s": enc.busy_s,
+        "fps_end_to_end": n / max(t_render, 1e-9),
+    }
+    if cfg.progress:
+        print(
+            f"[render] {out}: {n} frames ({n / FPS:.2f} s) at {renderer.width}x{renderer.height}, "
+            f"{summary['fps_end_to_end']:.1f} frames/s with encoding (setup {t_setup:.1f} s)"
+        )
+    return summary

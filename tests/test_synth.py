@@ -1,0 +1,257 @@
+"""`talkgs render`: any audio length -> exactly round(duration x 25) frames with the audio muxed
+in sync; pose/eye drive sequences that never jump; streaming equals batch; clear errors.
+
+Long inputs (61 s, 10 min) render a minimally trained head at 32x32 with a few dozen
+Gaussians: the properties tested here (frame counts, audio/video sync, encoding) do not
+depend on picture quality, and the whole real pipeline (features, model, rasterizer,
+compositing, H.264 + AAC) runs. Quality and mouth behaviour use the tiny trained head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from talkgs.audio import extract
+from talkgs.config import RenderConfig
+from talkgs.data import load_dataset
+from talkgs.data import format as fmt
+from talkgs.errors import AudioFeatureError, TalkgsError
+from talkgs.media import probe, read_audio, write_wav
+from talkgs.model.head import BranchInitConfig, HeadConfig
+from talkgs.synth.drive import DriveConfig, default_segment, drive_plan, pingpong, synth_blinks
+from talkgs.synth.render import HeadRenderer, render_audio, render_features, stream_frames
+from talkgs.train.trainer import Trainer
+from tests.media_utils import tone, write_audio, write_clip
+from tests.train_utils import _tiny_cfg
+
+
+# ----------------------------------------------------------------------------- drive (pure)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 300])
+def test_pingpong_never_jumps_and_covers_the_segment(length):
+    seq = pingpong(5000, length)
+    assert seq.min() == 0 and seq.max() == length - 1
+    steps = np.abs(np.diff(seq))
+    assert steps.max() <= 1
+    if length > 1:
+        assert np.all(steps == 1)  # never holds, never jumps
+        assert np.array_equal(np.unique(seq), np.arange(length))
+    assert np.array_equal(pingpong(100, length, start=1234), seq[1234:1334])
+
+
+def test_synthetic_blinks_have_a_natural_rate_and_spacing():
+    n = 25 * 600
+    b = synth_blinks(n, rate_per_min=15.0, seed=3)
+    assert b.min() == 0.0 and b.max() == 1.0
+    onsets = np.flatnonzero((b[1:] > 0) & (b[:-1] == 0)) + 1
+    assert 0.6 * 150 <= len(onsets) <= 1.4 * 150, len(onsets)
+    assert np.diff(onsets).min() >= 1.5 * 25 - 1
+    assert (b > 0).mean() < 0.15  # eyes are open most of the time
+    assert np.array_equal(synth_blinks(1000, 15.0, 3)[:990], b[:990])  # prefix-stable (streaming)
+    assert not synth_blinks(n, 0.0).any()
+
+
+def test_drive_plan_defaults_to_the_longest_training_shot():
+    meta = {"n_frames": 1000, "split": {"train": [0, 900], "val": [900, 1000]},
+            "shots": [[0, 100], [100, 450], [450, 950], [950, 1000]]}
+    assert default_segment(meta) == (450, 900)  # the shot is cut at the split's end
+    tracks = {"blink": np.linspace(0, 1, 1000).astype(np.float32),
+              "eye_ratio": np.full((1000, 2), 0.3, np.float32)}
+    plan = drive_plan(meta, tracks, 2000)
+    assert plan.frames.min() == 450 and plan.frames.max() == 899
+    assert np.array_equal(plan.blink, tracks["blink"][plan.frames])
+    still = drive_plan(meta, tracks, 50, DriveConfig(pose="still", blinks="open"))
+    assert np.all(still.frames == 675) and not still.blink.any()
+    synth = drive_plan(meta, tracks, 3000, DriveConfig(blinks="synth", seed=1))
+    assert synth.blink.max() == 1.0
+    closed = synth.blink == 1.0
+    assert np.all(synth.eye_ratio[closed] < synth.eye_ratio[~closed & (synth.blink == 0)].min())
+    with pytest.raises(TalkgsError, match="outside"):
+        drive_plan(meta, tracks, 10, DriveConfig(segment=(990, 1200)))
+
+
+# ----------------------------------------------------------------------------- a minimal run
+
+
+@pytest.fixture(scope="module")
+def mini_run(anchor_dataset, tmp_path_factory):
+    """A head trained for a handful of steps at 32x32 with ~100 Gaussians (fast to render)."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("mini") / "run"
+    cfg = _tiny_cfg(anchor_dataset, out)
+    cfg = dataclasses.replace(
+        cfg,
+        image_scale=1 / 16,
+        model=HeadConfig(face_init=BranchInitConfig(n=64, kind="surface"), mouth_init=BranchInitConfig(n=16, kind="cavity")),
+        mouth=dataclasses.replace(cfg.mouth, iterations=3, warmup_static=1, densify=False),
+        face=dataclasses.replace(cfg.face, iterations=3, warmup_static=1, densify=False),
+        fuse=dataclasses.replace(cfg.fuse, iterations=2),
+    )
+    Trainer(cfg).run()
+    return out
+
+
+def _render(run, audio, out, **kw):
+    cfg = RenderConfig(run=run, audio=audio, output=out, device="cpu", progress=False, **kw)
+    return render_audio(cfg)
+
+
+def _check_av(out, n_expected):
+    info = probe(out)
+    assert info.n_frames == n_expected
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert abs(info.audio_duration_s - n_expected / 25) <= 1 / 25, (info.audio_duration_s, n_expected / 25)
+    return info
+
+
+def _speech(anchor_dataset, seconds: float, start_s: float = 5.0) -> np.ndarray:
+    wav = read_audio(anchor_dataset / fmt.AUDIO, 16000)
+    a = int(start_s * 16000)
+    return wav[a : a + int(seconds * 16000)]
+
+
+def test_three_seconds_of_wav(mini_run, anchor_dataset, tmp_path):
+    wav = _speech(anchor_dataset, 3.013)
+    src = tmp_path / "three.wav"
+    write_wav(src, wav)
+    summary = _render(mini_run, src, tmp_path / "three.mp4")
+    n = round(3.013 * 25)
+    assert summary["frames"] == n
+    _check_av(tmp_path / "three.mp4", n)
+    # The muxed audio is the input audio (AAC is lossy: compare envelopes).
+    back = read_audio(tmp_path / "three.mp4", 16000)[: len(wav)]
+    env = lambda x: np.sqrt(np.convolve(x**2, np.ones(800) / 800, "valid"))[::400]  # noqa: E731
+    assert np.corrcoef(env(back), env(wav[: len(back)]))[0, 1] > 0.95
+
+
+def test_sixty_one_seconds_of_mp3_at_44k(mini_run, anchor_dataset, tmp_path):
+    wav16 = np.tile(_speech(anchor_dataset, 20.0), 4)[: int(61.0 * 16000)]
+    t = np.arange(int(61.0 * 44100)) / 44100
+    wav44 = np.interp(t, np.arange(len(wav16)) / 16000, wav16).astype(np.float32)
+    src = write_audio(tmp_path / "speech.mp3", wav44, 44100)
+    dur = probe(src, require_video=False).audio_duration_s
+    out = tmp_path / "speech.mp4"
+    summary = _render(mini_run, src, out, batch_size=64)
+    n = summary["frames"]
+    assert abs(n - 61.0 * 25) <= 2 and n == round(len(read_audio(src, 16000)) / 640)
+    info = _check_av(out, n)
+    assert info.audio_sample_rate == 44100  # muxed at the source's rate, not 16 kHz
+    assert abs(dur - n / 25) < 0.1
+
+
+def test_ten_minutes_stay_in_sync(mini_run, tmp_path):
+    """A 10-minute m4a with beeps at known times: exact frame count, and the beeps sit at the
+    same times in the output's audio at the start and at the end (no drift)."""
+    sr = 16000
+    dur = 600.28
+    rng = np.random.default_rng(0)
+    wav = (0.01 * rng.standard_normal(int(dur * sr))).astype(np.float32)
+    beeps = [10.0, 300.0, 590.0]
+    for b in beeps:
+        a = int(b * sr)
+        wav[a : a + 3200] += tone(0.2, 1000.0).astype(np.float32) / 32767
+    src = write_audio(tmp_path / "long.m4a", wav, sr)
+    out = tmp_path / "long.mp4"
+    summary = _render(mini_run, src, out, batch_size=256)
+    n = round(len(read_audio(src, sr)) / 640)
+    assert summary["frames"] == n and abs(n - dur * 25) <= 1
+    _check_av(out, n)
+    back = read_audio(out, sr)
+    for b in beeps:
+        seg = back[int((b - 1) * sr) : int((b + 1) * sr)] ** 2
+        energy = np.convolve(seg, np.ones(160), "valid")
+        onset = (b - 1) + np.flatnonzero(energy > 0.25 * energy.max())[0] / sr
+        assert abs(onset - b) < 1 / 25, (b, onset)
+
+
+def test_streaming_equals_batch_rendering(mini_run, anchor_dataset):
+    r = HeadRenderer(mini_run, "cpu")
+    wav = _speech(anchor_dataset, 2.0)  # 50 frames, a whole number of frames
+    feats = extract("mel", wav, 50)
+    batch = np.concatenate(list(render_features(r, feats, batch_size=50)))
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, len(wav)), size=30, replace=False))
+    chunks = np.split(wav, cuts)
+    streamed = np.stack(list(stream_frames(r, chunks, batch_size=3)))
+    assert streamed.shape == batch.shape == (50, r.height, r.width, 3)
+    assert np.abs(streamed.astype(int) - batch.astype(int)).max() <= 1
+
+
+def test_feature_kind_mismatch_is_refused(mini_run, anchor_dataset, tmp_path):
+    src = tmp_path / "a.wav"
+    write_wav(src, _speech(anchor_dataset, 1.0))
+    with pytest.raises(AudioFeatureError, match="trained with 'mel'"):
+        _render(mini_run, src, tmp_path / "x.mp4", audio_kind="phones")
+    bad = tmp_path / "ds.npy"
+    np.save(bad, np.zeros((25, 16, 29), np.float32))  # DeepSpeech-shaped, for a mel run
+    with pytest.raises(AudioFeatureError):
+        _render(mini_run, src, tmp_path / "x.mp4", features=bad)
+    assert not (tmp_path / "x.mp4").exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "talkgs", "render", str(mini_run), "--audio", str(src), "-o", str(tmp_path / "x.mp4"),
+         "--audio-kind", "hubert", "--device", "cpu"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("talkgs:") and "'mel'" in lines[0], r.stderr
+
+
+def test_bad_audio_fails_in_one_line_and_keeps_existing_output(mini_run, tmp_path):
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"an earlier render")
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    silent_video = write_clip(tmp_path / "noaudio.mp4", [np.zeros((32, 32, 3), np.uint8)] * 10, fps=25)
+    short = tmp_path / "short.wav"
+    write_wav(short, np.zeros(100, np.float32))
+    cases = {
+        "missing": (tmp_path / "nope.wav", "does not exist"),
+        "corrupt": (corrupt, ""),
+        "no audio": (silent_video, "no audio"),
+        "too short": (short, "at least one frame"),
+    }
+    for name, (src, needle) in cases.items():
+        r = subprocess.run(
+            [sys.executable, "-m", "talkgs", "render", str(mini_run), "--audio", str(src), "-o", str(out),
+             "--device", "cpu", "--no-progress"],
+            capture_output=True, text=True,
+        )
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2, (name, r.stderr)
+        assert len(lines) == 1 and lines[0].startswith("talkgs:") and needle in lines[0], (name, r.stderr)
+        assert out.read_bytes() == b"an earlier render", name
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("keep")) == ["keep.mp4"]
+
+
+def test_silence_keeps_the_mouth_closed(trained, anchor_dataset):
+    """Digital silence (quieter than anything in the training clip) renders a mouth as closed as
+    the training data's closed mouths: the visible inside-mouth area stays at the closed level."""
+    _, _, _, run = trained
+    r = HeadRenderer(run, "cpu")
+    cfg = r.state["config"]
+    ds = load_dataset(anchor_dataset, "cpu", audio_kind=None, frame_range=tuple(cfg["frame_range"]),
+                      scale=r.scale)
+    gt_area = (ds.labels[ds.train_idx] == fmt.LABEL_MOUTH).sum(dim=(1, 2)).float().numpy()
+    closed, typical = np.percentile(gt_area, 10), np.percentile(gt_area, 75)
+
+    def visible_area(wav):
+        n = len(wav) // 640
+        feats = torch.as_tensor(extract("mel", wav, n))
+        from talkgs.model.audio_encoder import gather_windows
+
+        _, area = r.render_batch(gather_windows(feats, torch.arange(n), 8), r.plan(n), with_mouth=True)
+        return area.numpy()
+
+    silent = visible_area(np.zeros(16000 * 2, np.float32))
+    assert np.median(silent) <= closed + 0.25 * (typical - closed) + 0.5, (silent.mean(), closed, typical)
+    # Digital silence is clamped to the quietest training audio (see AudioEncoder).
+    enc = r.model.branch("mouth").audio.encoder
+    assert torch.isfinite(enc.in_lo).all() and torch.all(enc.in_lo <= enc.in_hi)

@@ -1,0 +1,48 @@
+"""The tiny CPU training run shared by the training and rendering tests (see conftest.trained)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from talkgs.config import TrainConfig
+from talkgs.metrics.image import psnr
+from talkgs.model.head import BranchInitConfig, HeadConfig, ground_truth_on_plate
+from talkgs.train.evaluate import render_frames
+
+FRAMES = (1500, 1779)  # the last shot: its end is the val split (last 1/11 of the clip)
+
+
+def _tiny_cfg(dataset, out, **kw) -> TrainConfig:
+    model = HeadConfig(
+        face_init=BranchInitConfig(n=600, kind="surface"),
+        mouth_init=BranchInitConfig(n=150, kind="cavity"),
+    )
+    cfg = TrainConfig(
+        dataset=dataset,
+        output=out,
+        device="cpu",
+        image_scale=0.125,
+        frame_range=FRAMES,
+        batch_size=2,
+        progress=False,
+        tensorboard=False,
+        log_every=20,
+        checkpoint_every=1000,
+        model=model,
+        **kw,
+    )
+    return dataclasses.replace(
+        cfg,
+        mouth=dataclasses.replace(cfg.mouth, iterations=60, warmup_static=10),
+        face=dataclasses.replace(cfg.face, iterations=160, warmup_static=20),
+        fuse=dataclasses.replace(cfg.fuse, iterations=60),
+    )
+
+
+def _val_psnr(model, cond, ds) -> float:
+    with torch.no_grad():
+        pred = render_frames(model, cond, ds.val_idx, ds.width, ds.height)
+        gt = ground_truth_on_plate(ds.frames[ds.val_idx], ds.labels[ds.val_idx], ds.background)
+        return float(psnr(pred, gt).mean())
