@@ -71,10 +71,10 @@ class AudioEncoder(nn.Module):
         self.fc = nn.Sequential(nn.Linear(c, 64), nn.LeakyReLU(_SLOPE), nn.Linear(64, code_dim))
         self.register_buffer("in_mean", torch.zeros(in_channels))
         self.register_buffer("in_std", torch.ones(in_channels))
-        # Inputs are clamped to the training range per channel: audio outside anything in the
-        # training clip (a louder or clipped voice) then reads as the nearest training audio
-        # instead of an extrapolation. Digital silence is inside the range: the windows at the
-        # clip's ends are padded with the silence level.
+        # Inputs are clamped to the training range per channel (of real audio: the trainer leaves
+        # out the padded windows at the clip's ends): audio unlike anything in the training clip
+        # (digital silence below its room noise, a louder or clipped voice) then reads as the
+        # nearest training audio (for silence: the quietest pause) instead of an extrapolation.
         self.register_buffer("in_lo", torch.full((in_channels,), -torch.inf))
         self.register_buffer("in_hi", torch.full((in_channels,), torch.inf))
 

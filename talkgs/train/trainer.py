@@ -242,6 +242,18 @@ def trainable(stage: StageConfig, branch: str, param: str) -> bool:
 # --------------------------------------------------------------------------------- trainer
 
 
+def input_stat_frames(ds: Dataset, margin: int = 4) -> torch.Tensor:
+    """Training frames whose audio windows hold only real audio: the first and last ``margin``
+    frames of the whole clip are left out, since their windows are padded with the feature
+    kind's silence level. The audio encoder's input statistics and clamp range (see
+    ``AudioEncoder``) come from these, so they do not depend on whether the training range
+    touches the clip's ends."""
+    n_all = int(ds.meta["n_frames"])
+    g = ds.train_idx + ds.frame_offset
+    keep = ds.train_idx[(g >= margin) & (g < n_all - margin)]
+    return keep if keep.numel() > 0 else ds.train_idx
+
+
 class Trainer:
     """Runs the stages of ``cfg`` on ``cfg.dataset`` and writes checkpoints to ``cfg.output``."""
 
@@ -259,7 +271,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(cfg.seed)
         _, aw, ac = self.ds.audio.shape
         self.model = cfg.resolved_model().setup(aw, ac, generator=gen).to(self.device)
-        train_audio = self.ds.audio[self.ds.train_idx]
+        train_audio = self.ds.audio[input_stat_frames(self.ds)]
         for name in ("face", "mouth"):
             self.model.branch(name).audio.encoder.set_input_stats(train_audio)
         self.eye_ratio_ref = eye_ratio_reference(self.ds.tracks["eye_ratio"][self.ds.train_idx].cpu())
