@@ -22,9 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from talkgs.config import EvalConfig, TrainConfig  # noqa: E402
-from talkgs.train.checkpoint import resume_trainer  # noqa: E402
 from talkgs.train.evaluate import evaluate  # noqa: E402
-from talkgs.train.trainer import Trainer  # noqa: E402
+from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from talkgs.model.head import HeadConfig
+from talkgs.model.config import HeadConfig
 from talkgs.synth.drive import DriveConfig
 
 Positional = tyro.conf.Positional

@@ -23,7 +23,7 @@ from talkgs.data import load_dataset
 from talkgs.data import format as fmt
 from talkgs.errors import AudioFeatureError, TalkgsError
 from talkgs.media import probe, read_audio, write_wav
-from talkgs.model.head import BranchInitConfig, HeadConfig
+from talkgs.model.config import BranchInitConfig, HeadConfig
 from talkgs.synth.drive import DriveConfig, default_segment, drive_plan, pingpong, synth_blinks
 from talkgs.synth.render import HeadRenderer, render_audio, render_features, stream_frames
 from talkgs.train.trainer import Trainer

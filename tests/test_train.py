@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from talkgs.errors import CheckpointError, TalkgsError
-from talkgs.train import checkpoint as ckpt
+from talkgs.model import checkpoint as ckpt
+from talkgs.train.checkpoint import save as save_checkpoint
 from talkgs.train.evaluate import render_frames
 from talkgs.train.trainer import Trainer, train
 
@@ -56,7 +57,7 @@ def test_checkpoint_round_trips_bit_exactly(trained, tmp_path):
     assert torch.equal(a, b)
     # Saving the reloaded model again gives the same tensors.
     trainer.model = model
-    again = ckpt.load(ckpt.save(trainer, "again"))
+    again = ckpt.load(save_checkpoint(trainer, "again"))
     for k in ref:
         assert torch.equal(again["model"][k], state["model"][k]), k
 

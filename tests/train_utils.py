@@ -8,7 +8,8 @@ import torch
 
 from talkgs.config import TrainConfig
 from talkgs.metrics.image import psnr
-from talkgs.model.head import BranchInitConfig, HeadConfig, ground_truth_on_plate
+from talkgs.model.config import BranchInitConfig, HeadConfig
+from talkgs.model.head import ground_truth_on_plate
 from talkgs.train.evaluate import render_frames
 
 FRAMES = (1500, 1779)  # the last shot: its end is the val split (last 1/11 of the clip)

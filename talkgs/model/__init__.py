@@ -1,57 +1,49 @@
-"""The talking-head model: canonical Gaussians, tri-plane features, audio nets, motion fields."""
+"""The talking-head model: canonical Gaussians, tri-plane features, audio nets, motion fields.
 
-from talkgs.model.audio_encoder import AudioAttention, AudioEncoder, AudioNet, AudioNetConfig, gather_windows
-from talkgs.model.gaussians import (
-    GaussianParams,
-    activate,
-    init_face_surface,
-    init_from_points,
-    init_mouth_cavity,
-    init_random_cube,
-    load_canonical_face,
-    make_optimizers,
-)
-from talkgs.model.head import (
-    BranchInitConfig,
-    DeformedGaussians,
-    GaussianLRs,
-    HeadConfig,
-    NetLRs,
-    TalkingHead,
-    composite,
-    torso_background,
-)
-from talkgs.model.motion import EYE_DIM, FaceMotion, FaceMotionConfig, MouthMotion, MouthMotionConfig, eye_code
-from talkgs.model.triplane import TriPlaneConfig, TriPlaneEncoder
+Names are imported lazily (PEP 562), so ``talkgs.model.config`` (torch-free) can be imported
+without importing torch; ``from talkgs.model import TalkingHead`` works as usual.
+"""
 
-__all__ = [
-    "AudioAttention",
-    "AudioEncoder",
-    "AudioNet",
-    "AudioNetConfig",
-    "BranchInitConfig",
-    "DeformedGaussians",
-    "EYE_DIM",
-    "FaceMotion",
-    "FaceMotionConfig",
-    "GaussianLRs",
-    "GaussianParams",
-    "HeadConfig",
-    "MouthMotion",
-    "MouthMotionConfig",
-    "NetLRs",
-    "TalkingHead",
-    "TriPlaneConfig",
-    "TriPlaneEncoder",
-    "activate",
-    "composite",
-    "eye_code",
-    "gather_windows",
-    "init_face_surface",
-    "init_from_points",
-    "init_mouth_cavity",
-    "init_random_cube",
-    "load_canonical_face",
-    "make_optimizers",
-    "torso_background",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "AudioAttention": "audio_encoder",
+    "AudioEncoder": "audio_encoder",
+    "AudioNet": "audio_encoder",
+    "gather_windows": "audio_encoder",
+    "AudioNetConfig": "config",
+    "BranchInitConfig": "config",
+    "EYE_DIM": "config",
+    "FaceMotionConfig": "config",
+    "GaussianLRs": "config",
+    "HeadConfig": "config",
+    "MouthMotionConfig": "config",
+    "NetLRs": "config",
+    "TriPlaneConfig": "config",
+    "GaussianParams": "gaussians",
+    "activate": "gaussians",
+    "init_face_surface": "gaussians",
+    "init_from_points": "gaussians",
+    "init_mouth_cavity": "gaussians",
+    "init_random_cube": "gaussians",
+    "load_canonical_face": "gaussians",
+    "make_optimizers": "gaussians",
+    "DeformedGaussians": "head",
+    "TalkingHead": "head",
+    "composite": "head",
+    "torso_background": "head",
+    "FaceMotion": "motion",
+    "MouthMotion": "motion",
+    "eye_code": "motion",
+    "TriPlaneEncoder": "triplane",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"talkgs.model.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'talkgs.model' has no attribute {name!r}")

@@ -16,13 +16,13 @@ zero outside the clip) and calls :meth:`AudioNet.encode`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 from torch import nn
 
 from talkgs.errors import AudioFeatureError
+from talkgs.model.config import AudioNetConfig  # noqa: F401  (re-exported)
 
 _SLOPE = 0.02  # LeakyReLU slope of the original audio nets
 
@@ -125,21 +125,6 @@ class AudioAttention(nn.Module):
         if codes.ndim != 3 or codes.shape[1] != self.window:
             raise AudioFeatureError(f"audio codes must be [B, {self.window}, D], got {tuple(codes.shape)}")
         return (self.weights(codes)[:, :, None] * codes).sum(dim=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class AudioNetConfig:
-    """Audio conditioning of one branch."""
-
-    code_dim: int = 32
-    """Size of the per-frame audio code."""
-    window: int = 8
-    """Neighbouring frames smoothed by the temporal attention (``[i - 4, i + 4)``)."""
-    attention: bool = True
-    """Use the temporal attention; False takes the centre frame's code alone."""
-
-    def setup(self, in_window: int, in_channels: int) -> "AudioNet":
-        return AudioNet(in_window, in_channels, self.code_dim, self.window, self.attention)
 
 
 class AudioNet(nn.Module):

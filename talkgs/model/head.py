@@ -11,14 +11,15 @@ function so a torso model can replace it later.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from talkgs.errors import TalkgsError
-from talkgs.model.audio_encoder import AudioNet, AudioNetConfig
+from talkgs.model.audio_encoder import AudioNet
+from talkgs.model.config import BranchInitConfig, GaussianLRs, HeadConfig, NetLRs  # noqa: F401
 from talkgs.model.gaussians import (
     GaussianParams,
     activate,
@@ -31,89 +32,9 @@ from talkgs.model.gaussians import (
     scale_activation,
     sh_degree_of,
 )
-from talkgs.model.motion import EYE_DIM, FaceMotionConfig, MouthMotionConfig
 
 BRANCHES = ("face", "mouth")
 TORSO_LABEL = 1  # talkgs.data.LABEL_TORSO (torso + neck); model does not import talkgs.data
-
-
-@dataclasses.dataclass(frozen=True)
-class GaussianLRs:
-    """Adam learning rates of the canonical Gaussians (constant; the trainer owns schedules)."""
-
-    means: float = 2e-5
-    """Metres per step (~ the original's 1.6e-4 x its ~0.13 m camera extent); decay it over training."""
-    quats: float = 1e-3
-    scales: float = 5e-3
-    """On log-scales (gsplat's value)."""
-    opacities: float = 5e-2
-    sh0: float = 2.5e-3
-    shN: float = 1.25e-4
-
-    def as_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class NetLRs:
-    """Learning rates of a branch's networks (the original's: AdamW, grids 5e-3, MLPs 5e-4)."""
-
-    grid: float = 5e-3
-    mlp: float = 5e-4
-    audio: float = 5e-4
-    audio_att: float = 2.5e-3
-
-
-@dataclasses.dataclass(frozen=True)
-class BranchInitConfig:
-    """How a branch's canonical Gaussians start."""
-
-    n: int = 10_000
-    """Number of initial Gaussians."""
-    kind: Literal["surface", "cavity", "cube"] = "surface"
-    """surface: on the canonical face + a shell over the head; cavity: box behind the inner lips;
-    cube: uniform in +- cube_bound (the original)."""
-    opacity: float = 0.1
-    """Initial opacity (the original's)."""
-    jitter: float = 0.002
-    """Normal offset std of surface points (metres)."""
-    head_fraction: float = 0.3
-    """Fraction of surface points on the head shell (hair, ears) rather than on the face mesh."""
-    cube_bound: float = 0.1
-    """Half-size of the random cube (metres)."""
-    scale: float | None = None
-    """Initial scale in metres; None = RMS distance to the 3 nearest points."""
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadConfig:
-    """The talking-head model: both branches' Gaussians, motion fields and audio nets."""
-
-    sh_degree: int = 2
-    """Highest SH degree of the Gaussians' colour (the original's 2)."""
-    face_init: BranchInitConfig = BranchInitConfig(n=10_000, kind="surface")
-    """Face branch initialisation."""
-    mouth_init: BranchInitConfig = BranchInitConfig(n=3_000, kind="cavity")
-    """Inside-mouth branch initialisation."""
-    face_motion: FaceMotionConfig = FaceMotionConfig()
-    """Face deformation field (tri-plane + region attention + MLP)."""
-    mouth_motion: MouthMotionConfig = MouthMotionConfig()
-    """Inside-mouth deformation field."""
-    audio: AudioNetConfig = AudioNetConfig()
-    """Audio net of each branch (each branch has its own)."""
-    eye_dim: int = EYE_DIM
-    """Size of the eye code (`talkgs.model.motion.eye_code`)."""
-    gaussian_lrs: GaussianLRs = GaussianLRs()
-    """Adam learning rates of the Gaussians."""
-    net_lrs: NetLRs = NetLRs()
-    """Learning rates of the networks."""
-    attention_detach_geometry: bool = False
-    """Render attention maps in a second pass with detached Gaussians, so attention losses only
-    move the gates (the original's way). False splats them as extra channels of the colour pass:
-    half the rasterization work; the 1e-4-weighted attention terms then also nudge geometry."""
-
-    def setup(self, audio_window: int, audio_channels: int, **kw) -> "TalkingHead":
-        return TalkingHead(self, audio_window, audio_channels, **kw)
 
 
 @dataclasses.dataclass

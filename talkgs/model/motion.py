@@ -33,9 +33,7 @@ import torch
 from torch import nn
 
 from talkgs.errors import TalkgsError
-from talkgs.model.triplane import TriPlaneConfig
-
-EYE_DIM = 3
+from talkgs.model.config import EYE_DIM, FaceMotionConfig, MouthMotionConfig
 
 
 def eye_ratio_reference(eye_ratio: torch.Tensor, q: float = 0.9) -> torch.Tensor:
@@ -80,29 +78,6 @@ class FaceDeltas:
     d_scale: torch.Tensor  # [B, N, 3] added to raw log-scales
     audio_att: torch.Tensor  # [B, N, A]: a_aud * audio code (what the MLP sees)
     eye_att: torch.Tensor  # [B, N, E]: a_eye * eye code
-
-
-@dataclasses.dataclass(frozen=True)
-class FaceMotionConfig:
-    """Face-branch deformation field."""
-
-    triplane: TriPlaneConfig = TriPlaneConfig()
-    """Spatial feature grid (the head box)."""
-    hidden: int = 64
-    """Width of the two hidden layers of the deformation MLP."""
-    att_hidden: int = 32
-    """Hidden width of the audio-attention MLP (the eye one uses half)."""
-    xyz_scale: float = 0.01
-    """Metres per unit of the MLP's position output."""
-    out_init_std: float | None = None
-    """Std of the MLP's output-layer weights at init; None = PyTorch's default (the original's).
-    The motion starts near zero anyway: tri-plane features start at ~1e-4 and the MLPs are bias-free."""
-    detach_features: bool = True
-    """Tri-plane lookups do not send gradients to the Gaussian means (positions learn from the
-    renders directly; gradients through bilinear weights are piecewise and noisy)."""
-
-    def setup(self, audio_dim: int, eye_dim: int = EYE_DIM) -> "FaceMotion":
-        return FaceMotion(self, audio_dim=audio_dim, eye_dim=eye_dim)
 
 
 class FaceMotion(nn.Module):
@@ -151,27 +126,6 @@ class FaceMotion(nn.Module):
             audio_att=audio_att,
             eye_att=eye_att,
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class MouthMotionConfig:
-    """Inside-mouth deformation field (audio only, translation only)."""
-
-    triplane: TriPlaneConfig = TriPlaneConfig(bound=0.06, centre=(0.0, -0.05, 0.03), n_levels=12, base_res=16, max_res=64)
-    """Spatial feature grid: a 12 cm box around the mouth (~1.9 mm cells at the finest level)."""
-    hidden: int = 32
-    """Width of the two hidden layers."""
-    xyz_scale: float = 0.01
-    """Metres per unit of the MLP's output."""
-    xz_damping: float = 0.2
-    """Factor on the x and z motion (the original's 1/5: mostly vertical motion)."""
-    out_init_std: float | None = None
-    """Std of the output-layer weights at init (None: PyTorch's default)."""
-    detach_features: bool = True
-    """See :class:`FaceMotionConfig`."""
-
-    def setup(self, audio_dim: int) -> "MouthMotion":
-        return MouthMotion(self, audio_dim=audio_dim)
 
 
 class MouthMotion(nn.Module):

@@ -18,13 +18,12 @@ independent formulation the tests compare against.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from talkgs.errors import TalkgsError
+from talkgs.model.config import TriPlaneConfig  # noqa: F401  (re-exported)
 
 PLANE_AXES = ((0, 1), (1, 2), (0, 2))  # xy, yz, xz: (column axis, row axis)
 
@@ -39,42 +38,6 @@ def level_resolutions(n_levels: int, base_res: int, max_res: int) -> list[int]:
         return [base_res]
     g = (max_res / base_res) ** (1.0 / (n_levels - 1))
     return [int(round(base_res * g**i)) for i in range(n_levels)]
-
-
-@dataclasses.dataclass(frozen=True)
-class TriPlaneConfig:
-    """Size of a tri-plane encoder (defaults: the original's face grid, finer at the top level)."""
-
-    bound: float = 0.15
-    """Half-size of the feature box in metres (the box is ``centre +- bound``)."""
-    centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    """Box centre in the head frame (metres)."""
-    n_levels: int = 12
-    """Resolution levels per plane."""
-    base_res: int = 16
-    """Vertices per side at the coarsest level."""
-    max_res: int = 64
-    """Vertices per side at the finest level (0.3 m / 64 ~ 4.8 mm cells with the default box;
-    the original's finest was ~38)."""
-    n_features_per_level: int = 1
-    """Feature channels per level and plane."""
-    init_scale: float = 1e-4
-    """Features start uniform in +- init_scale (hash-grid convention)."""
-
-    @property
-    def out_dim(self) -> int:
-        return 3 * self.n_levels * self.n_features_per_level
-
-    def setup(self) -> "TriPlaneEncoder":
-        return TriPlaneEncoder(
-            bound=self.bound,
-            centre=self.centre,
-            n_levels=self.n_levels,
-            base_res=self.base_res,
-            max_res=self.max_res,
-            n_features_per_level=self.n_features_per_level,
-            init_scale=self.init_scale,
-        )
 
 
 class TriPlaneEncoder(nn.Module):

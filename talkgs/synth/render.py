@@ -41,8 +41,8 @@ from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import composite, torso_background
 from talkgs.model.motion import eye_code
 from talkgs.synth.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
-from talkgs.train import checkpoint as ckpt
-from talkgs.train.trainer import resolve_device
+from talkgs.model import checkpoint as ckpt
+from talkgs.device import resolve_device
 
 MAX_DEFAULT_SEGMENT = 300  # frames (12 s): longer shots are cut to their middle part
 MAX_MUX_RATE = 48_000

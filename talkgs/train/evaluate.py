@@ -34,8 +34,9 @@ from talkgs.errors import TalkgsError
 from talkgs.fsutil import write_json
 from talkgs.metrics.image import psnr, ssim
 from talkgs.model.head import composite, ground_truth_on_plate, torso_background
-from talkgs.train import checkpoint as ckpt
-from talkgs.train.trainer import Conditioning, resolve_device
+from talkgs.model import checkpoint as ckpt
+from talkgs.device import resolve_device
+from talkgs.train.trainer import Conditioning
 
 HEAD_CROP = 256  # head-region SSIM / LPIPS crops are resized to this square size
 

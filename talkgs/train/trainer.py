@@ -27,6 +27,9 @@ from talkgs.errors import TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import TalkingHead, composite, ground_truth_on_plate, torso_background
 from talkgs.model.motion import eye_code, eye_ratio_reference
+from talkgs.device import resolve_device
+from talkgs.model.checkpoint import build_model, config_from_dict
+from talkgs.model.checkpoint import load as load_checkpoint
 from talkgs.train import checkpoint as ckpt
 from talkgs.train import losses as L
 from talkgs.train.sampler import (
@@ -42,14 +45,6 @@ from talkgs.train.sampler import (
 from talkgs.train.strategy import DensifyStrategy, render_info
 
 SH_DEGREE_EVERY = 500  # raise the active SH degree every this many steps (the original: 1000 at B=1)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TalkgsError("--device cuda was asked for but this torch has no CUDA device")
-    return torch.device(name)
 
 
 # --------------------------------------------------------------------------------- batches
@@ -538,10 +533,43 @@ class _Logger:
             self.tb.close()
 
 
+def resume_trainer(cfg: TrainConfig):
+    """A Trainer positioned where ``cfg.output``'s latest checkpoint stopped."""
+    state = load_checkpoint(Path(cfg.output) / "checkpoints" / "latest.pt")
+    saved = config_from_dict(TrainConfig, state["config"])
+    # The run's own schedule and model are kept; only how it runs may change on resume.
+    run_cfg = dataclasses.replace(
+        saved,
+        resume=True,
+        device=cfg.device,
+        backend=cfg.backend,
+        progress=cfg.progress,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        tensorboard=cfg.tensorboard,
+        schedule_scale=cfg.schedule_scale if cfg.schedule_scale != 1.0 else saved.schedule_scale,
+    )
+    trainer = Trainer(run_cfg)
+    trainer.model = build_model(state, trainer.device).train()
+    trainer.eye_ratio_ref = state["eye_ratio_ref"]
+    trainer.cond = Conditioning(trainer.ds, trainer.eye_ratio_ref, trainer.model.cfg.audio.window)
+    trainer.stage_index = int(state["stage_index"])
+    trainer.stage_step = int(state["stage_step"])
+    trainer.completed = list(state["completed"])
+    trainer.global_step = int(state["global_step"])
+    if len(trainer.completed) > trainer.stage_index:  # saved at a stage's end
+        trainer.stage_index = len(trainer.completed)
+        trainer.stage_step = 0
+    trainer.sampler.load_state_dict({"rng": json.loads(state["sampler"]["rng"]), "queue": state["sampler"]["queue"].numpy()})
+    torch.set_rng_state(state["torch_rng"])
+    trainer._pending_opt_state = state.get("optimizers") if trainer.stage_step > 0 else None
+    return trainer
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) a run; returns the final checkpoint path."""
     if cfg.resume:
-        trainer = ckpt.resume_trainer(cfg)
+        trainer = resume_trainer(cfg)
     else:
         latest = Path(cfg.output) / "checkpoints" / "latest.pt"
         if latest.exists():
