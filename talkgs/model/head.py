@@ -64,6 +64,20 @@ class DeformedGaussians:
         return torch.stack([self.audio_att.norm(dim=-1), self.eye_att.norm(dim=-1)], dim=-1)
 
 
+@dataclasses.dataclass
+class FrameRender:
+    """Composited frames and the two branches' alphas (see :meth:`TalkingHead.render_frames`)."""
+
+    image: torch.Tensor  # [B, H, W, 3] float, not clamped
+    face_alpha: torch.Tensor  # [B, H, W, 1]
+    mouth_alpha: torch.Tensor  # [B, H, W, 1]
+
+    def visible_mouth_area(self) -> torch.Tensor:
+        """``[B]`` inside-mouth pixels that show through the face, sum of (1 - a_face) a_mouth:
+        the render's own mouth-opening signal, comparable with the mouth-interior label area."""
+        return ((1.0 - self.face_alpha) * self.mouth_alpha)[..., 0].sum(dim=(1, 2))
+
+
 MAX_LOG_SCALE_DELTA = 1.0  # a frame may shrink or grow a Gaussian by at most e (x2.7)
 
 
@@ -279,6 +293,29 @@ class TalkingHead(nn.Module):
             *geo, colors=att, viewmats=viewmats, Ks=Ks, width=width, height=height, backend=backend
         )
         return dataclasses.replace(out, extras=att_out.colors)
+
+    def render_frames(
+        self,
+        audio_windows: torch.Tensor,
+        eye: torch.Tensor,
+        viewmats: torch.Tensor,
+        Ks: torch.Tensor,
+        width: int,
+        height: int,
+        background: torch.Tensor,
+        backend: str = "auto",
+    ) -> "FrameRender":
+        """The composited talking head for ``B`` frames: both branches deformed by their
+        conditions, rasterized, face over mouth over ``background [B, H, W, 3]`` (float in
+        [0, 1]). ``audio_windows [B, 8, W, C]``, ``eye [B, E]``, ``viewmats [B, 1, 4, 4]``,
+        ``Ks [B, 1, 3, 3]``. The one render path of evaluation, offline rendering and serving."""
+        outs = {}
+        for branch in BRANCHES:
+            d = self.deform(branch, audio_windows, eye if branch == "face" else None)
+            o = self.render_branch(d, viewmats, Ks, width, height, backend=backend)
+            outs[branch] = (o.colors[:, 0], o.alphas[:, 0])
+        image = composite(*outs["face"], *outs["mouth"], background)
+        return FrameRender(image=image, face_alpha=outs["face"][1], mouth_alpha=outs["mouth"][1])
 
     # ------------------------------------------------------------------ checkpoints
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

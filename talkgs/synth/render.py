@@ -38,7 +38,7 @@ from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
 from talkgs.errors import AudioFeatureError, DatasetError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
-from talkgs.model.head import composite, torso_background
+from talkgs.model.head import torso_background
 from talkgs.model.motion import eye_code
 from talkgs.synth.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
 from talkgs.model import checkpoint as ckpt
@@ -180,18 +180,11 @@ class HeadRenderer:
             self.eye_ratio_ref,
         )
         windows = windows.to(dev, torch.float32)
-        outs = []
-        for branch in ("face", "mouth"):
-            d = self.model.deform(branch, windows, eye if branch == "face" else None)
-            o = self.model.render_branch(d, viewmats, Ks, self.width, self.height, backend=self.backend)
-            outs.append((o.colors[:, 0], o.alphas[:, 0]))
         bg = self.backgrounds[local].float() * (1.0 / 255.0)
-        img = composite(*outs[0], *outs[1], bg)
-        frames_u8 = (img * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
+        out = self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend)
+        frames_u8 = (out.image * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
         if with_mouth:
-            # Inside-mouth pixels that show through the face: (1 - a_face) a_mouth.
-            visible = ((1.0 - outs[0][1]) * outs[1][1])[..., 0]  # [B, H, W]
-            return frames_u8, visible.sum(dim=(1, 2))
+            return frames_u8, out.visible_mouth_area()
         return frames_u8
 
 

@@ -33,7 +33,7 @@ from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, load_dataset
 from talkgs.errors import TalkgsError
 from talkgs.fsutil import write_json
 from talkgs.metrics.image import psnr, ssim
-from talkgs.model.head import composite, ground_truth_on_plate, torso_background
+from talkgs.model.head import ground_truth_on_plate, torso_background
 from talkgs.model import checkpoint as ckpt
 from talkgs.device import resolve_device
 from talkgs.train.trainer import Conditioning
@@ -47,14 +47,9 @@ def render_frames(model, cond: Conditioning, idx: torch.Tensor, width: int, heig
     own audio, eyes, cameras and torso background."""
     ds = cond.ds
     viewmats, Ks = cond.cameras(idx)
-    audio = cond.audio(idx)
-    outs = {}
-    for branch in ("face", "mouth"):
-        d = model.deform(branch, audio, cond.eye_all[idx] if branch == "face" else None)
-        o = model.render_branch(d, viewmats, Ks, width, height, backend=backend)
-        outs[branch] = (o.colors[:, 0], o.alphas[:, 0])
     bg = torso_background(ds.frames[idx], ds.labels[idx], ds.background)
-    return composite(*outs["face"], *outs["mouth"], bg).clamp(0.0, 1.0)
+    out = model.render_frames(cond.audio(idx), cond.eye_all[idx], viewmats, Ks, width, height, bg, backend=backend)
+    return out.image.clamp(0.0, 1.0)
 
 
 def _square_boxes(face_box: torch.Tensor, width: int, height: int, pad: float = 0.25) -> list[tuple[int, int, int, int]]:
