@@ -29,7 +29,7 @@ from talkgs.interop import tg_layout as tg
 from talkgs.interop.export_tg import export_tg
 from talkgs.interop.import_tg import _canonical_478, import_tg
 from talkgs.media import read_frames, read_wav, write_wav
-from talkgs.prepare.canonical import FACE_OVAL_IDX, LIPS_INNER_IDX
+from talkgs.landmarks import FACE_OVAL_IDX, LIPS_INNER_IDX
 
 N, W, H, FOCAL = 16, 128, 128, 300.0
 N_TRAIN = 14

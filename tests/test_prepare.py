@@ -58,7 +58,7 @@ def test_anchor_face_pose_and_reprojection(anchor_dataset):
     assert np.allclose(np.einsum("nij,nkj->nik", R, R), np.eye(3), atol=1e-4)
     assert np.median(R[:, 1, 1]) < -0.8 and np.median(R[:, 2, 2]) < -0.8  # ~diag(1, -1, -1)
     # The nose tip of the canonical face projects near MediaPipe's nose tip (landmark 1).
-    from talkgs.prepare.canonical import load_canonical_face
+    from talkgs.landmarks import load_canonical_face
 
     nose = load_canonical_face()[1][None]
     K = conventions.intrinsics(**{k: meta["intrinsics"][k] for k in ("fx", "fy", "cx", "cy")})

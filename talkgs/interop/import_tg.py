@@ -253,7 +253,7 @@ def _label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def _canonical_478() -> np.ndarray:
     """Canonical face [478, 3] metres: the 468 mesh vertices plus each iris at its eye's centre."""
-    from talkgs.prepare.canonical import LEFT_EYE_IDX, RIGHT_EYE_IDX, load_canonical_face
+    from talkgs.landmarks import LEFT_EYE_IDX, RIGHT_EYE_IDX, load_canonical_face
 
     p = load_canonical_face()
     right = p[list(RIGHT_EYE_IDX)].mean(0)
@@ -263,7 +263,7 @@ def _canonical_478() -> np.ndarray:
 
 def _fan_signals(lms: np.ndarray, width: int, height: int) -> dict[str, np.ndarray]:
     """mouth gap/opening, eye ratios and lips box from FAN-68 landmarks ``[N, 68, 2]`` (talkgs px)."""
-    from talkgs.prepare.canonical import CHIN, FOREHEAD_TOP, load_canonical_face
+    from talkgs.landmarks import CHIN, FOREHEAD_TOP, load_canonical_face
     from talkgs.prepare.signals import square_box
 
     c = load_canonical_face()
@@ -578,7 +578,7 @@ def import_tg(cfg) -> ImportResult:
         # ---- tracks
         uv, z = conventions.project(canonical[None], w2c, K[None])
         box, has_face, mouth_h, face_h = _label_boxes(labels)
-        from talkgs.prepare.canonical import FACE_OVAL_IDX, LIPS_OUTER_IDX
+        from talkgs.landmarks import FACE_OVAL_IDX, LIPS_OUTER_IDX
         from talkgs.prepare.signals import square_box
 
         oval = uv[:, list(FACE_OVAL_IDX)]

@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 
 from talkgs.errors import PrepareError
-from talkgs.prepare.canonical import N_LANDMARKS
+from talkgs.landmarks import N_LANDMARKS
 
 SELFIE_MODEL = 1
 
