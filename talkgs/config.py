@@ -106,6 +106,12 @@ class LossWeights:
     no gradient and the audio path learns an average mouth. Measured on the anchor clip (H100,
     default schedule, seeds 0 and 1): val mouth-opening correlation 0.23 / 0.10 without it,
     0.29 / 0.25 with it; LMD and PSNR unchanged within noise. 0 = off (the original's loss)."""
+    landmarks: float = 0.0
+    """Landmark loss of the face stage (per pixel of the source video): the face field, evaluated
+    at the person's neutral landmarks and projected through each frame's camera, must land on
+    the tracked MediaPipe points (lips most, then jaw/chin and eyelids, the rest a little; see
+    `talkgs.model.mouth.landmark_weights`). The direct geometric signal that makes the lips part
+    instead of blurring. 0 = off (the original)."""
     lpips: float = 0.0
     """ST-LPIPS on random patches and on the (padded) lips crop; 0 = off (needs talkgs[metrics])."""
     lpips_start: float = 0.5
@@ -168,6 +174,39 @@ def scale_stage(stage: StageConfig, scale: float, batch_size: int) -> StageConfi
 
 
 @dataclasses.dataclass(frozen=True)
+class PredictorConfig:
+    """How the audio -> mouth-state predictor is fitted (`talkgs train`, before the mouth stage, for
+    heads with ``--model.conditioning mouth_state``; see `talkgs.train.mouth_predictor`)."""
+
+    steps: int = 3000
+    """Optimisation steps (batch of ``batch_size`` frames)."""
+    batch_size: int = 256
+    """Frames per step."""
+    lr: float = 1e-3
+    """Adam learning rate (cosine decay to 5 % over the steps)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    holdout: float = 0.1
+    """Fraction at the end of every clip held out for model selection and gain calibration."""
+    augment: bool = True
+    """Train on augmented copies of the voice too (speed, pitch, gain, noise, silences)."""
+    speeds: tuple[float, ...] = (0.9, 1.1)
+    """Speed-perturbed copies (tempo and pitch together); targets are time-warped."""
+    semitones: tuple[float, ...] = (-3.0, 3.0)
+    """Pitch-shifted copies (same tempo)."""
+    gains_db: tuple[float, ...] = (-12.0, 6.0)
+    """Louder / quieter copies."""
+    noise_snr_db: tuple[float, ...] = (15.0, 10.0)
+    """Noisy copies: white noise at the first SNR, pink at the second, and so on alternating."""
+    silence_gaps: int = 8
+    """Digital-silence gaps inserted in one more copy (0 = none); the mouth target there is closed."""
+    max_gain: float = 2.0
+    """Upper bound of the per-component output gain calibrated on held-out frames."""
+    eval_every: int = 100
+    """Steps between held-out evaluations."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Learn a talking head from a prepared dataset: mouth, face and fuse stages in one trainer."""
 
@@ -211,11 +250,19 @@ class TrainConfig:
     """Stage 2: the face branch."""
     fuse: StageConfig = FUSE_STAGE
     """Stage 3: both branches composited over the torso background."""
+    predictor: PredictorConfig = PredictorConfig()
+    """The audio -> mouth-state predictor (mouth_state heads only; fitted before stage 1)."""
 
     def resolved_stages(self) -> tuple[StageConfig, ...]:
         """The stages in order, scaled by ``schedule_scale`` (and the quick preset)."""
         scale = self.schedule_scale * (0.05 if self.quick else 1.0)
         return tuple(scale_stage(s, scale, self.batch_size) for s in (self.mouth, self.face, self.fuse))
+
+    def resolved_predictor(self) -> PredictorConfig:
+        """The predictor's schedule, shortened by the quick preset."""
+        if not self.quick:
+            return self.predictor
+        return dataclasses.replace(self.predictor, steps=max(20, self.predictor.steps // 20), eval_every=10)
 
     def resolved_model(self) -> HeadConfig:
         if not self.quick:

@@ -70,6 +70,7 @@ def save(trainer, tag: str) -> Path:
         "optimizers": _optimizer_states(trainer) if tag == "latest" else None,
         "sampler": {"rng": json.dumps(sampler["rng"]), "queue": torch.as_tensor(np.asarray(sampler["queue"]))},
         "torch_rng": torch.get_rng_state(),
+        "predictor_report": json.dumps(getattr(trainer, "predictor_report", None)),
     }
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
