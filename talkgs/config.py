@@ -313,6 +313,9 @@ class ServeConfig:
     """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
     drive: DriveConfig = DriveConfig()
     """Head pose, eyes and torso of every session (each session walks its own copy of the plan)."""
+    cpu_threads: int = 1
+    """Torch threads rendering on a CPU device (measured on 2 loaded cores: 1 thread renders ~10x
+    faster than 2, which fight the network, audio and video-encoder threads)."""
     verbose: bool = False
     """Log every session's start, end and statistics."""
 

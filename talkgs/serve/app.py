@@ -104,6 +104,8 @@ def load_heads(cfg) -> dict:
     from talkgs.synth.render import HeadRenderer
 
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.cpu_threads)))
     heads = {}
     for name, run in zip(head_names(cfg.runs), cfg.runs):
         r = HeadRenderer(run, device, drive=cfg.drive, backend=cfg.backend)

@@ -47,8 +47,10 @@ the feature computation), ``queue`` (final -> its batch starts on the device), `
 class SessionLimits:
     """Bounds of one session (memory and latency)."""
 
-    max_pending: int = 25
-    """Frames waiting for the device (1 s); beyond, the oldest are skipped."""
+    max_pending: int = 6
+    """Frames waiting for the device (240 ms): beyond, the oldest are skipped (their sound still
+    goes out), so a device that falls behind catches up instead of piling up latency and ever
+    larger, ever slower batches."""
     max_out: int = 3
     """Rendered frames waiting for the sender (120 ms); beyond, the oldest are dropped."""
     max_audio_out_s: float = 1.0
