@@ -243,6 +243,41 @@ def start_server(run, port, max_sessions, args) -> subprocess.Popen:
     raise SystemExit(f"talkgs serve exited with {proc.wait()}")
 
 
+# ------------------------------------------------------------------------------ mouth
+def mouth_check(run, device, backend, audio) -> dict:
+    """Through the server's path (session -> batcher -> render_batch) with a still head and open
+    eyes: the mouth box's mean change between consecutive frames (grey levels) while 4 s of
+    speech play and in the 2 s of digital silence after them."""
+    from talkgs.audio import open_stream
+    from talkgs.serve.batcher import Batcher
+    from talkgs.serve.session import Session, SessionLimits
+    from talkgs.synth.drive import DriveConfig
+    from talkgs.synth.render import HeadRenderer
+
+    r = HeadRenderer(run, device, drive=DriveConfig(pose="still", blinks="open"), backend=backend)
+    with np.load(Path(r.state["config"]["dataset"]) / "tracks.npz") as z:
+        x0, y0, x1, y1 = (z["lips_box"][r.segment[0]] * r.scale).tolist()
+    box = (int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1)))
+    wav = np.concatenate([audio[: 4 * SAMPLE_RATE], np.zeros(2 * SAMPLE_RATE, np.float32)])
+    s = Session("m", "h", open_stream(r.audio_kind), r.audio_window, SessionLimits(max_pending=10**6, max_out=10**6))
+    b = Batcher({"h": r}, 32)
+    b.add(s)
+    for k, c in enumerate(np.split(wav, np.arange(CHUNK, wav.shape[0], CHUNK))):
+        s.push_audio(c)
+        if k % 8 == 7:
+            b.tick()
+    s.end_audio()
+    while b.pending():
+        b.tick()
+    frames = []
+    while (f := s.take_frame()) is not None:
+        frames.append(f.image[box[1] : box[3], box[0] : box[2]].astype(np.int16))
+    d = np.abs(np.diff(np.stack(frames), axis=0)).mean(axis=(1, 2, 3))
+    speech, silence = d[5:95], d[110:145]  # frames whose windows hold only speech / only silence
+    return {"box": box, "speech_change_p50": float(np.median(speech)), "speech_change_p90": float(np.percentile(speech, 90)),
+            "silence_change_p50": float(np.median(silence)), "silence_change_max": float(silence.max())}
+
+
 # ------------------------------------------------------------------------------ main
 def summarise(n, per_client, extra, gpu_util):
     fps = np.asarray([c["fps"] for c in per_client])
@@ -287,6 +322,8 @@ def main() -> None:
     ap.add_argument("--no-encode", action="store_true", help="inproc: leave VP8 encoding out")
     ap.add_argument("--cpu-threads", type=int, default=1)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--mouth-check", action="store_true",
+                    help="also measure the mouth box's change in speech vs silence through the server's path")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -359,6 +396,12 @@ def main() -> None:
             proc.terminate()
             proc.wait(20)
 
+    mouth = None
+    if args.mouth_check:
+        mouth = mouth_check(args.run, r.device, "auto", audio)
+        print(f"[bench] mouth box change (grey levels): speech p50 {mouth['speech_change_p50']:.2f} "
+              f"p90 {mouth['speech_change_p90']:.2f}, silence p50 {mouth['silence_change_p50']:.2f} "
+              f"max {mouth['silence_change_max']:.2f}")
     table = [rows[n] for n in sorted(rows)]
     best = max([r_["clients"] for r_ in table if r_["holds_25fps"]], default=0)
     result = {
@@ -367,7 +410,7 @@ def main() -> None:
         "encode": ("vp8 (aiortc encoder)" if encoder_factory else "not measured (no aiortc/PyAV here)")
         if args.transport == "inproc" else "vp8 + opus over loopback (aiortc)",
         "lookahead_ms": 182.5 if r.audio_kind == "mel" else None,
-        "largest_n_holding_25fps": best, "trials": table,
+        "largest_n_holding_25fps": best, "trials": table, "mouth_check": mouth,
     }
     out = args.out or REPO / "bench" / "results" / f"serve_{args.transport}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
