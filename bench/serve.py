@@ -92,7 +92,7 @@ def load_audio(args, renderer) -> np.ndarray:
 
     if args.audio:
         return read_audio(args.audio, SAMPLE_RATE)
-    root = Path(renderer.state["config"]["dataset"])
+    root = Path(args.dataset or renderer.state["config"]["dataset"])
     wav = read_audio(root / fmt.AUDIO, SAMPLE_RATE)
     v0 = int(renderer.meta["split"]["val"][0]) * 640
     return wav[v0:] if wav.shape[0] - v0 > 5 * SAMPLE_RATE else wav
@@ -244,7 +244,7 @@ def start_server(run, port, max_sessions, args) -> subprocess.Popen:
 
 
 # ------------------------------------------------------------------------------ mouth
-def mouth_check(run, device, backend, audio) -> dict:
+def mouth_check(run, device, backend, audio, dataset=None) -> dict:
     """Through the server's path (session -> batcher -> render_batch) with a still head and open
     eyes: the mouth box's mean change between consecutive frames (grey levels) while 4 s of
     speech play and in the 2 s of digital silence after them."""
@@ -254,8 +254,8 @@ def mouth_check(run, device, backend, audio) -> dict:
     from talkgs.synth.drive import DriveConfig
     from talkgs.synth.render import HeadRenderer
 
-    r = HeadRenderer(run, device, drive=DriveConfig(pose="still", blinks="open"), backend=backend)
-    with np.load(Path(r.state["config"]["dataset"]) / "tracks.npz") as z:
+    r = HeadRenderer(run, device, dataset=dataset, drive=DriveConfig(pose="still", blinks="open"), backend=backend)
+    with np.load(Path(dataset or r.state["config"]["dataset"]) / "tracks.npz") as z:
         x0, y0, x1, y1 = (z["lips_box"][r.segment[0]] * r.scale).tolist()
     box = (int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1)))
     wav = np.concatenate([audio[: 4 * SAMPLE_RATE], np.zeros(2 * SAMPLE_RATE, np.float32)])
@@ -317,6 +317,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="measured window per trial")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--audio", type=Path, default=None)
+    ap.add_argument("--dataset", type=Path, default=None, help="the run's dataset (default: as recorded in the run)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--no-encode", action="store_true", help="inproc: leave VP8 encoding out")
@@ -334,7 +335,7 @@ def main() -> None:
 
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
     t0 = time.perf_counter()
-    heads = load_heads(cfg)
+    heads = load_heads(cfg, [args.dataset])
     head = head_names([args.run])[0]
     r = heads[head]
     audio = load_audio(args, r)
@@ -398,7 +399,7 @@ def main() -> None:
 
     mouth = None
     if args.mouth_check:
-        mouth = mouth_check(args.run, r.device, "auto", audio)
+        mouth = mouth_check(args.run, r.device, "auto", audio, args.dataset)
         print(f"[bench] mouth box change (grey levels): speech p50 {mouth['speech_change_p50']:.2f} "
               f"p90 {mouth['speech_change_p90']:.2f}, silence p50 {mouth['silence_change_p50']:.2f} "
               f"max {mouth['silence_change_max']:.2f}")

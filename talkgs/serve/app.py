@@ -94,9 +94,10 @@ def head_names(runs) -> list[str]:
     return names
 
 
-def load_heads(cfg) -> dict:
+def load_heads(cfg, datasets: list | None = None) -> dict:
     """``{name: HeadRenderer}`` for the command line's runs, each warmed up (the first render
-    on a device compiles kernels: better now than in a user's first frame)."""
+    on a device compiles kernels: better now than in a user's first frame). ``datasets``: each
+    run's dataset when not where its checkpoint says (benchmarks on another machine)."""
     import torch
 
     from talkgs.audio import open_stream
@@ -107,8 +108,9 @@ def load_heads(cfg) -> dict:
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.cpu_threads)))
     heads = {}
-    for name, run in zip(head_names(cfg.runs), cfg.runs):
-        r = HeadRenderer(run, device, drive=cfg.drive, backend=cfg.backend)
+    datasets = datasets or [None] * len(cfg.runs)
+    for name, run, ds in zip(head_names(cfg.runs), cfg.runs, datasets):
+        r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend)
         open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
         for b in sorted({1, min(cfg.max_batch, 16)}):
             r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape), r.plan(b))
