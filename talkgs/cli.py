@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import tyro
 
 from talkgs.config import EvalConfig, InspectConfig, PrepareConfig, RenderConfig, TrainConfig
-from talkgs.config import FeaturesConfig
+from talkgs.config import FeaturesConfig, ServeConfig
 from talkgs.config import ExportTGConfig, ImportTGConfig
 from talkgs.errors import TalkgsError
 
@@ -60,6 +60,12 @@ def _render(cfg: RenderConfig) -> None:
     render_audio(cfg)
 
 
+def _serve(cfg: ServeConfig) -> None:
+    from talkgs.serve.app import serve
+
+    serve(cfg)
+
+
 def _import_tg(cfg: ImportTGConfig) -> None:
     from talkgs.interop.import_tg import import_tg
 
@@ -87,6 +93,7 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
     "train": (TrainConfig, _train),
     "eval": (EvalConfig, _eval),
     "render": (RenderConfig, _render),
+    "serve": (ServeConfig, _serve),
     "import-tg": (ImportTGConfig, _import_tg),
     "export-tg": (ExportTGConfig, _export_tg),
 }

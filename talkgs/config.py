@@ -334,6 +334,39 @@ class RenderConfig:
     """Show a progress bar and a summary line."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """Serve trained heads live in a browser: speech in (microphone or a file played by the page),
+    the head's video with that speech out, over WebRTC; sessions share the device in batches."""
+
+    runs: Positional[tuple[Path, ...]]
+    """Run folders written by `talkgs train`; the page offers exactly these heads (by folder name)."""
+    host: str = "127.0.0.1"
+    """Address to listen on. Anything but loopback needs --token."""
+    port: int = 8080
+    """TCP port of the page and its API (WebRTC media uses UDP ports chosen by the system)."""
+    token: str | None = None
+    """Secret the page must present (open http://HOST:PORT/?token=...); required unless the
+    host is loopback."""
+    max_sessions: int = 16
+    """Live sessions at once; the next one is refused with a message (not served worse)."""
+    max_batch: int = 32
+    """Most frames rendered in one device call (the renderer is fastest at 16-32)."""
+    idle_timeout_s: float = 10.0
+    """A session whose audio stops arriving for this long is closed."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
+    drive: DriveConfig = DriveConfig()
+    """Head pose, eyes and torso of every session (each session walks its own copy of the plan)."""
+    cpu_threads: int = 1
+    """Torch threads rendering on a CPU device (measured on 2 loaded cores: 1 thread renders ~10x
+    faster than 2, which fight the network, audio and video-encoder threads)."""
+    verbose: bool = False
+    """Log every session's start, end and statistics."""
+
+
 # ------------------------------------------------------------------------------- interop
 
 

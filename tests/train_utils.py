@@ -47,3 +47,15 @@ def _val_psnr(model, cond, ds) -> float:
         pred = render_frames(model, cond, ds.val_idx, ds.width, ds.height)
         gt = ground_truth_on_plate(ds.frames[ds.val_idx], ds.labels[ds.val_idx], ds.background)
         return float(psnr(pred, gt).mean())
+
+
+def _live_cfg(dataset, out) -> TrainConfig:
+    """The tiny config with few Gaussians and no densification: fast to render on a CPU."""
+    cfg = _tiny_cfg(dataset, out)
+    return dataclasses.replace(
+        cfg,
+        model=HeadConfig(face_init=BranchInitConfig(n=300, kind="surface"), mouth_init=BranchInitConfig(n=80, kind="cavity")),
+        mouth=dataclasses.replace(cfg.mouth, iterations=30, warmup_static=5, densify=False),
+        face=dataclasses.replace(cfg.face, iterations=60, warmup_static=10, densify=False),
+        fuse=dataclasses.replace(cfg.fuse, iterations=20),
+    )
