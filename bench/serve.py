@@ -42,7 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from talkgs.conventions import FPS, SAMPLE_RATE  # noqa: E402
+from talkgs.conventions import SAMPLE_RATE  # noqa: E402
 
 CHUNK = SAMPLE_RATE // 50  # 20 ms
 HOLD_FPS = 24.0
