@@ -106,12 +106,12 @@ class LossWeights:
     no gradient and the audio path learns an average mouth. Measured on the anchor clip (H100,
     default schedule, seeds 0 and 1): val mouth-opening correlation 0.23 / 0.10 without it,
     0.29 / 0.25 with it; LMD and PSNR unchanged within noise. 0 = off (the original's loss)."""
-    landmarks: float = 0.0
+    landmarks: float = 0.05
     """Landmark loss of the face stage (per pixel of the source video): the face field, evaluated
     at the person's neutral landmarks and projected through each frame's camera, must land on
     the tracked MediaPipe points (lips most, then jaw/chin and eyelids, the rest a little; see
     `talkgs.model.mouth.landmark_weights`). The direct geometric signal that makes the lips part
-    instead of blurring. 0 = off (the original)."""
+    instead of blurring (weight per pixel of error). 0 = off (the original)."""
     lpips: float = 0.0
     """ST-LPIPS on random patches and on the (padded) lips crop; 0 = off (needs talkgs[metrics])."""
     lpips_start: float = 0.5

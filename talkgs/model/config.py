@@ -93,7 +93,7 @@ class FaceMotionConfig:
     detach_features: bool = True
     """Tri-plane lookups do not send gradients to the Gaussian means (positions learn from the
     renders directly; gradients through bilinear weights are piecewise and noisy)."""
-    lower_face_grid: bool = False
+    lower_face_grid: bool = True
     """Append the features of a fine tri-plane over the lower face (``lower_face_triplane``) to
     the head grid's (zero outside its box). The head grid's ~4.8 mm cells are as large as the
     5.5 mm between the upper and lower inner lip: alone it cannot move the two lips apart.
@@ -215,7 +215,7 @@ class HeadConfig:
     """Inside-mouth deformation field."""
     audio: AudioNetConfig = AudioNetConfig()
     """Audio net of each branch (each branch has its own); its code size is used by both modes."""
-    conditioning: Literal["audio", "mouth_state"] = "audio"
+    conditioning: Literal["audio", "mouth_state"] = "mouth_state"
     """What drives the motion fields. audio: each branch's audio net encodes the audio features
     (the original). mouth_state: an explicit mouth state, measured from landmarks on training
     frames and predicted from the audio features when rendering (see `talkgs.model.mouth`)."""
