@@ -33,12 +33,12 @@ demo: venv
 	  $(SUDO) apt-get install -y -q espeak-ng >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q espeak-ng >/dev/null; }; }
 	$(BIN)/talkgs prepare $(ANCHOR) -o $(DEMO_DIR)/anchor
-	$(BIN)/talkgs inspect $(DEMO_DIR)/anchor -o $(DEMO_DIR)/inspect
+	$(BIN)/talkgs inspect $(DEMO_DIR)/anchor -o $(DEMO_DIR)/inspect --force
 	test -f $(DEMO_DIR)/run/checkpoints/fuse.pt || \
 	  $(BIN)/talkgs train $(DEMO_DIR)/anchor -o $(DEMO_DIR)/run --quick --image-scale $(DEMO_SCALE) $(DEMO_TRAIN_FLAGS) \
 	  $$(test -f $(DEMO_DIR)/run/checkpoints/latest.pt && echo --resume)
 	espeak-ng -v en-us -s 150 -w $(DEMO_DIR)/sentence.wav "$(DEMO_TEXT)"
-	$(BIN)/talkgs render $(DEMO_DIR)/run --audio $(DEMO_DIR)/sentence.wav -o $(DEMO_DIR)/sentence.mp4
+	$(BIN)/talkgs render $(DEMO_DIR)/run --audio $(DEMO_DIR)/sentence.wav -o $(DEMO_DIR)/sentence.mp4 --force
 	@echo "demo: dataset $(DEMO_DIR)/anchor, preview $(DEMO_DIR)/inspect, run $(DEMO_DIR)/run"
 	@echo "demo: the trained head saying a new sentence, with sound: $(DEMO_DIR)/sentence.mp4"
 

@@ -49,8 +49,8 @@ def main() -> None:
 
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     tmp = Path(tempfile.mkdtemp(prefix="cli_latency."))
-    speech = tmp / "speech.wav"
-    speech.write_bytes(b"RIFF")  # never read: the refusal comes first
+    speech = tmp / "speech.mp4"
+    speech.write_bytes(b"not read: the refusal comes first")
     ds = str(a.dataset.resolve())
     cases: list[tuple[str, list[str], int]] = [
         ("talkgs --help", ["--help"], 0),

@@ -397,6 +397,7 @@ def train(cfg):
         raise UsageError(f"--frame-range {lo} {hi} holds no training frames of {dataset} (its train split is {t0}..{t1})")
     if cfg.image_scale * min(int(meta["width"]), int(meta["height"])) < 8:
         raise UsageError(f"--image-scale {cfg.image_scale} makes the {meta['width']}x{meta['height']} frames smaller than 8 pixels")
+    audio_kinds([cfg.audio_kind], computed=False)
     have = (meta.get("audio") or {}).get("features") or {}
     if cfg.audio_kind not in have:
         raise AudioFeatureError(
