@@ -276,10 +276,11 @@ def saved_run_config(run: str | os.PathLike) -> dict | None:
 
 
 def _recorded_dataset(doc: dict) -> tuple[str | None, str | None]:
-    """(dataset path, source sha256) a run's config.json records; an unmarked (older) run's
-    relative path is not trusted here (its checkpoint holds the absolute one)."""
+    """(dataset path, source sha256) a run's config.json records. A relative path (runs made
+    before paths were recorded absolute) is not trusted here: it depends on the directory the
+    run was started from, and the checkpoint holds the absolute one."""
     path, sha = doc.get("dataset"), doc.get("dataset_sha256")
-    if doc.get("kind") != owner.RUN_KIND and path is not None and not Path(path).is_absolute():
+    if path is not None and not Path(path).is_absolute():
         path = None
     return path, sha
 

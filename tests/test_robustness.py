@@ -405,3 +405,13 @@ def test_prepare_sigint_keeps_the_work_folder_and_says_how_to_resume(anchor_exce
     assert r.returncode == 0 and fmt.read_meta(out)["n_frames"] == 150
     assert "media: done earlier, skipped" in r.stdout
     assert not (tmp_path / "ds.partial").exists()
+
+
+def test_library_errors_are_shortened_at_a_word():
+    from talkgs.errors import short
+
+    text = "PytorchStreamReader failed reading zip archive: failed finding central directory " * 3
+    s = short(RuntimeError(text), 60)
+    assert len(s) <= 60 and s.endswith("...")
+    assert text.startswith(s[:-3]) and text[len(s) - 3] == " "  # cut before a space, never inside a word
+    assert short(ValueError("two\nlines")) == "two lines"

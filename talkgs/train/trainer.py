@@ -370,6 +370,8 @@ class Trainer:
         """Run the remaining stages. Ctrl-C or SIGTERM (a job scheduler's stop) ends the current
         step, saves a resumable ``latest`` checkpoint and the history, and raises
         :class:`talkgs.errors.Interrupted` naming the checkpoint and the command that resumes."""
+        # The run records its dataset as an absolute path, so it is found from any directory.
+        self.cfg = dataclasses.replace(self.cfg, dataset=Path(os.path.abspath(self.cfg.dataset)))
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.save_config(self.out, self.cfg, dataset_sha256=self.ds.meta["source"]["sha256"])
         logger = _Logger(self.out, self.cfg)
