@@ -568,8 +568,9 @@ class _Logger:
 
 
 def _history_until(out: Path, stage_names: list[str], stage_index: int, stage_step: int) -> list[dict]:
-    """The records of ``out``'s train_history.json up to a checkpoint's position (later ones,
-    written after a periodic checkpoint by a process that was then killed, are dropped)."""
+    """The records of ``out``'s train_history.json up to a checkpoint's position (``stage_index``,
+    ``stage_step``); records past it (a history written later than the checkpoint) are dropped,
+    so the resumed run appends each step exactly once."""
     try:
         records = json.loads((out / RUN_HISTORY).read_text())
     except (OSError, ValueError):
