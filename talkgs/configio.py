@@ -11,7 +11,6 @@ from typing import Any
 
 from talkgs.errors import CheckpointError
 
-
 # --------------------------------------------------------------------------- config <-> dict
 
 

@@ -211,9 +211,8 @@ def frame_range(name: str, rng: tuple[int, int] | None, n_frames: int, dataset: 
 
 def audio_kinds(kinds: Iterable[str], computed: bool = True) -> None:
     """Known kinds whose requirements are installed; ``computed``: kinds that can be computed."""
-    from talkgs.audio.registry import REGISTRY, get_kind
-
     import talkgs.audio  # noqa: F401  (registers every kind)
+    from talkgs.audio.registry import REGISTRY, get_kind
 
     for kind in kinds:
         fk = get_kind(kind) if computed else REGISTRY.get(kind)

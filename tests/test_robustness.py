@@ -312,7 +312,7 @@ def test_render_replaces_only_an_earlier_render_and_sigterm_leaves_nothing(train
     one_line_refusal(talkgs("render", run, "--audio", short, "-o", out), "--force")
 
     proc = start("render", run, "--audio", long, "-o", out, "--device", "cpu", "--no-progress", "--force")
-    temps = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # noqa: E731
+    temps = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
     wait_for(lambda: temps(), proc, what="the render's temporary file")
     time.sleep(0.5)
     os.kill(proc.pid, signal.SIGTERM)

@@ -422,7 +422,7 @@ def _keep_added_features(work: Path, out: Path, old_meta: dict, sha: str, replac
         name = (info or {}).get("file") or fmt.audio_feature_file(kind)
         if kind in new_feats or not (out / name).is_file():
             continue
-        if same and list(info.get("shape") or [None])[0] == n:
+        if same and (info.get("shape") or [None])[0] == n:
             new_feats[kind] = info
             kept.append(name)
         else:
