@@ -40,7 +40,7 @@ demo: venv
 	  $(SUDO) apt-get install -y -q espeak-ng >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q espeak-ng >/dev/null; }; }
 	$(BIN)/talkgs prepare $(ANCHOR) -o $(DEMO_DIR)/anchor
-	$(BIN)/talkgs inspect $(DEMO_DIR)/anchor -o $(DEMO_DIR)/inspect
+	$(BIN)/talkgs inspect $(DEMO_DIR)/anchor -o $(DEMO_DIR)/inspect --force
 	@if $(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
 	  scale=$(or $(DEMO_SCALE),1); flags="$(DEMO_GPU_FLAGS)"; echo "demo: CUDA GPU found: full-size head, default schedule"; \
 	else \
@@ -50,7 +50,7 @@ demo: venv
 	  $(BIN)/talkgs train $(DEMO_DIR)/anchor -o $(DEMO_DIR)/run --image-scale $$scale $$flags \
 	  $$(test -f $(DEMO_DIR)/run/checkpoints/latest.pt && echo --resume)
 	espeak-ng -v en-us -s 150 -w $(DEMO_DIR)/sentence.wav "$(DEMO_TEXT)"
-	$(BIN)/talkgs render $(DEMO_DIR)/run --audio $(DEMO_DIR)/sentence.wav -o $(DEMO_DIR)/sentence.mp4
+	$(BIN)/talkgs render $(DEMO_DIR)/run --audio $(DEMO_DIR)/sentence.wav -o $(DEMO_DIR)/sentence.mp4 --force
 	@echo "demo: dataset $(DEMO_DIR)/anchor, preview $(DEMO_DIR)/inspect, run $(DEMO_DIR)/run"
 	@echo "demo: the trained head saying a new sentence, with sound: $(DEMO_DIR)/sentence.mp4"
 	@echo "demo: talk to it live in a browser (then open http://127.0.0.1:8080/):"

@@ -32,7 +32,8 @@ class PrepareConfig:
     output: Annotated[Path, _out()]
     """Dataset folder to write. Work happens in OUTPUT.partial and is renamed when complete."""
     force: bool = False
-    """Redo every step and replace an existing dataset at OUTPUT."""
+    """Redo every step and replace the dataset files of an existing dataset at OUTPUT (other files
+    in that folder, e.g. inspect/, are kept; a folder that is not a dataset is never replaced)."""
     val_fraction: float = 1.0 / 11.0
     """Fraction of frames at the end of the clip held out for validation (the original's 1/11)."""
     min_duration_s: float = 5.0
@@ -45,6 +46,8 @@ class PrepareConfig:
     """Audio feature kinds to extract and store (see `talkgs.audio`)."""
     progress: bool = True
     """Show progress bars."""
+    verbose: bool = False
+    """Show the log lines of MediaPipe / TensorFlow Lite (hidden otherwise)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,9 @@ class InspectConfig:
     """Where to write inspect.mp4 and contact_sheet.png (default: DATASET/inspect)."""
     max_frames: int | None = None
     """Only draw the first N frames into the video (the contact sheet always spans the clip)."""
+    force: bool = False
+    """Replace inspect.mp4 / contact_sheet.png written by an earlier `talkgs inspect` (files of
+    those names that talkgs did not write are never replaced)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -213,9 +219,11 @@ class TrainConfig:
     dataset: Positional[Path]
     """A folder written by `talkgs prepare` (or `talkgs import-tg`)."""
     output: Annotated[Path, _out()]
-    """Run folder: config.json, checkpoints/, logs/ (TensorBoard)."""
+    """Run folder: config.json, checkpoints/, logs/ (TensorBoard), train_history.json. Must be new,
+    empty or (with --resume) a run."""
     resume: bool = False
-    """Continue the run in OUTPUT from its latest checkpoint."""
+    """Continue the run in OUTPUT from its latest checkpoint (same DATASET; the run's own settings
+    are kept, so only how it runs may change: device, logging, checkpoint interval)."""
     quick: bool = False
     """Smoke-test preset: ~5% of the iterations and fewer Gaussians."""
     schedule_scale: float = 1.0
@@ -297,6 +305,8 @@ class EvalConfig:
     """Write the side-by-side val video (ground truth | render) with the audio."""
     progress: bool = True
     """Show progress bars."""
+    verbose: bool = False
+    """Show the log lines of MediaPipe / TensorFlow Lite during the lip metrics (hidden otherwise)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +318,10 @@ class RenderConfig:
     audio: Path
     """Speech to say: any file PyAV decodes (wav, mp3, m4a, flac, or a video's audio track)."""
     output: Annotated[Path, _out()]
-    """The .mp4 to write (appears only when complete)."""
+    """The .mp4 to write (appears only when complete; never one of the inputs)."""
+    force: bool = False
+    """Replace OUTPUT when it is a video written by an earlier `talkgs render` (any other file is
+    never replaced)."""
     features: Path | None = None
     """Pre-extracted features (.npy) of the run's kind to use instead of extracting them from
     AUDIO, e.g. the original's aud_hu.npy for a `hubert` run; AUDIO is still muxed."""
@@ -377,9 +390,10 @@ class ImportTGConfig:
     source: Positional[Path]
     """The original's data folder (data/<ID>: transforms_*.json, ori_imgs/, parsing/, aud.wav, ...)."""
     output: Annotated[Path, _out()]
-    """Dataset folder to write (appears only when complete)."""
+    """Dataset folder to write (appears only when complete; never inside SOURCE)."""
     force: bool = False
-    """Replace an existing OUTPUT."""
+    """Replace the dataset files of a talkgs dataset at OUTPUT (other files there are kept; a
+    folder that is not a talkgs dataset is never replaced)."""
     align: Literal["auto", "landmarks", "centroid", "marker", "none"] = "auto"
     """How the original's world (BFM face, metres) becomes ours (MediaPipe canonical face):
     landmarks: fit a similarity to the ori_imgs/*.lms points; centroid: shift by the face-mesh
@@ -398,9 +412,10 @@ class ExportTGConfig:
     dataset: Positional[Path]
     """A folder written by `talkgs prepare` or `talkgs import-tg`."""
     output: Annotated[Path, _out()]
-    """Folder to write (the original's data/<ID>; appears only when complete)."""
+    """Folder to write (the original's data/<ID>; appears only when complete; never the dataset)."""
     force: bool = False
-    """Replace an existing OUTPUT."""
+    """Replace the files an earlier `talkgs export-tg` wrote at OUTPUT (other files there, e.g. the
+    original's own outputs, are kept; a folder export-tg did not write is never replaced)."""
     frame_range: tuple[int, int] | None = None
     """Export only frames [start, stop) (re-numbered from 0; audio cut to match)."""
     jpeg_quality: int = 95

@@ -13,7 +13,7 @@ from talkgs import conventions
 from talkgs.config import PrepareConfig
 from talkgs.data import LABEL_BACKGROUND, LABEL_MOUTH, load_dataset, read_meta
 from talkgs.data.format import load_labels
-from talkgs.errors import MediaError, PrepareError
+from talkgs.errors import MediaError, OutputError, PrepareError
 from talkgs.prepare.pipeline import prepare
 from tests.media_utils import tone, write_clip
 
@@ -160,6 +160,7 @@ def test_no_face(tmp_path):
         prepare(_cfg(clip, tmp_path / "out"))
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out.partial").exists()  # bad input is not resumable: no work folder left
 
 
 def test_face_missing_in_part_of_the_clip_names_the_first_bad_frames(tmp_path, anchor_path):
@@ -190,7 +191,7 @@ def test_output_dir_that_is_not_a_dataset(tmp_path, anchor_excerpt):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(PrepareError, match="not a talkgs dataset"):
+    with pytest.raises(OutputError, match="not a talkgs dataset"):
         prepare(_cfg(anchor_excerpt(), out, force=True))
     assert (out / "notes.txt").read_text() == "keep me"
 

@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np
 from talkgs import __version__, conventions
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, MediaError
-from talkgs.fsutil import atomic_path, write_json
+from talkgs.fsutil import atomic_path, move_into, write_json
 from talkgs.interop import tg_layout as tg
 
 
@@ -294,18 +293,6 @@ def _fan_signals(lms: np.ndarray, width: int, height: int) -> dict[str, np.ndarr
 # ------------------------------------------------------------------------------------ main
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an old ``out`` is removed only after that."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def _find_images(src: Path, ids: list[int], missing: list[str], notes: list[str]) -> list[Path]:
     paths = []
     n_gt = 0
@@ -361,12 +348,11 @@ def import_tg(cfg) -> ImportResult:
 
     from talkgs.media import VideoWriter, fit_audio_to_frames, write_wav
 
+    from talkgs import validate
+
     t_start = time.perf_counter()
     src, out = Path(cfg.source), Path(cfg.output)
-    if not src.is_dir():
-        raise DatasetError(f"{src} is not a folder")
-    if out.exists() and not cfg.force:
-        raise DatasetError(f"output {out} exists; pass --force to replace it or choose another folder (nothing was changed)")
+    validate.import_tg(cfg)
     missing: list[str] = []
     notes: list[str] = []
     say = (lambda m: print(f"[import-tg] {m}", flush=True)) if cfg.progress else (lambda m: None)
@@ -692,7 +678,9 @@ def import_tg(cfg) -> ImportResult:
             "timings_s": timings,
         }
         write_json(tmp / fmt.META, meta)
-        _replace_dir(tmp, out)
+        # Only an earlier dataset's own files are replaced; meta.json goes last.
+        replace = validate.output_dir(out, inputs=[(src, "source folder")], force=cfg.force, kind="dataset", command="import-tg")
+        move_into(tmp, out, replace=replace or [], last=fmt.META)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -36,7 +36,7 @@ import torch
 
 from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
-from talkgs.errors import AudioFeatureError, DatasetError, MediaError, TalkgsError
+from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import torso_background
 from talkgs.model.motion import eye_code
@@ -92,12 +92,8 @@ class HeadRenderer:
         self.audio_kind: str = state["audio"]["kind"]
         self.feature_shape = (int(state["audio"]["window"]), int(state["audio"]["channels"]))
         train_cfg = state["config"]
-        root = Path(dataset) if dataset is not None else Path(train_cfg["dataset"])
+        root = ckpt.run_dataset(state, dataset)
         self.meta = fmt.read_meta(root)
-        if self.meta["source"]["sha256"] != state["dataset"]["sha256"]:
-            raise DatasetError(
-                f"dataset {root} is not the one run {run} was trained on (another source video); pass --dataset"
-            )
         fr = train_cfg.get("frame_range")
         frame_range = (int(fr[0]), int(fr[1])) if fr else None
         if drive.segment is None and drive.pose == "pingpong":
@@ -105,8 +101,7 @@ class HeadRenderer:
         self.drive = drive
         self.scale = float(train_cfg.get("image_scale", 1.0)) if scale is None else float(scale)
 
-        with np.load(root / fmt.TRACKS) as z:
-            self.tracks = {k: z[k] for k in ("blink", "eye_ratio", "w2c")}
+        self.tracks = fmt.load_tracks(root, ("blink", "eye_ratio", "w2c"))
         n = int(self.meta["n_frames"])
         if drive.pose == "still":
             f = drive_plan(self.meta, self.tracks, 1, drive).frames[0]
@@ -340,13 +335,12 @@ def render_audio(cfg) -> dict:
     """Run a :class:`talkgs.config.RenderConfig`: write ``cfg.output`` and return a summary."""
     from tqdm import tqdm
 
+    from talkgs import validate
     from talkgs.media import VideoWriter
+    from talkgs.owner import made_by
 
+    validate.render(cfg)  # -o is never an input, and replaces only an earlier render (--force)
     out = Path(cfg.output)
-    if out.suffix.lower() != ".mp4":
-        raise MediaError(f"output {out} must be an .mp4 file")
-    if out.is_dir():
-        raise MediaError(f"output {out} is a directory")
     t0 = time.perf_counter()
     renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale)
     renderer.check_kind(cfg.audio_kind)
@@ -356,7 +350,8 @@ def render_audio(cfg) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=n, desc="render", unit="frame", disable=not cfg.progress, leave=False)
     t1 = time.perf_counter()
-    with VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.preset, audio=wav_mux, sample_rate=rate) as writer:
+    with VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.preset, audio=wav_mux, sample_rate=rate,
+                     comment=made_by("render")) as writer:
         enc = _EncoderThread(writer)
         try:
             for batch in render_features(renderer, feats, cfg.batch_size):

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +26,12 @@ import torch
 
 from talkgs.config import StageConfig, TrainConfig
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, Dataset, load_dataset
-from talkgs.errors import TalkgsError
+from talkgs.errors import Interrupted, TalkgsError, UsageError
+from talkgs.fsutil import write_json
 from talkgs.landmarks import N_MESH
 from talkgs.model.audio_encoder import AudioNet, gather_windows
 from talkgs.model.mouth import landmark_weights, measure_offsets, neutral_landmarks
+from talkgs.owner import RUN_HISTORY
 from talkgs.model.head import TalkingHead, composite, ground_truth_on_plate, torso_background
 from talkgs.model.motion import eye_code, eye_ratio_reference
 from talkgs.conventions import SAMPLES_PER_FRAME, project
@@ -354,6 +359,7 @@ class Trainer:
         self.stage_step = 0
         self.completed: list[str] = []
         self._stop = False
+        self._stop_signal = signal.SIGINT
         self.history: list[dict] = []
         self.stage_times: dict[str, float] = {}  # wall seconds per stage in this process
         self.stage_steps: dict[str, int] = {}  # steps run per stage in this process
@@ -438,31 +444,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ running
     def run(self) -> Path:
+        """Run the remaining stages. Ctrl-C or SIGTERM (a job scheduler's stop) ends the current
+        step, saves a resumable ``latest`` checkpoint and the history, and raises
+        :class:`talkgs.errors.Interrupted` naming the checkpoint and the command that resumes."""
+        # The run records its dataset as an absolute path, so it is found from any directory.
+        self.cfg = dataclasses.replace(self.cfg, dataset=Path(os.path.abspath(self.cfg.dataset)))
         self.out.mkdir(parents=True, exist_ok=True)
-        ckpt.save_config(self.out, self.cfg)
+        ckpt.save_config(self.out, self.cfg, dataset_sha256=self.ds.meta["source"]["sha256"])
         logger = _Logger(self.out, self.cfg)
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
+        in_main = threading.current_thread() is threading.main_thread()
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._on_signal) for s in stop_signals} if in_main else {}
         try:
             if self.model.mouth_predictor is not None and self.predictor_report is None and self.stage_index == 0 \
                     and self.stage_step == 0:
                 self.fit_predictor()
-                ckpt.save(self, "latest")
+                self._checkpoint("latest")
             for si in range(self.stage_index, len(self.stages)):
                 self.stage_index = si
                 stage = self.stages[si]
                 self._run_stage(stage, logger)
                 if self._stop:
-                    path = ckpt.save(self, "latest")
-                    raise KeyboardInterrupt(f"interrupted; resumable checkpoint at {path}")
+                    path = self._checkpoint("latest")
+                    raise Interrupted(self._interrupted_message(stage, path), self._stop_signal)
                 self.completed.append(stage.name)
                 self.stage_step = 0
                 ckpt.save(self, stage.name)
-                ckpt.save(self, "latest")
+                self._checkpoint("latest")
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
             logger.close()
-        (self.out / "train_history.json").write_text(json.dumps(self.history, indent=2) + "\n")
+        self._write_history()
         return self.out / "checkpoints" / "latest.pt"
 
     def fit_predictor(self) -> dict:
@@ -486,10 +499,31 @@ class Trainer:
                   f"{report['total_seconds']:.1f} s", flush=True)
         return report
 
-    def _on_sigint(self, signum, frame) -> None:
-        if self._stop:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+    def _checkpoint(self, tag: str) -> Path:
+        """Save checkpoint ``tag`` and the history up to it (a resume continues both from here)."""
+        path = ckpt.save(self, tag)
+        self._write_history()
+        return path
+
+    def _write_history(self) -> None:
+        write_json(self.out / RUN_HISTORY, self.history)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop:  # a second Ctrl-C / SIGTERM: stop now, without a new checkpoint
+            raise Interrupted(
+                f"stopped at once (second signal); the last checkpoint is {self.out / 'checkpoints' / 'latest.pt'}",
+                signum,
+            )
         self._stop = True
+        self._stop_signal = signum
+
+    def _interrupted_message(self, stage: StageConfig, path: Path) -> str:
+        what = "terminated (SIGTERM)" if self._stop_signal == signal.SIGTERM else "interrupted"
+        resume = shlex.join(["talkgs", "train", os.path.abspath(self.cfg.dataset), "-o", os.path.abspath(self.out), "--resume"])
+        return (
+            f"{what} at {stage.name} step {self.stage_step}/{stage.iterations}; resumable checkpoint {path}; "
+            f"continue with: {resume}"
+        )
 
     def _run_stage(self, stage: StageConfig, logger: "_Logger") -> None:
         gauss_opts, net_opt = self._optimizers(stage)
@@ -549,7 +583,7 @@ class Trainer:
                 self.history.append(rec)
             if step % self.cfg.checkpoint_every == 0 and step < stage.iterations:
                 self._gauss_opts, self._net_opt, self._strategies_live = gauss_opts, net_opt, strategies
-                ckpt.save(self, "latest")
+                self._checkpoint("latest")
         self._gauss_opts, self._net_opt, self._strategies_live = gauss_opts, net_opt, strategies
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -635,13 +669,49 @@ class _Logger:
             self.tb.close()
 
 
-def resume_trainer(cfg: TrainConfig):
-    """A Trainer positioned where ``cfg.output``'s latest checkpoint stopped."""
-    state = load_checkpoint(Path(cfg.output) / "checkpoints" / "latest.pt")
+def _history_until(out: Path, stage_names: list[str], stage_index: int, stage_step: int) -> list[dict]:
+    """The records of ``out``'s train_history.json up to a checkpoint's position (``stage_index``,
+    ``stage_step``); records past it (a history written later than the checkpoint) are dropped,
+    so the resumed run appends each step exactly once."""
+    try:
+        records = json.loads((out / RUN_HISTORY).read_text())
+    except (OSError, ValueError):
+        return []
+    order = {name: i for i, name in enumerate(stage_names)}
+    keep = []
+    for r in records if isinstance(records, list) else []:
+        pos = (order.get(r.get("stage"), len(order)), int(r.get("step", 0)))
+        if pos <= (stage_index, stage_step):
+            keep.append(r)
+    return keep
+
+
+def run_complete(state: dict, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's run has finished every stage of its schedule."""
+    return len(state["completed"]) >= len(cfg.resolved_stages())
+
+
+def resume_trainer(cfg: TrainConfig, state: dict | None = None):
+    """A Trainer positioned where ``cfg.output``'s latest checkpoint stopped (``state``: that
+    checkpoint, when already loaded). The run's own schedule and model are kept; the dataset
+    must be the run's (the same source video; it may have moved) and output stays ``cfg.output``
+    (a run folder that was moved resumes where it is now)."""
+    from talkgs.data import format as fmt
+
+    if state is None:
+        state = load_checkpoint(Path(cfg.output) / "checkpoints" / "latest.pt")
     saved = config_from_dict(TrainConfig, state["config"])
-    # The run's own schedule and model are kept; only how it runs may change on resume.
+    sha = (state.get("dataset") or {}).get("sha256")
+    if sha and fmt.read_meta(cfg.dataset).get("source", {}).get("sha256") != sha:
+        raise UsageError(
+            f"--resume: dataset {cfg.dataset} is not the one run {cfg.output} was trained on "
+            f"({state['dataset'].get('path')}); resume with that dataset or train a new run"
+        )
+    # Only how it runs may change on resume.
     run_cfg = dataclasses.replace(
         saved,
+        dataset=cfg.dataset,
+        output=cfg.output,
         resume=True,
         device=cfg.device,
         backend=cfg.backend,
@@ -668,18 +738,27 @@ def resume_trainer(cfg: TrainConfig):
     trainer.sampler.load_state_dict({"rng": json.loads(state["sampler"]["rng"]), "queue": state["sampler"]["queue"].numpy()})
     torch.set_rng_state(state["torch_rng"])
     trainer._pending_opt_state = state.get("optimizers") if trainer.stage_step > 0 else None
+    trainer.history = _history_until(
+        trainer.out, [s.name for s in trainer.stages], trainer.stage_index, trainer.stage_step
+    )
     return trainer
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) a run; returns the final checkpoint path."""
+    """Train (or resume) a run; returns the final checkpoint path. Arguments and the output
+    folder are checked first (``talkgs.validate.train``); the dataset is recorded as an
+    absolute path. Resuming a finished run says so and changes nothing."""
+    from talkgs import validate
+
+    cfg = validate.train(cfg)
+    latest = Path(cfg.output) / "checkpoints" / "latest.pt"
     if cfg.resume:
-        trainer = resume_trainer(cfg)
+        state = load_checkpoint(latest)
+        saved = config_from_dict(TrainConfig, state["config"])
+        if run_complete(state, saved):
+            print(f"run {cfg.output} is already complete (stages {', '.join(state['completed'])}); nothing was changed")
+            return latest
+        trainer = resume_trainer(cfg, state)
     else:
-        latest = Path(cfg.output) / "checkpoints" / "latest.pt"
-        if latest.exists():
-            raise TalkgsError(
-                f"run {cfg.output} already has checkpoints; pass --resume to continue it or choose another -o"
-            )
         trainer = Trainer(cfg)
     return trainer.run()
