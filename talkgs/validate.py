@@ -13,9 +13,11 @@ talkgs itself made there; an output that is (or would replace) an input is refus
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -534,6 +536,44 @@ def export_tg(cfg):
     return cfg
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(cfg):
+    if not cfg.runs:
+        raise UsageError("name at least one run to serve")
+    for run in cfg.runs:
+        input_run(run)
+    device(cfg.device)
+    if not is_loopback(cfg.host) and not cfg.token:
+        raise UsageError(
+            f"serving on {cfg.host} (not loopback) needs --token SECRET; the page is then opened as "
+            f"http://{cfg.host}:{cfg.port}/?token=SECRET"
+        )
+    if cfg.token is not None and len(cfg.token) < 8:
+        raise UsageError("--token must be at least 8 characters")
+    within("max_sessions", cfg.max_sessions, 1, 1024)
+    within("max_batch", cfg.max_batch, 1, 1024)
+    within("port", cfg.port, 1, 65535)
+    positive("idle_timeout_s", cfg.idle_timeout_s)
+    at_least("cpu_threads", cfg.cpu_threads, 1)
+    # The port is checked now, not after minutes of loading.
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((cfg.host, cfg.port))
+        except OSError as e:
+            raise UsageError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+    return cfg
+
+
 _BY_CONFIG = {
     "PrepareConfig": prepare,
     "InspectConfig": inspect,
@@ -541,6 +581,7 @@ _BY_CONFIG = {
     "TrainConfig": train,
     "EvalConfig": evaluate,
     "RenderConfig": render,
+    "ServeConfig": serve,
     "ImportTGConfig": import_tg,
     "ExportTGConfig": export_tg,
 }

@@ -23,62 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
 from importlib import resources
 from pathlib import Path
 
 from talkgs.errors import TalkgsError
+from talkgs.validate import is_loopback  # noqa: F401  (re-exported for the page's tests)
+from talkgs.validate import serve as check_config
 
 log = logging.getLogger("talkgs.serve")
 
 MAX_REQUEST_BYTES = 64 * 1024  # an SDP offer is a few kB
 STATS_PERIOD_S = 0.5
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_config(cfg) -> None:
-    """One-line errors for a bad command line, before anything heavy is loaded."""
-    if not cfg.runs:
-        raise TalkgsError("name at least one run to serve")
-    for run in cfg.runs:
-        if not Path(run).exists():
-            raise TalkgsError(f"run {run} does not exist")
-    if not is_loopback(cfg.host) and not cfg.token:
-        raise TalkgsError(
-            f"serving on {cfg.host} (not loopback) needs --token SECRET; the page is then opened as "
-            f"http://{cfg.host}:{cfg.port}/?token=SECRET"
-        )
-    if cfg.token is not None and len(cfg.token) < 8:
-        raise TalkgsError("--token must be at least 8 characters")
-    if not 1 <= cfg.max_sessions <= 1024:
-        raise TalkgsError(f"--max-sessions must be between 1 and 1024, got {cfg.max_sessions}")
-    if not 1 <= cfg.max_batch <= 1024:
-        raise TalkgsError(f"--max-batch must be between 1 and 1024, got {cfg.max_batch}")
-    if not 0 < cfg.port < 65536:
-        raise TalkgsError(f"--port must be 1-65535, got {cfg.port}")
-    if cfg.idle_timeout_s <= 0:
-        raise TalkgsError(f"--idle-timeout-s must be positive, got {cfg.idle_timeout_s}")
-    # The port is checked now, not after minutes of loading.
-    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((cfg.host, cfg.port))
-        except OSError as e:
-            raise TalkgsError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
 
 
 def head_names(runs) -> list[str]:
@@ -401,7 +360,7 @@ class LiveServer:
 
 def serve(cfg) -> None:
     """Run a :class:`talkgs.config.ServeConfig` until interrupted."""
-    check_config(cfg)
+    check_config(cfg)  # again: serve() is also called from Python (benchmarks)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO if cfg.verbose else logging.WARNING)
     try:
