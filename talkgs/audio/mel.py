@@ -155,7 +155,8 @@ class MelStream:
     """Mel windows for audio arriving in chunks (live input), equal to the batch result.
 
     ``push(chunk)`` returns the windows ``[n, 16, 80]`` of the video frames that became
-    complete: frame i needs samples up to 640 i + 1640, i.e. 62.5 ms past its own end.
+    complete: frame i needs samples up to 640 i + 1640, i.e. 62.5 ms past its own end
+    (``lookahead_ms``).
     ``flush(n_frames=None)`` ends the stream and returns the remaining windows of a clip of
     ``n_frames`` frames (default: ceil(samples / 640)). Concatenated, the outputs equal
     ``extract_mel(all_samples, n_frames)``. Memory stays bounded (about 1.2k samples kept).
@@ -167,6 +168,11 @@ class MelStream:
         self._received = 0
         self._next = 0  # next video frame to emit
         self._closed = False
+
+    @property
+    def lookahead_ms(self) -> float:
+        """Audio past a frame's end needed before the frame is emitted: 62.5 ms."""
+        return _LOOKAHEAD * 1000.0 / SAMPLE_RATE
 
     @property
     def frames_emitted(self) -> int:
