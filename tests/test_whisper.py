@@ -23,7 +23,7 @@ from talkgs.audio import whisper as W
 from talkgs.errors import AudioFeatureError
 from tests.test_audio import speechlike
 
-transformers = pytest.importorskip("transformers", reason="the whisper kinds need transformers (pip install talkgs[hubert])")
+transformers = pytest.importorskip("transformers", reason="the whisper kinds need transformers (pip install talkgs[whisper])")
 import torch  # noqa: E402
 
 SR = 16_000
