@@ -1,8 +1,10 @@
 # Source on the GPU machine (torch+CUDA there, no PyAV/mediapipe): installs the carried wheels
-# (gsplat, tyro and its deps) into /tmp/site and puts them, a trimmed ST-LPIPS copy (.whl/site)
+# (gsplat, tyro and its deps; mediapipe from .carry when bench/gpu_carry.sh made it) into /tmp/site and puts them, a trimmed ST-LPIPS copy (.whl/site)
 # and the repo on PYTHONPATH. See README "GPU machine".
 set -e
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+# MediaPipe for the lip metrics of `talkgs eval` (bench/gpu_carry.sh), when carried.
+if [ -f .carry/mediapipe/mediapipe.zip ]; then python3 -m zipfile -e .carry/mediapipe/mediapipe.zip /tmp/site; fi
 export PYTHONPATH=/tmp/site:$PWD/.whl/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 python3 -c "import torch, gsplat; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '', 'gsplat', gsplat.__version__)"

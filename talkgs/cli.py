@@ -1,20 +1,27 @@
 """The `talkgs` command: one subcommand per stage, each generated from its config dataclass.
 
-Every subcommand is a thin call into its module. User-facing problems (talkgs.errors) are
-printed as one line, ``talkgs: <message>``, with exit status 2.
+Every subcommand is a thin call into its module. Arguments and paths are checked first
+(``talkgs.validate``, no torch), so a refusal costs no model loading. User-facing problems
+(talkgs.errors) are printed as one line, ``talkgs: <message>``, with exit status 2. Ctrl-C and
+SIGTERM (what a job scheduler sends) unwind the same way, so temporary files are removed and
+training saves a resumable checkpoint; the exit status is then 128 + the signal number.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 import tyro
 
 from talkgs.config import EvalConfig, InspectConfig, PrepareConfig, RenderConfig, TrainConfig
-from talkgs.config import FeaturesConfig
+from talkgs.config import FeaturesConfig, ServeConfig
 from talkgs.config import ExportTGConfig, ImportTGConfig
-from talkgs.errors import TalkgsError
+from talkgs.errors import Interrupted, TalkgsError
+from talkgs.validate import check
 
 
 def _prepare(cfg: PrepareConfig) -> None:
@@ -64,6 +71,12 @@ def _render(cfg: RenderConfig) -> None:
     render_audio(cfg)
 
 
+def _serve(cfg: ServeConfig) -> None:
+    from talkgs.serve.app import serve
+
+    serve(cfg)
+
+
 def _import_tg(cfg: ImportTGConfig) -> None:
     from talkgs.interop.import_tg import import_tg
 
@@ -91,6 +104,7 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
     "train": (TrainConfig, _train),
     "eval": (EvalConfig, _eval),
     "render": (RenderConfig, _render),
+    "serve": (ServeConfig, _serve),
     "import-tg": (ImportTGConfig, _import_tg),
     "export-tg": (ExportTGConfig, _export_tg),
 }
@@ -104,15 +118,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Audio-driven 3D Gaussian talking heads.",
     )
     run = next(fn for cls, fn in COMMANDS.values() if isinstance(cfg, cls))
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
+        if getattr(cfg, "verbose", False):
+            os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.landmarks (MediaPipe logs)
+        cfg = check(cfg)
         run(cfg)
     except TalkgsError as e:
         print(f"talkgs: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("talkgs: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        default = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        print(f"talkgs: {str(e) or default}", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _on_sigterm(signum, frame) -> None:
+    # Unwind like Ctrl-C: every `finally` runs, so temporaries go and partial work is kept as
+    # each command documents (training installs its own handler and saves a checkpoint).
+    raise Interrupted("terminated (SIGTERM)", signum)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ class PrepareConfig:
     output: Annotated[Path, _out()]
     """Dataset folder to write. Work happens in OUTPUT.partial and is renamed when complete."""
     force: bool = False
-    """Redo every step and replace an existing dataset at OUTPUT."""
+    """Redo every step and replace the dataset files of an existing dataset at OUTPUT (other files
+    in that folder, e.g. inspect/, are kept; a folder that is not a dataset is never replaced)."""
     val_fraction: float = 1.0 / 11.0
     """Fraction of frames at the end of the clip held out for validation (the original's 1/11)."""
     min_duration_s: float = 5.0
@@ -45,6 +46,8 @@ class PrepareConfig:
     """Audio feature kinds to extract and store (see `talkgs.audio`)."""
     progress: bool = True
     """Show progress bars."""
+    verbose: bool = False
+    """Show the log lines of MediaPipe / TensorFlow Lite (hidden otherwise)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,9 @@ class InspectConfig:
     """Where to write inspect.mp4 and contact_sheet.png (default: DATASET/inspect)."""
     max_frames: int | None = None
     """Only draw the first N frames into the video (the contact sheet always spans the clip)."""
+    force: bool = False
+    """Replace inspect.mp4 / contact_sheet.png written by an earlier `talkgs inspect` (files of
+    those names that talkgs did not write are never replaced)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -117,6 +123,12 @@ class LossWeights:
     no gradient and the audio path learns an average mouth. Measured on the anchor clip (H100,
     default schedule, seeds 0 and 1): val mouth-opening correlation 0.23 / 0.10 without it,
     0.29 / 0.25 with it; LMD and PSNR unchanged within noise. 0 = off (the original's loss)."""
+    landmarks: float = 0.05
+    """Landmark loss of the face stage (per pixel of the source video): the face field, evaluated
+    at the person's neutral landmarks and projected through each frame's camera, must land on
+    the tracked MediaPipe points (lips most, then jaw/chin and eyelids, the rest a little; see
+    `talkgs.model.mouth.landmark_weights`). The direct geometric signal that makes the lips part
+    instead of blurring (weight per pixel of error). 0 = off (the original)."""
     lpips: float = 0.0
     """ST-LPIPS on random patches and on the (padded) lips crop; 0 = off (needs talkgs[metrics])."""
     lpips_start: float = 0.5
@@ -179,15 +191,50 @@ def scale_stage(stage: StageConfig, scale: float, batch_size: int) -> StageConfi
 
 
 @dataclasses.dataclass(frozen=True)
+class PredictorConfig:
+    """How the audio -> mouth-state predictor is fitted (`talkgs train`, before the mouth stage, for
+    heads with ``--model.conditioning mouth_state``; see `talkgs.train.mouth_predictor`)."""
+
+    steps: int = 3000
+    """Optimisation steps (batch of ``batch_size`` frames)."""
+    batch_size: int = 256
+    """Frames per step."""
+    lr: float = 1e-3
+    """Adam learning rate (cosine decay to 5 % over the steps)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    holdout: float = 0.1
+    """Fraction at the end of every clip held out for model selection and gain calibration."""
+    augment: bool = True
+    """Train on augmented copies of the voice too (speed, pitch, gain, noise, silences)."""
+    speeds: tuple[float, ...] = (0.9, 1.1)
+    """Speed-perturbed copies (tempo and pitch together); targets are time-warped."""
+    semitones: tuple[float, ...] = (-3.0, 3.0)
+    """Pitch-shifted copies (same tempo)."""
+    gains_db: tuple[float, ...] = (-12.0, 6.0)
+    """Louder / quieter copies."""
+    noise_snr_db: tuple[float, ...] = (15.0, 10.0)
+    """Noisy copies: white noise at the first SNR, pink at the second, and so on alternating."""
+    silence_gaps: int = 8
+    """Digital-silence gaps inserted in one more copy (0 = none); the mouth target there is closed."""
+    max_gain: float = 2.0
+    """Upper bound of the per-component output gain calibrated on held-out frames."""
+    eval_every: int = 100
+    """Steps between held-out evaluations."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Learn a talking head from a prepared dataset: mouth, face and fuse stages in one trainer."""
 
     dataset: Positional[Path]
     """A folder written by `talkgs prepare` (or `talkgs import-tg`)."""
     output: Annotated[Path, _out()]
-    """Run folder: config.json, checkpoints/, logs/ (TensorBoard)."""
+    """Run folder: config.json, checkpoints/, logs/ (TensorBoard), train_history.json. Must be new,
+    empty or (with --resume) a run."""
     resume: bool = False
-    """Continue the run in OUTPUT from its latest checkpoint."""
+    """Continue the run in OUTPUT from its latest checkpoint (same DATASET; the run's own settings
+    are kept, so only how it runs may change: device, logging, checkpoint interval)."""
     quick: bool = False
     """Smoke-test preset: ~5% of the iterations and fewer Gaussians."""
     schedule_scale: float = 1.0
@@ -222,11 +269,19 @@ class TrainConfig:
     """Stage 2: the face branch."""
     fuse: StageConfig = FUSE_STAGE
     """Stage 3: both branches composited over the torso background."""
+    predictor: PredictorConfig = PredictorConfig()
+    """The audio -> mouth-state predictor (mouth_state heads only; fitted before stage 1)."""
 
     def resolved_stages(self) -> tuple[StageConfig, ...]:
         """The stages in order, scaled by ``schedule_scale`` (and the quick preset)."""
         scale = self.schedule_scale * (0.05 if self.quick else 1.0)
         return tuple(scale_stage(s, scale, self.batch_size) for s in (self.mouth, self.face, self.fuse))
+
+    def resolved_predictor(self) -> PredictorConfig:
+        """The predictor's schedule, shortened by the quick preset."""
+        if not self.quick:
+            return self.predictor
+        return dataclasses.replace(self.predictor, steps=max(20, self.predictor.steps // 20), eval_every=10)
 
     def resolved_model(self) -> HeadConfig:
         if not self.quick:
@@ -261,6 +316,8 @@ class EvalConfig:
     """Write the side-by-side val video (ground truth | render) with the audio."""
     progress: bool = True
     """Show progress bars."""
+    verbose: bool = False
+    """Show the log lines of MediaPipe / TensorFlow Lite during the lip metrics (hidden otherwise)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +329,10 @@ class RenderConfig:
     audio: Path
     """Speech to say: any file PyAV decodes (wav, mp3, m4a, flac, or a video's audio track)."""
     output: Annotated[Path, _out()]
-    """The .mp4 to write (appears only when complete)."""
+    """The .mp4 to write (appears only when complete; never one of the inputs)."""
+    force: bool = False
+    """Replace OUTPUT when it is a video written by an earlier `talkgs render` (any other file is
+    never replaced)."""
     features: Path | None = None
     """Pre-extracted features (.npy) of the run's kind to use instead of extracting them from
     AUDIO, e.g. the original's aud_hu.npy for a `hubert` run; AUDIO is still muxed."""
@@ -298,6 +358,39 @@ class RenderConfig:
     """Show a progress bar and a summary line."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """Serve trained heads live in a browser: speech in (microphone or a file played by the page),
+    the head's video with that speech out, over WebRTC; sessions share the device in batches."""
+
+    runs: Positional[tuple[Path, ...]]
+    """Run folders written by `talkgs train`; the page offers exactly these heads (by folder name)."""
+    host: str = "127.0.0.1"
+    """Address to listen on. Anything but loopback needs --token."""
+    port: int = 8080
+    """TCP port of the page and its API (WebRTC media uses UDP ports chosen by the system)."""
+    token: str | None = None
+    """Secret the page must present (open http://HOST:PORT/?token=...); required unless the
+    host is loopback."""
+    max_sessions: int = 16
+    """Live sessions at once; the next one is refused with a message (not served worse)."""
+    max_batch: int = 32
+    """Most frames rendered in one device call (the renderer is fastest at 16-32)."""
+    idle_timeout_s: float = 10.0
+    """A session whose audio stops arriving for this long is closed."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
+    drive: DriveConfig = DriveConfig()
+    """Head pose, eyes and torso of every session (each session walks its own copy of the plan)."""
+    cpu_threads: int = 1
+    """Torch threads rendering on a CPU device (measured on 2 loaded cores: 1 thread renders ~10x
+    faster than 2, which fight the network, audio and video-encoder threads)."""
+    verbose: bool = False
+    """Log every session's start, end and statistics."""
+
+
 # ------------------------------------------------------------------------------- interop
 
 
@@ -308,9 +401,10 @@ class ImportTGConfig:
     source: Positional[Path]
     """The original's data folder (data/<ID>: transforms_*.json, ori_imgs/, parsing/, aud.wav, ...)."""
     output: Annotated[Path, _out()]
-    """Dataset folder to write (appears only when complete)."""
+    """Dataset folder to write (appears only when complete; never inside SOURCE)."""
     force: bool = False
-    """Replace an existing OUTPUT."""
+    """Replace the dataset files of a talkgs dataset at OUTPUT (other files there are kept; a
+    folder that is not a talkgs dataset is never replaced)."""
     align: Literal["auto", "landmarks", "centroid", "marker", "none"] = "auto"
     """How the original's world (BFM face, metres) becomes ours (MediaPipe canonical face):
     landmarks: fit a similarity to the ori_imgs/*.lms points; centroid: shift by the face-mesh
@@ -329,9 +423,10 @@ class ExportTGConfig:
     dataset: Positional[Path]
     """A folder written by `talkgs prepare` or `talkgs import-tg`."""
     output: Annotated[Path, _out()]
-    """Folder to write (the original's data/<ID>; appears only when complete)."""
+    """Folder to write (the original's data/<ID>; appears only when complete; never the dataset)."""
     force: bool = False
-    """Replace an existing OUTPUT."""
+    """Replace the files an earlier `talkgs export-tg` wrote at OUTPUT (other files there, e.g. the
+    original's own outputs, are kept; a folder export-tg did not write is never replaced)."""
     frame_range: tuple[int, int] | None = None
     """Export only frames [start, stop) (re-numbered from 0; audio cut to match)."""
     jpeg_quality: int = 95

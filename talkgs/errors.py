@@ -5,6 +5,15 @@ and the problem, in one sentence.
 """
 
 
+def short(e: BaseException | str, limit: int = 120) -> str:
+    """A library's error text as one line of at most ``limit`` characters, cut at a word."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "..."
+
+
 class TalkgsError(Exception):
     """Base class: a user-facing problem with input, data or a run."""
 
@@ -27,3 +36,20 @@ class CheckpointError(TalkgsError):
 
 class AudioFeatureError(TalkgsError):
     """An audio feature kind is unknown, unavailable, or mismatches the model."""
+
+
+class UsageError(TalkgsError):
+    """An argument is out of range, or an input/output path cannot be used as given."""
+
+
+class OutputError(TalkgsError):
+    """An output path exists and talkgs may not replace it (or it is one of the inputs)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM. The message says what was kept and how to continue; the CLI
+    prints it as ``talkgs: <message>`` and exits 128 + the signal number."""
+
+    def __init__(self, message: str = "interrupted", signum: int = 2):
+        super().__init__(message)
+        self.signum = signum

@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def _default_mode() -> int:
@@ -59,6 +61,61 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the duration of a short critical section (a few renames),
+    then deliver them. Only the main thread handles signals, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+def move_into(src: str | os.PathLike, dst: str | os.PathLike, replace: Iterable[str] = (), last: str | None = None) -> None:
+    """Move every entry of the finished folder ``src`` into the folder ``dst``, then remove ``src``.
+
+    ``replace`` names what an earlier run of the same command made in ``dst`` (the only entries
+    that may go); entries of ``dst`` that are neither in ``replace`` nor in ``src`` are never
+    touched. ``last`` (the file that marks ``dst`` as complete, e.g. meta.json) is taken out
+    first and moved in at the end, so an interruption never leaves a folder that looks complete
+    but mixes old and new files. The renames run with signals held back; the replaced entries
+    are deleted afterwards. A ``dst`` that does not exist is simply ``src`` renamed.
+    """
+    src, dst = Path(src), Path(dst)
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    new = sorted(p.name for p in src.iterdir())
+    # Everything that would be replaced must be ours to replace: a new entry whose name is
+    # taken by something else in dst is an error (callers check this before any work).
+    clash = [n for n in new if (dst / n).exists() and n not in set(replace) | {last}]
+    if clash:
+        raise FileExistsError(f"{dst} holds {', '.join(clash)}, which talkgs did not make")
+    trash = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+    try:
+        with signals_deferred():
+            old = [n for n in dict.fromkeys([*([last] if last else []), *replace]) if (dst / n).exists() or (dst / n).is_symlink()]
+            for n in old:
+                os.replace(dst / n, trash / n)
+            for n in new:
+                if n != last:
+                    os.replace(src / n, dst / n)
+            if last is not None and (src / last).exists():
+                os.replace(src / last, dst / last)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

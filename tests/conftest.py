@@ -71,3 +71,24 @@ def trained(anchor_dataset, tmp_path_factory):
     trainer.run()
     after = _val_psnr(trainer.model, trainer.cond, trainer.ds)
     return trainer, before, after, out
+
+
+@pytest.fixture(scope="session")
+def live_run(anchor_dataset, tmp_path_factory) -> Path:
+    """A head small enough to render live on a 2-core CPU (64x64, 300 + 80 Gaussians, no
+    densification, ~110 steps): the `talkgs serve` tests stream it in real time. The `trained`
+    head densifies to ~18k Gaussians and renders at a few frames/s on the CPU."""
+    import torch
+
+    from talkgs.train.trainer import Trainer
+    from tests.train_utils import _live_cfg
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("run") / "live"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # measured on 2 busy cores: ~10 s with one thread, minutes with two
+    try:
+        Trainer(_live_cfg(anchor_dataset, out)).run()
+    finally:
+        torch.set_num_threads(threads)
+    return out

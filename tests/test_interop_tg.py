@@ -24,12 +24,12 @@ from talkgs.cli import main
 from talkgs.config import ExportTGConfig, ImportTGConfig
 from talkgs.data import format as fmt
 from talkgs.data import load_dataset
-from talkgs.errors import DatasetError
+from talkgs.errors import DatasetError, OutputError
 from talkgs.interop import tg_layout as tg
 from talkgs.interop.export_tg import export_tg
 from talkgs.interop.import_tg import _canonical_478, import_tg
 from talkgs.media import read_frames, read_wav, write_wav
-from talkgs.prepare.canonical import FACE_OVAL_IDX, LIPS_INNER_IDX
+from talkgs.landmarks import FACE_OVAL_IDX, LIPS_INNER_IDX
 
 N, W, H, FOCAL = 16, 128, 128, 300.0
 N_TRAIN = 14
@@ -440,7 +440,7 @@ def test_features_without_a_waveform_import_with_silent_audio(synthetic, tmp_pat
 def test_existing_output_is_kept_without_force(imported, synthetic):
     out, _ = imported
     before = (out / fmt.META).read_bytes()
-    with pytest.raises(DatasetError, match="exists"):
+    with pytest.raises(OutputError, match="--force"):
         import_tg(ImportTGConfig(source=synthetic[0], output=out, progress=False))
     assert (out / fmt.META).read_bytes() == before
 

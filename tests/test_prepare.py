@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from talkgs import conventions
 from talkgs.config import PrepareConfig
 from talkgs.data import LABEL_BACKGROUND, LABEL_MOUTH, load_dataset, read_meta
 from talkgs.data.format import load_labels
-from talkgs.errors import MediaError, PrepareError
+from talkgs.errors import MediaError, OutputError, PrepareError
 from talkgs.prepare.pipeline import prepare
 from tests.media_utils import tone, write_clip
 
@@ -58,7 +57,7 @@ def test_anchor_face_pose_and_reprojection(anchor_dataset):
     assert np.allclose(np.einsum("nij,nkj->nik", R, R), np.eye(3), atol=1e-4)
     assert np.median(R[:, 1, 1]) < -0.8 and np.median(R[:, 2, 2]) < -0.8  # ~diag(1, -1, -1)
     # The nose tip of the canonical face projects near MediaPipe's nose tip (landmark 1).
-    from talkgs.prepare.canonical import load_canonical_face
+    from talkgs.landmarks import load_canonical_face
 
     nose = load_canonical_face()[1][None]
     K = conventions.intrinsics(**{k: meta["intrinsics"][k] for k in ("fx", "fy", "cx", "cy")})
@@ -161,6 +160,7 @@ def test_no_face(tmp_path):
         prepare(_cfg(clip, tmp_path / "out"))
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out.partial").exists()  # bad input is not resumable: no work folder left
 
 
 def test_face_missing_in_part_of_the_clip_names_the_first_bad_frames(tmp_path, anchor_path):
@@ -191,7 +191,7 @@ def test_output_dir_that_is_not_a_dataset(tmp_path, anchor_excerpt):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(PrepareError, match="not a talkgs dataset"):
+    with pytest.raises(OutputError, match="not a talkgs dataset"):
         prepare(_cfg(anchor_excerpt(), out, force=True))
     assert (out / "notes.txt").read_text() == "keep me"
 

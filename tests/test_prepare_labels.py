@@ -24,7 +24,7 @@ from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, PrepareError
 from talkgs.prepare import background as bgmod
 from talkgs.prepare import labels as lab
-from talkgs.prepare.canonical import FACE_OVAL_IDX, LIPS_INNER_IDX, load_canonical_face
+from talkgs.landmarks import FACE_OVAL_IDX, LIPS_INNER_IDX, load_canonical_face
 
 ANCHOR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anchor_cnn_512_25fps.mp4"
 BG, TORSO, HAIR, FACE, MOUTH = 0, 1, 2, 3, 4

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from talkgs import conventions
 from talkgs.errors import PrepareError
-from talkgs.prepare import canonical as C
+from talkgs import landmarks as C
 from talkgs.prepare.landmarks import fill_missing
 from talkgs.prepare.pose import detect_cuts, fit_head_pose, pose_jitter, smooth_poses
 from talkgs.prepare.signals import compute_signals

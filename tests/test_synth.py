@@ -205,8 +205,13 @@ def test_feature_kind_mismatch_is_refused(mini_run, anchor_dataset, tmp_path):
 
 
 def test_bad_audio_fails_in_one_line_and_keeps_existing_output(mini_run, tmp_path):
-    out = tmp_path / "keep.mp4"
-    out.write_bytes(b"an earlier render")
+    from talkgs.media.writer import VideoWriter
+    from talkgs.owner import made_by
+
+    out = tmp_path / "keep.mp4"  # an earlier render: --force may replace it, bad audio must not
+    with VideoWriter(out, comment=made_by("render")) as w:
+        w.write_batch(np.zeros((3, 32, 32, 3), np.uint8))
+    earlier = out.read_bytes()
     corrupt = tmp_path / "corrupt.mp3"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     silent_video = write_clip(tmp_path / "noaudio.mp4", [np.zeros((32, 32, 3), np.uint8)] * 10, fps=25)
@@ -221,13 +226,13 @@ def test_bad_audio_fails_in_one_line_and_keeps_existing_output(mini_run, tmp_pat
     for name, (src, needle) in cases.items():
         r = subprocess.run(
             [sys.executable, "-m", "talkgs", "render", str(mini_run), "--audio", str(src), "-o", str(out),
-             "--device", "cpu", "--no-progress"],
+             "--device", "cpu", "--no-progress", "--force"],
             capture_output=True, text=True,
         )
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2, (name, r.stderr)
         assert len(lines) == 1 and lines[0].startswith("talkgs:") and needle in lines[0], (name, r.stderr)
-        assert out.read_bytes() == b"an earlier render", name
+        assert out.read_bytes() == earlier, name
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("keep")) == ["keep.mp4"]
 
 

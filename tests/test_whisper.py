@@ -473,3 +473,15 @@ def test_log_mel_equals_transformers_feature_extractor(rand_whisper):
     got = W.log_mel(enc, x).numpy()
     assert got.shape == ref.shape == (2, 80, 3000)
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
+
+
+@needs_tiny_en
+def test_open_stream_gives_a_whisper_feature_stream(monkeypatch):
+    from talkgs.audio import FeatureStream, open_stream, stream_kinds
+
+    monkeypatch.delenv("TALKGS_WHISPER_MODEL", raising=False)
+    assert {"whisper", "whisper_base"} <= set(stream_kinds())
+    st = open_stream("whisper")
+    assert isinstance(st, FeatureStream) and isinstance(st, WhisperStream)
+    assert (st.kind, st.window, st.channels, st.lookahead_ms) == ("whisper", 2, 384, 360.0)
+    assert st.enc.layers == (W.DEFAULT_LAYER[384],) and st.layout == W.DEFAULT_STREAM

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from talkgs.config import TrainConfig
+from talkgs.config import PredictorConfig, TrainConfig
 from talkgs.metrics.image import psnr
 from talkgs.model.config import BranchInitConfig, HeadConfig
 from talkgs.model.head import ground_truth_on_plate
@@ -32,6 +32,12 @@ def _tiny_cfg(dataset, out, **kw) -> TrainConfig:
         log_every=20,
         checkpoint_every=1000,
         model=model,
+        # A short predictor fit with one copy of each kind of voice change (the default fits 3000
+        # steps on ten copies: ~20 s on a GPU, minutes on a CPU).
+        predictor=PredictorConfig(
+            steps=150, batch_size=128, eval_every=50, speeds=(1.1,), semitones=(-3.0,), gains_db=(),
+            noise_snr_db=(10.0,), silence_gaps=3,
+        ),
         **kw,
     )
     return dataclasses.replace(
@@ -47,3 +53,15 @@ def _val_psnr(model, cond, ds) -> float:
         pred = render_frames(model, cond, ds.val_idx, ds.width, ds.height)
         gt = ground_truth_on_plate(ds.frames[ds.val_idx], ds.labels[ds.val_idx], ds.background)
         return float(psnr(pred, gt).mean())
+
+
+def _live_cfg(dataset, out) -> TrainConfig:
+    """The tiny config with few Gaussians and no densification: fast to render on a CPU."""
+    cfg = _tiny_cfg(dataset, out)
+    return dataclasses.replace(
+        cfg,
+        model=HeadConfig(face_init=BranchInitConfig(n=300, kind="surface"), mouth_init=BranchInitConfig(n=80, kind="cavity")),
+        mouth=dataclasses.replace(cfg.mouth, iterations=30, warmup_static=5, densify=False),
+        face=dataclasses.replace(cfg.face, iterations=60, warmup_static=10, densify=False),
+        fuse=dataclasses.replace(cfg.fuse, iterations=20),
+    )

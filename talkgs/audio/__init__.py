@@ -6,11 +6,15 @@ video frame, centred on the frame centre, zero-padded at the ends. Kinds: see
 ``phones_mel`` need pocketsphinx, ``hubert`` needs transformers and local weights,
 ``whisper`` / ``whisper_base`` need transformers and the hash-pinned weight packages (or local
 weights), ``deepspeech`` can only be imported (``load_feature_file``). Importing this package
-registers every kind without importing pocketsphinx or transformers. ``MelStream`` and
-``WhisperStream`` compute features of audio arriving in chunks.
+registers every kind without importing pocketsphinx or transformers.
+
+Live input goes through ``open_stream(kind)`` (:mod:`talkgs.audio.stream`): push 16 kHz
+chunks, get each frame's window as soon as it is final; ``mel`` (``MelStream``, equal to
+``extract``), ``whisper`` and ``whisper_base`` (``WhisperStream``, close to ``extract``) stream.
 """
 
 from talkgs.audio.registry import REGISTRY, FeatureKind, available_kinds, extract, get_kind, register
+from talkgs.audio.stream import FeatureStream, open_stream, register_stream, stream_kinds
 from talkgs.audio import mel as _mel  # noqa: F401  (registers the "mel" kind)
 from talkgs.audio.mel import MelStream, extract_mel, mel_windows
 from talkgs.audio import phones as _phones  # noqa: F401  (registers "phones", "phones_mel")
@@ -23,6 +27,7 @@ from talkgs.audio.imported import load_feature_file
 __all__ = [
     "REGISTRY",
     "FeatureKind",
+    "FeatureStream",
     "MelStream",
     "WhisperStream",
     "available_kinds",
@@ -31,5 +36,8 @@ __all__ = [
     "get_kind",
     "load_feature_file",
     "mel_windows",
+    "open_stream",
     "register",
+    "register_stream",
+    "stream_kinds",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from talkgs.audio.registry import REGISTRY, get_kind, register
-from talkgs.errors import AudioFeatureError
+from talkgs.errors import AudioFeatureError, short
 
 DEEPSPEECH_WINDOW = 16
 DEEPSPEECH_CHANNELS = 29
@@ -25,6 +25,7 @@ DEEPSPEECH_CHANNELS = 29
     window=DEEPSPEECH_WINDOW,
     channels=DEEPSPEECH_CHANNELS,
     description="DeepSpeech logits, 16 x 29 per video frame (import only, e.g. the original's aud_ds.npy)",
+    import_only=True,
 )
 def extract_deepspeech(wav: np.ndarray, n_frames: int, **_opts) -> np.ndarray:
     """Never computes: DeepSpeech features can only be imported."""
@@ -55,6 +56,17 @@ def load_feature_file(path: str | os.PathLike, kind: str, n_frames: int | None =
     p = Path(path)
     if not p.is_file():
         raise AudioFeatureError(f"{p}: no such feature file")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise AudioFeatureError(f"{p}: cannot read it ({short(e)})") from None
+    # np.load takes anything without the .npy/.npz magic for a pickle, so a text or other file
+    # would be reported as "pickled data": say what it really is.
+    if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04")):
+        what = "it holds pickled Python objects, which talkgs does not load" if magic[:1] == b"\x80" else (
+            "it is not a .npy file (no NumPy header)")
+        raise AudioFeatureError(f"{p}: {what}; save a plain numeric array with numpy.save")
     try:
         arr = np.load(p, allow_pickle=False)
     except ValueError as e:

@@ -31,6 +31,7 @@ import numpy as np
 from talkgs.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
 from talkgs.audio.registry import register
+from talkgs.audio.stream import register_stream
 
 N_FFT = 400
 HOP = 160
@@ -151,8 +152,10 @@ def extract_mel(wav: np.ndarray, n_frames: int) -> np.ndarray:
     return mel_windows(wav, n_frames)
 
 
+@register_stream("mel")
 class MelStream:
-    """Mel windows for audio arriving in chunks (live input), equal to the batch result.
+    """Mel windows for audio arriving in chunks (live input), equal to the batch result
+    (a :class:`talkgs.audio.stream.FeatureStream`).
 
     ``push(chunk)`` returns the windows ``[n, 16, 80]`` of the video frames that became
     complete: frame i needs samples up to 640 i + 1640, i.e. 62.5 ms past its own end
@@ -162,17 +165,17 @@ class MelStream:
     ``extract_mel(all_samples, n_frames)``. Memory stays bounded (about 1.2k samples kept).
     """
 
+    kind = "mel"
+    window = WINDOW
+    channels = N_MELS
+    lookahead_ms = 1000.0 * _LOOKAHEAD / SAMPLE_RATE  # 62.5
+
     def __init__(self) -> None:
         self._buf = np.zeros(0, np.float32)
         self._buf_start = 0  # absolute index of _buf[0]
         self._received = 0
         self._next = 0  # next video frame to emit
         self._closed = False
-
-    @property
-    def lookahead_ms(self) -> float:
-        """Audio past a frame's end needed before the frame is emitted: 62.5 ms."""
-        return _LOOKAHEAD * 1000.0 / SAMPLE_RATE
 
     @property
     def frames_emitted(self) -> int:

@@ -34,6 +34,7 @@ class FeatureKind:
     extract: ExtractFn
     description: str = ""
     requires: tuple[str, ...] = ()
+    import_only: bool = False  # computed elsewhere; only `talkgs features --import` stores it
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -49,7 +50,8 @@ REGISTRY: dict[str, FeatureKind] = {}
 
 
 def register(
-    name: str, *, window: int, channels: int, description: str = "", requires: tuple[str, ...] = ()
+    name: str, *, window: int, channels: int, description: str = "", requires: tuple[str, ...] = (),
+    import_only: bool = False,
 ) -> Callable[[ExtractFn], ExtractFn]:
     """Decorator registering ``fn(wav, n_frames, **opts)`` as feature kind ``name``."""
 
@@ -57,7 +59,7 @@ def register(
         if name in REGISTRY:
             raise ValueError(f"audio feature kind {name!r} is registered twice")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        REGISTRY[name] = FeatureKind(name, int(window), int(channels), fn, doc, tuple(requires))
+        REGISTRY[name] = FeatureKind(name, int(window), int(channels), fn, doc, tuple(requires), import_only)
         return fn
 
     return deco

@@ -78,6 +78,7 @@ from typing import Sequence
 import numpy as np
 
 from talkgs.audio.registry import register
+from talkgs.audio.stream import register_stream
 from talkgs.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
 
@@ -686,7 +687,9 @@ def extract_whisper_base(wav: np.ndarray, n_frames: int, model=None, layer: int 
 
 
 class WhisperStream:
-    """Whisper windows for audio arriving in chunks (live input), close to the offline result.
+    """Whisper windows for audio arriving in chunks (live input), close to the offline result
+    (a :class:`talkgs.audio.stream.FeatureStream`; ``open_stream("whisper")`` makes one with
+    the defaults).
 
     Frames are computed ``hop_frames`` (h) at a time from sliding 30 s windows (:class:`Layout`,
     default :data:`DEFAULT_STREAM`): group g (frames [g h, g h + h)) once samples up to
@@ -704,6 +707,8 @@ class WhisperStream:
     ceil(samples / 640)).
     """
 
+    window = STATES_PER_FRAME
+
     def __init__(
         self,
         kind: str = "whisper",
@@ -716,6 +721,7 @@ class WhisperStream:
     ) -> None:
         if kind not in KINDS:
             raise AudioFeatureError(f"whisper stream: unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        self.kind = kind
         d = DEFAULT_STREAM
         self.layout = Layout(
             d.history_s if history_s is None else float(history_s),
@@ -785,3 +791,9 @@ class WhisperStream:
             self._buf = self._buf[keep_from - self._buf_start :]
             self._buf_start = keep_from
         return out
+
+
+# open_stream(kind) for the server and stream_frames: the defaults (model from the environment
+# variable or the pinned package, default layer and layout, CUDA when available).
+register_stream("whisper")(functools.partial(WhisperStream, "whisper"))
+register_stream("whisper_base")(functools.partial(WhisperStream, "whisper_base"))

@@ -10,7 +10,17 @@ from talkgs.data.format import (
     LABEL_TORSO,
     read_meta,
 )
-from talkgs.data.loader import Dataset, load_dataset
+
+
+def __getattr__(name: str):
+    # The loader needs torch; the format helpers do not. Importing it lazily keeps
+    # `talkgs.data.format` (argument checks, --help) free of torch.
+    if name in ("Dataset", "load_dataset"):
+        from talkgs.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'talkgs.data' has no attribute {name!r}")
+
 
 __all__ = [
     "FORMAT_VERSION",

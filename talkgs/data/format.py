@@ -84,6 +84,59 @@ def read_meta(root: str | Path, check_files: bool = True) -> dict:
     return meta
 
 
+# --------------------------------------------------------------------------- reading the arrays
+# A damaged file (cut short, overwritten, not an .npz) is a one-line DatasetError naming it,
+# never a traceback from zipfile or numpy.
+
+_DAMAGE = ("is damaged or unreadable", "re-run `talkgs prepare --force` (or import-tg) to rebuild the dataset")
+
+
+def _damaged(path, e: BaseException) -> DatasetError:
+    from talkgs.errors import short
+
+    return DatasetError(f"{path} {_DAMAGE[0]} ({short(e, 80)}); {_DAMAGE[1]}")
+
+
+def load_tracks(root: str | Path, keys=None, start: int = 0, stop: int | None = None) -> dict:
+    """Arrays of ``tracks.npz`` (all, or ``keys``), rows ``[start:stop]``."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(root) / TRACKS
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in (keys or ()) if k not in z.files]
+            if missing:
+                raise DatasetError(f"{path} lacks {', '.join(missing)}")
+            return {k: z[k][start:stop] for k in (keys or z.files)}
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise _damaged(path, e) from None
+
+
+def load_features(path: str | Path):
+    """A stored ``audio_<kind>.npy``, memory-mapped."""
+    import numpy as np
+
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise _damaged(path, e) from None
+
+
+def load_plate(root: str | Path):
+    """``background.png`` as RGB uint8 ``[H, W, 3]``."""
+    import cv2
+
+    path = Path(root) / BACKGROUND
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"{path} {_DAMAGE[0]} (not a readable image); {_DAMAGE[1]}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 # --------------------------------------------------------------------------- label maps on disk
 # Label values fit in 4 bits, so two pixels share a byte ("nibbles"); with zlib level 3 this
 # is ~4x faster to write than plain np.savez_compressed and smaller (4.7 vs 4.3-8.3 MB on the
@@ -116,11 +169,18 @@ def load_labels(path: str | Path, start: int = 0, stop: int | None = None):
     """uint8 label maps ``[stop - start, H, W]`` from :func:`save_labels`' file."""
     import numpy as np
 
-    with np.load(path) as z:
-        if LABELS_KEY not in z.files:
-            raise DatasetError(f"{path} holds no label maps ({LABELS_KEY})")
-        packed = z[LABELS_KEY][start:stop]
-        w = int(np.asarray(z["width"]).reshape(-1)[0])
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if LABELS_KEY not in z.files:
+                raise DatasetError(f"{path} holds no label maps ({LABELS_KEY})")
+            packed = z[LABELS_KEY][start:stop]
+            w = int(np.asarray(z["width"]).reshape(-1)[0])
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, IndexError, zipfile.BadZipFile) as e:
+        raise _damaged(path, e) from None
     out = np.empty(packed.shape[:2] + (packed.shape[2] * 2,), np.uint8)
     out[..., 0::2] = packed >> 4
     out[..., 1::2] = packed & 15

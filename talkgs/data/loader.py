@@ -112,17 +112,19 @@ def load_dataset(
 
     import cv2
 
-    plate = cv2.cvtColor(cv2.imread(str(root / fmt.BACKGROUND), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    plate = fmt.load_plate(root)
     if scale != 1.0:
         plate = cv2.resize(plate, (width, height), interpolation=cv2.INTER_AREA)
 
     tracks: dict[str, torch.Tensor] = {}
-    with np.load(root / fmt.TRACKS) as z:
-        for key in z.files:
-            arr = z[key][start:stop]
-            if key in _PIXEL_TRACKS and scale != 1.0:
-                arr = arr * scale
-            tracks[key] = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+    for key, arr in fmt.load_tracks(root, start=start, stop=stop).items():
+        if arr.shape[0] != stop - start:
+            raise DatasetError(f"{root / fmt.TRACKS}: {key} has too few rows for frames {start}:{stop}")
+        if key in _PIXEL_TRACKS and scale != 1.0:
+            arr = arr * scale
+        tracks[key] = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+    if "w2c" not in tracks:
+        raise DatasetError(f"{root / fmt.TRACKS} lacks w2c")
 
     intr = meta["intrinsics"]
     K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
@@ -136,8 +138,8 @@ def load_dataset(
             raise DatasetError(
                 f"dataset {root} has no '{audio_kind}' audio features (has: {', '.join(kinds) or 'none'})"
             )
-        feats = np.load(path, mmap_mode="r")
-        if feats.shape[0] != n:
+        feats = fmt.load_features(path)
+        if feats.ndim != 3 or feats.shape[0] != n:
             raise DatasetError(f"{path} has {feats.shape[0]} frames of features, the video has {n}")
         audio = torch.from_numpy(np.array(feats[start:stop], dtype=np.float32)).to(device)
 

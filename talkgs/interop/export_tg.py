@@ -22,9 +22,8 @@ import numpy as np
 from talkgs import conventions
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError
-from talkgs.fsutil import atomic_path
+from talkgs.fsutil import atomic_path, move_into
 from talkgs.interop import tg_layout as tg
-from talkgs.interop.import_tg import _replace_dir
 
 # Our kind -> the original's files (DeepSpeech under both names: process.py writes aud.npy,
 # the trainers read aud_ds.npy).
@@ -78,11 +77,12 @@ def export_tg(cfg) -> ExportResult:
     from talkgs.interop.import_tg import _canonical_478
     from talkgs.media import iter_frames, read_wav, write_wav
 
+    from talkgs import validate
+
     t_start = time.perf_counter()
     root, out = Path(cfg.dataset), Path(cfg.output)
+    validate.export_tg(cfg)
     meta = fmt.read_meta(root)
-    if out.exists() and not cfg.force:
-        raise DatasetError(f"output {out} exists; pass --force to replace it or choose another folder (nothing was changed)")
     n_all = int(meta["n_frames"])
     lo, hi = cfg.frame_range if cfg.frame_range is not None else (0, n_all)
     if not (0 <= lo < hi <= n_all):
@@ -98,10 +98,9 @@ def export_tg(cfg) -> ExportResult:
         notes.append(
             f"principal point ({cx:.2f}, {cy:.2f}) is not the image centre; the original's renderer ignores cx/cy"
         )
-    with np.load(root / fmt.TRACKS) as z:
-        tracks = {k: z[k] for k in z.files}
+    tracks = fmt.load_tracks(root)
     labels = fmt.load_labels(root / fmt.LABELS, lo, hi)
-    plate = cv2.cvtColor(cv2.imread(str(root / fmt.BACKGROUND), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    plate = fmt.load_plate(root)
 
     # World: the original's origin is the face centroid; keep the world an import came from.
     imported_M = meta.get("tg_import", {}).get("tg_from_world")
@@ -202,7 +201,9 @@ def export_tg(cfg) -> ExportResult:
                 f"the dataset holds no deepspeech/hubert/esperanto features (has: {', '.join(kinds) or 'none'}); "
                 "run the original's feature extractor on aud.wav"
             )
-        _replace_dir(tmp, out)
+        # Only what an earlier export-tg wrote is replaced; the marked transforms file goes last.
+        replace = validate.output_dir(out, inputs=[(root, "dataset")], force=cfg.force, kind="tg-export", command="export-tg")
+        move_into(tmp, out, replace=replace or [], last=tg.TRANSFORMS_TRAIN)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np
 from talkgs import __version__, conventions
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, MediaError
-from talkgs.fsutil import atomic_path, write_json
+from talkgs.fsutil import atomic_path, move_into, write_json
 from talkgs.interop import tg_layout as tg
 
 
@@ -253,7 +252,7 @@ def _label_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def _canonical_478() -> np.ndarray:
     """Canonical face [478, 3] metres: the 468 mesh vertices plus each iris at its eye's centre."""
-    from talkgs.prepare.canonical import LEFT_EYE_IDX, RIGHT_EYE_IDX, load_canonical_face
+    from talkgs.landmarks import LEFT_EYE_IDX, RIGHT_EYE_IDX, load_canonical_face
 
     p = load_canonical_face()
     right = p[list(RIGHT_EYE_IDX)].mean(0)
@@ -263,7 +262,7 @@ def _canonical_478() -> np.ndarray:
 
 def _fan_signals(lms: np.ndarray, width: int, height: int) -> dict[str, np.ndarray]:
     """mouth gap/opening, eye ratios and lips box from FAN-68 landmarks ``[N, 68, 2]`` (talkgs px)."""
-    from talkgs.prepare.canonical import CHIN, FOREHEAD_TOP, load_canonical_face
+    from talkgs.landmarks import CHIN, FOREHEAD_TOP, load_canonical_face
     from talkgs.prepare.signals import square_box
 
     c = load_canonical_face()
@@ -292,18 +291,6 @@ def _fan_signals(lms: np.ndarray, width: int, height: int) -> dict[str, np.ndarr
 
 
 # ------------------------------------------------------------------------------------ main
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an old ``out`` is removed only after that."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _find_images(src: Path, ids: list[int], missing: list[str], notes: list[str]) -> list[Path]:
@@ -361,12 +348,11 @@ def import_tg(cfg) -> ImportResult:
 
     from talkgs.media import VideoWriter, fit_audio_to_frames, write_wav
 
+    from talkgs import validate
+
     t_start = time.perf_counter()
     src, out = Path(cfg.source), Path(cfg.output)
-    if not src.is_dir():
-        raise DatasetError(f"{src} is not a folder")
-    if out.exists() and not cfg.force:
-        raise DatasetError(f"output {out} exists; pass --force to replace it or choose another folder (nothing was changed)")
+    validate.import_tg(cfg)
     missing: list[str] = []
     notes: list[str] = []
     say = (lambda m: print(f"[import-tg] {m}", flush=True)) if cfg.progress else (lambda m: None)
@@ -578,7 +564,7 @@ def import_tg(cfg) -> ImportResult:
         # ---- tracks
         uv, z = conventions.project(canonical[None], w2c, K[None])
         box, has_face, mouth_h, face_h = _label_boxes(labels)
-        from talkgs.prepare.canonical import FACE_OVAL_IDX, LIPS_OUTER_IDX
+        from talkgs.landmarks import FACE_OVAL_IDX, LIPS_OUTER_IDX
         from talkgs.prepare.signals import square_box
 
         oval = uv[:, list(FACE_OVAL_IDX)]
@@ -692,7 +678,9 @@ def import_tg(cfg) -> ImportResult:
             "timings_s": timings,
         }
         write_json(tmp / fmt.META, meta)
-        _replace_dir(tmp, out)
+        # Only an earlier dataset's own files are replaced; meta.json goes last.
+        replace = validate.output_dir(out, inputs=[(src, "source folder")], force=cfg.force, kind="dataset", command="import-tg")
+        move_into(tmp, out, replace=replace or [], last=fmt.META)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

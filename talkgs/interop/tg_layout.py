@@ -141,7 +141,7 @@ AU25_PER_MOUTH_OPEN = 40.0
 PIXEL_OFFSET = 0.5  # talkgs pixel coordinate = original pixel index + 0.5
 
 # The 68 FAN (iBUG 300-W) points as MediaPipe FaceMesh vertices, chosen on the canonical mesh
-# (talkgs.prepare.canonical) by position: jaw 0-16 along the face oval from the image-left
+# (talkgs.landmarks) by position: jaw 0-16 along the face oval from the image-left
 # temple to the chin and up again, brows 17-26 on the upper brow contour, nose 27-35, eyes 36-47
 # (corners and lid thirds), outer lips 48-59 (corners, Cupid's bow peaks, centres), inner lips
 # 60-67. Rigid points (eye corners, nose) match well; the jaw is a silhouette in FAN and a fixed

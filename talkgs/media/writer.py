@@ -47,7 +47,8 @@ class VideoWriter:
 
     ``crf`` is x264's constant rate factor (0 lossless .. 51; 18 is visually lossless);
     ``preset`` trades encoding speed for size. ``audio``: mono float32 [S] at
-    ``sample_rate``, muxed as AAC and fitted to the number of frames written.
+    ``sample_rate``, muxed as AAC and fitted to the number of frames written. ``comment``: the
+    container's comment tag.
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class VideoWriter:
         audio: np.ndarray | None = None,
         sample_rate: int = SAMPLE_RATE,
         preset: str = "medium",
+        comment: str | None = None,
     ):
         self.path = Path(path)
+        self.comment = comment  # the mp4 ``comment`` tag (talkgs marks its own videos, talkgs.owner)
         self.fps = _rate(fps)
         self.crf = crf
         self.preset = preset
@@ -99,6 +102,8 @@ class VideoWriter:
         try:
             # faststart: the index goes to the front so players can start before the end.
             self._container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+            if self.comment:
+                self._container.metadata["comment"] = self.comment
         except av.FFmpegError as e:
             stack.__exit__(MediaError, None, None)
             raise MediaError(f"{self.path}: cannot create video file ({one_line(e)})") from None

@@ -11,71 +11,16 @@ A checkpoint is a ``torch.save`` dict of tensors and plain values only (loadable
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from talkgs.errors import CheckpointError
+# Config <-> dict lives in the torch-free talkgs.configio; re-exported for the readers of runs.
+from talkgs.configio import config_from_dict, config_to_dict  # noqa: F401
+from talkgs.errors import CheckpointError, short
 
 FORMAT_VERSION = 1
 KIND = "talkgs-head"
-
-
-# --------------------------------------------------------------------------- config <-> dict
-
-
-def config_to_dict(cfg: Any) -> Any:
-    """JSON-ready form of a (nested) config dataclass."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_dict(v) for v in cfg]
-    if isinstance(cfg, Path):
-        return str(cfg)
-    return cfg
-
-
-def _from_value(tp: Any, value: Any) -> Any:
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Annotated:
-        return _from_value(args[0], value)
-    if origin in (typing.Union, types.UnionType):
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _from_value(a, value)
-            except (TypeError, ValueError, KeyError):
-                continue
-        return value
-    if dataclasses.is_dataclass(tp):
-        return config_from_dict(tp, value)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_from_value(args[0], v) for v in value)
-        return tuple(_from_value(a, v) for a, v in zip(args, value))
-    if tp is Path:
-        return Path(value)
-    return value
-
-
-def config_from_dict(cls: type, data: dict) -> Any:
-    """Rebuild a (nested) config dataclass from :func:`config_to_dict` output; unknown keys are
-    an error (they mean the checkpoint comes from another talkgs)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise CheckpointError(f"config of {cls.__name__} has unknown fields {sorted(unknown)}")
-    kwargs = {k: _from_value(hints[k], v) for k, v in data.items()}
-    return cls(**kwargs)
-
 
 
 # --------------------------------------------------------------------------- load
@@ -91,8 +36,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a damaged zip/pickle
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({first[:120]})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({short(e)})") from None
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a talkgs checkpoint")
     if state.get("format_version") != FORMAT_VERSION:
@@ -128,6 +72,17 @@ def build_model(state: dict, device: str | torch.device = "cpu"):
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(
-            f"checkpoint {state.get('path')} does not match this talkgs model ({' '.join(str(e).split())[:200]})"
+            f"checkpoint {state.get('path')} does not match this talkgs model ({short(e, 200)})"
         ) from None
     return model.to(device).eval()
+
+
+def run_dataset(state: dict, override: str | Path | None = None) -> Path:
+    """The dataset a loaded run uses: ``override`` (``--dataset``) when given, else the one the
+    run recorded. One-line DatasetError mentioning ``--dataset`` when it is missing or holds
+    another video's dataset (see :func:`talkgs.validate.run_dataset_path`)."""
+    from talkgs.validate import run_dataset_path
+
+    recorded = (state.get("dataset") or {}).get("path") or (state.get("config") or {}).get("dataset")
+    sha = (state.get("dataset") or {}).get("sha256")
+    return run_dataset_path(state.get("path", "the run"), recorded, sha, override)

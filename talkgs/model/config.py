@@ -93,6 +93,15 @@ class FaceMotionConfig:
     detach_features: bool = True
     """Tri-plane lookups do not send gradients to the Gaussian means (positions learn from the
     renders directly; gradients through bilinear weights are piecewise and noisy)."""
+    lower_face_grid: bool = True
+    """Append the features of a fine tri-plane over the lower face (``lower_face_triplane``) to
+    the head grid's (zero outside its box). The head grid's ~4.8 mm cells are as large as the
+    5.5 mm between the upper and lower inner lip: alone it cannot move the two lips apart.
+    False = the original's single grid."""
+    lower_face_triplane: TriPlaneConfig = TriPlaneConfig(
+        bound=0.045, centre=(0.0, -0.06, 0.045), n_levels=8, base_res=16, max_res=64
+    )
+    """The lower-face grid: a 9 cm box over lips, chin and jaw, 1.4 mm cells at the finest level."""
 
     def setup(self, audio_dim: int, eye_dim: int = EYE_DIM) -> "FaceMotion":
         from talkgs.model.motion import FaceMotion
@@ -172,6 +181,25 @@ class BranchInitConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MouthStateConfig:
+    """The explicit mouth state (:mod:`talkgs.model.mouth`) that drives both motion fields when
+    ``HeadConfig.conditioning`` is ``mouth_state``."""
+
+    n_components: int = 8
+    """PCA coefficients of the lower face's landmark offsets (8 explain 95 % of the anchor clip's
+    variance and reconstruct its mouth opening with r 0.98 on unseen frames)."""
+    code_hidden: int = 64
+    """Hidden width of each branch's state -> code net."""
+    predictor_hidden: int = 128
+    """Width of the audio -> state predictor."""
+    predictor_dropout: float = 0.1
+    """Dropout of the predictor while it trains."""
+    state_noise: float = 0.05
+    """Std of Gaussian noise added to the measured states of training renders (state units), so
+    the geometry also looks right for predicted states that are slightly off."""
+
+
+@dataclasses.dataclass(frozen=True)
 class HeadConfig:
     """The talking-head model: both branches' Gaussians, motion fields and audio nets."""
 
@@ -186,7 +214,13 @@ class HeadConfig:
     mouth_motion: MouthMotionConfig = MouthMotionConfig()
     """Inside-mouth deformation field."""
     audio: AudioNetConfig = AudioNetConfig()
-    """Audio net of each branch (each branch has its own)."""
+    """Audio net of each branch (each branch has its own); its code size is used by both modes."""
+    conditioning: Literal["audio", "mouth_state"] = "mouth_state"
+    """What drives the motion fields. audio: each branch's audio net encodes the audio features
+    (the original). mouth_state: an explicit mouth state, measured from landmarks on training
+    frames and predicted from the audio features when rendering (see `talkgs.model.mouth`)."""
+    mouth_state: MouthStateConfig = MouthStateConfig()
+    """The mouth state (used when conditioning is mouth_state)."""
     eye_dim: int = EYE_DIM
     """Size of the eye code (`talkgs.model.motion.eye_code`)."""
     gaussian_lrs: GaussianLRs = GaussianLRs()

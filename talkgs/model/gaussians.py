@@ -28,15 +28,12 @@ rest of the head, the mouth branch in a box behind the inner lips (see :func:`in
 from __future__ import annotations
 
 import math
-from importlib import resources
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talkgs.conventions import CANONICAL_CM_TO_M
+from talkgs import landmarks
 from talkgs.errors import TalkgsError
 
 GaussianParams = nn.ParameterDict
@@ -45,8 +42,7 @@ GaussianParams = nn.ParameterDict
 PARAM_KEYS = ("means", "quats", "scales", "opacities", "sh0", "shN")
 SH_C0 = 0.28209479177387814  # Y_0^0; colour = SH_C0 * sh0 + 0.5 (3DGS convention)
 
-# MediaPipe FaceMesh inner-lip contour (FACEMESH_LIPS, inner ring); bounds the mouth interior.
-INNER_LIP_IDX = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)
+INNER_LIP_IDX = landmarks.LIPS_INNER_IDX  # bounds the mouth interior
 
 
 # ----------------------------------------------------------------------------- activations
@@ -180,16 +176,9 @@ def empty_params(n: int, sh_degree: int = 2, device: torch.device | str = "cpu")
 
 # ----------------------------------------------------------------------------- init points
 def load_canonical_face(device: torch.device | str = "cpu") -> torch.Tensor:
-    """MediaPipe canonical face vertices ``[468, 3]`` in metres (head frame), float32."""
-    path = Path(__file__).resolve().parents[1] / "assets" / "canonical_face_468.txt"
-    if path.is_file():
-        text = path.read_text()
-    else:  # installed as a zip or similar: ask the import system
-        text = (resources.files("talkgs.assets") / "canonical_face_468.txt").read_text()
-    pts = np.loadtxt(text.splitlines(), dtype=np.float64, comments="#")
-    if pts.shape != (468, 3):
-        raise TalkgsError(f"canonical face asset has shape {pts.shape}, expected (468, 3)")
-    return torch.as_tensor(pts * CANONICAL_CM_TO_M, dtype=torch.float32, device=device)
+    """MediaPipe canonical face vertices ``[468, 3]`` in metres (head frame), float32
+    (:func:`talkgs.landmarks.load_canonical_face` as a tensor)."""
+    return torch.as_tensor(landmarks.load_canonical_face(), dtype=torch.float32, device=device)
 
 
 def _check_canonical(canonical: torch.Tensor) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from talkgs.errors import TalkgsError
 from talkgs.model.audio_encoder import AudioNet
+from talkgs.model.mouth import MouthBasis, MouthPredictor, StateCode
 from talkgs.model.config import BranchInitConfig, GaussianLRs, HeadConfig, NetLRs  # noqa: F401
 from talkgs.model.gaussians import (
     GaussianParams,
@@ -52,6 +53,8 @@ class DeformedGaussians:
     d_scale: torch.Tensor | None = None  # [B, N, 3]; face only
     audio_att: torch.Tensor | None = None  # [B, N, A]; face only
     eye_att: torch.Tensor | None = None  # [B, N, E]; face only
+    code: torch.Tensor | None = None  # [B, A] the condition code; None when static
+    eye: torch.Tensor | None = None  # [B, E] the eye code; face only
 
     @property
     def batch_size(self) -> int:
@@ -88,9 +91,10 @@ def bounded_log_scale_delta(d_scale: torch.Tensor, bound: float = MAX_LOG_SCALE_
 
 
 class GaussianBranch(nn.Module):
-    """Canonical Gaussians + motion field + audio net of one branch."""
+    """Canonical Gaussians + motion field + condition net of one branch (``audio``: an
+    :class:`AudioNet` of the audio features, or a :class:`StateCode` of the mouth state)."""
 
-    def __init__(self, kind: str, gaussians: GaussianParams, motion: nn.Module, audio: AudioNet) -> None:
+    def __init__(self, kind: str, gaussians: GaussianParams, motion: nn.Module, audio: nn.Module) -> None:
         super().__init__()
         self.kind = kind
         self.gaussians = gaussians
@@ -130,13 +134,31 @@ class TalkingHead(nn.Module):
         for kind, init in (("face", cfg.face_init), ("mouth", cfg.mouth_init)):
             pts = _init_points(init, canonical, generator)
             gs = init_from_points(pts, init_opacity=init.opacity, init_scale=init.scale, sh_degree=cfg.sh_degree)
-            audio = cfg.audio.setup(audio_window, audio_channels)
+            if cfg.conditioning == "mouth_state":
+                ms = cfg.mouth_state
+                audio = StateCode(ms.n_components, cfg.audio.code_dim, ms.code_hidden)
+            else:
+                audio = cfg.audio.setup(audio_window, audio_channels)
             if kind == "face":
                 motion = cfg.face_motion.setup(cfg.audio.code_dim, cfg.eye_dim)
             else:
                 motion = cfg.mouth_motion.setup(cfg.audio.code_dim)
             branches[kind] = GaussianBranch(kind, gs, motion, audio)
         self.branches = nn.ModuleDict(branches)
+        # The person's mean face (metres, head frame): where the landmark loss evaluates the face
+        # field. Set by the trainer from the tracks (talkgs.model.mouth.neutral_landmarks).
+        self.register_buffer("neutral_landmarks", canonical[:468].clone())
+        self.mouth_basis: MouthBasis | None = None
+        self.mouth_predictor: MouthPredictor | None = None
+        if cfg.conditioning == "mouth_state":
+            ms = cfg.mouth_state
+            self.mouth_basis = MouthBasis(ms.n_components)
+            self.mouth_predictor = MouthPredictor(
+                audio_window, audio_channels, ms.n_components, frames=cfg.audio.window,
+                hidden=ms.predictor_hidden, dropout=ms.predictor_dropout,
+            )
+        elif cfg.conditioning != "audio":
+            raise TalkgsError(f"unknown conditioning {cfg.conditioning!r} (audio or mouth_state)")
 
     # ------------------------------------------------------------------ access
     def branch(self, name: str) -> GaussianBranch:
@@ -156,19 +178,47 @@ class TalkingHead(nn.Module):
         (encoder), audio_att (temporal attention), with the config's learning rates."""
         br = self.branch(name)
         lrs = self.cfg.net_lrs
-        grid = list(br.motion.grid.parameters())
+        grid = [p for g in (br.motion.grids() if hasattr(br.motion, "grids") else [br.motion.grid]) for p in g.parameters()]
         grid_ids = {id(p) for p in grid}
         mlp = [p for p in br.motion.parameters() if id(p) not in grid_ids]
-        att = list(br.audio.attention.parameters()) if br.audio.attention is not None else []
+        if isinstance(br.audio, AudioNet):
+            att = list(br.audio.attention.parameters()) if br.audio.attention is not None else []
+            enc = list(br.audio.encoder.parameters())
+        else:  # StateCode: no temporal attention (the state is already per frame)
+            att, enc = [], list(br.audio.parameters())
         groups = [
             {"name": "grid", "params": grid, "lr": lrs.grid},
             {"name": "mlp", "params": mlp, "lr": lrs.mlp},
-            {"name": "audio", "params": list(br.audio.encoder.parameters()), "lr": lrs.audio},
+            {"name": "audio", "params": enc, "lr": lrs.audio},
             {"name": "audio_att", "params": att, "lr": lrs.audio_att},
         ]
         return [g for g in groups if g["params"]]
 
     # ------------------------------------------------------------------ deformation
+    def predict_states(self, audio_windows: torch.Tensor) -> torch.Tensor:
+        """Mouth states ``[B, m]`` predicted from ``audio_windows [B, 8, W, C]`` (mouth_state
+        conditioning only)."""
+        if self.mouth_predictor is None:
+            raise TalkgsError("this head is conditioned on audio, not on a mouth state")
+        return self.mouth_predictor(audio_windows.to(self.neutral_landmarks.dtype))
+
+    def condition_code(
+        self, branch: str, audio_windows: torch.Tensor | None = None, states: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The code ``[B, A]`` that drives ``branch``'s motion field: from the mouth state
+        (``states [B, m]``, else predicted from the audio) or from the audio windows."""
+        br = self.branch(branch)
+        dtype = self.neutral_landmarks.dtype
+        if self.cfg.conditioning == "mouth_state":
+            if states is None:
+                if audio_windows is None:
+                    raise TalkgsError("a mouth-state head needs mouth states or audio windows")
+                states = self.predict_states(audio_windows)
+            return br.audio(states.to(dtype))
+        if audio_windows is None:
+            raise TalkgsError("an audio-conditioned head needs audio windows")
+        return br.audio.encode(audio_windows.to(dtype))
+
     def deform(
         self,
         branch: str,
@@ -176,21 +226,25 @@ class TalkingHead(nn.Module):
         eye: torch.Tensor | None = None,
         static: bool = False,
         batch_size: int | None = None,
+        states: torch.Tensor | None = None,
     ) -> DeformedGaussians:
         """Gaussians of ``branch`` in ``B`` frames.
 
-        ``audio_windows [B, 8, W, C]`` (see ``gather_windows``); ``eye [B, E]`` face only (None:
-        zeros). ``static`` skips the motion field (the warm-up stage); then ``audio_windows`` may
-        be None and ``batch_size`` gives B.
+        ``audio_windows [B, 8, W, C]`` (see ``gather_windows``); ``states [B, m]`` the mouth
+        states (mouth_state heads; None: predicted from the audio windows); ``eye [B, E]`` face
+        only (None: zeros). ``static`` skips the motion field (the warm-up stage); then the
+        conditions may be None and ``batch_size`` gives B.
         """
         br = self.branch(branch)
         gs = br.gaussians
         if audio_windows is not None:
             b = audio_windows.shape[0]
+        elif states is not None:
+            b = states.shape[0]
         elif static and batch_size is not None:
             b = batch_size
         else:
-            raise TalkgsError("deform needs audio_windows (or static=True with batch_size)")
+            raise TalkgsError("deform needs audio windows or mouth states (or static=True with batch_size)")
         means_c, quats_c, scales_c, opac_c, sh = activate(gs)
         n = means_c.shape[0]
         sh_b = sh[None].expand(b, *sh.shape)
@@ -205,7 +259,7 @@ class TalkingHead(nn.Module):
                 sh=sh_b,
                 sh_degree=sh_degree,
             )
-        code = br.audio.encode(audio_windows.to(means_c.dtype))  # [B, A]
+        code = self.condition_code(branch, audio_windows, states)  # [B, A]
         if br.kind == "face":
             if eye is not None:
                 eye = eye.to(device=means_c.device, dtype=means_c.dtype)
@@ -222,6 +276,8 @@ class TalkingHead(nn.Module):
                 d_scale=d.d_scale,
                 audio_att=d.audio_att,
                 eye_att=d.eye_att,
+                code=code,
+                eye=eye,
             )
         d_xyz = br.motion(means_c, code)
         return DeformedGaussians(
@@ -232,7 +288,17 @@ class TalkingHead(nn.Module):
             sh=sh_b,
             sh_degree=sh_degree,
             d_xyz=d_xyz,
+            code=code,
         )
+
+    def face_landmarks(self, code: torch.Tensor, eye: torch.Tensor | None, points: torch.Tensor | None = None) -> torch.Tensor:
+        """Where the face field moves landmark points in ``B`` frames: ``[B, K, 3]`` (metres, head
+        frame) for ``points [K, 3]`` (default: the neutral landmarks) under the face codes
+        ``code [B, A]`` and eye codes ``eye [B, E]`` of a deformed face (what the landmark loss
+        projects onto the tracked points)."""
+        pts = self.neutral_landmarks if points is None else points
+        d = self.branch("face").motion(pts, code, eye)
+        return pts[None] + d.d_xyz
 
     # ------------------------------------------------------------------ rendering
     def render_branch(
@@ -304,14 +370,19 @@ class TalkingHead(nn.Module):
         height: int,
         background: torch.Tensor,
         backend: str = "auto",
+        states: torch.Tensor | None = None,
     ) -> "FrameRender":
         """The composited talking head for ``B`` frames: both branches deformed by their
         conditions, rasterized, face over mouth over ``background [B, H, W, 3]`` (float in
         [0, 1]). ``audio_windows [B, 8, W, C]``, ``eye [B, E]``, ``viewmats [B, 1, 4, 4]``,
-        ``Ks [B, 1, 3, 3]``. The one render path of evaluation, offline rendering and serving."""
+        ``Ks [B, 1, 3, 3]``; ``states [B, m]`` mouth states to use instead of the ones predicted
+        from the audio (mouth_state heads). The one render path of evaluation, offline rendering
+        and serving."""
+        if states is None and self.cfg.conditioning == "mouth_state":
+            states = self.predict_states(audio_windows)
         outs = {}
         for branch in BRANCHES:
-            d = self.deform(branch, audio_windows, eye if branch == "face" else None)
+            d = self.deform(branch, audio_windows, eye if branch == "face" else None, states=states)
             o = self.render_branch(d, viewmats, Ks, width, height, backend=backend)
             outs[branch] = (o.colors[:, 0], o.alphas[:, 0])
         image = composite(*outs["face"], *outs["mouth"], background)

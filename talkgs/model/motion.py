@@ -89,16 +89,23 @@ class FaceMotion(nn.Module):
         self.audio_dim = audio_dim
         self.eye_dim = eye_dim
         self.grid = cfg.triplane.setup()
-        fd = self.grid.out_dim
+        self.mouth_grid = cfg.lower_face_triplane.setup() if cfg.lower_face_grid else None
+        fd = self.grid.out_dim + (self.mouth_grid.out_dim if self.mouth_grid is not None else 0)
         self.aud_att = mlp([fd, cfg.att_hidden, audio_dim])
         self.eye_att = nn.Sequential(mlp([fd, max(cfg.att_hidden // 2, eye_dim), eye_dim]), nn.ReLU())
         # Deformation MLP; its first layer is split into feature / audio / eye column blocks so
         # the per-Gaussian feature part is computed once for all B frames.
         self.deform = mlp([fd + audio_dim + eye_dim, cfg.hidden, cfg.hidden, 10], out_init_std=cfg.out_init_std)
 
+    def grids(self) -> list[nn.Module]:
+        """The spatial feature grids (head, and the fine lower-face one when configured)."""
+        return [self.grid] + ([self.mouth_grid] if self.mouth_grid is not None else [])
+
     def features(self, means: torch.Tensor) -> torch.Tensor:
-        """Tri-plane feature ``[N, F]`` of canonical means ``[N, 3]``."""
-        return self.grid(means.detach() if self.cfg.detach_features else means)
+        """Tri-plane feature ``[N, F]`` of canonical means ``[N, 3]`` (head grid, then the
+        lower-face grid, which is zero outside its box)."""
+        x = means.detach() if self.cfg.detach_features else means
+        return torch.cat([g(x) for g in self.grids()], dim=-1)
 
     def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor | None = None) -> FaceDeltas:
         b = audio.shape[0]

@@ -67,8 +67,7 @@ def load_for_inspect(dataset_dir: str | os.PathLike) -> dict:
     meta = fmt.read_meta(root)
     n = int(meta["n_frames"])
     labels = fmt.load_labels(root / fmt.LABELS)
-    with np.load(root / fmt.TRACKS) as z:
-        tracks = {k: z[k] for k in z.files}
+    tracks = fmt.load_tracks(root)
     needed = ("landmarks", "w2c", "mouth_open", "blink", "lips_box", "face_box", "shot")
     missing = [k for k in needed if k not in tracks]
     if missing:
@@ -248,7 +247,8 @@ def write_inspect(
     max_frames: int | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Write ``inspect.mp4`` and ``contact_sheet.png`` for a prepared dataset into ``out_dir``.
+    """Write ``inspect.mp4`` and ``contact_sheet.png`` for a prepared dataset into ``out_dir``
+    (both tagged as made by talkgs; ``talkgs inspect`` replaces them only with ``--force``).
 
     ``max_frames`` limits the video to the first frames; the contact sheet always spans the
     whole clip. Returns ``{"video": path, "contact_sheet": path}``.
@@ -256,6 +256,7 @@ def write_inspect(
     from tqdm.auto import tqdm
 
     from talkgs.media import VideoWriter, iter_frames
+    from talkgs.owner import made_by, png_with_tag
 
     root = Path(dataset_dir)
     data = load_for_inspect(root)
@@ -271,7 +272,8 @@ def write_inspect(
     wanted = set(sheet_indices(n).tolist())
     picked: dict[int, np.ndarray] = {}
     wav = data["wav"][: conventions.SAMPLES_PER_FRAME * n_video]
-    with VideoWriter(video_path, fps=conventions.FPS, crf=23, audio=wav, preset="veryfast") as writer:
+    with VideoWriter(video_path, fps=conventions.FPS, crf=23, audio=wav, preset="veryfast",
+                     comment=made_by("inspect")) as writer:
         frames = iter_frames(root / fmt.FRAMES, stop=n_video)
         i = -1
         for i, frame in enumerate(tqdm(frames, total=n_video, desc="inspect", unit="frame", disable=not progress)):
@@ -293,7 +295,9 @@ def write_inspect(
     legend = legend_tile(SHEET_TILE, _LEGEND_HEIGHT, data["meta"].get("background", {}).get("inpainted_fraction"))
     tiles.append(_fit(legend, SHEET_TILE, th))
     sheet = contact_sheet(tiles)
+    ok, png = cv2.imencode(".png", sheet[:, :, ::-1])
+    if not ok:
+        raise DatasetError(f"cannot encode {sheet_path}")
     with atomic_path(sheet_path, suffix=".png") as tmp:
-        if not cv2.imwrite(str(tmp), sheet[:, :, ::-1]):
-            raise DatasetError(f"cannot write {sheet_path}")
+        tmp.write_bytes(png_with_tag(png.tobytes(), made_by("inspect")))
     return {"video": video_path, "contact_sheet": sheet_path}

@@ -48,7 +48,7 @@ import numpy as np
 
 from talkgs.data.format import LABEL_BACKGROUND, LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, LABEL_TORSO
 from talkgs.errors import PrepareError
-from talkgs.prepare.canonical import CHIN, FACE_OVAL_IDX, LEFT_EYE_IDX, LIPS_INNER_IDX, RIGHT_EYE_IDX
+from talkgs.landmarks import CHIN, FACE_OVAL_IDX, LEFT_EYE_IDX, LIPS_INNER_IDX, RIGHT_EYE_IDX
 
 BACKGROUND, TORSO, HAIR, FACE, MOUTH = LABEL_BACKGROUND, LABEL_TORSO, LABEL_HAIR, LABEL_FACE, LABEL_MOUTH
 # label_frame paints regions in this order, and builds labels as person (0/1) x region.

@@ -17,15 +17,20 @@ mediapipe is imported inside the functions so that importing talkgs.prepare stay
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import os
 import queue
+import sys
+import tempfile
 import threading
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from talkgs.errors import PrepareError
-from talkgs.prepare.canonical import N_LANDMARKS
+from talkgs.landmarks import N_LANDMARKS
 
 SELFIE_MODEL = 1
 
@@ -94,6 +99,45 @@ def _selfie_worker(jobs: "queue.Queue", masks: list, errors: list) -> None:
             pass
 
 
+@contextlib.contextmanager
+def native_logs_hidden() -> Iterator[None]:
+    """Hide what MediaPipe's C++ side (TensorFlow Lite, absl, glog) writes to stderr, unless the
+    environment sets TALKGS_VERBOSE (``--verbose``). Those lines ("Created TensorFlow Lite
+    XNNPACK delegate", "W0000 ... inference_feedback_manager.cc ...") come from native threads,
+    so no logging setting reaches them: file descriptor 2 goes to a temporary file meanwhile,
+    and Python's ``sys.stderr`` (progress bars, talkgs' own messages) to a copy of the real one.
+    If tracking fails with something other than a talkgs error, the hidden lines are printed."""
+    try:
+        redirect = not os.environ.get("TALKGS_VERBOSE") and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        redirect = False  # sys.stderr is not the process's stderr (e.g. captured by a test runner)
+    if not redirect:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = tempfile.TemporaryFile()
+    old_stderr = sys.stderr
+    sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=old_stderr.encoding, errors="backslashreplace")
+    os.dup2(log.fileno(), 2)
+    failed = False
+    try:
+        yield
+    except BaseException as e:
+        failed = not isinstance(e, (PrepareError, KeyboardInterrupt))
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr.close()
+        sys.stderr = old_stderr
+        if failed:
+            log.seek(0)
+            sys.stderr.write(log.read().decode("utf-8", "replace"))
+        log.close()
+
+
 def track_video(
     frames: Iterable[np.ndarray],
     n_frames_hint: int | None = None,
@@ -106,6 +150,11 @@ def track_video(
     ``frames`` has no ``len``. Frames without a face get zero landmarks and
     ``detected=False``; :func:`fill_missing` decides whether that is acceptable.
     """
+    with native_logs_hidden():
+        return _track_video(frames, n_frames_hint, progress)
+
+
+def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progress: bool) -> TrackResult:
     import mediapipe as mp
     from tqdm import tqdm
 

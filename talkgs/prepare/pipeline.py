@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,8 +32,8 @@ import numpy as np
 from talkgs import __version__, conventions
 from talkgs.config import PrepareConfig
 from talkgs.data import format as fmt
-from talkgs.errors import MediaError, PrepareError
-from talkgs.fsutil import atomic_path, sha256_file, write_json
+from talkgs.errors import Interrupted, MediaError, PrepareError, TalkgsError
+from talkgs.fsutil import atomic_path, move_into, sha256_file, write_json
 
 WORK = "_work"
 SOURCE_JSON = "source.json"
@@ -319,28 +320,30 @@ def _check_source(cfg: PrepareConfig) -> dict:
 
 
 def prepare(cfg: PrepareConfig) -> Path:
-    """Run every unfinished step; return the dataset folder."""
+    """Run every unfinished step; return the dataset folder.
+
+    An existing dataset at OUTPUT is kept when it comes from the same video (nothing to do) and
+    otherwise needs ``force``, which replaces only the dataset's own files (``talkgs.owner``):
+    everything else in the folder stays, and feature kinds added later (``talkgs features``)
+    stay too when the video is the same. A refused input leaves nothing behind; Ctrl-C or
+    SIGTERM keeps OUTPUT.partial, from which the same command resumes.
+    """
+    from talkgs import owner, validate
+
+    validate.prepare(cfg)
     out = Path(cfg.output)
     video = Path(cfg.video)
-    if not video.exists():
-        raise MediaError(f"{video} does not exist")
     sha = sha256_file(video)
 
-    if out.exists():
-        is_dataset = (out / fmt.META).is_file()
-        if not is_dataset and any(out.iterdir()):
-            raise PrepareError(
-                f"output {out} exists and is not a talkgs dataset; choose another folder (nothing was changed)"
-            )
-        if is_dataset and not cfg.force:
-            old = fmt.read_meta(out, check_files=False)
-            if old.get("source", {}).get("sha256") == sha:
-                if cfg.progress:
-                    print(f"[prepare] {out} is already prepared from this video (use --force to redo)")
-                return out
-            raise PrepareError(
-                f"output {out} holds a dataset of another video; pass --force to replace it or choose another folder"
-            )
+    old_meta = owner.dataset_meta(out) if out.exists() else None
+    if old_meta is not None and not cfg.force:
+        if old_meta.get("source", {}).get("sha256") == sha:
+            if cfg.progress:
+                print(f"[prepare] {out} is already prepared from this video (use --force to redo)")
+            return out
+        raise PrepareError(
+            f"output {out} holds a dataset of another video; pass --force to replace it or choose another folder"
+        )
 
     info = _check_source(cfg)
     work = out.with_name(out.name + ".partial")
@@ -353,16 +356,47 @@ def prepare(cfg: PrepareConfig) -> Path:
             stale = True
         if stale:
             shutil.rmtree(work)
+    created = not work.exists()
     (work / WORK).mkdir(parents=True, exist_ok=True)
     source = {"sha256": sha, "info": info}
     write_json(source_json, source)
 
     ctx = _Ctx(cfg=cfg, work=work, source=source, timings={})
+    try:
+        _run_steps(ctx)
+    except TalkgsError:
+        # Bad input (no face, ...) is not resumable: the same run would fail the same way.
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    except KeyboardInterrupt as e:
+        finished = any(all((work / o).exists() for o in outputs) for _, outputs, _ in _steps(cfg))
+        if created and not finished:  # nothing to resume from
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            what = "terminated" if getattr(e, "signum", signal.SIGINT) == signal.SIGTERM else "interrupted"
+            raise Interrupted(
+                f"{what}; finished steps are kept in {work}: run the same command again to resume",
+                getattr(e, "signum", signal.SIGINT),
+            ) from None
+        raise
+    # Scratch goes before the move, so the finished folder is exactly the dataset.
+    shutil.rmtree(work / WORK, ignore_errors=True)
+    source_json.unlink(missing_ok=True)
+    replace = owner.dataset_files(old_meta) if old_meta is not None else []
+    if old_meta is not None:
+        replace = _keep_added_features(work, out, old_meta, sha, replace, ctx)
+    move_into(work, out, replace=replace, last=fmt.META)
+    ctx.say(f"dataset written to {out}")
+    return out
+
+
+def _run_steps(ctx: _Ctx) -> None:
+    work = ctx.work
     timings_file = work / WORK / "timings.json"
     if timings_file.exists():
         ctx.timings.update(json.loads(timings_file.read_text()))
     total0 = time.perf_counter()
-    for name, outputs, fn in _steps(cfg):
+    for name, outputs, fn in _steps(ctx.cfg):
         if all((work / o).exists() for o in outputs):
             ctx.say(f"{name}: done earlier, skipped")
             continue
@@ -372,16 +406,27 @@ def prepare(cfg: PrepareConfig) -> Path:
         ctx.timings[name] = round(time.perf_counter() - t0, 3)
         write_json(timings_file, ctx.timings)
         ctx.say(f"{name}: {ctx.timings[name]:.1f} s")
-    # Scratch goes before the rename, so the finished folder is exactly the dataset.
-    shutil.rmtree(work / WORK, ignore_errors=True)
-    source_json.unlink(missing_ok=True)
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)
-    ctx.say(f"dataset written to {out} in {time.perf_counter() - total0:.1f} s")
-    return out
+    ctx.say(f"all steps done in {time.perf_counter() - total0:.1f} s")
+
+
+def _keep_added_features(work: Path, out: Path, old_meta: dict, sha: str, replace: list[str], ctx: _Ctx) -> list[str]:
+    """Feature kinds the old dataset has and this run did not compute (e.g. imported with
+    `talkgs features`): kept, with their meta.json entries, when the video is the same; they
+    describe another clip otherwise, so they go with the old dataset's files (said so)."""
+    new_meta = json.loads((work / fmt.META).read_text())
+    new_feats = new_meta["audio"]["features"]
+    n = int(new_meta["n_frames"])
+    same = old_meta.get("source", {}).get("sha256") == sha
+    kept = []
+    for kind, info in ((old_meta.get("audio") or {}).get("features") or {}).items():
+        name = (info or {}).get("file") or fmt.audio_feature_file(kind)
+        if kind in new_feats or not (out / name).is_file():
+            continue
+        if same and (info.get("shape") or [None])[0] == n:
+            new_feats[kind] = info
+            kept.append(name)
+        else:
+            ctx.say(f"removing {name}: its '{kind}' features belong to the previous video")
+    if kept:
+        write_json(work / fmt.META, new_meta)
+    return [r for r in replace if r not in kept]

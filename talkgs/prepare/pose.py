@@ -32,7 +32,7 @@ import numpy as np
 
 from talkgs import conventions
 from talkgs.errors import PrepareError
-from talkgs.prepare.canonical import RIGID_IDX, load_canonical_face
+from talkgs.landmarks import RIGID_IDX, load_canonical_face
 
 # Cut detection thresholds, set on the anchor clip (see detect_cuts).
 CUT_MIN_JUMP = 0.15

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from talkgs.errors import PrepareError
-from talkgs.prepare.canonical import (
+from talkgs.landmarks import (
     CHIN,
     FACE_OVAL_IDX,
     FOREHEAD_TOP,

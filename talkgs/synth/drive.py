@@ -71,6 +71,18 @@ class DrivePlan:
     def slice(self, start: int, stop: int) -> "DrivePlan":
         return DrivePlan(self.frames[start:stop], self.blink[start:stop], self.eye_ratio[start:stop])
 
+    @staticmethod
+    def concat(plans: "list[DrivePlan]") -> "DrivePlan":
+        """One plan of the frames of ``plans`` in order (e.g. slices of several live sessions'
+        plans, rendered in one batch: frame k of the result is frame k of the batch)."""
+        if not plans:
+            return DrivePlan(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 2), np.float32))
+        return DrivePlan(
+            np.concatenate([p.frames for p in plans]),
+            np.concatenate([p.blink for p in plans]),
+            np.concatenate([p.eye_ratio for p in plans]),
+        )
+
 
 def pingpong(n_out: int, length: int, start: int = 0) -> np.ndarray:
     """``int64 [n_out]``: 0, 1, ..., length-1, length-2, ..., 1, 0, 1, ... offset by ``start``

@@ -36,7 +36,7 @@ import torch
 
 from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
-from talkgs.errors import AudioFeatureError, DatasetError, MediaError, TalkgsError
+from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import torso_background
 from talkgs.model.motion import eye_code
@@ -92,12 +92,8 @@ class HeadRenderer:
         self.audio_kind: str = state["audio"]["kind"]
         self.feature_shape = (int(state["audio"]["window"]), int(state["audio"]["channels"]))
         train_cfg = state["config"]
-        root = Path(dataset) if dataset is not None else Path(train_cfg["dataset"])
+        root = ckpt.run_dataset(state, dataset)
         self.meta = fmt.read_meta(root)
-        if self.meta["source"]["sha256"] != state["dataset"]["sha256"]:
-            raise DatasetError(
-                f"dataset {root} is not the one run {run} was trained on (another source video); pass --dataset"
-            )
         fr = train_cfg.get("frame_range")
         frame_range = (int(fr[0]), int(fr[1])) if fr else None
         if drive.segment is None and drive.pose == "pingpong":
@@ -105,8 +101,7 @@ class HeadRenderer:
         self.drive = drive
         self.scale = float(train_cfg.get("image_scale", 1.0)) if scale is None else float(scale)
 
-        with np.load(root / fmt.TRACKS) as z:
-            self.tracks = {k: z[k] for k in ("blink", "eye_ratio", "w2c")}
+        self.tracks = fmt.load_tracks(root, ("blink", "eye_ratio", "w2c"))
         n = int(self.meta["n_frames"])
         if drive.pose == "still":
             f = drive_plan(self.meta, self.tracks, 1, drive).frames[0]
@@ -224,53 +219,37 @@ def stream_frames(
     """Frames ``uint8 [H, W, 3]`` for mono 16 kHz float32 audio arriving in ``chunks``.
 
     A frame is yielded as soon as the audio its features need has arrived: its own 40 ms,
-    the mel window's 62.5 ms lookahead and the 3 following frames of the temporal attention
-    (~180 ms in all). The frames equal :func:`render_features` over the whole audio (up to
-    float rounding of different batch sizes). Needs a run trained on ``mel`` features
-    (the only kind computed incrementally).
+    the feature kind's lookahead (``mel``: 62.5 ms) and the 3 following frames of the
+    temporal attention window (``mel``: ~180 ms past the frame's end in all). The frames
+    equal :func:`render_features` over the whole audio (up to float rounding of different
+    batch sizes). Needs a run whose feature kind can stream (``talkgs.audio.open_stream``).
     """
-    from talkgs.audio import MelStream
+    from talkgs.audio import open_stream
+    from talkgs.synth.windows import FrameWindows
 
-    if renderer.audio_kind != "mel":
-        raise AudioFeatureError(
-            f"streaming needs a run trained on 'mel' features; {renderer.run} uses '{renderer.audio_kind}'"
-        )
-    half = renderer.audio_window // 2
-    ahead = renderer.audio_window - half - 1  # frames after i in i's attention window (3)
-    mel = MelStream()
-    buf: list[np.ndarray] = []  # features of frames [buf_start, buf_start + len(buf))
-    buf_start = 0
+    feats = open_stream(renderer.audio_kind)
+    wins = FrameWindows(renderer.audio_window, renderer.feature_shape)
+    pending: list[np.ndarray] = []  # windows of frames [done, done + len(pending))
     done = 0  # frames yielded
 
-    def emit(upto: int):
-        nonlocal buf, buf_start, done
-        while done < upto:
-            e = min(done + batch_size, upto)
-            lo = max(done - half, 0)
-            hi = min(e + ahead, buf_start + len(buf))
-            block = np.stack(buf[lo - buf_start : hi - buf_start])
-            feats = torch.as_tensor(block, device=renderer.device)
-            idx = torch.arange(done - lo, e - lo, device=renderer.device)
-            win = gather_windows(feats, idx, renderer.audio_window)
-            # gather_windows zero-pads outside the block; inside the clip that must be real
-            # features, which the block holds (it spans [i - 4, i + 4) for every i here).
-            out = renderer.render_batch(win, renderer.plan(e - done, done)).cpu().numpy()
-            yield from out
-            done = e
-            drop = max(done - half - buf_start, 0)
-            if drop:
-                buf = buf[drop:]
-                buf_start += drop
+    def emit(final: bool):
+        nonlocal pending, done
+        while len(pending) >= batch_size or (final and pending):
+            b = min(batch_size, len(pending))
+            win = torch.as_tensor(np.stack(pending[:b]), device=renderer.device)
+            yield from renderer.render_batch(win, renderer.plan(b, done)).cpu().numpy()
+            pending = pending[b:]
+            done += b
 
     for chunk in chunks:
-        for w in mel.push(np.asarray(chunk, np.float32)):
-            buf.append(w)
-        ready = buf_start + len(buf) - ahead
-        upto = ready - (ready - done) % batch_size if ready - done >= batch_size else done
-        yield from emit(upto)
-    for w in mel.flush():
-        buf.append(w)
-    yield from emit(buf_start + len(buf))
+        _, w = wins.push(feats.push(np.asarray(chunk, np.float32)))
+        pending.extend(w)
+        yield from emit(False)
+    _, w = wins.push(feats.flush())
+    pending.extend(w)
+    _, w = wins.flush()
+    pending.extend(w)
+    yield from emit(True)
 
 
 def load_audio_for_render(path: str | Path) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -356,13 +335,12 @@ def render_audio(cfg) -> dict:
     """Run a :class:`talkgs.config.RenderConfig`: write ``cfg.output`` and return a summary."""
     from tqdm import tqdm
 
+    from talkgs import validate
     from talkgs.media import VideoWriter
+    from talkgs.owner import made_by
 
+    validate.render(cfg)  # -o is never an input, and replaces only an earlier render (--force)
     out = Path(cfg.output)
-    if out.suffix.lower() != ".mp4":
-        raise MediaError(f"output {out} must be an .mp4 file")
-    if out.is_dir():
-        raise MediaError(f"output {out} is a directory")
     t0 = time.perf_counter()
     renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale)
     renderer.check_kind(cfg.audio_kind)
@@ -372,7 +350,8 @@ def render_audio(cfg) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=n, desc="render", unit="frame", disable=not cfg.progress, leave=False)
     t1 = time.perf_counter()
-    with VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.preset, audio=wav_mux, sample_rate=rate) as writer:
+    with VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.preset, audio=wav_mux, sample_rate=rate,
+                     comment=made_by("render")) as writer:
         enc = _EncoderThread(writer)
         try:
             for batch in render_features(renderer, feats, cfg.batch_size):

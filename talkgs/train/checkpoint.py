@@ -2,7 +2,8 @@
 
 Layout of ``RUN/``::
 
-    config.json              the resolved TrainConfig of the run (written at start)
+    config.json              the run's mark and its resolved TrainConfig (written at start)
+    train_history.json       logged steps, written with every latest.pt (kept across resumes)
     checkpoints/latest.pt    newest resumable state (periodic, end of each stage, Ctrl-C)
     checkpoints/<stage>.pt   state at the end of each stage
     logs/                    TensorBoard
@@ -25,10 +26,14 @@ import torch
 from talkgs.config import TrainConfig
 from talkgs.fsutil import atomic_path, write_json
 from talkgs.model.checkpoint import FORMAT_VERSION, KIND, config_to_dict
+from talkgs.owner import RUN_CONFIG, RUN_FORMAT_VERSION, RUN_KIND
 
 
-def save_config(run: Path, cfg: TrainConfig) -> None:
-    write_json(Path(run) / "config.json", config_to_dict(cfg))
+def save_config(run: Path, cfg: TrainConfig, dataset_sha256: str | None = None) -> None:
+    """``RUN/config.json``: the run's mark (``kind``, ``format_version``; see talkgs.owner), the
+    source video's hash of its dataset, then every TrainConfig field."""
+    mark = {"kind": RUN_KIND, "format_version": RUN_FORMAT_VERSION, "dataset_sha256": dataset_sha256}
+    write_json(Path(run) / RUN_CONFIG, {**mark, **config_to_dict(cfg)})
 
 
 # --------------------------------------------------------------------------- save
@@ -70,6 +75,7 @@ def save(trainer, tag: str) -> Path:
         "optimizers": _optimizer_states(trainer) if tag == "latest" else None,
         "sampler": {"rng": json.dumps(sampler["rng"]), "queue": torch.as_tensor(np.asarray(sampler["queue"]))},
         "torch_rng": torch.get_rng_state(),
+        "predictor_report": json.dumps(getattr(trainer, "predictor_report", None)),
     }
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)

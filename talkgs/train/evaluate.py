@@ -93,7 +93,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     state = ckpt.load(run)
     device = resolve_device(cfg.device)
     train_cfg = state["config"]
-    dataset = Path(cfg.dataset) if cfg.dataset is not None else Path(train_cfg["dataset"])
+    dataset = ckpt.run_dataset(state, cfg.dataset)
     scale = float(train_cfg.get("image_scale", 1.0))
     frame_range = train_cfg.get("frame_range")
     ds = load_dataset(

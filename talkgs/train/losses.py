@@ -265,3 +265,21 @@ def lips_lpips(
     g = lips_crop(gt, boxes, min_size, out_size)
     return lpips(p, g, net=net).mean()
 
+
+
+def landmark_loss(points_px: torch.Tensor, target_px: torch.Tensor, weights: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Weighted robust distance between projected model landmarks and tracked ones.
+
+    points_px, target_px ``[B, K, 2]`` pixels; weights ``[K]`` (>= 0). Per point the Euclidean
+    distance d goes through a smooth L1 (quadratic below ``beta`` pixels, so tracker jitter of a
+    pixel is not chased; linear above, so a missed frame does not dominate); the result is the
+    weighted mean over points, averaged over frames, in pixels.
+    """
+    if points_px.ndim != 3 or points_px.shape[-1] != 2 or points_px.shape != target_px.shape:
+        raise TalkgsError(f"landmarks must be [B, K, 2] pixels, got {tuple(points_px.shape)} and {tuple(target_px.shape)}")
+    if weights.shape != points_px.shape[1:2]:
+        raise TalkgsError(f"landmark weights must be [K] = [{points_px.shape[1]}], got {tuple(weights.shape)}")
+    d = (points_px - target_px).norm(dim=-1)  # [B, K]
+    h = torch.where(d < beta, 0.5 * d * d / beta, d - 0.5 * beta)
+    w = weights.to(h.dtype)
+    return ((h * w).sum(-1) / w.sum().clamp_min(1e-12)).mean()

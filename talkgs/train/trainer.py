@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,15 +26,21 @@ import torch
 
 from talkgs.config import StageConfig, TrainConfig
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, Dataset, load_dataset
-from talkgs.errors import TalkgsError
-from talkgs.model.audio_encoder import gather_windows
+from talkgs.errors import Interrupted, TalkgsError, UsageError
+from talkgs.fsutil import write_json
+from talkgs.landmarks import N_MESH
+from talkgs.model.audio_encoder import AudioNet, gather_windows
+from talkgs.model.mouth import landmark_weights, measure_offsets, neutral_landmarks
+from talkgs.owner import RUN_HISTORY
 from talkgs.model.head import TalkingHead, composite, ground_truth_on_plate, torso_background
 from talkgs.model.motion import eye_code, eye_ratio_reference
+from talkgs.conventions import SAMPLES_PER_FRAME, project
 from talkgs.device import resolve_device
 from talkgs.model.checkpoint import build_model, config_from_dict
 from talkgs.model.checkpoint import load as load_checkpoint
 from talkgs.train import checkpoint as ckpt
 from talkgs.train import losses as L
+from talkgs.train.mouth_predictor import feature_clips, fit_mouth_predictor
 from talkgs.train.sampler import (
     FACE_EVERY,
     MIN_MOUTH_AREA_PX,
@@ -63,18 +72,28 @@ class Batch:
     eye: torch.Tensor  # [B, 3]
     lips_box: torch.Tensor  # [B, 4]
     background: torch.Tensor | None  # [B, H, W, 3] torso over plate (None unless asked for)
+    states: torch.Tensor | None = None  # [B, m] measured mouth states (mouth_state heads)
+    landmarks: torch.Tensor | None = None  # [B, 468, 2] tracked points, pixels of this resolution
+    landmark_weights: torch.Tensor | None = None  # [468] weights of the landmark loss
+    source_scale: float = 1.0  # source-video pixels per pixel of this resolution
 
 
 class Conditioning:
-    """Per-frame inputs of the model that come from a dataset: cameras, audio windows, eye codes.
+    """Per-frame inputs of the model that come from a dataset: cameras, audio windows, eye codes,
+    and (mouth_state heads) the measured mouth states.
 
     Shared by training, evaluation and rendering so that all three build frames the same way.
     """
 
-    def __init__(self, ds: Dataset, eye_ratio_ref: torch.Tensor, audio_window: int = 8):
+    def __init__(self, ds: Dataset, eye_ratio_ref: torch.Tensor, audio_window: int = 8,
+                 states: torch.Tensor | None = None, state_noise: float = 0.0):
         self.ds = ds
         self.audio_window = audio_window
         self.eye_all = eye_code(ds.tracks["blink"].float(), ds.tracks["eye_ratio"].float(), eye_ratio_ref.to(ds.device))
+        self.states = states  # [N, m] on the device, or None
+        self.state_noise = state_noise
+        self.landmark_weights = torch.as_tensor(landmark_weights(), device=ds.device)
+        self.source_scale = float(ds.meta["width"]) / float(ds.width)
 
     def cameras(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = idx.shape[0]
@@ -100,7 +119,17 @@ class Conditioning:
             eye=self.eye_all[idx],
             lips_box=ds.tracks["lips_box"][idx].float(),
             background=torso_background(frames, labels, ds.background) if with_background else None,
+            states=self._noisy_states(idx),
+            landmarks=ds.tracks["landmarks"][idx, : N_MESH].float(),
+            landmark_weights=self.landmark_weights,
+            source_scale=self.source_scale,
         )
+
+    def _noisy_states(self, idx: torch.Tensor) -> torch.Tensor | None:
+        if self.states is None:
+            return None
+        s = self.states[idx]
+        return s + self.state_noise * torch.randn_like(s) if self.state_noise > 0 else s
 
 
 def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -154,6 +183,7 @@ def stage_loss(
             batch.eye if branch == "face" else None,
             static=static,
             batch_size=batch.idx.shape[0],
+            states=batch.states,
         )
         out = model.render_branch(
             deformed, batch.viewmats, batch.Ks, width, height,
@@ -202,6 +232,8 @@ def stage_loss(
             )
         if w.lips > 0:
             terms["lips"] = w.lips * L.l1(pred, target, box_mask(_grow_boxes(batch.lips_box, 1.5), height, width))
+        if w.landmarks > 0 and deformed.code is not None and batch.landmarks is not None:
+            terms["landmarks"] = w.landmarks * face_landmark_loss(model, deformed, batch)
         if lpips_on and w.lpips > 0:
             terms["lpips"] = w.lpips * L.lips_lpips(pred, target, batch.lips_box)
     elif stage.name == "fuse":
@@ -222,6 +254,16 @@ def stage_loss(
     return loss, terms, renders, (pred.detach(), (batch.gt if stage.name == "fuse" else target))
 
 
+def face_landmark_loss(model: TalkingHead, deformed, batch: Batch) -> torch.Tensor:
+    """:func:`talkgs.train.losses.landmark_loss` of the face field at the neutral landmarks,
+    projected through the batch's cameras, against the tracked points; in pixels of the source
+    video (the dataset's size), whatever the training resolution."""
+    pts = model.face_landmarks(deformed.code, deformed.eye)  # [B, 468, 3]
+    uv, _ = project(pts, batch.viewmats[:, 0], batch.Ks[:, 0])
+    k = batch.source_scale
+    return L.landmark_loss(uv * k, batch.landmarks * k, batch.landmark_weights)
+
+
 def trained_branches(stage: StageConfig) -> tuple[str, ...]:
     return {"mouth": ("mouth",), "face": ("face",), "fuse": ("face", "mouth")}[stage.name]
 
@@ -235,6 +277,41 @@ def trainable(stage: StageConfig, branch: str, param: str) -> bool:
 
 
 # --------------------------------------------------------------------------------- trainer
+
+
+def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0) -> tuple[list, str | None]:
+    """Training pairs of the mouth predictor: ``[(name, features [n, W, C], states [n, m])]`` for
+    the training frames' audio and its augmented copies. The clean clip uses the dataset's own
+    features (exactly what rendering that audio sees); the copies are extracted with the feature
+    kind's extractor. A kind that cannot be computed here (an imported one) trains on the clean
+    clip alone."""
+    from talkgs.media import read_wav
+
+    train = ds.train_idx.cpu().numpy()
+    g0, g1 = int(train.min()) + ds.frame_offset, int(train.max()) + 1 + ds.frame_offset
+    rows = np.arange(g0, g1) - ds.frame_offset
+    st = states[torch.as_tensor(rows, device=states.device)].cpu().numpy()
+    wav, _ = read_wav(ds.root / "audio.wav")
+    wav = wav[g0 * SAMPLES_PER_FRAME : g1 * SAMPLES_PER_FRAME]
+    mouth_open = ds.tracks["mouth_open"].cpu().numpy()[rows]
+    clean = ds.audio[torch.as_tensor(rows, device=ds.device)].float().cpu().numpy()
+    return feature_clips(ds.audio_kind, wav, st, mouth_open, clean, cfg, seed)
+
+
+def fit_face_model(model: TalkingHead, ds: Dataset) -> torch.Tensor | None:
+    """Fit the person's neutral landmarks (and, for mouth_state heads, the mouth-state basis) to
+    the dataset's tracked landmarks of the training frames, store them in ``model``, and return
+    the measured mouth state of every loaded frame ``[N, m]`` on the device (None for
+    audio-conditioned heads). Deterministic: a resumed run refits the same values."""
+    lm = ds.tracks["landmarks"].cpu().numpy()
+    offsets = measure_offsets(lm, ds.w2c.cpu().numpy(), ds.K.cpu().numpy())  # [N, 468, 3]
+    train = ds.train_idx.cpu().numpy()
+    model.neutral_landmarks.copy_(torch.as_tensor(neutral_landmarks(offsets[train])))
+    if model.mouth_basis is None:
+        return None
+    model.mouth_basis.fit(offsets[train])
+    with torch.no_grad():
+        return model.mouth_basis.encode(torch.as_tensor(offsets, device=model.neutral_landmarks.device)).float()
 
 
 def input_stat_frames(ds: Dataset, margin: int = 4) -> torch.Tensor:
@@ -268,15 +345,21 @@ class Trainer:
         self.model = cfg.resolved_model().setup(aw, ac, generator=gen).to(self.device)
         train_audio = self.ds.audio[input_stat_frames(self.ds)]
         for name in ("face", "mouth"):
-            self.model.branch(name).audio.encoder.set_input_stats(train_audio)
+            net = self.model.branch(name).audio
+            if isinstance(net, AudioNet):
+                net.encoder.set_input_stats(train_audio)
+        states = fit_face_model(self.model, self.ds)
         self.eye_ratio_ref = eye_ratio_reference(self.ds.tracks["eye_ratio"][self.ds.train_idx].cpu())
-        self.cond = Conditioning(self.ds, self.eye_ratio_ref, self.model.cfg.audio.window)
+        self.cond = Conditioning(self.ds, self.eye_ratio_ref, self.model.cfg.audio.window, states,
+                                 self.model.cfg.mouth_state.state_noise)
+        self.predictor_report: dict | None = None
         self.sampler = self._make_sampler()
         self.global_step = 0  # steps over all stages (logging)
         self.stage_index = 0
         self.stage_step = 0
         self.completed: list[str] = []
         self._stop = False
+        self._stop_signal = signal.SIGINT
         self.history: list[dict] = []
         self.stage_times: dict[str, float] = {}  # wall seconds per stage in this process
         self.stage_steps: dict[str, int] = {}  # steps run per stage in this process
@@ -361,33 +444,86 @@ class Trainer:
 
     # ------------------------------------------------------------------ running
     def run(self) -> Path:
+        """Run the remaining stages. Ctrl-C or SIGTERM (a job scheduler's stop) ends the current
+        step, saves a resumable ``latest`` checkpoint and the history, and raises
+        :class:`talkgs.errors.Interrupted` naming the checkpoint and the command that resumes."""
+        # The run records its dataset as an absolute path, so it is found from any directory.
+        self.cfg = dataclasses.replace(self.cfg, dataset=Path(os.path.abspath(self.cfg.dataset)))
         self.out.mkdir(parents=True, exist_ok=True)
-        ckpt.save_config(self.out, self.cfg)
+        ckpt.save_config(self.out, self.cfg, dataset_sha256=self.ds.meta["source"]["sha256"])
         logger = _Logger(self.out, self.cfg)
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
+        in_main = threading.current_thread() is threading.main_thread()
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._on_signal) for s in stop_signals} if in_main else {}
         try:
+            if self.model.mouth_predictor is not None and self.predictor_report is None and self.stage_index == 0 \
+                    and self.stage_step == 0:
+                self.fit_predictor()
+                self._checkpoint("latest")
             for si in range(self.stage_index, len(self.stages)):
                 self.stage_index = si
                 stage = self.stages[si]
                 self._run_stage(stage, logger)
                 if self._stop:
-                    path = ckpt.save(self, "latest")
-                    raise KeyboardInterrupt(f"interrupted; resumable checkpoint at {path}")
+                    path = self._checkpoint("latest")
+                    raise Interrupted(self._interrupted_message(stage, path), self._stop_signal)
                 self.completed.append(stage.name)
                 self.stage_step = 0
                 ckpt.save(self, stage.name)
-                ckpt.save(self, "latest")
+                self._checkpoint("latest")
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
             logger.close()
-        (self.out / "train_history.json").write_text(json.dumps(self.history, indent=2) + "\n")
+        self._write_history()
         return self.out / "checkpoints" / "latest.pt"
 
-    def _on_sigint(self, signum, frame) -> None:
-        if self._stop:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+    def fit_predictor(self) -> dict:
+        """Fit the audio -> mouth-state predictor on the training frames and augmented copies of
+        their audio (:mod:`talkgs.train.mouth_predictor`); writes RUN/predictor.json."""
+        t0 = time.perf_counter()
+        clips, note = predictor_clips(self.ds, self.cond.states, self.cfg.resolved_predictor(), self.cfg.seed)
+        report = fit_mouth_predictor(
+            self.model.mouth_predictor, clips, self.cfg.resolved_predictor(), self.device, self.cfg.seed,
+            progress=self.cfg.progress,
+        )
+        report["total_seconds"] = round(time.perf_counter() - t0, 2)
+        if note:
+            report["note"] = note
+        self.predictor_report = report
+        self.stage_times["predictor"] = report["total_seconds"]
+        (self.out / "predictor.json").write_text(json.dumps(report, indent=2) + "\n")
+        if self.cfg.progress:
+            r = ", ".join(f"{v:.2f}" for v in report["held_out_r"])
+            print(f"[train] predictor: {len(clips)} clips, {report['frames']} frames, held-out r per state [{r}], "
+                  f"{report['total_seconds']:.1f} s", flush=True)
+        return report
+
+    def _checkpoint(self, tag: str) -> Path:
+        """Save checkpoint ``tag`` and the history up to it (a resume continues both from here)."""
+        path = ckpt.save(self, tag)
+        self._write_history()
+        return path
+
+    def _write_history(self) -> None:
+        write_json(self.out / RUN_HISTORY, self.history)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop:  # a second Ctrl-C / SIGTERM: stop now, without a new checkpoint
+            raise Interrupted(
+                f"stopped at once (second signal); the last checkpoint is {self.out / 'checkpoints' / 'latest.pt'}",
+                signum,
+            )
         self._stop = True
+        self._stop_signal = signum
+
+    def _interrupted_message(self, stage: StageConfig, path: Path) -> str:
+        what = "terminated (SIGTERM)" if self._stop_signal == signal.SIGTERM else "interrupted"
+        resume = shlex.join(["talkgs", "train", os.path.abspath(self.cfg.dataset), "-o", os.path.abspath(self.out), "--resume"])
+        return (
+            f"{what} at {stage.name} step {self.stage_step}/{stage.iterations}; resumable checkpoint {path}; "
+            f"continue with: {resume}"
+        )
 
     def _run_stage(self, stage: StageConfig, logger: "_Logger") -> None:
         gauss_opts, net_opt = self._optimizers(stage)
@@ -447,7 +583,7 @@ class Trainer:
                 self.history.append(rec)
             if step % self.cfg.checkpoint_every == 0 and step < stage.iterations:
                 self._gauss_opts, self._net_opt, self._strategies_live = gauss_opts, net_opt, strategies
-                ckpt.save(self, "latest")
+                self._checkpoint("latest")
         self._gauss_opts, self._net_opt, self._strategies_live = gauss_opts, net_opt, strategies
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -533,13 +669,49 @@ class _Logger:
             self.tb.close()
 
 
-def resume_trainer(cfg: TrainConfig):
-    """A Trainer positioned where ``cfg.output``'s latest checkpoint stopped."""
-    state = load_checkpoint(Path(cfg.output) / "checkpoints" / "latest.pt")
+def _history_until(out: Path, stage_names: list[str], stage_index: int, stage_step: int) -> list[dict]:
+    """The records of ``out``'s train_history.json up to a checkpoint's position (``stage_index``,
+    ``stage_step``); records past it (a history written later than the checkpoint) are dropped,
+    so the resumed run appends each step exactly once."""
+    try:
+        records = json.loads((out / RUN_HISTORY).read_text())
+    except (OSError, ValueError):
+        return []
+    order = {name: i for i, name in enumerate(stage_names)}
+    keep = []
+    for r in records if isinstance(records, list) else []:
+        pos = (order.get(r.get("stage"), len(order)), int(r.get("step", 0)))
+        if pos <= (stage_index, stage_step):
+            keep.append(r)
+    return keep
+
+
+def run_complete(state: dict, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's run has finished every stage of its schedule."""
+    return len(state["completed"]) >= len(cfg.resolved_stages())
+
+
+def resume_trainer(cfg: TrainConfig, state: dict | None = None):
+    """A Trainer positioned where ``cfg.output``'s latest checkpoint stopped (``state``: that
+    checkpoint, when already loaded). The run's own schedule and model are kept; the dataset
+    must be the run's (the same source video; it may have moved) and output stays ``cfg.output``
+    (a run folder that was moved resumes where it is now)."""
+    from talkgs.data import format as fmt
+
+    if state is None:
+        state = load_checkpoint(Path(cfg.output) / "checkpoints" / "latest.pt")
     saved = config_from_dict(TrainConfig, state["config"])
-    # The run's own schedule and model are kept; only how it runs may change on resume.
+    sha = (state.get("dataset") or {}).get("sha256")
+    if sha and fmt.read_meta(cfg.dataset).get("source", {}).get("sha256") != sha:
+        raise UsageError(
+            f"--resume: dataset {cfg.dataset} is not the one run {cfg.output} was trained on "
+            f"({state['dataset'].get('path')}); resume with that dataset or train a new run"
+        )
+    # Only how it runs may change on resume.
     run_cfg = dataclasses.replace(
         saved,
+        dataset=cfg.dataset,
+        output=cfg.output,
         resume=True,
         device=cfg.device,
         backend=cfg.backend,
@@ -552,7 +724,10 @@ def resume_trainer(cfg: TrainConfig):
     trainer = Trainer(run_cfg)
     trainer.model = build_model(state, trainer.device).train()
     trainer.eye_ratio_ref = state["eye_ratio_ref"]
-    trainer.cond = Conditioning(trainer.ds, trainer.eye_ratio_ref, trainer.model.cfg.audio.window)
+    trainer.cond = Conditioning(trainer.ds, trainer.eye_ratio_ref, trainer.model.cfg.audio.window,
+                                trainer.cond.states, trainer.model.cfg.mouth_state.state_noise)
+    report = state.get("predictor_report")
+    trainer.predictor_report = json.loads(report) if report else None
     trainer.stage_index = int(state["stage_index"])
     trainer.stage_step = int(state["stage_step"])
     trainer.completed = list(state["completed"])
@@ -563,18 +738,27 @@ def resume_trainer(cfg: TrainConfig):
     trainer.sampler.load_state_dict({"rng": json.loads(state["sampler"]["rng"]), "queue": state["sampler"]["queue"].numpy()})
     torch.set_rng_state(state["torch_rng"])
     trainer._pending_opt_state = state.get("optimizers") if trainer.stage_step > 0 else None
+    trainer.history = _history_until(
+        trainer.out, [s.name for s in trainer.stages], trainer.stage_index, trainer.stage_step
+    )
     return trainer
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) a run; returns the final checkpoint path."""
+    """Train (or resume) a run; returns the final checkpoint path. Arguments and the output
+    folder are checked first (``talkgs.validate.train``); the dataset is recorded as an
+    absolute path. Resuming a finished run says so and changes nothing."""
+    from talkgs import validate
+
+    cfg = validate.train(cfg)
+    latest = Path(cfg.output) / "checkpoints" / "latest.pt"
     if cfg.resume:
-        trainer = resume_trainer(cfg)
+        state = load_checkpoint(latest)
+        saved = config_from_dict(TrainConfig, state["config"])
+        if run_complete(state, saved):
+            print(f"run {cfg.output} is already complete (stages {', '.join(state['completed'])}); nothing was changed")
+            return latest
+        trainer = resume_trainer(cfg, state)
     else:
-        latest = Path(cfg.output) / "checkpoints" / "latest.pt"
-        if latest.exists():
-            raise TalkgsError(
-                f"run {cfg.output} already has checkpoints; pass --resume to continue it or choose another -o"
-            )
         trainer = Trainer(cfg)
     return trainer.run()

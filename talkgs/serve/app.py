@@ -1,0 +1,430 @@
+"""`talkgs serve`: the aiohttp application (page, API, WebRTC signalling) and its startup.
+
+Routes (all API routes need the token when the server has one: header ``X-Talkgs-Token`` or
+query ``token``):
+
+- ``GET /``: the page (``talkgs/serve/static/``): pick a head, speak or play a file, watch.
+- ``GET /api/heads``: the heads named on the command line, with size, feature kind and the
+  lookahead of live audio.
+- ``POST /api/offer`` ``{"sdp", "type": "offer", "head"}`` -> ``{"sdp", "type": "answer",
+  "session"}``: one WebRTC connection per session: the page's audio track in, the head's
+  video and sound out, and a data channel ``talkgs`` on which the server sends ``hello``,
+  ``first_frame``, ``stats`` (twice a second) and ``error`` messages.
+- ``POST /api/close`` ``{"session"}``: end a session now (closing the connection does too).
+- ``GET /api/status``: sessions and batches (monitoring, benchmarks).
+
+Refusals are JSON ``{"error": "..."}`` with a status: 400 bad request (not JSON, not an offer,
+no audio or video in it, a broken SDP), 401 wrong or missing token, 404 unknown head, 503 the
+server is full (``--max-sessions``). A session ends when its connection fails or closes, when
+its audio stops for ``--idle-timeout-s``, or when its audio cannot be decoded; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import time
+from importlib import resources
+from pathlib import Path
+
+from talkgs.errors import TalkgsError
+
+log = logging.getLogger("talkgs.serve")
+
+MAX_REQUEST_BYTES = 64 * 1024  # an SDP offer is a few kB
+STATS_PERIOD_S = 0.5
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_config(cfg) -> None:
+    """One-line errors for a bad command line, before anything heavy is loaded."""
+    if not cfg.runs:
+        raise TalkgsError("name at least one run to serve")
+    for run in cfg.runs:
+        if not Path(run).exists():
+            raise TalkgsError(f"run {run} does not exist")
+    if not is_loopback(cfg.host) and not cfg.token:
+        raise TalkgsError(
+            f"serving on {cfg.host} (not loopback) needs --token SECRET; the page is then opened as "
+            f"http://{cfg.host}:{cfg.port}/?token=SECRET"
+        )
+    if cfg.token is not None and len(cfg.token) < 8:
+        raise TalkgsError("--token must be at least 8 characters")
+    if not 1 <= cfg.max_sessions <= 1024:
+        raise TalkgsError(f"--max-sessions must be between 1 and 1024, got {cfg.max_sessions}")
+    if not 1 <= cfg.max_batch <= 1024:
+        raise TalkgsError(f"--max-batch must be between 1 and 1024, got {cfg.max_batch}")
+    if not 0 < cfg.port < 65536:
+        raise TalkgsError(f"--port must be 1-65535, got {cfg.port}")
+    if cfg.idle_timeout_s <= 0:
+        raise TalkgsError(f"--idle-timeout-s must be positive, got {cfg.idle_timeout_s}")
+    # The port is checked now, not after minutes of loading.
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((cfg.host, cfg.port))
+        except OSError as e:
+            raise TalkgsError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+
+
+def head_names(runs) -> list[str]:
+    """Unique names for the runs: their folder names (``name-2``, ... for repeats)."""
+    names: list[str] = []
+    for run in runs:
+        p = Path(run)
+        base = p.name if p.is_dir() else p.parent.parent.name or p.stem
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def load_heads(cfg, datasets: list | None = None) -> dict:
+    """``{name: HeadRenderer}`` for the command line's runs, each warmed up (the first render
+    on a device compiles kernels: better now than in a user's first frame). ``datasets``: each
+    run's dataset when not where its checkpoint says (benchmarks on another machine)."""
+    import torch
+
+    from talkgs.audio import open_stream
+    from talkgs.device import resolve_device
+    from talkgs.synth.render import HeadRenderer
+
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.cpu_threads)))
+    heads = {}
+    datasets = datasets or [None] * len(cfg.runs)
+    for name, run, ds in zip(head_names(cfg.runs), cfg.runs, datasets):
+        r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend)
+        open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
+        for b in sorted({1, min(cfg.max_batch, 16)}):
+            r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape), r.plan(b))
+        heads[name] = r
+    return heads
+
+
+class _Peer:
+    """A session's connection and the tasks that serve it."""
+
+    def __init__(self, session, pc):
+        self.session = session
+        self.pc = pc
+        self.channel = None
+        self.tasks: list[asyncio.Task] = []
+        self.closing = False
+
+
+class LiveServer:
+    """Heads, sessions and the batch loop behind the aiohttp routes."""
+
+    def __init__(self, heads: dict, max_sessions: int = 16, max_batch: int = 32, token: str | None = None,
+                 idle_timeout_s: float = 10.0, limits=None):
+        from talkgs.serve.batcher import Batcher, BatchLoop
+        from talkgs.serve.session import SessionLimits
+
+        self.heads = heads
+        self.max_sessions = int(max_sessions)
+        self.token = token
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.limits = limits or SessionLimits()
+        self.batcher = Batcher(heads, max_batch)
+        self.loop = BatchLoop(self.batcher)
+        self.peers: dict[str, _Peer] = {}
+        self._reserved = 0
+        self.refused = 0
+        self.t_start = time.monotonic()
+
+    # ------------------------------------------------------------------ app
+    def app(self):
+        from aiohttp import web
+
+        @web.middleware
+        async def json_errors(request, handler):
+            # aiohttp's own refusals (404, 405, 413, ...) as JSON one-liners like ours.
+            try:
+                return await handler(request)
+            except web.HTTPException as e:
+                if e.status < 400:
+                    raise
+                msg = "the request is too large" if e.status == 413 else (e.reason or "bad request")
+                return self._error(e.status, msg)
+
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[json_errors])
+        app.router.add_get("/", self._index)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/heads", self._heads)
+        app.router.add_post("/api/offer", self._offer)
+        app.router.add_post("/api/close", self._close)
+        app.router.add_get("/api/status", self._status)
+        app.on_startup.append(self._startup)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _startup(self, app) -> None:
+        self.loop.start()
+
+    async def _shutdown(self, app) -> None:
+        await asyncio.gather(*(self.close_session(sid, "the server is shutting down") for sid in list(self.peers)))
+        await self.loop.stop()
+
+    @staticmethod
+    def _error(status: int, message: str):
+        from aiohttp import web
+
+        return web.json_response({"error": message}, status=status)
+
+    def _authorized(self, request, body: dict | None = None) -> bool:
+        if self.token is None:
+            return True
+        got = request.headers.get("X-Talkgs-Token") or request.query.get("token")
+        if got is None and isinstance(body, dict):
+            got = body.get("token")
+        return isinstance(got, str) and hmac.compare_digest(got.encode(), self.token.encode())
+
+    # ------------------------------------------------------------------ routes
+    async def _index(self, request):
+        return await self._static_file("index.html")
+
+    async def _static(self, request):
+        return await self._static_file(request.match_info["name"])
+
+    async def _static_file(self, name: str):
+        from aiohttp import web
+
+        types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+        suffix = Path(name).suffix
+        if "/" in name or "\\" in name or suffix not in types:
+            return self._error(404, f"no such file: {name}")
+        f = resources.files("talkgs.serve").joinpath("static", name)
+        if not f.is_file():
+            return self._error(404, f"no such file: {name}")
+        return web.Response(body=f.read_bytes(), content_type=types[suffix], headers={"Cache-Control": "no-cache"})
+
+    async def _heads(self, request):
+        from aiohttp import web
+
+        if not self._authorized(request):
+            return self._error(401, "wrong or missing token (open the page as /?token=...)")
+        from talkgs.audio import open_stream
+
+        heads = []
+        for name, r in self.heads.items():
+            st = open_stream(r.audio_kind)
+            ahead = r.audio_window - r.audio_window // 2 - 1
+            heads.append({"name": name, "width": r.width, "height": r.height, "audio_kind": r.audio_kind,
+                          "lookahead_ms": st.lookahead_ms + 40.0 * ahead})
+        return web.json_response({"heads": heads, "max_sessions": self.max_sessions, "sessions": len(self.peers)})
+
+    async def _status(self, request):
+        from aiohttp import web
+
+        if not self._authorized(request):
+            return self._error(401, "wrong or missing token")
+        return web.json_response({
+            "uptime_s": time.monotonic() - self.t_start,
+            "max_sessions": self.max_sessions,
+            "refused": self.refused,
+            "batches": self.batcher.stats(),
+            "sessions": [p.session.summary() for p in self.peers.values()],
+        })
+
+    async def _close(self, request):
+        from aiohttp import web
+
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        if not self._authorized(request, body):
+            return self._error(401, "wrong or missing token")
+        sid = body.get("session")
+        if not isinstance(sid, str) or sid not in self.peers:
+            return self._error(404, "no such session")
+        await self.close_session(sid, None)
+        return web.json_response({"closed": sid})
+
+    async def _json(self, request):
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            return self._error(400, "the request body is not JSON")
+        if not isinstance(body, dict):
+            return self._error(400, "the request body must be a JSON object")
+        return body
+
+    async def _offer(self, request):
+        from aiohttp import web
+
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        if not self._authorized(request, body):
+            return self._error(401, "wrong or missing token (open the page as /?token=...)")
+        head = body.get("head")
+        if not isinstance(head, str) or head not in self.heads:
+            return self._error(404, f"unknown head {head!r}; this server has: {', '.join(self.heads)}")
+        if body.get("type") != "offer" or not isinstance(body.get("sdp"), str) or not body["sdp"].strip():
+            return self._error(400, "expected a WebRTC offer: {\"type\": \"offer\", \"sdp\": \"...\", \"head\": ...}")
+        if len(self.peers) + self._reserved >= self.max_sessions:
+            self.refused += 1
+            return self._error(503, f"the server is full ({self.max_sessions} live sessions); try again later")
+        self._reserved += 1
+        try:
+            return await self._connect(head, body["sdp"])
+        finally:
+            self._reserved -= 1
+
+    async def _connect(self, head: str, sdp: str):
+        from aiohttp import web
+        from aiortc import RTCSessionDescription
+
+        from talkgs.audio import open_stream
+        from talkgs.serve.session import Session
+        from talkgs.serve.webrtc import HeadAudioTrack, HeadVideoTrack, consume_audio, new_peer_connection
+
+        r = self.heads[head]
+        sid = secrets.token_hex(6)
+        session = Session(sid, head, open_stream(r.audio_kind), r.audio_window, self.limits)
+        session.on_pending = self.loop.wake
+        pc = new_peer_connection()
+        peer = _Peer(session, pc)
+
+        def first_frame(f):
+            if session.counts["sent"] == 1:
+                self._send(peer, {"type": "first_frame", "index": f.index,
+                                  "ms_after_first_audio": 1000.0 * (session.t_first_sent - session.t_first_audio)})
+
+        video = HeadVideoTrack(session, on_sent=first_frame)
+        audio = HeadAudioTrack(session)
+
+        @pc.on("track")
+        def on_track(track):
+            if track.kind == "audio" and not any(t.get_name() == "audio-in" for t in peer.tasks):
+                peer.tasks.append(asyncio.create_task(
+                    consume_audio(track, session, on_error=lambda m: self._schedule_close(sid, m)), name="audio-in"))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel):
+            peer.channel = channel
+            self._send(peer, {"type": "hello", "session": sid, "head": head, "width": r.width, "height": r.height,
+                              "lookahead_ms": session.lookahead_ms})
+
+            @channel.on("message")
+            def on_message(msg):
+                if msg == "bye":
+                    self._schedule_close(sid, None)
+
+        @pc.on("connectionstatechange")
+        async def on_state():
+            if pc.connectionState in ("failed", "closed"):
+                self._schedule_close(sid, None if pc.connectionState == "closed" else "the connection failed")
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            kinds = {t.kind: t for t in pc.getTransceivers()}
+            if "audio" not in kinds or kinds["audio"].direction not in ("sendrecv", "sendonly", "recvonly"):
+                raise ValueError("the offer has no audio track (the page sends the microphone or a file)")
+            if "video" not in kinds:
+                raise ValueError("the offer does not receive video")
+            pc.addTrack(video)
+            pc.addTrack(audio)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as e:
+            await pc.close()
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return self._error(400, f"the offer was refused: {msg[:200]}")
+        self.peers[sid] = peer
+        self.batcher.add(session)
+        peer.tasks.append(asyncio.create_task(self._watch(peer), name="watch"))
+        log.info("session %s: head %s (%d live)", sid, head, len(self.peers))
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": sid})
+
+    # ------------------------------------------------------------------ sessions
+    def _send(self, peer: _Peer, msg: dict) -> None:
+        ch = peer.channel
+        if ch is not None and ch.readyState == "open":
+            try:
+                ch.send(json.dumps(msg))
+            except Exception:  # a channel closing under us is not an error of the server
+                pass
+
+    async def _watch(self, peer: _Peer) -> None:
+        """Stats to the page twice a second; closes the session when its audio stops."""
+        s = peer.session
+        while not s.closed:
+            await asyncio.sleep(STATS_PERIOD_S)
+            last = s.t_last_audio if s.t_last_audio is not None else s.t_created
+            if time.monotonic() - last > self.idle_timeout_s:
+                self._schedule_close(s.id, f"no audio arrived for {self.idle_timeout_s:g} s; the session was closed")
+                return
+            self._send(peer, {"type": "stats", **s.summary(), "server": self.batcher.stats(),
+                              "live_sessions": len(self.peers)})
+
+    def _schedule_close(self, sid: str, reason: str | None) -> None:
+        peer = self.peers.get(sid)
+        if peer is not None and not peer.closing:
+            asyncio.get_running_loop().create_task(self.close_session(sid, reason))
+
+    async def close_session(self, sid: str, reason: str | None) -> None:
+        peer = self.peers.get(sid)
+        if peer is None or peer.closing:
+            return
+        peer.closing = True
+        if reason:
+            self._send(peer, {"type": "error", "message": reason})
+            await asyncio.sleep(0.05)  # let the message leave before the connection closes
+        self.batcher.remove(sid)
+        current = asyncio.current_task()
+        for t in peer.tasks:
+            if t is not current:
+                t.cancel()
+        try:
+            await peer.pc.close()
+        finally:
+            self.peers.pop(sid, None)
+            log.info("session %s closed%s (%d live)", sid, f": {reason}" if reason else "", len(self.peers))
+
+
+def serve(cfg) -> None:
+    """Run a :class:`talkgs.config.ServeConfig` until interrupted."""
+    check_config(cfg)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO if cfg.verbose else logging.WARNING)
+    try:
+        import aiohttp  # noqa: F401
+
+        from talkgs.serve.webrtc import restrict_ice_addresses
+    except ImportError as e:
+        raise TalkgsError(f"talkgs serve needs aiohttp and aiortc (pip install 'talkgs[serve]'): {e}") from None
+    from aiohttp import web
+
+    t0 = time.perf_counter()
+    heads = load_heads(cfg)
+    restrict_ice_addresses(cfg.host)
+    server = LiveServer(heads, cfg.max_sessions, cfg.max_batch, cfg.token, cfg.idle_timeout_s)
+    url = f"http://{cfg.host if ':' not in cfg.host else f'[{cfg.host}]'}:{cfg.port}/"
+    if cfg.token:
+        url += f"?token={cfg.token}"
+    dev = next(iter(heads.values())).device
+    print(f"[serve] {len(heads)} head(s) on {dev} ({', '.join(heads)}), loaded in {time.perf_counter() - t0:.1f} s; "
+          f"at most {cfg.max_sessions} sessions", flush=True)
+    print(f"[serve] open {url}", flush=True)
+    try:
+        web.run_app(server.app(), host=cfg.host, port=cfg.port, print=None, access_log=None,
+                    handle_signals=True, shutdown_timeout=2.0)
+    except OSError as e:
+        raise TalkgsError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None

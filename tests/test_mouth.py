@@ -1,0 +1,196 @@
+"""The explicit mouth state: voice augmentation, lifting landmarks into the head frame, the PCA
+basis, the landmark loss and the audio -> state predictor (real anchor-clip data where it is)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from talkgs import landmarks as L
+from talkgs.audio import augment as A
+from talkgs.conventions import project
+from talkgs.errors import AudioFeatureError, TalkgsError
+from talkgs.model.mouth import MOUTH_REGION_IDX, MouthBasis, MouthPredictor, landmark_weights, measure_offsets
+from talkgs.train.losses import landmark_loss
+
+SR = 16_000
+
+
+def _tone(freq: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(SR * seconds)) / SR
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / SR)[spec.argmax()])
+
+
+# ----------------------------------------------------------------------------------- augment
+
+
+def test_speed_changes_length_and_pitch_together():
+    y = A.change_speed(_tone(200.0), 1.25)
+    assert abs(len(y) - SR / 1.25) <= 1
+    assert abs(_peak_hz(y) - 250.0) < 3.0
+
+
+def test_pitch_shift_keeps_length_and_moves_pitch():
+    for semis, expect in ((12.0, 400.0), (-12.0, 100.0), (3.0, 200.0 * 2 ** 0.25)):
+        y = A.shift_pitch(_tone(200.0, 1.5), semis)
+        assert len(y) == int(1.5 * SR)
+        assert abs(_peak_hz(y[2000:-2000]) - expect) < 0.03 * expect, (semis, _peak_hz(y))
+
+
+def test_noise_is_added_at_the_requested_snr():
+    x = _tone(300.0, 2.0)
+    for colour in ("white", "pink"):
+        y = A.add_noise(x, 10.0, np.random.default_rng(0), colour)
+        snr = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean((y - x).astype(np.float64) ** 2))
+        assert abs(snr - 10.0) < 0.5, (colour, snr)
+    with pytest.raises(AudioFeatureError):
+        A.add_noise(x, 10.0, np.random.default_rng(0), "blue")
+
+
+def test_gain_in_decibels():
+    y = A.change_gain(_tone(300.0) * 0.1, 6.0)
+    assert np.isclose(np.abs(y).max() / (0.05), 10 ** (6 / 20), rtol=1e-3)
+
+
+def test_inserted_silences_are_digital_zero_and_sources_map_back():
+    n = 50
+    wav = np.random.default_rng(1).uniform(-0.5, 0.5, n * 640).astype(np.float32)
+    out, src = A.insert_silences(wav, n, np.random.default_rng(2), n_gaps=3, min_frames=4, max_frames=6)
+    assert len(out) == len(src) * 640
+    assert (src == -1).sum() >= 12 and sorted(src[src >= 0]) == list(range(n))
+    for j, s in enumerate(src):
+        frame = out[j * 640 : (j + 1) * 640]
+        if s < 0:
+            assert not frame.any()
+        else:
+            assert np.array_equal(frame, wav[s * 640 : (s + 1) * 640])
+
+
+def test_warp_frames_follows_the_faster_clock():
+    ramp = np.arange(100, dtype=np.float32)[:, None]  # value = frame index
+    w = A.warp_frames(ramp, 2.0, 50)
+    # Output frame j's centre (j + 0.5) / 25 s plays input time 2 (j + 0.5) / 25 s = input frame 2 j + 0.5.
+    assert np.allclose(w[:-1, 0], 2 * np.arange(49) + 0.5)
+
+
+# ----------------------------------------------------------------------------------- lifting
+
+
+def _camera(yaw_deg: float, dist: float = 0.6, f: float = 1000.0):
+    a = np.radians(yaw_deg)
+    R = np.diag([1.0, -1.0, -1.0]) @ np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    w2c = np.eye(4)
+    w2c[:3, :3] = R
+    w2c[:3, 3] = [0.0, 0.0, dist]
+    K = np.array([[f, 0, 256.0], [0, f, 256.0], [0, 0, 1]])
+    return w2c, K
+
+
+def test_lifted_offsets_recover_motion_in_the_image_plane():
+    c = L.load_canonical_face()
+    w2c, K = _camera(0.0)
+    moved = c.copy()
+    moved[14, 1] -= 0.006  # lower inner lip 6 mm down (in the image plane of a frontal camera)
+    moved[17, 1] -= 0.004
+    uv, _ = project(moved[None], w2c[None], K)
+    off = measure_offsets(uv, w2c[None], K)
+    assert abs(off[0, 14, 1] + 0.006) < 2e-4 and abs(off[0, 17, 1] + 0.004) < 2e-4
+    still = np.setdiff1d(np.arange(468), [14, 17])
+    assert np.abs(off[0, still]).max() < 1e-6
+    # Head pose is removed: the same face seen from a turned head lifts to the same offsets.
+    w2c2, _ = _camera(15.0)
+    uv2, _ = project(moved[None], w2c2[None], K)
+    off2 = measure_offsets(uv2, w2c2[None], K)
+    assert abs(off2[0, 14, 1] + 0.006) < 3e-4
+    with pytest.raises(TalkgsError):
+        measure_offsets(uv[:, :100], w2c[None], K)
+
+
+def test_landmark_loss_is_robust_weighted_and_differentiable():
+    target = torch.zeros(2, 3, 2)
+    pts = torch.tensor([[[0.5, 0.0], [3.0, 4.0], [0.0, 0.0]]] * 2, requires_grad=True)
+    w = torch.tensor([1.0, 1.0, 2.0])
+    loss = landmark_loss(pts, target, w)
+    # smooth L1 (beta 1): 0.5 * 0.25 for d = 0.5, 5 - 0.5 for d = 5, 0 for d = 0; weighted mean.
+    assert torch.isclose(loss, torch.tensor((0.125 + 4.5) / 4.0))
+    loss.backward()
+    assert pts.grad[:, 2].abs().sum() == 0 and pts.grad[:, 1].abs().sum() > 0
+    assert landmark_loss(target, target, w) == 0
+    with pytest.raises(TalkgsError):
+        landmark_loss(pts[:, :2], target, w)
+
+
+def test_landmark_weights_put_the_lips_first():
+    w = landmark_weights()
+    assert w.shape == (468,)
+    assert w[list(L.LIP_LANDMARKS_40)].min() > w[[1, 10, 151]].max()
+    assert set(L.LIP_LANDMARKS_40) <= set(MOUTH_REGION_IDX)
+
+
+# ----------------------------------------------------------------------------------- real data
+
+
+@pytest.fixture(scope="module")
+def anchor_states(anchor_dataset):
+    z = np.load(anchor_dataset / "tracks.npz")
+    meta = json.loads((anchor_dataset / "meta.json").read_text())
+    i = meta["intrinsics"]
+    K = np.array([[i["fx"], 0, i["cx"]], [0, i["fy"], i["cy"]], [0, 0, 1]])
+    off = measure_offsets(z["landmarks"], z["w2c"], K)
+    (a, b), (va, vb) = meta["split"]["train"], meta["split"]["val"]
+    basis = MouthBasis(8)
+    explained = basis.fit(off[a:b])
+    states = basis.encode(torch.as_tensor(off)).numpy()
+    return dict(z=dict(z), off=off, basis=basis, explained=explained, states=states, train=(a, b), val=(va, vb))
+
+
+def _decoded_gap(basis: MouthBasis, states: np.ndarray) -> np.ndarray:
+    pts = L.load_canonical_face()[list(MOUTH_REGION_IDX)][None] + basis.decode(torch.as_tensor(states)).numpy()
+    idx = list(MOUTH_REGION_IDX)
+    up = [idx.index(u) for u, _ in L.INNER_LIP_PAIRS]
+    lo = [idx.index(v) for _, v in L.INNER_LIP_PAIRS]
+    return (pts[:, up, 1] - pts[:, lo, 1]).mean(1)
+
+
+def test_mouth_state_describes_the_real_mouth(anchor_states):
+    s = anchor_states
+    assert s["explained"].sum() > 0.9  # 8 components of the lower face
+    a, b = s["train"]
+    st = s["states"]
+    assert np.isclose(st[a:b, 0].std(), 1.0, atol=1e-3) and np.all(st[a:b].std(0)[1:] <= 1.0 + 1e-3)
+    # The mouth opening is in the state: the inner-lip gap decoded from the state follows the
+    # measured opening on frames the basis never saw.
+    va, vb = s["val"]
+    r = np.corrcoef(_decoded_gap(s["basis"], st[va:vb]), s["z"]["mouth_open"][va:vb])[0, 1]
+    assert r > 0.95, r
+
+
+def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
+    """A short fit of the audio -> state predictor on the anchor's own log-mel (no augmentation, to
+    stay fast) predicts the opening of frames it never saw far better than chance."""
+    from talkgs.config import PredictorConfig
+    from talkgs.model.audio_encoder import gather_windows
+    from talkgs.train.mouth_predictor import fit_mouth_predictor
+
+    torch.manual_seed(0)
+    s = anchor_states
+    feats = np.load(anchor_dataset / "audio_mel.npy").astype(np.float32)
+    a, b = s["train"]
+    va, vb = s["val"]
+    pred = MouthPredictor(16, 80, 8, hidden=64)
+    cfg = PredictorConfig(steps=300, batch_size=128, augment=False, eval_every=50)
+    rep = fit_mouth_predictor(pred, [("clean", feats[a:b], s["states"][a:b])], cfg, torch.device("cpu"))
+    assert rep["held_out_r"][0] > 0.5, rep
+    assert all(1.0 <= g <= cfg.max_gain for g in rep["gain"])
+    with torch.no_grad():
+        p = pred(gather_windows(torch.as_tensor(feats), torch.arange(va, vb), 8)).numpy()
+    r = np.corrcoef(_decoded_gap(s["basis"], p), s["z"]["mouth_open"][va:vb])[0, 1]
+    assert r > 0.4, r

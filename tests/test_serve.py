@@ -1,0 +1,515 @@
+"""`talkgs serve`: live sessions batched across clients, in a real browser.
+
+Pure parts first (feature streams, frame windows, the batcher with a real head on the CPU),
+then a server started as `talkgs serve` on a tiny CPU head, with headless Chromium (Debian's
+package) feeding a speech wav as its microphone, and Python WebRTC peers (aiortc) as further
+clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkgs.audio import FeatureStream, extract, open_stream
+from talkgs.errors import AudioFeatureError, TalkgsError
+from talkgs.model.audio_encoder import gather_windows
+from talkgs.serve.batcher import Batcher
+from talkgs.serve.session import Session, SessionLimits
+from talkgs.synth.render import HeadRenderer, render_features
+from talkgs.synth.windows import FrameWindows
+from tests.conftest import SHARED_DATA
+
+SPEECH = SHARED_DATA / "drive" / "speech_jfk_11s.wav"
+STILL_FRAME = 1550  # inside the live head's training frames
+TOKEN = "test-token-0123"
+
+
+def _speech(seconds: float, offset_s: float = 0.0) -> np.ndarray:
+    from talkgs.media import read_audio
+
+    if not SPEECH.is_file():
+        pytest.skip(f"speech sample absent: {SPEECH} (it lives in ../shared/data beside the repo)")
+    wav = read_audio(SPEECH, 16000)
+    a = int(offset_s * 16000)
+    return wav[a : a + int(seconds * 16000)]
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def test_feature_streams_are_chosen_by_kind():
+    st = open_stream("mel")
+    assert isinstance(st, FeatureStream)
+    assert (st.kind, st.window, st.channels, st.lookahead_ms) == ("mel", 16, 80, 62.5)
+    with pytest.raises(AudioFeatureError, match="cannot be computed from live audio"):
+        open_stream("hubert")
+
+
+def test_frame_windows_equal_the_whole_clip_windows():
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((37, 16, 80)).astype(np.float32)
+    fw = FrameWindows(8, (16, 80))
+    parts, firsts, i = [], [], 0
+    while i < 37:
+        k = int(rng.integers(0, 6))
+        first, w = fw.push(feats[i : i + k])
+        firsts.append((first, len(w)))
+        parts.append(w)
+        i += k
+    parts.append(fw.flush()[1])
+    got = np.concatenate(parts)
+    want = gather_windows(torch.as_tensor(feats), torch.arange(37), 8).numpy()
+    assert np.array_equal(got, want)
+    # A frame's window is out as soon as the 3 frames after it have arrived, not later.
+    done = 0
+    for first, n in firsts:
+        assert first == done
+        done += n
+    assert fw.frames_emitted == 37
+
+
+@pytest.fixture
+def one_thread():
+    """Render on one torch thread, as the server does on a CPU (two fight on 2 busy cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _session(sid, renderer, limits=SessionLimits(), plan_offset=0):
+    return Session(sid, "live", open_stream(renderer.audio_kind), renderer.audio_window, limits, plan_offset=plan_offset)
+
+
+def _push_in_chunks(session, wav, rng):
+    cuts = np.sort(rng.choice(np.arange(1, len(wav)), size=len(wav) // 900, replace=False))
+    for c in np.split(wav, cuts):
+        session.push_audio(c)
+
+
+def test_sessions_batched_together_equal_separate_renders(live_run, one_thread):
+    """Frames of three sessions (own audio, own place in the drive plan) rendered in shared
+    batches are the frames each session would get alone; the batches really are shared."""
+    r = HeadRenderer(live_run, "cpu")
+    rng = np.random.default_rng(1)
+    wavs = [_speech(1.2, offset_s=o) for o in (0.5, 3.0, 6.0)]
+    offsets = [0, 40, 77]
+    batcher = Batcher({"live": r}, max_batch=5)
+    sessions = [_session(f"s{k}", r, SessionLimits(max_out=100), plan_offset=o) for k, o in enumerate(offsets)]
+    for s in sessions:
+        batcher.add(s)
+    # Audio arrives interleaved, in chunks of any size; the batcher ticks in between.
+    feeds = [iter(np.split(w, np.sort(rng.choice(np.arange(1, len(w)), 20, replace=False)))) for w in wavs]
+    got = {s.id: [] for s in sessions}
+    live = set(range(3))
+    while live or batcher.pending():
+        for k in list(live):
+            chunk = next(feeds[k], None)
+            if chunk is None:
+                sessions[k].end_audio()
+                live.discard(k)
+            else:
+                sessions[k].push_audio(chunk)
+        batcher.tick()
+        for s in sessions:
+            while (f := s.take_frame()) is not None:
+                got[s.id].append(f)
+    for s, w, o in zip(sessions, wavs, offsets):
+        n = int(np.ceil(len(w) / 640))
+        want = np.concatenate(list(render_features(r, extract("mel", w, n), batch_size=n, start=o)))
+        frames = got[s.id]
+        assert [f.index for f in frames] == list(range(n))
+        assert np.abs(np.stack([f.image for f in frames]).astype(int) - want.astype(int)).max() <= 1
+    shared = [t for t in batcher.ticks if t["sessions"] > 1]
+    assert shared and max(t["size"] for t in batcher.ticks) == 5
+    assert len(batcher.ticks) < sum(len(v) for v in got.values()) / 2
+
+
+def test_a_slow_client_is_bounded_and_stalls_no_one(live_run, one_thread):
+    """A session whose frames are never taken keeps at most max_out frames and its sound
+    bounded; a session whose device queue overflows skips frames but never sound; the other
+    session gets every frame, in order, with its own input audio as sound."""
+    r = HeadRenderer(live_run, "cpu")
+    limits = SessionLimits(max_pending=6, max_out=2, max_audio_out_s=0.2)
+    batcher = Batcher({"live": r}, max_batch=8)
+    slow, ok = _session("slow", r, limits), _session("ok", r)
+    batcher.add(slow)
+    batcher.add(ok)
+    wav = _speech(1.6, offset_s=1.0)
+    rng = np.random.default_rng(2)
+    _push_in_chunks(slow, wav, rng)  # 1.6 s at once: more than max_pending frames become due
+    assert len(slow.pending) == 6 and slow.counts["skipped"] > 0
+    frames, sound = [], []
+    for c in np.array_split(wav, 16):
+        ok.push_audio(c)
+        slow.push_audio(np.zeros(640, np.float32))
+        batcher.tick()
+        while (f := ok.take_frame()) is not None:
+            frames.append(f.index)
+        while (a := ok.take_audio(320)) is not None:
+            sound.append(a)
+        assert len(slow.out) <= 2 and slow.audio_available() <= 0.2 * 16000
+    assert frames == list(range(len(frames))) and len(frames) >= 30
+    assert slow.counts["dropped"] > 0
+    pts = [p for p, _ in sound]
+    assert pts == [320 * k for k in range(len(pts))]  # no gaps, in order
+    pcm = np.concatenate([a for _, a in sound]).astype(np.float32) / 32767
+    assert np.abs(pcm - wav[: len(pcm)]).max() < 1e-4  # the sound out is the input, delayed
+    with pytest.raises(TalkgsError, match="mono float"):
+        ok.push_audio(np.zeros((2, 320), np.float32))
+    with pytest.raises(TalkgsError, match="longer than"):
+        ok.push_audio(np.zeros(16000 * 5, np.float32))
+    ok.push_audio(np.full(320, np.nan, np.float32))  # garbage samples are read as silence
+
+
+# ----------------------------------------------------------------------------- live server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(live_run):
+    """`talkgs serve` on the live head: a token, at most 2 sessions, a still head with open
+    eyes (so that only the audio moves the picture)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "talkgs", "serve", str(live_run), "--port", str(port), "--device", "cpu",
+           "--token", TOKEN, "--max-sessions", "2", "--max-batch", "8", "--idle-timeout-s", "4",
+           "--drive.pose", "still", "--drive.still-frame", str(STILL_FRAME), "--drive.blinks", "open"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    t0 = time.monotonic()
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"talkgs serve exited: {''.join(lines)}")
+        lines.append(line)
+        if line.startswith("[serve] open"):
+            break
+        if time.monotonic() - t0 > 120:
+            proc.kill()
+            pytest.fail(f"talkgs serve did not start: {''.join(lines)}")
+    threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+    yield {"url": f"http://127.0.0.1:{port}", "port": port, "proc": proc, "log": lines, "run": live_run,
+           "head": Path(live_run).name}
+    proc.terminate()
+    assert proc.wait(20) in (0, -15), "".join(lines)
+
+
+class _Loop:
+    """An event loop on a thread, so that a browser and WebRTC peers live across tests."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.t = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.t.start()
+
+    def run(self, coro, timeout=120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.t.join(10)
+
+
+RECORDER = """
+(() => {
+  // Every frame shown: mean absolute change of the mouth box since the previous frame, and the
+  // loudness of the sound being played with it (WebAudio on the received stream).
+  const v = document.getElementById('video');
+  const c = document.createElement('canvas');
+  const ctx = c.getContext('2d', {willReadFrequently: true});
+  const ac = new AudioContext();
+  const an = ac.createAnalyser();
+  an.fftSize = 1024;
+  ac.createMediaStreamSource(v.srcObject).connect(an);
+  const buf = new Float32Array(an.fftSize);
+  const box = BOX;
+  const R = window.__rec = {frames: [], stats: []};
+  let prev = null;
+  const cb = (now, meta) => {
+    if (v.videoWidth) {
+      c.width = v.videoWidth; c.height = v.videoHeight;
+      ctx.drawImage(v, 0, 0);
+      const d = ctx.getImageData(box[0], box[1], box[2] - box[0], box[3] - box[1]).data;
+      let diff = -1;
+      if (prev) {
+        diff = 0;
+        for (let i = 0; i < d.length; i += 4)
+          diff += Math.abs(d[i] - prev[i]) + Math.abs(d[i + 1] - prev[i + 1]) + Math.abs(d[i + 2] - prev[i + 2]);
+        diff /= 3 * d.length / 4;
+      }
+      prev = d.slice();
+      an.getFloatTimeDomainData(buf);
+      let e = 0;
+      for (const x of buf) e += x * x;
+      R.frames.push([performance.now(), meta.mediaTime, diff, Math.sqrt(e / buf.length), v.videoWidth, v.videoHeight]);
+    }
+    v.requestVideoFrameCallback(cb);
+  };
+  v.requestVideoFrameCallback(cb);
+  setInterval(async () => {
+    if (!window.talkgs.pc) return;
+    (await window.talkgs.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp')
+        R.stats.push([performance.now(), s.kind, s.packetsReceived, s.framesDecoded || 0, s.bytesReceived]);
+    });
+  }, 250);
+  return ac.state;
+})()
+"""
+
+
+def _own_mouth_change(run, wav, box) -> float:
+    """Median change of the mouth box between consecutive frames (grey levels) in the head's own
+    renders of the wav's speech (still head, open eyes, as the server renders it)."""
+    from talkgs.synth.drive import DriveConfig
+
+    n = int(np.ceil(len(wav) / 640))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    r = HeadRenderer(run, "cpu", drive=DriveConfig(pose="still", still_frame=STILL_FRAME, blinks="open"))
+    frames = np.concatenate(list(render_features(r, extract("mel", wav, n)[:100], batch_size=25))).astype(np.int16)
+    torch.set_num_threads(threads)
+    crop = frames[:, box[1] : box[3], box[0] : box[2]]
+    return float(np.median(np.abs(np.diff(crop, axis=0)).mean(axis=(1, 2, 3))))
+
+
+@pytest.fixture(scope="module")
+def live(server, anchor_dataset, tmp_path_factory):
+    """Chromium with the speech wav (4 s of speech, 2 s of silence, looped) as its microphone,
+    the page open with the token and a session started from the microphone button."""
+    from tests.cdp import Browser, find_chromium
+    from talkgs.media import write_wav
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed (`make test` installs Debian's package: apt-get install chromium)")
+    tmp = tmp_path_factory.mktemp("browser")
+    wav = np.concatenate([_speech(4.0, offset_s=0.3), np.zeros(2 * 16000, np.float32)])
+    mic = tmp / "mic.wav"
+    write_wav(mic, wav, 16000)
+    with np.load(anchor_dataset / "tracks.npz") as z:
+        x0, y0, x1, y1 = (z["lips_box"][STILL_FRAME] * 0.125).tolist()
+    box = [int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1))]
+    flags = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+             f"--use-file-for-fake-audio-capture={mic}"]
+    loop = _Loop()
+    state = {"loop": loop, "url": server["url"], "box": box, "tmp": tmp, "head": server["head"], "server": server,
+             "offline_mouth_change": _own_mouth_change(server["run"], wav, box)}
+
+    async def start():
+        b = Browser(binary, tmp / "profile", flags)
+        await b.__aenter__()
+        state["browser"] = b
+        page = await b.open(f"{server['url']}/?token={TOKEN}")
+        state["page"] = page
+        await page.wait_for("window.talkgs && talkgs.heads && talkgs.heads.length === 1")
+        await page.eval("document.getElementById('mic').click()")
+        await page.wait_for("talkgs.state === 'connected' && talkgs.firstFrame !== null", timeout_s=30)
+        state["ac_state"] = await page.eval(RECORDER.replace("BOX", str(box)))
+        state["t0"] = await page.eval("performance.now()")
+
+    try:
+        loop.run(start())
+        yield state
+    finally:
+        async def stop():
+            if "browser" in state:
+                await state["browser"].__aexit__(None, None, None)
+        try:
+            loop.run(stop(), timeout=30)
+        finally:
+            loop.close()
+
+
+def _frames_since(live, t_ms):
+    rows = live["loop"].run(live["page"].eval(f"window.__rec.frames.filter(r => r[0] >= {t_ms})"))
+    return np.asarray(rows, np.float64).reshape(-1, 6)
+
+
+def _rate(rows) -> float:
+    return (len(rows) - 1) / ((rows[-1, 0] - rows[0, 0]) / 1000.0)
+
+
+def test_browser_session_streams_video_and_sound(live):
+    """The page's session: frames at a steady 25 fps; the sound arrives and follows the wav's
+    speech and silence; the mouth region rests in the silence (and moves in the speech as much
+    as the head moves it); the first frame came within ~a second of the audio."""
+    page, run = live["page"], live["loop"].run
+    time.sleep(8.0)
+    rows = _frames_since(live, live["t0"] + 1000)
+    assert rows.shape[0] > 100, rows.shape
+    assert tuple(rows[-1, 4:6]) == (64, 64)
+    rate = _rate(rows)
+    gaps = np.diff(rows[:, 0])
+    assert 20.0 <= rate <= 27.0, rate
+    assert np.percentile(gaps, 95) < 100, np.percentile(gaps, [50, 95, 100])
+    # Sound arrives (packets, and the played level follows the speech and the silence).
+    stats = run(page.eval("window.__rec.stats.filter(r => r[1] === 'audio')"))
+    assert stats[-1][2] - stats[0][2] > 200, stats[-1]
+    level, diff = rows[:, 3], rows[:, 2]
+    loud, quiet = level > 0.02, level < 0.002
+    assert loud.mean() > 0.3 and quiet.mean() > 0.15, (loud.mean(), quiet.mean())
+    # The mouth region rests while the wav is silent (a still head: only audio moves the picture),
+    # and moves while it speaks as much as the head's own renders of this audio move it (the
+    # tiny CPU head hardly moves its mouth: ~0.01 grey levels, measured; a trained head does).
+    moving = diff[loud & (diff >= 0)]
+    resting = diff[quiet & (diff >= 0)]
+    assert resting.size > 20 and np.median(resting) <= 0.05, np.percentile(resting, [50, 90, 100])
+    own = live["offline_mouth_change"]
+    if own >= 0.5:
+        assert np.median(moving) >= 0.3 * own, (np.median(moving), own)
+    hello = run(page.eval("talkgs.hello"))
+    assert hello["lookahead_ms"] == pytest.approx(182.5)
+    first = run(page.eval("talkgs.firstFrame"))
+    assert first["ms_after_first_audio"] < 1500, first
+    status = run(page.eval("document.getElementById('st-fps').textContent"))
+    assert "frames/s" in status
+
+
+def test_second_session_and_a_disconnect_leave_the_first_alone(live):
+    from talkgs.serve.client import LiveClient
+    from talkgs.serve.webrtc import restrict_ice_addresses
+
+    restrict_ice_addresses("127.0.0.1")
+    page, run = live["page"], live["loop"].run
+    t_start = run(page.eval("performance.now()"))
+
+    async def second():
+        c = LiveClient(live["url"], live["head"], _speech(6.0, offset_s=2.0), token=TOKEN)
+        await c.connect()
+        await asyncio.sleep(3.0)
+        rep = c.report(t0=c.t_connect + 1.0)
+        await c.pc.close()  # gone mid-stream, without saying goodbye
+        return rep
+
+    rep = run(second())
+    t_gone = run(page.eval("performance.now()"))
+    time.sleep(2.5)
+    # Both are served at once (on 2 CPU cores two sessions share one core's worth of rendering;
+    # on a GPU each holds 25 fps, see bench/serve.py), ...
+    both = _frames_since(live, t_start + 1000)
+    both = both[both[:, 0] < t_gone]
+    assert rep["fps"] > 12 and rep["frames"] > 25 and rep["latency_ms_p50"] is not None, rep
+    assert _rate(both) > 12, _rate(both)
+    # ... and the one that vanished mid-stream is cleaned up while the first streams on at full rate.
+    after = _frames_since(live, t_gone + 500)
+    assert _rate(after) > 20, _rate(after)
+    assert np.percentile(np.diff(after[:, 0]), 95) < 100
+    status = run(_get(live["url"] + "/api/status", TOKEN))
+    assert len(status["sessions"]) == 1, status
+
+
+async def _get(url, token=None):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers={"X-Talkgs-Token": token} if token else {}) as r:
+            return await r.json()
+
+
+async def _post(url, body, token=None):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body, headers={"X-Talkgs-Token": token} if token else {}) as r:
+            return r.status, await r.json(content_type=None)
+
+
+def test_bad_input_gets_a_clear_message_and_the_others_keep_streaming(live):
+    from talkgs.serve.client import LiveClient, Refused
+    from talkgs.serve.webrtc import restrict_ice_addresses
+
+    restrict_ice_addresses("127.0.0.1")
+    from tests.cdp import Browser
+
+    run, url, b = live["loop"].run, live["url"], live["browser"]
+    t_start = run(live["page"].eval("performance.now()"))
+
+    async def scenario():
+        out = {}
+        # No microphone permission (a browser that denies permission prompts), then a non-audio file.
+        b2 = Browser(b.binary, live["tmp"] / "profile-denied", ["--use-fake-device-for-media-stream",
+                                                                 "--deny-permission-prompts"])
+        await b2.__aenter__()
+        p = await b2.open(f"{url}/?token={TOKEN}")
+        await p.wait_for("talkgs.heads && talkgs.heads.length === 1")
+        await p.eval("document.getElementById('mic').click()")
+        out["denied"] = await p.wait_for(
+            "talkgs.messages.length > 1 && talkgs.messages[talkgs.messages.length - 1].msg")
+        junk = live["tmp"] / "notes.txt"
+        junk.write_text("not audio at all\n" * 100)
+        doc = await p.send("DOM.getDocument")
+        node = await p.send("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="#file")
+        await p.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(junk)])
+        out["junk"] = await p.wait_for(
+            "talkgs.messages.length > 2 && talkgs.messages[talkgs.messages.length - 1].msg")
+        await b2.__aexit__(None, None, None)
+        # Without the token: the page says so, the API refuses.
+        p = await b.open(f"{url}/")
+        out["no_token_page"] = await p.wait_for("talkgs.messages.length && talkgs.messages[0].msg")
+        await p.close()
+        head = live["head"]
+        out["wrong_token"] = await _post(url + "/api/offer", f'{{"head": "{head}", "type": "offer", "sdp": "x"}}', "wrong")
+        out["garbage"] = await _post(url + "/api/offer", b"\x00\xff garbage", TOKEN)
+        out["bad_sdp"] = await _post(url + "/api/offer", f'{{"head": "{head}", "type": "offer", "sdp": "v=0 junk"}}', TOKEN)
+        out["bad_head"] = await _post(url + "/api/offer", '{"head": "other", "type": "offer", "sdp": "x"}', TOKEN)
+        # A client that never reads its video takes the second (last) place; a third is refused.
+        mute = LiveClient(url, live["head"], _speech(3.0), token=TOKEN, read_video=False)
+        await mute.connect()
+        await asyncio.sleep(1.5)
+        try:
+            extra = LiveClient(url, live["head"], _speech(1.0), token=TOKEN)
+            await extra.connect()
+            out["full"] = None
+        except Refused as e:
+            out["full"] = (e.status, e.message)
+        await asyncio.sleep(1.0)
+        out["status"] = await _get(url + "/api/status", TOKEN)
+        await mute.close()
+        return out
+
+    out = run(scenario())
+    assert "Microphone permission was denied" in out["denied"], out["denied"]
+    assert "notes.txt is not an audio file" in out["junk"], out["junk"]
+    assert "token" in out["no_token_page"], out["no_token_page"]
+    assert out["wrong_token"][0] == 401 and "token" in out["wrong_token"][1]["error"]
+    assert out["garbage"][0] == 400 and "not JSON" in out["garbage"][1]["error"]
+    assert out["bad_sdp"][0] == 400 and "offer was refused" in out["bad_sdp"][1]["error"]
+    assert out["bad_head"][0] == 404 and "unknown head" in out["bad_head"][1]["error"]
+    assert out["full"] is not None and out["full"][0] == 503 and "full" in out["full"][1], out["full"]
+    assert out["status"]["refused"] >= 1 and len(out["status"]["sessions"]) == 2
+    rows = _frames_since(live, t_start)
+    assert _rate(rows[rows[:, 0] > rows[0, 0] + 1000]) > 12  # served all along (two sessions for a while)
+    assert live["server"]["proc"].poll() is None
+    time.sleep(1.5)
+    assert _rate(_frames_since(live, run(live["page"].eval("performance.now()")) - 1000)) > 20
+
+
+def test_serve_refuses_bad_command_lines(live_run, tmp_path):
+    def serve(*args):
+        r = subprocess.run([sys.executable, "-m", "talkgs", "serve", *args], capture_output=True, text=True, timeout=60)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("talkgs:"), r.stderr
+        return lines[0]
+
+    assert "needs --token" in serve(str(live_run), "--host", "0.0.0.0")
+    assert "does not exist" in serve(str(tmp_path / "nope"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert "cannot listen" in serve(str(live_run), "--port", str(s.getsockname()[1]))
