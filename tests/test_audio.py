@@ -172,3 +172,12 @@ def test_stream_flush_rejects_too_few_frames():
     s.push(np.zeros(5 * 640, np.float32))
     with pytest.raises(AudioFeatureError, match="n_frames"):
         s.flush(3)
+
+
+def test_stream_lookahead_is_when_a_frame_comes_out():
+    s = MelStream()
+    ahead = int(round(s.lookahead_ms * SR / 1000))
+    assert ahead == 1000  # 62.5 ms
+    got = s.push(np.zeros(640 * 3 + ahead - 1, np.float32))
+    assert got.shape[0] == 2 and s.frames_emitted == 2  # frame 2 still waits for one sample
+    assert s.push(np.zeros(1, np.float32)).shape[0] == 1 and s.frames_emitted == 3

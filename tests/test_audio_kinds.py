@@ -37,7 +37,7 @@ def test_every_kind_is_registered_without_importing_heavy_modules():
         "print(sorted(A.REGISTRY), 'pocketsphinx' in sys.modules, 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['deepspeech', 'hubert', 'mel', 'phones', 'phones_mel'] False False"
+    assert out.strip() == "['deepspeech', 'hubert', 'mel', 'phones', 'phones_mel', 'whisper', 'whisper_base'] False False"
     assert REGISTRY["phones"].requires == ("pocketsphinx",)
     assert REGISTRY["hubert"].requires == ("transformers",)
     shapes = {k: REGISTRY[k].shape for k in ("phones", "phones_mel", "hubert", "deepspeech")}

@@ -4,11 +4,13 @@
 video frame, centred on the frame centre, zero-padded at the ends. Kinds: see
 ``available_kinds()``; ``mel`` is built in (numpy only, runs everywhere). ``phones`` and
 ``phones_mel`` need pocketsphinx, ``hubert`` needs transformers and local weights,
-``deepspeech`` can only be imported (``load_feature_file``). Importing this package registers
-every kind without importing pocketsphinx or transformers.
+``whisper`` / ``whisper_base`` need transformers and the hash-pinned weight packages (or local
+weights), ``deepspeech`` can only be imported (``load_feature_file``). Importing this package
+registers every kind without importing pocketsphinx or transformers.
 
 Live input goes through ``open_stream(kind)`` (:mod:`talkgs.audio.stream`): push 16 kHz
-chunks, get each frame's window as soon as it is final; ``mel`` streams (``MelStream``).
+chunks, get each frame's window as soon as it is final; ``mel`` (``MelStream``, equal to
+``extract``), ``whisper`` and ``whisper_base`` (``WhisperStream``, close to ``extract``) stream.
 """
 
 from talkgs.audio.registry import REGISTRY, FeatureKind, available_kinds, extract, get_kind, register
@@ -17,6 +19,8 @@ from talkgs.audio import mel as _mel  # noqa: F401  (registers the "mel" kind)
 from talkgs.audio.mel import MelStream, extract_mel, mel_windows
 from talkgs.audio import phones as _phones  # noqa: F401  (registers "phones", "phones_mel")
 from talkgs.audio import hubert as _hubert  # noqa: F401  (registers "hubert")
+from talkgs.audio import whisper as _whisper  # noqa: F401  (registers "whisper", "whisper_base")
+from talkgs.audio.whisper import WhisperStream
 from talkgs.audio import imported as _imported  # noqa: F401  (registers "deepspeech")
 from talkgs.audio.imported import load_feature_file
 
@@ -25,6 +29,7 @@ __all__ = [
     "FeatureKind",
     "FeatureStream",
     "MelStream",
+    "WhisperStream",
     "available_kinds",
     "extract",
     "extract_mel",

@@ -104,6 +104,10 @@ def add_features(
         meta = json.loads((root / fmt.META).read_text())
         audio = meta.setdefault("audio", {"sample_rate": 16000, "features": {}})
         entry = {"file": path.name, "shape": list(feats.shape)}
+        chosen = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in opts.items()
+                  if v is not None and k not in ("device", "progress")} if import_path is None else {}
+        if chosen:
+            entry["options"] = chosen  # e.g. a non-default model or layer: render needs the same
         if import_path is not None:
             entry["from"] = "imported"  # as talkgs.interop.import_tg marks imported kinds
         audio.setdefault("features", {})[kind] = entry

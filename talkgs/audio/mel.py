@@ -158,7 +158,8 @@ class MelStream:
     (a :class:`talkgs.audio.stream.FeatureStream`).
 
     ``push(chunk)`` returns the windows ``[n, 16, 80]`` of the video frames that became
-    complete: frame i needs samples up to 640 i + 1640, i.e. 62.5 ms past its own end.
+    complete: frame i needs samples up to 640 i + 1640, i.e. 62.5 ms past its own end
+    (``lookahead_ms``).
     ``flush(n_frames=None)`` ends the stream and returns the remaining windows of a clip of
     ``n_frames`` frames (default: ceil(samples / 640)). Concatenated, the outputs equal
     ``extract_mel(all_samples, n_frames)``. Memory stays bounded (about 1.2k samples kept).

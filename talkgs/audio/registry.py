@@ -5,8 +5,9 @@ features per frame, ``float32 [N, W, C]``, centred on the frame centre (see
 ``talkgs.conventions``). Kinds register themselves with :func:`register`; optional ones
 name the modules they need (``requires``) so that :func:`available_kinds` lists only
 those that can run here. Kinds: ``mel`` (numpy), ``phones`` and ``phones_mel``
-(pocketsphinx), ``hubert`` (transformers, local weights) and ``deepspeech`` (import only,
-see :func:`talkgs.audio.load_feature_file`).
+(pocketsphinx), ``hubert`` (transformers, local weights), ``whisper`` and ``whisper_base``
+(transformers, pinned weight packages) and ``deepspeech`` (import only, see
+:func:`talkgs.audio.load_feature_file`).
 """
 
 from __future__ import annotations

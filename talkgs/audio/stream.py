@@ -2,7 +2,9 @@
 
 A :class:`FeatureStream` turns mono 16 kHz float32 audio arriving in chunks of any size into
 the per-frame feature windows ``[n, W, C]`` of one kind, each as soon as it is final, i.e.
-equal to what :func:`talkgs.audio.extract` gives for the same frame of the whole audio:
+equal to what :func:`talkgs.audio.extract` gives for the same frame of the whole audio (the
+Whisper kinds' streams cannot see the audio after their lookahead, so theirs are close to it
+instead, as measured in :mod:`talkgs.audio.whisper`):
 
 - ``push(chunk [S]) -> [n, W, C]``: the frames that became final with this chunk;
 - ``flush(n_frames=None) -> [m, W, C]``: end of input, the remaining frames (the clip's end

@@ -1,0 +1,155 @@
+"""Audio feature extraction speed: seconds of compute per minute of audio and real-time factor
+for mel, whisper (tiny.en) and whisper_base, on the CPU (torch threads = --threads) and on CUDA
+when available; plus the cost of one WhisperStream step (one 30 s encoder window).
+
+    python bench/audio_features.py [--dataset DATASET] [--seconds 60] [--threads 2]
+        [--whisper-model tiny.en] [--whisper-base-model base] [--out bench/results/audio_features_cpu.json]
+
+Audio: the first --seconds of DATASET/audio.wav, else a deterministic synthetic signal (the
+cost does not depend on the content). Each kind is loaded and run once on 5 s first (the load
+time is reported apart), then timed --repeat times on the whole audio (median). Prints a table
+and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from talkgs.audio import extract  # noqa: E402
+from talkgs.audio import whisper as W  # noqa: E402
+
+SR = 16000
+
+
+def synthetic(seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * SR)) / SR
+    env = 0.3 + 0.25 * np.sin(2 * np.pi * 3.0 * t)
+    return (env * (0.2 * rng.standard_normal(t.shape[0]) + 0.3 * np.sin(2 * np.pi * (200 + 5 * t) * t))).astype(np.float32)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_kind(kind: str, wav: np.ndarray, device: str, opts: dict, repeat: int) -> dict:
+    n = wav.shape[0] // 640
+    t0 = time.perf_counter()
+    extract(kind, wav[: 5 * SR], 5 * 25, **opts)  # load + warm-up
+    sync(device)
+    load_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f = extract(kind, wav, n, **opts)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    sec = statistics.median(times)
+    audio_s = wav.shape[0] / SR
+    return {"kind": kind, "device": device, "shape": list(f.shape), "first_call_s": load_s, "seconds": sec,
+            "runs_s": times, "s_per_audio_min": sec * 60.0 / audio_s, "rtf": sec / audio_s, "x_realtime": audio_s / sec}
+
+
+def time_stream(kind: str, model, device: str, repeat: int) -> dict:
+    """One WhisperStream step = one 30 s encoder window at the default layer."""
+    enc = W.load_encoder(model, kind, None, device)
+    x = synthetic(30.0)[None]
+    W.encode(enc, x)
+    sync(device)
+    times = []
+    for _ in range(max(repeat, 3)):
+        t0 = time.perf_counter()
+        W.encode(enc, x)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    ms = statistics.median(times) * 1000
+    return {"kind": kind, "device": device, "layer": enc.layers[0], "window_ms": ms,
+            "min_hop_frames_realtime": int(np.ceil(ms / 40.0))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, default=None)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--whisper-model", default=None, help="default: $TALKGS_WHISPER_MODEL, else tiny.en")
+    ap.add_argument("--whisper-base-model", default=None, help="default: $TALKGS_WHISPER_BASE_MODEL, else base")
+    ap.add_argument("--kinds", nargs="+", default=["mel", "whisper", "whisper_base"])
+    ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    ap.add_argument("--out", type=Path, default=REPO / "bench/results/audio_features_cpu.json")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.dataset is not None:
+        from talkgs.media import read_wav
+
+        wav, sr = read_wav(args.dataset / "audio.wav")
+        assert sr == SR
+        wav = wav[: int(args.seconds * SR)].astype(np.float32)
+        source = str(args.dataset / "audio.wav")
+    else:
+        wav = synthetic(args.seconds)
+        source = "synthetic"
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    models = {"whisper": args.whisper_model, "whisper_base": args.whisper_base_model}
+    rows, streams = [], []
+    for dev in devices:
+        for kind in args.kinds:
+            opts = {} if kind == "mel" else {"model": models[kind], "device": dev}
+            if kind == "mel" and dev != "cpu":
+                continue  # numpy only
+            try:
+                rows.append(time_kind(kind, wav, dev, opts, args.repeat))
+                if kind != "mel":
+                    streams.append(time_stream(kind, models[kind], dev, args.repeat))
+            except Exception as e:  # noqa: BLE001 - report and go on with the other kinds
+                print(f"{kind} on {dev}: {e}", file=sys.stderr)
+                rows.append({"kind": kind, "device": dev, "error": str(e)})
+            print(f"  {kind} on {dev}: done", flush=True)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    result = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "torch_threads": args.threads, "gpu": gpu, "load_average": os.getloadavg()},
+        "audio": source, "audio_s": wav.shape[0] / SR,
+        "whisper_models": {k: str(v) if v else None for k, v in models.items()},
+        "rows": rows, "stream_step": streams,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{result['audio_s']:.0f} s of audio ({source}); CPU threads {args.threads}; GPU {gpu}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'kind':<14}{'device':<8}{'[W, C]':<10}{'s / audio min':>14}{'RTF':>9}{'x realtime':>12}{'first call s':>14}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['kind']:<14}{r['device']:<8}error: {r['error']}")
+            continue
+        wc = "x".join(str(v) for v in r["shape"][1:])
+        print(f"{r['kind']:<14}{r['device']:<8}{wc:<10}{r['s_per_audio_min']:>14.3f}{r['rtf']:>9.4f}{r['x_realtime']:>12.1f}"
+              f"{r['first_call_s']:>14.2f}")
+    if streams:
+        print(f"\n{'stream step':<14}{'device':<8}{'layer':>6}{'ms / window':>13}{'min hop (frames) for real time':>32}")
+        for s in streams:
+            print(f"{s['kind']:<14}{s['device']:<8}{s['layer']:>6}{s['window_ms']:>13.1f}{s['min_hop_frames_realtime']:>32}")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
