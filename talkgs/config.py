@@ -268,6 +268,9 @@ class EvalConfig:
     boxes, padded; compact to save) or the full frame."""
     save_renders: bool = False
     """Save the renders for --lips-only even where MediaPipe is installed (to check that path)."""
+    lips_codec: Literal["compact", "lossless"] = "compact"
+    """How those renders are saved: compact (H.264 with PyAV, else MPEG-4 Part 2 through OpenCV;
+    a few kB per frame, slightly perturbs MediaPipe) or lossless (FFV1, bit-exact, ~20x larger)."""
     video: bool = True
     """Write the side-by-side val video (ground truth | render) with the audio."""
     progress: bool = True

@@ -358,16 +358,41 @@ def label_area_scores(sec: Section, max_lag: int) -> dict:
     return s
 
 
-def _save_render(path: Path, frames: np.ndarray) -> None:
-    """A compact video of rendered frames for the lip metrics: H.264 crf 12 with PyAV, else
-    MPEG-4 Part 2 through OpenCV (the GPU machine)."""
+def save_render(path: Path, frames: np.ndarray, codec: str = "compact") -> Path:
+    """Save rendered frames for the lip metrics; returns the file written (its suffix follows
+    the codec). ``compact``: H.264 crf 12 with PyAV, else MPEG-4 Part 2 through OpenCV (the GPU
+    machine); ``lossless``: FFV1 through OpenCV (bit-exact, ~20x larger)."""
     from talkgs.media import write_video, write_video_silent_cv2
     from talkgs.media._backend import import_av
 
+    if codec == "lossless":
+        return _write_ffv1(path.with_suffix(".avi"), frames)
+    path = path.with_suffix(".mp4")
     if import_av() is not None:
         write_video(path, frames, crf=12, preset="fast")
     else:
         write_video_silent_cv2(path, frames)
+    return path
+
+
+def _write_ffv1(path: Path, frames: np.ndarray) -> Path:
+    """Lossless FFV1 in AVI through OpenCV (its FFmpeg has the encoder; no PyAV needed)."""
+    import cv2
+
+    from talkgs.errors import MediaError
+    from talkgs.fsutil import atomic_path
+
+    h, w = frames.shape[1:3]
+    with atomic_path(path, suffix=".avi") as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (w, h))
+        if not writer.isOpened():
+            raise MediaError(f"{path}: OpenCV cannot write FFV1 here (use --lips-codec compact)")
+        try:
+            for f in frames:
+                writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+    return path
 
 
 # --------------------------------------------------------------------------- eval
@@ -428,7 +453,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     lips_dir = out_dir / LIPS_DIR
     if lips_dir.is_dir():  # renders of an earlier eval must not be completed against this one
         for p in lips_dir.iterdir():
-            if p.suffix in (".mp4", ".npz"):
+            if p.suffix in (".mp4", ".avi", ".npz"):
                 p.unlink()
     metrics = {
         "run": str(run),
@@ -471,8 +496,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             entry["per_frame"].update(pf)
         if save:
             lips_dir.mkdir(exist_ok=True)
-            rel = f"{LIPS_DIR}/{sec.file_key}.mp4"
-            _save_render(out_dir / rel, crop)
+            rel = save_render(lips_dir / sec.file_key, crop, cfg.lips_codec).relative_to(out_dir).as_posix()
             box = sec.face_box if cfg.render_crop == "face" else (0, 0, renderer.width, renderer.height)
             entry["lips_render"] = {"file": rel, "size": [int(crop.shape[2]), int(crop.shape[1])], "box": list(box)}
             inputs[f"{sec.file_key}__mouth_open"] = sec.gt_open
@@ -495,10 +519,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     if inputs:
         np.savez_compressed(lips_dir / "inputs.npz", **inputs)
     if mp_missing is not None and save:
-        size = sum(p.stat().st_size for p in lips_dir.iterdir()) / 2**20
+        size = sum(p.stat().st_size for p in lips_dir.iterdir())
+        size_s = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} kB"
         metrics["notes"]["lips"] = (
-            f"lip metrics pending: {mp_missing}. The renders they need are in {lips_dir} ({size:.1f} MiB, "
-            f"{cfg.render_crop} {'crop' if cfg.render_crop == 'face' else 'frames'}); complete the report on a "
+            f"lip metrics pending: {mp_missing}. The renders they need are in {lips_dir} ({size_s}, "
+            f"{cfg.render_crop} {'crop' if cfg.render_crop == 'face' else 'frames'}, {cfg.lips_codec}); complete the report on a "
             f"machine with talkgs[prepare] (MediaPipe), from {out_dir} alone: talkgs eval {run} --lips-only"
         )
         metrics["lips_pending"] = True
@@ -628,7 +653,7 @@ def section_label(name: str, entry: dict) -> str:
 def summary_table(metrics: dict) -> list[str]:
     """The report's lip-sync table, one row per section."""
     head = (f"{'section':<22}{'frames':>7}{'mouth r':>9}{'amp':>7}{'LMD px':>8}{'offset':>8}"
-            f"{'area r':>8}{'area amp':>9}{'area off':>9}")
+            f"{'area r':>9}{'area amp':>10}{'area off':>10}")
     lines = [head]
     for name, e in metrics.get("sections", {}).items():
         lips = e.get("lips", {})
@@ -636,8 +661,8 @@ def summary_table(metrics: dict) -> list[str]:
         lines.append(
             f"{section_label(name, e):<22}{e['n_frames']:>7}{_fmt(lips.get('r'), '.3f', 9)}"
             f"{_fmt(lips.get('amplitude'), '.2f', 7)}{_fmt(lips.get('lmd_px'), '.2f', 8)}"
-            f"{_fmt(lips.get('offset'), '+d', 8)}{_fmt(la.get('r'), '.3f', 8)}"
-            f"{_fmt(la.get('amplitude'), '.2f', 9)}{_fmt(la.get('offset'), '+d', 9)}"
+            f"{_fmt(lips.get('offset'), '+d', 8)}{_fmt(la.get('r'), '.3f', 9)}"
+            f"{_fmt(la.get('amplitude'), '.2f', 10)}{_fmt(la.get('offset'), '+d', 10)}"
         )
     return lines
 
