@@ -6,7 +6,8 @@ clip) with `talkgs eval`, print ONE table and write JSON.
         [--train-flags "--quick --image-scale 0.125 --device cpu"] [--eval-flags "--device cpu"] \\
         [--copy-eval-to DIR] [--out bench/results/lipsync.json]
 
-A variant is NAME=EXTRA_TRAIN_FLAGS (flags of `talkgs train`, added after --train-flags). Each
+A variant is NAME=EXTRA_TRAIN_FLAGS (flags of `talkgs train`, added after --train-flags; write
+a single flag value as --train-flags=--quick, so argparse does not read it as its own). Each
 variant is one job: `talkgs train DATASET -o RUNS/NAME ...` then `talkgs eval RUNS/NAME --drive ...`,
 run as subprocesses; jobs run side by side, --jobs-per-gpu on each of --gpus (CUDA_VISIBLE_DEVICES
 per job; no --gpus: one job at a time, on whatever the subprocess picks). --time-limit stops
@@ -231,9 +232,12 @@ def table(results: dict) -> list[str]:
     return lines
 
 
-def collect(name: str, run: Path, flags: str | None = None) -> dict:
+def collect(name: str, run: Path, flags: str | None = None, record: dict | None = None) -> dict:
+    """A variant's row data: this bench's job record (else the one saved in RUN) and its eval."""
     rec_path = run / JOB_FILE
-    rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {"status": "done"}
+    if record is None:
+        record = json.loads(rec_path.read_text()) if rec_path.is_file() else {"status": "done"}
+    rec = record
     out = {"run": str(run), "flags": flags if flags is not None else rec.get("flags"), "status": rec.get("status"),
            "train_s": rec.get("train_s"), "eval_s": rec.get("eval_s"), "gpu": rec.get("gpu")}
     mpath = run / "eval" / "metrics.json"
@@ -281,6 +285,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     py = [sys.executable, "-m", "talkgs"]
+    records: dict[str, dict] = {}
     if args.lips_only:
         for name, run in runs.items():
             print(f"[lipsync] {name}: talkgs eval {run} --lips-only", flush=True)
@@ -302,6 +307,7 @@ def main() -> int:
         gpus = [g for g in args.gpus.split(",") if g.strip()]
         run_jobs(jobs, gpus, max(1, args.jobs_per_gpu), args.time_limit)
         for j in jobs:
+            records[j.name] = j.record
             if not j.run.is_dir():
                 continue
             path = j.run / JOB_FILE
@@ -317,7 +323,7 @@ def main() -> int:
         "gpus": args.gpus, "jobs_per_gpu": args.jobs_per_gpu, "time_limit_s": args.time_limit,
         "wall_s": round(time.perf_counter() - t0, 1),
         "offset_sign": "offset > 0: the render's mouth moves later than the ground truth's (frames)",
-        "variants": {name: collect(name, run, variants.get(name)) for name, run in runs.items()},
+        "variants": {name: collect(name, run, variants.get(name), records.get(name)) for name, run in runs.items()},
     }
     if args.copy_eval_to is not None:
         for name, run in runs.items():
