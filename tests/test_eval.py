@@ -24,6 +24,7 @@ from talkgs.metrics.lips import amplitude_ratio, best_lag, lagged_correlations, 
 from talkgs.model.head import ground_truth_on_plate
 from talkgs.synth.drive import DriveConfig, drive_plan
 from talkgs.synth.evaluate import (
+    _check_drive_datasets,
     save_render,
     drive_features,
     evaluate,
@@ -267,14 +268,24 @@ def test_report_completes_on_a_cpu_after_a_machine_without_mediapipe(report, tra
 
 
 def test_drive_features_come_from_the_wav_when_the_clip_has_none(trained, excerpt_dataset, tmp_path):
+    """A drive clip needs only meta.json, tracks.npz and its audio (labels.npz adds the label-area
+    signal): e.g. a copy carried to the GPU machine without frames.mp4."""
     other = tmp_path / "other"
-    shutil.copytree(excerpt_dataset, other, ignore=shutil.ignore_patterns("audio_*.npy"))
+    shutil.copytree(excerpt_dataset, other, ignore=shutil.ignore_patterns("audio_*.npy", "frames.mp4", "labels.npz"))
+    assert _check_drive_datasets((other, excerpt_dataset)) == [("drive:other", other), ("drive:excerpt", excerpt_dataset)]
+    (other / fmt.TRACKS).rename(tmp_path / "tracks.npz")
+    with pytest.raises(TalkgsError, match="has no tracks.npz"):
+        _check_drive_datasets((other,))
+    (tmp_path / "tracks.npz").rename(other / fmt.TRACKS)
     r = HeadRenderer(trained[3], "cpu", drive=None)
     n = fmt.read_meta(other)["n_frames"]
     computed = drive_features(r, other, n)
     stored = np.load(excerpt_dataset / "audio_mel.npy").astype(np.float32)
     assert computed.shape == stored.shape == (n, 16, 80)
     assert np.abs(computed - stored).max() < 0.02 * np.abs(stored).max()  # float16 storage
+    (other / fmt.AUDIO).unlink()
+    with pytest.raises(TalkgsError, match="neither audio_mel.npy nor audio.wav"):
+        drive_features(r, other, n)
 
 
 def test_bad_eval_input_fails_before_rendering(trained, tmp_path):

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from talkgs.config import EvalConfig
+from talkgs.conventions import SAMPLE_RATE
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, load_dataset
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, TalkgsError
@@ -85,7 +86,8 @@ class Section:
 
     frames_u8   uint8 [N, H, W, 3] the render (host memory)
     area        float [N] visible inside-mouth area of the render (render pixels)
-    gt_area     float [N] mouth-interior label area of the ground truth (its own pixels)
+    gt_area     float [N] mouth-interior label area of the ground truth (its own pixels); None
+                without labels (a drive clip carried without its labels.npz)
     gt_open     float [N] ground-truth mouth opening (tracks.npz mouth_open)
     gt_lips     float [N, 40, 2] ground-truth lip points in original-frame pixels (replay only)
     face_box    [4] x0, y0, x1, y1 (render pixels): where the face is in every frame
@@ -96,7 +98,7 @@ class Section:
     info: dict
     frames_u8: np.ndarray
     area: np.ndarray
-    gt_area: np.ndarray
+    gt_area: np.ndarray | None
     gt_open: np.ndarray
     gt_lips: np.ndarray | None
     face_box: tuple[int, int, int, int]
@@ -257,9 +259,11 @@ def drive_features(renderer: HeadRenderer, root: Path, n: int) -> np.ndarray:
     if path.is_file():
         feats = load_feature_file(path, renderer.audio_kind, n)
     else:
+        if not (root / fmt.AUDIO).is_file():
+            raise DatasetError(f"drive dataset {root} has neither {path.name} nor {fmt.AUDIO}")
         wav, sr = read_wav(root / fmt.AUDIO)
-        if sr != 16000:
-            raise DatasetError(f"{root / fmt.AUDIO} is {sr} Hz; a prepared dataset's audio is 16 kHz")
+        if sr != SAMPLE_RATE:
+            raise DatasetError(f"{root / fmt.AUDIO} is {sr} Hz; a prepared dataset's audio is {SAMPLE_RATE} Hz")
         feats = extract(renderer.audio_kind, wav, n)
     renderer.check_features(feats)
     return feats
@@ -274,16 +278,16 @@ def mouth_label_area(root: Path, n: int, chunk: int = 64) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-def render_drive(renderer: HeadRenderer, name: str, root: Path, cfg: EvalConfig) -> Section:
-    """The head says another prepared clip's audio with its default drive plan; ground truth =
-    that clip's own mouth opening and mouth-interior label area."""
+def render_drive(renderer: HeadRenderer, name: str, root: Path, features: np.ndarray, cfg: EvalConfig) -> Section:
+    """The head says another prepared clip's audio (its ``features [N, W, C]``, all frames) with
+    its default drive plan; ground truth = that clip's own mouth opening and mouth-interior
+    label area (when it has labels.npz)."""
     from tqdm import tqdm
 
-    meta = fmt.read_meta(root)
-    n_clip = int(meta["n_frames"])
+    n_clip = features.shape[0]
     n = n_clip if cfg.drive_frames is None else min(n_clip, cfg.drive_frames)
     # All of the clip's features: the windows of the last rendered frames see the real audio after them.
-    feats = torch.as_tensor(drive_features(renderer, root, n_clip)).to(renderer.device, torch.float32)
+    feats = torch.as_tensor(features).to(renderer.device, torch.float32)
     renderer.set_drive(DriveConfig())
     renders, areas = [], []
     t0 = time.perf_counter()
@@ -305,7 +309,7 @@ def render_drive(renderer: HeadRenderer, name: str, root: Path, cfg: EvalConfig)
         info={"kind": "drive", "dataset": str(root), "frames": [0, n], "n_frames": n,
               "drive": {"pose": drive.pose, "segment": list(renderer.segment), "blinks": drive.blinks}},
         frames_u8=torch.cat(renders).numpy(), area=torch.cat(areas).double().numpy(),
-        gt_area=mouth_label_area(root, n), gt_open=gt_open, gt_lips=None,
+        gt_area=mouth_label_area(root, n) if (root / fmt.LABELS).is_file() else None, gt_open=gt_open, gt_lips=None,
         face_box=union_box(boxes, renderer.width, renderer.height), render_s=render_s,
     )
 
@@ -352,6 +356,8 @@ def lip_scores(frames_u8: np.ndarray, gt_open: np.ndarray, gt_lips: np.ndarray |
 
 
 def label_area_scores(sec: Section, max_lag: int) -> dict:
+    if sec.gt_area is None:
+        return {"note": f"{sec.info['dataset']} has no {fmt.LABELS}"}
     s = sync_scores(sec.area, sec.gt_area, max_lag)
     if sec.kind != "replay":  # the other clip's labels are at its own size: no amplitude
         s.pop("amplitude")
@@ -399,13 +405,15 @@ def _write_ffv1(path: Path, frames: np.ndarray) -> Path:
 
 
 def _check_drive_datasets(paths: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """``[(section name, root)]`` of the --drive datasets; one-line errors for what is not a
+    prepared dataset. A drive clip needs meta.json, tracks.npz and its audio (audio_<kind>.npy or
+    audio.wav); labels.npz (for the label-area signal) and frames.mp4 are optional."""
     out, seen = [], set()
     for p in paths:
         p = Path(p)
         fmt.read_meta(p)  # one-line DatasetError for anything that is not a prepared dataset
-        for f in (fmt.TRACKS, fmt.LABELS):
-            if not (p / f).is_file():
-                raise DatasetError(f"drive dataset {p} has no {f}")
+        if not (p / fmt.TRACKS).is_file():
+            raise DatasetError(f"drive dataset {p} has no {fmt.TRACKS}")
         name = p.resolve().name
         k = 2
         base = name
@@ -444,6 +452,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         tr_a, tr_b = train_block(renderer, cfg.train_block) if cfg.train_block > 0 else (0, 0)
     feats = load_dataset(renderer.root, device, audio_kind=renderer.audio_kind, frame_range=(lo, hi),
                          scale=renderer.scale, load_images=False).audio
+    # Every drive clip's features before any rendering: a missing or wrong feature file fails now.
+    drive_feats = [drive_features(renderer, root, int(fmt.read_meta(root)["n_frames"])) for _, root in drives]
     lp, lp_note = _try_lpips(device, cfg.lpips)
     mp_missing = mediapipe_missing() if cfg.lip_metrics else "disabled (--no-lip-metrics)"
     save = cfg.save_renders or (mp_missing is not None and cfg.lip_metrics)
@@ -485,7 +495,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         entry["label_area"] = label_area_scores(sec, cfg.max_lag)
         entry["per_frame"] = {
             "visible_mouth_area": [float(x) for x in sec.area],
-            "label_area": [float(x) for x in sec.gt_area],
+            **({"label_area": [float(x) for x in sec.gt_area]} if sec.gt_area is not None else {}),
             "mouth_open_gt": [float(x) for x in sec.gt_open],
             **(sec.image or {}),
         }
@@ -514,8 +524,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     del val
     if tr_b > tr_a:
         finish(render_replay(renderer, "train", (tr_a, tr_b), feats, lo, cfg, lp))
-    for name, root in drives:
-        finish(render_drive(renderer, name, root, cfg))
+    for (name, root), f in zip(drives, drive_feats):
+        finish(render_drive(renderer, name, root, f, cfg))
     if inputs:
         np.savez_compressed(lips_dir / "inputs.npz", **inputs)
     if mp_missing is not None and save:
