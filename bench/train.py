@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from talkgs.config import EvalConfig, TrainConfig  # noqa: E402
-from talkgs.train.evaluate import evaluate  # noqa: E402
+from talkgs.synth.evaluate import evaluate  # noqa: E402
 from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
 
 
@@ -31,13 +31,13 @@ def write_snapshot(trainer, path: Path, n: int = 4) -> None:
     import cv2
     import numpy as np
 
-    from talkgs.model.head import ground_truth_on_plate
-    from talkgs.train.evaluate import render_frames
+    from talkgs.model.head import ground_truth_on_plate, torso_background
 
     ds, cond, model = trainer.ds, trainer.cond, trainer.model.eval()
     idx = ds.val_idx[torch.linspace(0, ds.val_idx.numel() - 1, n).long()]
-    full = render_frames(model, cond, idx, ds.width, ds.height)
     viewmats, Ks = cond.cameras(idx)
+    bg = torso_background(ds.frames[idx], ds.labels[idx], ds.background)
+    full = model.render_frames(cond.audio(idx), cond.eye_all[idx], viewmats, Ks, ds.width, ds.height, bg).image
     d = model.deform("face", cond.audio(idx), cond.eye_all[idx])
     face = model.render_branch(d, viewmats, Ks, ds.width, ds.height)
     d = model.deform("mouth", cond.audio(idx))
@@ -117,7 +117,7 @@ def main() -> int:
     }
     if not args.no_eval and not interrupted:
         t1 = time.perf_counter()
-        m = evaluate(EvalConfig(run=args.run, lip_metrics=False, progress=False))
+        m = evaluate(EvalConfig(run=args.run, lip_metrics=False, train_block=0, progress=False))
         result["eval_s"] = round(time.perf_counter() - t1, 1)
         result["val"] = {k: round(v, 4) for k, v in m["mean"].items()}
         result["notes"] = m.get("notes", {})

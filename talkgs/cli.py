@@ -60,7 +60,7 @@ def _train(cfg: TrainConfig) -> None:
 
 
 def _eval(cfg: EvalConfig) -> None:
-    from talkgs.train.evaluate import evaluate
+    from talkgs.synth.evaluate import evaluate
 
     evaluate(cfg)
 

@@ -295,12 +295,28 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Render the validation split of a trained run and report image and lip metrics."""
+    """Render a trained run against ground truth: image metrics on the val split, lip sync on the
+    val split, a block of training frames and other clips' audio (--drive)."""
 
     run: Positional[Path]
     """A run folder written by `talkgs train`."""
     dataset: Path | None = None
-    """Dataset to evaluate on (default: the one the run was trained on)."""
+    """The run's dataset, where it is not at the path recorded in the checkpoint."""
+    drive: Annotated[tuple[Path, ...], tyro.conf.UseAppendAction] = ()
+    """Another prepared dataset whose audio drives this head (its own poses, eyes and torso);
+    lip sync is scored against that clip's own mouth opening. Repeatable."""
+    val_frames: tuple[int, int] | None = None
+    """Only these val frames [start, stop) (default: the whole val split, the protocol of every
+    reported figure; a part is for quick checks)."""
+    train_frames: tuple[int, int] | None = None
+    """Training frames [start, stop) of the train section (default: the middle --train-block
+    frames of the longest training shot)."""
+    train_block: int = 250
+    """Frames in the default train section (0: no train section)."""
+    drive_frames: int | None = None
+    """At most this many frames (from the start) of each --drive clip (default: all of them)."""
+    max_lag: int = 8
+    """Audio-video offsets searched, in frames either side."""
     device: str = "auto"
     """cuda, cpu or auto."""
     batch_size: int = 8
@@ -308,10 +324,19 @@ class EvalConfig:
     lpips: bool = True
     """Compute ST-LPIPS (needs talkgs[metrics]); skipped with a note when unavailable."""
     lip_metrics: bool = True
-    """LMD and mouth-opening correlation (needs mediapipe, i.e. talkgs[prepare]); skipped with a
-    note when unavailable (e.g. on a GPU machine: rerun `talkgs eval --lips-only` on CPU)."""
+    """Mouth-opening r, amplitude, offset and LMD (need MediaPipe, i.e. talkgs[prepare]). Where
+    MediaPipe is missing (the GPU machine) the renders they need are saved in RUN/eval/lips/ and
+    `talkgs eval RUN --lips-only` completes them on a CPU."""
     lips_only: bool = False
-    """Only compute the lip metrics from the val render saved by an earlier eval."""
+    """Only compute the lip metrics from the renders saved by an earlier eval (needs only RUN/eval)."""
+    render_crop: Literal["face", "full"] = "face"
+    """Where MediaPipe looks: the face region at 1:1 pixel scale (the union of the section's face
+    boxes, padded; compact to save) or the full frame."""
+    save_renders: bool = False
+    """Save the renders for --lips-only even where MediaPipe is installed (to check that path)."""
+    lips_codec: Literal["compact", "lossless"] = "compact"
+    """How those renders are saved: compact (H.264 with PyAV, else MPEG-4 Part 2 through OpenCV;
+    a few kB per frame, slightly perturbs MediaPipe) or lossless (FFV1, bit-exact, ~20x larger)."""
     video: bool = True
     """Write the side-by-side val video (ground truth | render) with the audio."""
     progress: bool = True

@@ -92,3 +92,14 @@ def live_run(anchor_dataset, tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+@pytest.fixture(scope="session")
+def excerpt_dataset(anchor_excerpt, tmp_path_factory) -> Path:
+    """A second, small prepared dataset: 6 s of the anchor clip (from 10 s, 150 frames) prepared
+    on its own (its own tracks, labels and features). `talkgs eval --drive` uses it as another clip."""
+    from talkgs.config import PrepareConfig
+    from talkgs.prepare.pipeline import prepare
+
+    out = tmp_path_factory.mktemp("excerpt_ds") / "excerpt"
+    return prepare(PrepareConfig(video=anchor_excerpt(), output=out, progress=False))

@@ -9,8 +9,7 @@ import torch
 from talkgs.config import PredictorConfig, TrainConfig
 from talkgs.metrics.image import psnr
 from talkgs.model.config import BranchInitConfig, HeadConfig
-from talkgs.model.head import ground_truth_on_plate
-from talkgs.train.evaluate import render_frames
+from talkgs.model.head import ground_truth_on_plate, torso_background
 
 FRAMES = (1500, 1779)  # the last shot: its end is the val split (last 1/11 of the clip)
 
@@ -46,6 +45,18 @@ def _tiny_cfg(dataset, out, **kw) -> TrainConfig:
         face=dataclasses.replace(cfg.face, iterations=160, warmup_static=20),
         fuse=dataclasses.replace(cfg.fuse, iterations=60),
     )
+
+
+@torch.no_grad()
+def render_frames(model, cond, idx: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Frames ``[B, H, W, 3]`` in [0, 1] of dataset frames ``idx`` with their own audio, eyes,
+    cameras and torso, straight from the trainer's Conditioning: the reference that `talkgs eval`
+    (which renders through HeadRenderer) must reproduce."""
+    ds = cond.ds
+    viewmats, Ks = cond.cameras(idx)
+    bg = torso_background(ds.frames[idx], ds.labels[idx], ds.background)
+    out = model.render_frames(cond.audio(idx), cond.eye_all[idx], viewmats, Ks, width, height, bg)
+    return out.image.clamp(0.0, 1.0)
 
 
 def _val_psnr(model, cond, ds) -> float:

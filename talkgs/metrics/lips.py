@@ -1,9 +1,11 @@
-"""Landmark-based lip metrics: LMD and mouth-opening correlation.
+"""Landmark-based lip metrics: LMD, and the sync of two per-frame mouth signals.
 
 No SyncNet with usable weights exists offline, so lip sync is judged from landmarks:
-LMD compares the lip shape of a rendered frame with the ground-truth frame, and the
-mouth-opening correlation compares how the mouth opens and closes over time.
-Both take numpy arrays or torch tensors (detached, on any device) and return numpy/floats.
+LMD compares the lip shape of a rendered frame with the ground-truth frame; for two mouth
+signals over time (e.g. the render's mouth opening and the ground truth's),
+:func:`sync_scores` gives their correlation, amplitude (std ratio) and audio-video offset
+(the lag that maximises their correlation; positive = the prediction moves later).
+All take numpy arrays or torch tensors (detached, on any device) and return numpy/floats.
 """
 
 from __future__ import annotations
@@ -97,3 +99,63 @@ def mouth_opening_correlation(pred, gt) -> float:
     use :func:`pearson` to get the ``defined`` flag as well.
     """
     return pearson(pred, gt).r
+
+
+MAX_LAG = 8  # frames searched either side for the audio-video offset (+-320 ms at 25 fps)
+
+
+def amplitude_ratio(pred, gt) -> float:
+    """How far the predicted series swings relative to the ground truth: ``std(pred) / std(gt)``
+    over the frames where both are finite (1 = the same amplitude; NaN when ``gt`` is constant
+    or fewer than 2 frames are finite)."""
+    a = _numpy(pred, "pred").reshape(-1)
+    b = _numpy(gt, "gt").reshape(-1)
+    if a.shape != b.shape:
+        raise TalkgsError(f"amplitude inputs differ in length: {a.shape[0]} vs {b.shape[0]}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 2 or float(b[keep].std()) == 0.0:
+        return float("nan")
+    return float(a[keep].std() / b[keep].std())
+
+
+def lagged_correlations(pred, gt, max_lag: int = MAX_LAG) -> np.ndarray:
+    """``[2 max_lag + 1]`` Pearson r of ``pred[t]`` against ``gt[t - k]`` for k = -max_lag .. max_lag
+    (only the overlapping frames; 0.0 where undefined). Positive k pairs each predicted frame
+    with an earlier ground-truth frame: the prediction moves k frames *later*."""
+    a = _numpy(pred, "pred").reshape(-1)
+    b = _numpy(gt, "gt").reshape(-1)
+    if a.shape != b.shape:
+        raise TalkgsError(f"lagged correlation inputs differ in length: {a.shape[0]} vs {b.shape[0]}")
+    n = a.shape[0]
+    out = np.zeros(2 * max_lag + 1)
+    for i, k in enumerate(range(-max_lag, max_lag + 1)):
+        if abs(k) >= n - 1:
+            continue
+        out[i] = pearson(a[k:], b[: n - k]).r if k >= 0 else pearson(a[: n + k], b[-k:]).r
+    return out
+
+
+def best_lag(pred, gt, max_lag: int = MAX_LAG) -> tuple[int, float]:
+    """``(offset, r)``: the lag k in [-max_lag, max_lag] that maximises the correlation of
+    ``pred[t]`` with ``gt[t - k]`` (see :func:`lagged_correlations`), and that correlation.
+    Sign: positive = the prediction moves later than the ground truth. Ties go to the smaller |k|."""
+    rs = lagged_correlations(pred, gt, max_lag)
+    lags = np.arange(-max_lag, max_lag + 1)
+    order = np.lexsort((np.abs(lags), -rs))  # highest r first, then the smallest |lag|
+    return int(lags[order[0]]), float(rs[order[0]])
+
+
+def sync_scores(pred, gt, max_lag: int = MAX_LAG) -> dict:
+    """The lip-sync figures of a predicted per-frame mouth signal against the ground truth
+    (both ``[N]``, NaN where unknown): ``r`` (Pearson, same frame), ``amplitude`` (std ratio,
+    pred / gt), ``offset`` (frames, positive = pred later; see :func:`best_lag`),
+    ``r_at_offset`` and ``n`` (frames with both values)."""
+    c = pearson(pred, gt)
+    offset, r_off = best_lag(pred, gt, max_lag)
+    return {
+        "r": c.r if c.defined else float("nan"),
+        "amplitude": amplitude_ratio(pred, gt),
+        "offset": offset,
+        "r_at_offset": r_off,
+        "n": c.n,
+    }

@@ -56,6 +56,16 @@ class TrackResult:
         return len(self.detected)
 
 
+def mediapipe_missing() -> str | None:
+    """None where MediaPipe imports here; else why not, in one line (callers outside
+    ``talkgs.prepare`` ask this instead of importing mediapipe themselves)."""
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError as e:
+        return f"mediapipe is not installed here ({e}; pip install talkgs[prepare])"
+    return None
+
+
 def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__

@@ -9,6 +9,10 @@ The sequence must be as long as the audio, whatever that length, and must never 
   0, 1, ..., L-1, L-2, ..., 1, 0, 1, ... Consecutive output frames are consecutive (or the
   same, never) source frames, so pose and torso move continuously for any length.
 - ``still``: one frame held for the whole output (a still head; eyes still blink if asked).
+- ``replay``: the segment's frames once, in order (at most as many output frames as the
+  segment has): each frame with its own camera, torso and (with ``blinks=train``) eyes. This is
+  how ``talkgs eval`` renders dataset frames with their own conditions; the segment may lie
+  outside the training split (the val frames).
 
 The default segment is the longest shot (the run of frames between two hard cuts) inside the
 training split: a cut inside the segment would be a visible jump. Eyes:
@@ -39,9 +43,10 @@ class DriveConfig:
     segment: tuple[int, int] | None = None
     """Training frames [start, stop) to drive from (default: the longest shot between cuts in
     the training split)."""
-    pose: Literal["pingpong", "still"] = "pingpong"
+    pose: Literal["pingpong", "still", "replay"] = "pingpong"
     """pingpong: forwards and backwards over the segment (never jumps, any length);
-    still: hold one frame."""
+    still: hold one frame; replay: the segment's frames once, in order (output no longer than
+    the segment)."""
     still_frame: int | None = None
     """Frame held by ``pose=still`` (default: the segment's middle frame)."""
     blinks: Literal["train", "synth", "open"] = "train"
@@ -156,14 +161,18 @@ def drive_plan(meta: dict, tracks: dict[str, np.ndarray], n_out: int, cfg: Drive
         frames = np.full(n_out, f, np.int64)
     elif cfg.pose == "pingpong":
         frames = a + pingpong(n_out, b - a)
+    elif cfg.pose == "replay":
+        if n_out > b - a:
+            raise TalkgsError(f"replay of frames {a}:{b} gives {b - a} frames; {n_out} were asked for")
+        frames = np.arange(a, a + n_out, dtype=np.int64)
     else:
-        raise TalkgsError(f"unknown pose mode {cfg.pose!r} (pingpong or still)")
+        raise TalkgsError(f"unknown pose mode {cfg.pose!r} (pingpong, still or replay)")
 
     blink_all = np.asarray(tracks["blink"], np.float32)
     ratio_all = np.asarray(tracks["eye_ratio"], np.float32)
     if cfg.blinks == "train":
         return DrivePlan(frames, blink_all[frames], ratio_all[frames])
-    seg = np.arange(a, b) if cfg.pose == "pingpong" else frames[:1]
+    seg = frames[:1] if cfg.pose == "still" else np.arange(a, b)
     open_frames = seg[blink_all[seg] < 0.3]
     open_ratio = np.median(ratio_all[open_frames if open_frames.size else seg], axis=0).astype(np.float32)
     if cfg.blinks == "synth":

@@ -38,7 +38,7 @@ from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
 from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
-from talkgs.model.head import torso_background
+from talkgs.model.head import FrameRender, torso_background
 from talkgs.model.motion import eye_code
 from talkgs.synth.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
 from talkgs.model import checkpoint as ckpt
@@ -68,9 +68,11 @@ def _segment_within(meta: dict, frame_range: tuple[int, int] | None) -> tuple[in
 class HeadRenderer:
     """A trained run, ready to render frames for audio features.
 
-    ``render_batch(features [B, 8, W, C], plan)`` -> uint8 ``[B, H, W, 3]`` on the device.
-    Holds the model, the drive segment's cameras and torso backgrounds (uint8), and the
-    eye-code reference of the run.
+    ``render_batch(features [B, 8, W, C], plan)`` -> uint8 ``[B, H, W, 3]`` on the device
+    (:meth:`render` gives the float :class:`talkgs.model.head.FrameRender`). Holds the model,
+    the drive segment's cameras and torso backgrounds (uint8), and the eye-code reference of
+    the run. :meth:`set_drive` switches to another drive (``talkgs eval`` replays the val frames,
+    then a block of training frames, then drives the head with other clips' audio).
     """
 
     def __init__(
@@ -78,12 +80,11 @@ class HeadRenderer:
         run: str | Path,
         device: str | torch.device = "auto",
         dataset: str | Path | None = None,
-        drive: DriveConfig = DriveConfig(),
+        drive: DriveConfig | None = DriveConfig(),
         backend: str = "auto",
         scale: float | None = None,
+        keep_images: bool = False,
     ):
-        from talkgs.data import load_dataset
-
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         state = ckpt.load(run, map_location="cpu")
         self.state = state
@@ -92,24 +93,44 @@ class HeadRenderer:
         self.audio_kind: str = state["audio"]["kind"]
         self.feature_shape = (int(state["audio"]["window"]), int(state["audio"]["channels"]))
         train_cfg = state["config"]
-        root = ckpt.run_dataset(state, dataset)
-        self.meta = fmt.read_meta(root)
+        self.root = ckpt.run_dataset(state, dataset)
+        self.meta = fmt.read_meta(self.root)
         fr = train_cfg.get("frame_range")
-        frame_range = (int(fr[0]), int(fr[1])) if fr else None
-        if drive.segment is None and drive.pose == "pingpong":
-            drive = dataclasses.replace(drive, segment=_segment_within(self.meta, frame_range))
-        self.drive = drive
+        self.frame_range = (int(fr[0]), int(fr[1])) if fr else None
         self.scale = float(train_cfg.get("image_scale", 1.0)) if scale is None else float(scale)
+        self.tracks = fmt.load_tracks(self.root, ("blink", "eye_ratio", "w2c"))
+        self.n_dataset_frames = int(self.meta["n_frames"])
+        self.model = ckpt.build_model(state, self.device)
+        self.eye_ratio_ref = state["eye_ratio_ref"].to(self.device)
+        self.audio_window = int(self.model.cfg.audio.window)
+        self.width = int(round(self.meta["width"] * self.scale))
+        self.height = int(round(self.meta["height"] * self.scale))
+        self.drive: DriveConfig | None = None
+        self.segment: tuple[int, int] | None = None
+        self.images = None
+        self.backgrounds: torch.Tensor | None = None
+        self._plan: DrivePlan | None = None
+        if drive is not None:  # None: the caller picks one with set_drive before rendering
+            self.set_drive(drive, keep_images)
 
-        self.tracks = fmt.load_tracks(root, ("blink", "eye_ratio", "w2c"))
-        n = int(self.meta["n_frames"])
+    def set_drive(self, drive: DriveConfig, keep_images: bool = False) -> None:
+        """Use ``drive`` from now on: loads its segment's cameras and torso backgrounds.
+        ``keep_images`` keeps the segment's frames and labels (at the render scale) as
+        ``self.images`` (a :class:`talkgs.data.Dataset` of the segment), for ground truth."""
+        from talkgs.data import load_dataset
+
+        if drive.segment is None and drive.pose in ("pingpong", "replay"):
+            drive = dataclasses.replace(drive, segment=_segment_within(self.meta, self.frame_range))
         if drive.pose == "still":
             f = drive_plan(self.meta, self.tracks, 1, drive).frames[0]
             seg = (int(f), int(f) + 1)
         else:
-            seg = drive.segment
+            seg = (int(drive.segment[0]), int(drive.segment[1]))
+        self.drive = drive
         self.segment = seg
-        ds = load_dataset(root, self.device, audio_kind=None, frame_range=seg, scale=self.scale)
+        self.images = None
+        self.backgrounds = None  # free the previous segment before loading the next
+        ds = load_dataset(self.root, self.device, audio_kind=None, frame_range=seg, scale=self.scale)
         self.width, self.height = ds.width, ds.height
         self.K = ds.K.to(self.device)
         self.w2c = ds.w2c
@@ -120,11 +141,7 @@ class HeadRenderer:
             bg = torso_background(ds.frames[sl], ds.labels[sl], ds.background)
             bgs.append((bg * 255.0 + 0.5).clamp(0, 255).to(torch.uint8))
         self.backgrounds = torch.cat(bgs)  # [L, H, W, 3]
-        del ds
-        self.model = ckpt.build_model(state, self.device)
-        self.eye_ratio_ref = state["eye_ratio_ref"].to(self.device)
-        self.audio_window = int(self.model.cfg.audio.window)
-        self.n_dataset_frames = n
+        self.images = ds if keep_images else None
         self._plan: DrivePlan | None = None
 
     # ------------------------------------------------------------------ inputs
@@ -149,16 +166,16 @@ class HeadRenderer:
         stop = start + n_out
         if self._plan is None or len(self._plan) < stop:
             horizon = max(stop, 2 * len(self._plan) if self._plan is not None else 0, 1500)
+            if self.drive.pose == "replay":  # a replay has no frames beyond its segment
+                horizon = max(stop, self.segment[1] - self.segment[0])
             self._plan = drive_plan(self.meta, self.tracks, horizon, self.drive)
         return self._plan.slice(start, stop)
 
     # ------------------------------------------------------------------ rendering
     @torch.no_grad()
-    def render_batch(self, windows: torch.Tensor, plan: DrivePlan, with_mouth: bool = False):
-        """uint8 ``[B, H, W, 3]`` (on the device) for audio windows ``[B, 8, W, C]`` and the
-        matching slice of a drive plan. ``with_mouth`` also returns the visible inside-mouth
-        area ``[B]`` in pixels (sum of (1 - face alpha) x mouth alpha): the render's own
-        mouth-opening signal, comparable with the dataset's mouth-interior label area."""
+    def render(self, windows: torch.Tensor, plan: DrivePlan) -> FrameRender:
+        """The float :class:`FrameRender` (image not clamped, branch alphas; on the device) of
+        audio windows ``[B, 8, W, C]`` and the matching slice of a drive plan."""
         b = windows.shape[0]
         if len(plan) != b:
             raise TalkgsError(f"render_batch: {b} audio windows but {len(plan)} drive frames")
@@ -175,12 +192,24 @@ class HeadRenderer:
             self.eye_ratio_ref,
         )
         windows = windows.to(dev, torch.float32)
-        bg = self.backgrounds[local].float() * (1.0 / 255.0)
-        out = self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend)
-        frames_u8 = (out.image * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
+        bg = self.backgrounds[local].float() / 255.0
+        return self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend)
+
+    def render_batch(self, windows: torch.Tensor, plan: DrivePlan, with_mouth: bool = False):
+        """uint8 ``[B, H, W, 3]`` (on the device) for audio windows ``[B, 8, W, C]`` and the
+        matching slice of a drive plan. ``with_mouth`` also returns the visible inside-mouth
+        area ``[B]`` in pixels (sum of (1 - face alpha) x mouth alpha): the render's own
+        mouth-opening signal, comparable with the dataset's mouth-interior label area."""
+        out = self.render(windows, plan)
+        frames_u8 = to_uint8(out.image)
         if with_mouth:
             return frames_u8, out.visible_mouth_area()
         return frames_u8
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] (any shape) to uint8, rounded and clamped."""
+    return (image * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def render_features(
