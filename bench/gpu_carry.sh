@@ -16,11 +16,12 @@ root=$1; shift
 train=$1; shift
 grep -qx "/.carry/" .git/info/exclude 2>/dev/null || echo "/.carry/" >> .git/info/exclude
 rm -rf .carry/data && mkdir -p .carry/data .carry/mediapipe
-slim_tracks() {  # $1 source dataset, $2 destination
-  .venv/bin/python - "$1/tracks.npz" "$2/tracks.npz" <<'EOF'
+slim_tracks() {  # $1 source dataset, $2 destination [, keys to keep: default all but landmarks_z]
+  .venv/bin/python - "$1/tracks.npz" "$2/tracks.npz" "${@:3}" <<'EOF'
 import sys, numpy as np
 z = dict(np.load(sys.argv[1]))
-z.pop("landmarks_z", None)
+keep = sys.argv[3:]
+z = {k: v for k, v in z.items() if (k in keep if keep else k != "landmarks_z")}
 np.savez(sys.argv[2], **z)
 EOF
 }
@@ -29,9 +30,13 @@ cp "$root/$train"/{meta.json,frames.mp4,labels.npz,background.png,audio.wav} ".c
 slim_tracks "$root/$train" ".carry/data/$train"
 for d in "$@"; do
   mkdir -p ".carry/data/$d"
-  cp "$root/$d"/{meta.json,audio.wav,background.png} ".carry/data/$d/"
-  slim_tracks "$root/$d" ".carry/data/$d"
+  cp "$root/$d"/{meta.json,audio.wav} ".carry/data/$d/"
+  slim_tracks "$root/$d" ".carry/data/$d" mouth_open  # eval --drive reads only the mouth opening
 done
+if [ ! -f .carry/whisper/model.safetensors ]; then
+  rm -rf .carry/whisper
+  .venv/bin/python bench/whisper_export.py --model tiny.en --out .carry/whisper --fp16
+fi
 if [ ! -f .carry/mediapipe/mediapipe.zip ]; then
   tmp=$(mktemp -d)
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -45,6 +45,12 @@ REPO = Path(__file__).resolve().parents[1]
 JOB_FILE = "bench_job.json"
 
 
+def beside(run: Path, name: str) -> Path:
+    """RUNS/NAME.<name>: the bench's own files sit beside a run, never in it (talkgs train
+    refuses an output folder that holds anything but a run)."""
+    return run.parent / f"{run.name}.{name}"
+
+
 def parse_named(items: list[str], what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -72,8 +78,8 @@ class Job:
 
     def start_next(self, env: dict) -> None:
         what, cmd = self.steps[self.step]
-        self.run.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.run / f"bench_{what}.log", "w")
+        self.run.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(beside(self.run, f"bench_{what}.log"), "w")
         self.log.write("$ " + shlex.join(cmd) + "\n")
         self.log.flush()
         self.started = time.perf_counter()
@@ -93,7 +99,7 @@ class Job:
         self.log.close()
         self.proc = None
         if rc != 0:
-            self.record["status"] = f"{what} interrupted" if rc in (130, -2) else f"{what} failed (exit {rc}, see {self.run}/bench_{what}.log)"
+            self.record["status"] = f"{what} interrupted" if rc in (130, -2) else f"{what} failed (exit {rc}, see {beside(self.run, 'bench_' + what + '.log')})"
             return True
         self.step += 1
         if self.step == len(self.steps):
@@ -151,13 +157,13 @@ def run_jobs(jobs: list[Job], gpus: list[str], per_gpu: int, time_limit: float |
                 running.remove(j)
                 free.append(j.gpu)
                 j.record["stopped_by_time_limit"] = stopped
-                (j.run / JOB_FILE).write_text(json.dumps(j.record, indent=2) + "\n")
+                beside(j.run, JOB_FILE).write_text(json.dumps(j.record, indent=2) + "\n")
                 print(f"[lipsync] {j.name}: {j.record['status']} ({time.perf_counter() - t0:.0f} s)", flush=True)
             elif j.proc is None:  # a step finished; start the next one in the same slot
                 if stopped:
                     j.record["status"] = f"{j.steps[j.step][0]} not started (time limit)"
                     running.remove(j)
-                    (j.run / JOB_FILE).write_text(json.dumps(j.record, indent=2) + "\n")
+                    beside(j.run, JOB_FILE).write_text(json.dumps(j.record, indent=2) + "\n")
                     continue
                 j.start_next(j.env)
         time.sleep(0.5)
@@ -234,7 +240,7 @@ def table(results: dict) -> list[str]:
 
 def collect(name: str, run: Path, flags: str | None = None, record: dict | None = None) -> dict:
     """A variant's row data: this bench's job record (else the one saved in RUN) and its eval."""
-    rec_path = run / JOB_FILE
+    rec_path = beside(run, JOB_FILE)
     if record is None:
         record = json.loads(rec_path.read_text()) if rec_path.is_file() else {"status": "done"}
     rec = record
@@ -310,7 +316,7 @@ def main() -> int:
             records[j.name] = j.record
             if not j.run.is_dir():
                 continue
-            path = j.run / JOB_FILE
+            path = beside(j.run, JOB_FILE)
             rec = json.loads(path.read_text()) if path.is_file() else {}
             if "train_s" not in j.record and "train_s" in rec:  # eval-only: keep the earlier training time
                 j.record["train_s"] = rec["train_s"]
@@ -330,10 +336,11 @@ def main() -> int:
             dst = args.copy_eval_to / name
             if (run / "eval").is_dir():
                 shutil.copytree(run / "eval", dst / "eval", dirs_exist_ok=True)
-            for f in (JOB_FILE, "config.json"):
-                if (run / f).is_file():
+            for src, f in ((beside(run, JOB_FILE), JOB_FILE), (run / "config.json", "config.json"),
+                           (beside(run, "bench_train.log"), "bench_train.log"), (run / "predictor.json", "predictor.json")):
+                if src.is_file():
                     dst.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(run / f, dst / f)
+                    shutil.copy2(src, dst / f)
     lines = table(results)
     results["table"] = lines
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -453,10 +453,17 @@ def evaluate(cfg):
     at_least("batch_size", cfg.batch_size, 1)
     device(cfg.device)
     run = Path(cfg.run)
+    at_least("max_lag", cfg.max_lag, 0)
+    at_least("train_block", cfg.train_block, 0)
+    if cfg.drive_frames is not None:
+        at_least("drive_frames", cfg.drive_frames, 1)
+    for name, rng in (("val_frames", cfg.val_frames), ("train_frames", cfg.train_frames)):
+        if rng is not None and not (0 <= rng[0] < rng[1]):
+            raise UsageError(f"{_flag(name)} {rng[0]} {rng[1]} is not a frame range [start, stop)")
     if cfg.lips_only:
         ev = run / "eval"
-        if not (ev / "val_render.mp4").is_file() or not (ev / "metrics.json").is_file():
-            raise UsageError(f"{ev} has no val_render.mp4/metrics.json; run `talkgs eval {run}` first")
+        if not (ev / "metrics.json").is_file():
+            raise UsageError(f"{ev} has no metrics.json; run `talkgs eval {run}` first")
         if cfg.dataset is not None:
             input_dataset(cfg.dataset, "--dataset")
         return cfg
@@ -468,6 +475,8 @@ def evaluate(cfg):
             run_dataset_path(run, path, sha, cfg.dataset)
     elif cfg.dataset is not None:
         input_dataset(cfg.dataset, "--dataset")
+    for d in cfg.drive:
+        input_dataset(d, "--drive dataset")
     return cfg
 
 

@@ -340,6 +340,6 @@ def test_lipsync_bench_time_limit_stops_jobs_and_still_reports(anchor_dataset, t
     st = {k: v["status"] for k, v in res["variants"].items()}
     assert st == {"a": "train interrupted", "b": "train interrupted", "c": "not started (time limit)"}, (st, r.stdout)
     for name in ("a", "b"):
-        rec = json.loads((tmp_path / "runs" / name / "bench_job.json").read_text())
+        rec = json.loads((tmp_path / "runs" / f"{name}.bench_job.json").read_text())
         assert rec["gpu"] == "0" and rec["stopped_by_time_limit"] and rec["train_s"] < 60
     assert "time limit" in r.stdout and "train interrupted" in r.stdout

@@ -1,0 +1,137 @@
+"""Mouth crops to look at: are the lips apart and the teeth shown where the ground truth shows them?
+
+    python bench/mouth_crops.py RUN [--dataset DIR] [--drive OTHER_DATASET] [--n 6] [--out DIR]
+
+Writes OUT/val_widest.png: the --n val frames whose ground-truth mouth opening is widest, the
+ground truth (on the plate, as eval compares it) above and the render (the frame's own audio,
+eyes and camera) below, each a square crop around the lips at the frame's own pixel scale x2.
+With --drive: OUT/drive_<name>.png, the head saying OTHER's audio (its default drive plan) for
+--seq consecutive frames around OTHER's widest opening, every frame, render only (OTHER's
+frames need not be present), each labelled with OTHER's own opening. OUT/mouth_crops.json
+holds the frames, the ground-truth openings and the render's visible inside-mouth area.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def lip_box(lips: np.ndarray, width: int, height: int, grow: float = 1.8) -> tuple[int, int, int, int]:
+    """Square ``(x0, y0, x1, y1)`` around lip points ``[40, 2]`` (pixels), ``grow`` x their width."""
+    c = (lips.min(0) + lips.max(0)) / 2
+    half = max(8.0, grow * float(np.ptp(lips[:, 0])) / 2)
+    x0, y0 = int(round(c[0] - half)), int(round(c[1] - half))
+    side = int(round(2 * half))
+    x0 = min(max(0, x0), max(0, width - side))
+    y0 = min(max(0, y0), max(0, height - side))
+    return x0, y0, min(width, x0 + side), min(height, y0 + side)
+
+
+def crop(img: np.ndarray, box, size: int) -> np.ndarray:
+    import cv2
+
+    x0, y0, x1, y1 = box
+    return cv2.resize(np.ascontiguousarray(img[y0:y1, x0:x1]), (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def label(img: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    out = img.copy()
+    cv2.putText(out, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def save_rgb(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), rgb[..., ::-1]):
+        raise SystemExit(f"mouth_crops: cannot write {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--dataset", type=Path, default=None)
+    ap.add_argument("--drive", type=Path, action="append", default=[])
+    ap.add_argument("--n", type=int, default=6, help="widest val frames shown")
+    ap.add_argument("--seq", type=int, default=10, help="consecutive frames of each --drive sequence")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None, help="default: RUN/eval/crops")
+    args = ap.parse_args()
+
+    import torch
+
+    from talkgs.data import load_dataset
+    from talkgs.data import format as fmt
+    from talkgs.metrics.lips import lips_landmarks
+    from talkgs.model.audio_encoder import gather_windows
+    from talkgs.model.head import ground_truth_on_plate
+    from talkgs.synth.drive import DriveConfig
+    from talkgs.synth.evaluate import drive_features, val_range
+    from talkgs.synth.render import HeadRenderer, to_uint8
+
+    out = args.out or args.run / "eval" / "crops"
+    r = HeadRenderer(args.run, args.device, args.dataset, drive=None)
+    dev = r.device
+    a, b = val_range(r)
+    with np.load(r.root / fmt.TRACKS) as z:
+        gt_open = z["mouth_open"][a:b].astype(np.float64)
+        lips = lips_landmarks(z["landmarks"][a:b]) * r.scale
+    order = np.argsort(-gt_open)[: args.n]
+    order = np.sort(order)
+    feats = load_dataset(r.root, dev, audio_kind=r.audio_kind, frame_range=(a, b), scale=r.scale, load_images=False).audio
+    report = {"run": str(args.run), "val": [], "drive": {}}
+    top, bottom = [], []
+    size = 128
+    for i in order:
+        i = int(i)
+        r.set_drive(DriveConfig(segment=(a + i, a + i + 1), pose="replay", blinks="train"), keep_images=True)
+        win = gather_windows(feats, torch.tensor([i], device=dev), r.audio_window)
+        fr = r.render(win, r.plan(1, 0))
+        pred = to_uint8(fr.image.clamp(0, 1))[0].cpu().numpy()
+        ims = r.images
+        gt = to_uint8(ground_truth_on_plate(ims.frames[:1], ims.labels[:1], ims.background))[0].cpu().numpy()
+        box = lip_box(lips[i], r.width, r.height)
+        top.append(label(crop(gt, box, size), f"{a + i} gt {gt_open[i]:.3f}"))
+        bottom.append(label(crop(pred, box, size), f"render {float(fr.visible_mouth_area()[0]):.0f}px"))
+        report["val"].append({"frame": a + i, "gt_open": float(gt_open[i]),
+                              "render_visible_mouth_px": float(fr.visible_mouth_area()[0])})
+    save_rgb(out / "val_widest.png", np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0))
+    print(f"mouth_crops: {out / 'val_widest.png'} (frames {[v['frame'] for v in report['val']]})")
+
+    for root in args.drive:
+        n = int(fmt.read_meta(root)["n_frames"])
+        f = torch.as_tensor(drive_features(r, root, n)).to(dev, torch.float32)
+        with np.load(root / fmt.TRACKS) as z:
+            d_open = z["mouth_open"][:n].astype(np.float64)
+        c = int(np.argmax(d_open))
+        s = max(0, min(n - args.seq, c - args.seq // 2))
+        idx = torch.arange(s, s + args.seq, device=dev)
+        r.set_drive(DriveConfig())
+        fr = r.render(gather_windows(f, idx, r.audio_window), r.plan(args.seq, s))
+        frames = to_uint8(fr.image.clamp(0, 1)).cpu().numpy()
+        plan = r.plan(args.seq, s)
+        with np.load(r.root / fmt.TRACKS) as z:
+            own_lips = lips_landmarks(z["landmarks"][np.asarray(plan.frames)]) * r.scale
+        row = [label(crop(frames[k], lip_box(own_lips[k], r.width, r.height), size), f"{s + k} gt {d_open[s + k]:.3f}")
+               for k in range(args.seq)]
+        name = root.resolve().name
+        save_rgb(out / f"drive_{name}.png", np.concatenate(row, 1))
+        report["drive"][name] = {"frames": [s, s + args.seq], "gt_open": d_open[s:s + args.seq].tolist(),
+                                 "render_visible_mouth_px": fr.visible_mouth_area().cpu().tolist()}
+        print(f"mouth_crops: {out / f'drive_{name}.png'} (frames {s}:{s + args.seq})")
+    (out / "mouth_crops.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
