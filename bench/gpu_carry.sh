@@ -33,6 +33,16 @@ for d in "$@"; do
   cp "$root/$d"/{meta.json,audio.wav} ".carry/data/$d/"
   slim_tracks "$root/$d" ".carry/data/$d" mouth_open  # eval --drive reads only the mouth opening
 done
+# Feature files are not carried: the copies' meta.json must not list them (`talkgs features`
+# computes them there; eval --drive computes a drive clip's from its audio.wav).
+.venv/bin/python - .carry/data/* <<'EOF'
+import json, sys
+for d in sys.argv[1:]:
+    p = f"{d}/meta.json"
+    m = json.load(open(p))
+    m.setdefault("audio", {})["features"] = {}
+    json.dump(m, open(p, "w"), indent=1)
+EOF
 if [ ! -f .carry/whisper/model.safetensors ]; then
   rm -rf .carry/whisper
   .venv/bin/python bench/whisper_export.py --model tiny.en --out .carry/whisper --fp16

@@ -337,7 +337,8 @@ def main() -> int:
             if (run / "eval").is_dir():
                 shutil.copytree(run / "eval", dst / "eval", dirs_exist_ok=True)
             for src, f in ((beside(run, JOB_FILE), JOB_FILE), (run / "config.json", "config.json"),
-                           (beside(run, "bench_train.log"), "bench_train.log"), (run / "predictor.json", "predictor.json")):
+                           (beside(run, "bench_train.log"), "bench_train.log"), (beside(run, "bench_eval.log"), "bench_eval.log"),
+                           (run / "predictor.json", "predictor.json")):
                 if src.is_file():
                     dst.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, dst / f)

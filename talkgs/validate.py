@@ -73,6 +73,20 @@ def input_file(path: str | os.PathLike, what: str, error: type[TalkgsError] = Us
     return p
 
 
+def drive_dataset(path: str | os.PathLike) -> dict:
+    """meta.json of a ``--drive`` dataset: only its meta, tracks and audio are read (a clip
+    carried without frames, labels or plate still drives a head)."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"--drive dataset {p} does not exist")
+    if not p.is_dir():
+        raise DatasetError(f"--drive dataset {p} is a file; a dataset is a folder written by `talkgs prepare`")
+    meta = fmt.read_meta(p, check_files=False)
+    if not (p / fmt.TRACKS).is_file():
+        raise DatasetError(f"--drive dataset {p} has no {fmt.TRACKS}")
+    return meta
+
+
 def input_dataset(path: str | os.PathLike, what: str = "dataset") -> dict:
     """meta.json of the dataset folder ``path`` (complete, known format); DatasetError otherwise."""
     p = Path(path)
@@ -476,7 +490,7 @@ def evaluate(cfg):
     elif cfg.dataset is not None:
         input_dataset(cfg.dataset, "--dataset")
     for d in cfg.drive:
-        input_dataset(d, "--drive dataset")
+        drive_dataset(d)
     return cfg
 
 

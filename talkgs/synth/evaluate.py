@@ -411,7 +411,8 @@ def _check_drive_datasets(paths: tuple[Path, ...]) -> list[tuple[str, Path]]:
     out, seen = [], set()
     for p in paths:
         p = Path(p)
-        fmt.read_meta(p)  # one-line DatasetError for anything that is not a prepared dataset
+        # Frames, labels and plate of a drive clip are not needed (its audio and mouth opening are).
+        fmt.read_meta(p, check_files=False)  # one-line DatasetError for anything that is not a dataset
         if not (p / fmt.TRACKS).is_file():
             raise DatasetError(f"drive dataset {p} has no {fmt.TRACKS}")
         name = p.resolve().name
@@ -453,7 +454,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     feats = load_dataset(renderer.root, device, audio_kind=renderer.audio_kind, frame_range=(lo, hi),
                          scale=renderer.scale, load_images=False).audio
     # Every drive clip's features before any rendering: a missing or wrong feature file fails now.
-    drive_feats = [drive_features(renderer, root, int(fmt.read_meta(root)["n_frames"])) for _, root in drives]
+    drive_feats = [drive_features(renderer, root, int(fmt.read_meta(root, check_files=False)["n_frames"])) for _, root in drives]
     lp, lp_note = _try_lpips(device, cfg.lpips)
     mp_missing = mediapipe_missing() if cfg.lip_metrics else "disabled (--no-lip-metrics)"
     save = cfg.save_renders or (mp_missing is not None and cfg.lip_metrics)
