@@ -42,8 +42,9 @@ class PrepareConfig:
     """Refuse the video when the face is missing in more than this fraction of frames."""
     smooth_sigma: float = 1.0
     """Zero-phase Gaussian smoothing of the head pose, in frames (0 = off); never across cuts."""
-    audio_features: tuple[str, ...] = ("mel",)
-    """Audio feature kinds to extract and store (see `talkgs.audio`)."""
+    audio_features: tuple[str, ...] = ("mel", "whisper")
+    """Audio feature kinds to extract and store (see `talkgs.audio`; training uses whisper by
+    default, mel is cheap and kept for comparisons)."""
     progress: bool = True
     """Show progress bars."""
     verbose: bool = False
@@ -249,8 +250,9 @@ class TrainConfig:
     """Train on frames resized by this factor (e.g. 0.25 for CPU smoke runs)."""
     frame_range: tuple[int, int] | None = None
     """Use only frames [start, stop) of the dataset (the split is intersected with it)."""
-    audio_kind: str = "mel"
-    """Audio feature kind stored in the dataset to condition on."""
+    audio_kind: str = "whisper"
+    """Audio feature kind stored in the dataset to condition on (whisper: measured best for lip
+    sync, on the training speaker and on other voices; README "Lip sync")."""
     seed: int = 0
     """Seed of every random choice (init, sampling, backgrounds)."""
     log_every: int = 50
@@ -435,7 +437,7 @@ class ImportTGConfig:
     landmarks: fit a similarity to the ori_imgs/*.lms points; centroid: shift by the face-mesh
     centroid; marker: undo what `talkgs export-tg` recorded; none: keep the world as is.
     auto: marker if present, else landmarks if every frame has .lms, else centroid."""
-    audio_features: tuple[str, ...] = ("mel",)
+    audio_features: tuple[str, ...] = ("mel", "whisper")
     """Feature kinds to compute from the waveform (the original's feature files are imported too)."""
     progress: bool = True
     """Print progress."""

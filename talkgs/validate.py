@@ -225,8 +225,9 @@ def frame_range(name: str, rng: tuple[int, int] | None, n_frames: int, dataset: 
         raise UsageError(f"{_flag(name)} {a} {b} is not a range [start, stop) inside the {n_frames} frames of {dataset}")
 
 
-def audio_kinds(kinds: Iterable[str], computed: bool = True) -> None:
-    """Known kinds whose requirements are installed; ``computed``: kinds that can be computed."""
+def audio_kinds(kinds: Iterable[str], computed: bool = True, models: dict | None = None) -> None:
+    """Known kinds whose requirements are installed; ``computed``: kinds that can be computed
+    (for the Whisper kinds: their weights are found, ``models[kind]`` or the default)."""
     import talkgs.audio  # noqa: F401  (registers every kind)
     from talkgs.audio.registry import REGISTRY, get_kind
 
@@ -238,6 +239,10 @@ def audio_kinds(kinds: Iterable[str], computed: bool = True) -> None:
             raise AudioFeatureError(
                 f"{kind} features cannot be computed here, only imported: talkgs features DATASET --kind {kind} --import FILE.npy"
             )
+        if computed and kind in ("whisper", "whisper_base"):
+            from talkgs.audio.whisper import resolve_model  # stdlib + numpy: no torch here
+
+            resolve_model((models or {}).get(kind), kind)  # one line when the weights are absent
 
 
 # ----------------------------------------------------------------------------------- runs
@@ -342,7 +347,7 @@ def features(cfg):
         input_file(cfg.import_path, "--import file", AudioFeatureError)
         audio_kinds(cfg.kind, computed=False)
     else:
-        audio_kinds(cfg.kind)
+        audio_kinds(cfg.kind, models={"whisper": cfg.whisper_model, "whisper_base": cfg.whisper_base_model})
     device(cfg.device)
     listed = (meta.get("audio") or {}).get("features") or {}
     for kind in cfg.kind:

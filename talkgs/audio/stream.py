@@ -37,6 +37,8 @@ class FeatureStream(Protocol):
     window: int
     channels: int
     lookahead_ms: float
+    # Optional ``frames_per_step: int``: frames that become final together (default 1; whisper:
+    # its hop). The server sizes its per-session queues by it.
 
     @property
     def frames_emitted(self) -> int: ...

@@ -746,6 +746,11 @@ class WhisperStream:
         return self._next
 
     @property
+    def frames_per_step(self) -> int:
+        """Frames that become final together (the layout's hop)."""
+        return self.layout.hop_frames
+
+    @property
     def samples_received(self) -> int:
         return self._received
 
