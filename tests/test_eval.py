@@ -278,7 +278,7 @@ def test_drive_features_come_from_the_wav_when_the_clip_has_none(trained, excerp
         _check_drive_datasets((other,))
     (tmp_path / "tracks.npz").rename(other / fmt.TRACKS)
     r = HeadRenderer(trained[3], "cpu", drive=None)
-    n = fmt.read_meta(other)["n_frames"]
+    n = fmt.read_meta(other, check_files=False)["n_frames"]
     computed = drive_features(r, other, n)
     stored = np.load(excerpt_dataset / "audio_mel.npy").astype(np.float32)
     assert computed.shape == stored.shape == (n, 16, 80)

@@ -432,7 +432,9 @@ def small_dataset(tmp_path_factory, request):
     from talkgs.prepare.pipeline import prepare
 
     clip = request.getfixturevalue("anchor_excerpt")(start=20.0, duration=6.0)
-    return prepare(PrepareConfig(video=clip, output=tmp_path_factory.mktemp("wds") / "dataset", progress=False))
+    # mel only: the tests below add the whisper kind themselves.
+    return prepare(PrepareConfig(video=clip, output=tmp_path_factory.mktemp("wds") / "dataset", progress=False,
+                                 audio_features=("mel",)))
 
 
 def test_features_command_adds_whisper(rand_whisper, small_dataset, capsys):
