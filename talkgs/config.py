@@ -365,6 +365,12 @@ class RenderConfig:
     AUDIO, e.g. the original's aud_hu.npy for a `hubert` run; AUDIO is still muxed."""
     audio_kind: str | None = None
     """Feature kind the caller expects (default: the run's own; another kind is refused)."""
+    drive_video: Path | None = None
+    """The mouth follows another video's tracked lips, frame by frame, instead of the audio: the
+    folder `talkgs prepare OTHER.mp4 -o DIR` made of it (tracking needs MediaPipe, which render
+    does not load). Needs a mouth_state run; AUDIO is still muxed (usually OTHER.mp4 itself).
+    The video needs at least as many frames as AUDIO (25 fps); its last frame is held for up to
+    2 more."""
     dataset: Path | None = None
     """Dataset of the run (default: the path recorded in the checkpoint)."""
     drive: DriveConfig = DriveConfig()

@@ -73,17 +73,17 @@ def input_file(path: str | os.PathLike, what: str, error: type[TalkgsError] = Us
     return p
 
 
-def drive_dataset(path: str | os.PathLike) -> dict:
+def drive_dataset(path: str | os.PathLike, what: str = "--drive dataset") -> dict:
     """meta.json of a ``--drive`` dataset: only its meta, tracks and audio are read (a clip
     carried without frames, labels or plate still drives a head)."""
     p = Path(path)
     if not p.exists():
-        raise DatasetError(f"--drive dataset {p} does not exist")
+        raise DatasetError(f"{what} {p} does not exist")
     if not p.is_dir():
-        raise DatasetError(f"--drive dataset {p} is a file; a dataset is a folder written by `talkgs prepare`")
+        raise DatasetError(f"{what} {p} is a file; a dataset is a folder written by `talkgs prepare`")
     meta = fmt.read_meta(p, check_files=False)
     if not (p / fmt.TRACKS).is_file():
-        raise DatasetError(f"--drive dataset {p} has no {fmt.TRACKS}")
+        raise DatasetError(f"{what} {p} has no {fmt.TRACKS}")
     return meta
 
 
@@ -504,6 +504,22 @@ def render(cfg):
     input_file(cfg.audio, "audio file", MediaError)
     if cfg.features is not None:
         input_file(cfg.features, "--features file", AudioFeatureError)
+    if cfg.drive_video is not None:
+        dv = Path(cfg.drive_video)
+        if dv.is_file():
+            raise UsageError(
+                f"--drive-video takes the other video's prepared folder: `talkgs prepare {dv} -o DIR`, then "
+                f"--drive-video DIR (its lips are tracked once, by prepare)"
+            )
+        drive_dataset(dv, "--drive-video dataset")
+        saved_cfg = saved_run_config(cfg.run)
+        if saved_cfg is not None:
+            # Runs saved before the option existed were audio-conditioned.
+            cond = (saved_cfg.get("model") or {}).get("conditioning", "audio")
+            if cond != "mouth_state":
+                raise UsageError(
+                    f"--drive-video needs a run trained with --model.conditioning mouth_state; {cfg.run} is '{cond}'"
+                )
     at_least("batch_size", cfg.batch_size, 1)
     if cfg.scale is not None:
         positive("scale", cfg.scale)

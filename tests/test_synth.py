@@ -273,3 +273,45 @@ def test_silence_keeps_the_mouth_closed(trained, anchor_dataset):
     with torch.no_grad():
         assert torch.equal(pred(windows(silence)), pred(windows(pred.in_lo.expand_as(silence))))
         assert torch.equal(pred(windows(loud)), pred(windows(pred.in_hi.expand_as(silence))))
+
+
+# ----------------------------------------------------------------------------- --drive-video
+
+
+def test_drive_video_states_follow_that_videos_lips(mini_run, anchor_dataset, excerpt_dataset):
+    """The excerpt is anchor frames 250-400 prepared on its own (its own tracks and pose fit):
+    the states transferred from its lips must follow the anchor's own states of those frames."""
+    from talkgs.model.mouth import measure_offsets
+
+    r = HeadRenderer(mini_run, "cpu")
+    n = int(fmt.read_meta(excerpt_dataset)["n_frames"])
+    got = r.video_mouth_states(excerpt_dataset, n).numpy()
+    meta = fmt.read_meta(anchor_dataset)
+    tr = fmt.load_tracks(anchor_dataset, ("landmarks", "w2c"), 250, 250 + n)
+    i = meta["intrinsics"]
+    K = np.array([[i["fx"], 0, i["cx"]], [0, i["fy"], i["cy"]], [0, 0, 1.0]])
+    own = r.model.mouth_basis.encode(torch.as_tensor(measure_offsets(tr["landmarks"], tr["w2c"], K))).numpy()
+    assert got.shape == (n, r.model.mouth_basis.n_components)
+    assert np.corrcoef(got[:, 0], own[:, 0])[0, 1] > 0.9
+    assert abs(got[:, 0].mean()) < 1e-4  # centred on the other video's own mean face
+    assert 0.5 < got[:, 0].std() / own[:, 0].std() < 2.0
+
+
+def test_render_drive_video_and_its_refusals(mini_run, anchor_dataset, excerpt_dataset, tmp_path):
+    out = tmp_path / "dv.mp4"
+    s = _render(mini_run, excerpt_dataset / fmt.AUDIO, out, drive_video=excerpt_dataset)
+    assert s["mouth"] == f"video {excerpt_dataset}"
+    _check_av(out, int(fmt.read_meta(excerpt_dataset)["n_frames"]))
+
+    def refusal(*args):
+        r = subprocess.run([sys.executable, "-m", "talkgs", "render", str(mini_run), "--device", "cpu", *map(str, args)],
+                           capture_output=True, text=True)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("talkgs:"), r.stderr
+        return lines[0]
+
+    video = excerpt_dataset / fmt.FRAMES
+    assert "talkgs prepare" in refusal("--audio", video, "-o", tmp_path / "a.mp4", "--drive-video", video)
+    msg = refusal("--audio", anchor_dataset / fmt.AUDIO, "-o", tmp_path / "b.mp4", "--drive-video", excerpt_dataset)
+    assert "has 150 frames" in msg and "the audio needs" in msg
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()

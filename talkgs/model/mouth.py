@@ -140,6 +140,15 @@ class MouthBasis(nn.Module):
         return x.reshape(states.shape[0], -1, 3)
 
 
+def transfer_states(basis: MouthBasis, offsets: torch.Tensor) -> torch.Tensor:
+    """Mouth states ``[N, m]`` of this person's basis for another person's lifted offsets
+    ``[N, 468, 3]`` (:func:`measure_offsets` of their tracks): their deviations from their own
+    mean face (over these N frames), so a different face shape is not read as an open or
+    twisted mouth; state 0 is then this person's mean mouth, as in training."""
+    x = offsets[:, basis.idx].reshape(offsets.shape[0], -1).to(basis.mean)
+    return (x - x.mean(0, keepdim=True)) @ basis.components.T / basis.scale
+
+
 class StateCode(nn.Module):
     """A branch's condition code from the mouth state: ``[B, m] -> [B, code_dim]`` (bias-free,
     so the mean mouth gives a zero code, as zero audio did in the original nets)."""

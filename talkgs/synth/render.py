@@ -34,6 +34,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from talkgs import conventions
 from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
 from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
@@ -173,9 +174,10 @@ class HeadRenderer:
 
     # ------------------------------------------------------------------ rendering
     @torch.no_grad()
-    def render(self, windows: torch.Tensor, plan: DrivePlan) -> FrameRender:
+    def render(self, windows: torch.Tensor, plan: DrivePlan, states: torch.Tensor | None = None) -> FrameRender:
         """The float :class:`FrameRender` (image not clamped, branch alphas; on the device) of
-        audio windows ``[B, 8, W, C]`` and the matching slice of a drive plan."""
+        audio windows ``[B, 8, W, C]`` and the matching slice of a drive plan; ``states [B, m]``:
+        mouth states to use instead of the ones predicted from the audio (mouth_state runs)."""
         b = windows.shape[0]
         if len(plan) != b:
             raise TalkgsError(f"render_batch: {b} audio windows but {len(plan)} drive frames")
@@ -193,14 +195,42 @@ class HeadRenderer:
         )
         windows = windows.to(dev, torch.float32)
         bg = self.backgrounds[local].float() / 255.0
-        return self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend)
+        return self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend,
+                                        states=states)
 
-    def render_batch(self, windows: torch.Tensor, plan: DrivePlan, with_mouth: bool = False):
+    def video_mouth_states(self, root: str | Path, n_frames: int) -> torch.Tensor:
+        """States ``[n_frames, m]`` (on the device) that make this head's mouth follow the
+        tracked lips of another prepared video ``root`` frame by frame (``render
+        --drive-video``). One-line errors for an audio-conditioned run or a video too short."""
+        from talkgs.model.mouth import measure_offsets, transfer_states
+
+        if self.model.mouth_basis is None:
+            raise TalkgsError(
+                f"--drive-video needs a run trained with --model.conditioning mouth_state; {self.run} is audio-conditioned"
+            )
+        root = Path(root)
+        meta = fmt.read_meta(root, check_files=False)
+        m = int(meta["n_frames"])
+        if m + 2 < n_frames:
+            raise TalkgsError(
+                f"--drive-video {root} has {m} frames ({m / FPS:.2f} s); the audio needs {n_frames} ({n_frames / FPS:.2f} s)"
+            )
+        tr = fmt.load_tracks(root, ("landmarks", "w2c"))
+        intr = meta["intrinsics"]
+        K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
+        offsets = measure_offsets(tr["landmarks"], tr["w2c"], K)  # [M, 468, 3]
+        with torch.no_grad():
+            states = transfer_states(self.model.mouth_basis, torch.as_tensor(offsets, device=self.device))
+        idx = torch.clamp(torch.arange(n_frames, device=self.device), max=m - 1)  # hold the last frame
+        return states[idx].float()
+
+    def render_batch(self, windows: torch.Tensor, plan: DrivePlan, with_mouth: bool = False,
+                     states: torch.Tensor | None = None):
         """uint8 ``[B, H, W, 3]`` (on the device) for audio windows ``[B, 8, W, C]`` and the
         matching slice of a drive plan. ``with_mouth`` also returns the visible inside-mouth
         area ``[B]`` in pixels (sum of (1 - face alpha) x mouth alpha): the render's own
         mouth-opening signal, comparable with the dataset's mouth-interior label area."""
-        out = self.render(windows, plan)
+        out = self.render(windows, plan, states)
         frames_u8 = to_uint8(out.image)
         if with_mouth:
             return frames_u8, out.visible_mouth_area()
@@ -217,9 +247,11 @@ def render_features(
     features: np.ndarray | torch.Tensor,
     batch_size: int = 16,
     start: int = 0,
+    states: torch.Tensor | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield uint8 frame batches ``[b, H, W, 3]`` (host memory) for per-frame features
-    ``[N, W, C]`` (all frames of one clip; frame i of the output uses windows around i).
+    ``[N, W, C]`` (all frames of one clip; frame i of the output uses windows around i);
+    ``states [N, m]``: mouth states to use instead of the predicted ones.
 
     Each batch is copied to the host while the next one renders.
     """
@@ -232,7 +264,7 @@ def render_features(
         e = min(s + batch_size, n)
         idx = torch.arange(s, e, device=renderer.device)
         win = gather_windows(feats, idx, renderer.audio_window)
-        out = renderer.render_batch(win, renderer.plan(e - s, start + s))
+        out = renderer.render_batch(win, renderer.plan(e - s, start + s), states=None if states is None else states[s:e])
         if pending is not None:
             yield pending.cpu().numpy()
         pending = out
@@ -374,6 +406,8 @@ def render_audio(cfg) -> dict:
     renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale)
     renderer.check_kind(cfg.audio_kind)
     wav16, wav_mux, rate, n = load_audio_for_render(cfg.audio)
+    # The video's states first: a video too short is refused before the features are computed.
+    states = renderer.video_mouth_states(cfg.drive_video, n) if cfg.drive_video is not None else None
     feats = features_for(renderer, wav16, n, cfg.features, cfg.audio_kind)
     t_setup = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -383,7 +417,7 @@ def render_audio(cfg) -> dict:
                      comment=made_by("render")) as writer:
         enc = _EncoderThread(writer)
         try:
-            for batch in render_features(renderer, feats, cfg.batch_size):
+            for batch in render_features(renderer, feats, cfg.batch_size, states=states):
                 enc.put(batch)
                 bar.update(batch.shape[0])
         finally:
@@ -400,6 +434,7 @@ def render_audio(cfg) -> dict:
         "audio_kind": renderer.audio_kind,
         "size": [renderer.width, renderer.height],
         "drive": dataclasses.asdict(renderer.drive),
+        "mouth": f"video {cfg.drive_video}" if cfg.drive_video is not None else "audio",
         "setup_s": t_setup,
         "render_and_encode_s": t_render,
         "encode_busy_s": enc.busy_s,
