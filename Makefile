@@ -45,7 +45,7 @@ demo: venv
 	@if $(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
 	  scale=$(or $(DEMO_SCALE),1); flags="$(DEMO_GPU_FLAGS)"; echo "demo: CUDA GPU found: full-size head, default schedule"; \
 	else \
-	  scale=$(or $(DEMO_SCALE),0.125); flags="$(DEMO_CPU_FLAGS)"; echo "demo: no CUDA GPU: 64x64 head, quick preset (~4 min)"; \
+	  scale=$(or $(DEMO_SCALE),0.125); flags="$(DEMO_CPU_FLAGS)"; echo "demo: no CUDA GPU: 64x64 head, quick preset (~2 min)"; \
 	fi; \
 	test -f $(DEMO_DIR)/run/checkpoints/fuse.pt || \
 	  $(BIN)/talkgs train $(DEMO_DIR)/anchor -o $(DEMO_DIR)/run --image-scale $$scale $$flags \
