@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -61,13 +62,13 @@ def augmented_clips(
 
 def feature_clips(
     kind: str, wav: np.ndarray, states: np.ndarray, mouth_open: np.ndarray, clean_features: np.ndarray,
-    cfg: PredictorConfig, seed: int = 0,
+    cfg: PredictorConfig, seed: int = 0, stop: Callable[[], bool] | None = None,
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str | None]:
     """``([(name, features [n, W, C], states [n, m])], note)`` for the clean clip
     (``clean_features``, the dataset's own) and the augmented copies of ``wav`` (features
     extracted with ``kind``'s extractor). A kind that cannot be computed here (e.g. imported
     ``deepspeech``, or ``hubert`` without its weights) gives the clean clip alone, and ``note``
-    says why."""
+    says why. ``stop()`` true ends early (Ctrl-C while a slow extractor runs)."""
     from talkgs.audio import extract
 
     clips = [("clean", clean_features, states)]
@@ -75,6 +76,8 @@ def feature_clips(
         return clips, None
     closed = closed_mouth_state(states, mouth_open)
     for name, w, s in augmented_clips(wav, states, closed, cfg, seed)[1:]:
+        if stop is not None and stop():
+            break
         try:
             clips.append((name, extract(kind, w, len(s)), s))
         except AudioFeatureError as e:
@@ -95,6 +98,7 @@ def fit_mouth_predictor(
     device: torch.device,
     seed: int = 0,
     progress: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Train ``predictor`` in place on ``clips = [(name, features [n, W, C], states [n, m])]``
     (the first clip is the clean one: its training part sets the input statistics, its held-out
@@ -161,6 +165,8 @@ def fit_mouth_predictor(
         bar = tqdm(total=cfg.steps, desc="predictor", leave=False)
     predictor.train()
     for step in range(1, cfg.steps + 1):
+        if stop is not None and stop():
+            break
         rows = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)].to(device)
         loss = ((predictor.raw(windows(rows)) - y[rows]) ** 2).mean()
         opt.zero_grad(set_to_none=True)

@@ -279,7 +279,7 @@ def trainable(stage: StageConfig, branch: str, param: str) -> bool:
 # --------------------------------------------------------------------------------- trainer
 
 
-def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0) -> tuple[list, str | None]:
+def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0, stop=None) -> tuple[list, str | None]:
     """Training pairs of the mouth predictor: ``[(name, features [n, W, C], states [n, m])]`` for
     the training frames' audio and its augmented copies. The clean clip uses the dataset's own
     features (exactly what rendering that audio sees); the copies are extracted with the feature
@@ -295,7 +295,7 @@ def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0) -> tu
     wav = wav[g0 * SAMPLES_PER_FRAME : g1 * SAMPLES_PER_FRAME]
     mouth_open = ds.tracks["mouth_open"].cpu().numpy()[rows]
     clean = ds.audio[torch.as_tensor(rows, device=ds.device)].float().cpu().numpy()
-    return feature_clips(ds.audio_kind, wav, st, mouth_open, clean, cfg, seed)
+    return feature_clips(ds.audio_kind, wav, st, mouth_open, clean, cfg, seed, stop=stop)
 
 
 def fit_face_model(model: TalkingHead, ds: Dataset) -> torch.Tensor | None:
@@ -459,6 +459,10 @@ class Trainer:
             if self.model.mouth_predictor is not None and self.predictor_report is None and self.stage_index == 0 \
                     and self.stage_step == 0:
                 self.fit_predictor()
+                if self._stop:  # interrupted while fitting: a resume fits it again
+                    self.predictor_report = None
+                    path = self._checkpoint("latest")
+                    raise Interrupted(self._interrupted_message(self.stages[0], path), self._stop_signal)
                 self._checkpoint("latest")
             for si in range(self.stage_index, len(self.stages)):
                 self.stage_index = si
@@ -482,11 +486,14 @@ class Trainer:
         """Fit the audio -> mouth-state predictor on the training frames and augmented copies of
         their audio (:mod:`talkgs.train.mouth_predictor`); writes RUN/predictor.json."""
         t0 = time.perf_counter()
-        clips, note = predictor_clips(self.ds, self.cond.states, self.cfg.resolved_predictor(), self.cfg.seed)
+        stop = lambda: self._stop  # noqa: E731  (Ctrl-C / SIGTERM: see run())
+        clips, note = predictor_clips(self.ds, self.cond.states, self.cfg.resolved_predictor(), self.cfg.seed, stop)
         report = fit_mouth_predictor(
             self.model.mouth_predictor, clips, self.cfg.resolved_predictor(), self.device, self.cfg.seed,
-            progress=self.cfg.progress,
+            progress=self.cfg.progress, stop=stop,
         )
+        if self._stop:
+            return report
         report["total_seconds"] = round(time.perf_counter() - t0, 2)
         if note:
             report["note"] = note
