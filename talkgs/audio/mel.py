@@ -31,7 +31,7 @@ import numpy as np
 from talkgs.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
 from talkgs.audio.registry import register
-from talkgs.audio.stream import register_stream
+from talkgs.audio.stream import checked_chunk, register_stream
 
 N_FFT = 400
 HOP = 160
@@ -187,11 +187,7 @@ class MelStream:
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Add mono float samples ``[S]``; returns the newly complete windows ``[n, 16, 80]``."""
-        if self._closed:
-            raise AudioFeatureError("mel stream: push() after flush()")
-        chunk = np.asarray(chunk, dtype=np.float32)
-        if chunk.ndim != 1:
-            raise AudioFeatureError(f"mel stream: chunk must be mono [S], got shape {tuple(chunk.shape)}")
+        chunk = checked_chunk("mel", self._closed, chunk)
         self._buf = np.concatenate([self._buf, chunk])
         self._received += chunk.shape[0]
         # Frame i is complete once 640 i + 1640 samples have arrived.

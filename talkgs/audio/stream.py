@@ -51,6 +51,17 @@ class FeatureStream(Protocol):
     def flush(self, n_frames: int | None = None) -> np.ndarray: ...
 
 
+def checked_chunk(name: str, closed: bool, chunk) -> np.ndarray:
+    """A pushed chunk as float32 ``[S]``; one-line errors for a push after flush or a chunk that
+    is not mono (shared by every stream's ``push``)."""
+    if closed:
+        raise AudioFeatureError(f"{name} stream: push() after flush()")
+    chunk = np.asarray(chunk, dtype=np.float32)
+    if chunk.ndim != 1:
+        raise AudioFeatureError(f"{name} stream: chunk must be mono [S], got shape {tuple(chunk.shape)}")
+    return chunk
+
+
 STREAMS: dict[str, Callable[[], FeatureStream]] = {}
 
 

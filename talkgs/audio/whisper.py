@@ -78,7 +78,7 @@ from typing import Sequence
 import numpy as np
 
 from talkgs.audio.registry import register
-from talkgs.audio.stream import register_stream
+from talkgs.audio.stream import checked_chunk, register_stream
 from talkgs.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
 
@@ -753,11 +753,7 @@ class WhisperStream:
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Add mono float samples ``[S]``; returns the newly final windows ``[n, 2, C]``."""
-        if self._closed:
-            raise AudioFeatureError("whisper stream: push() after flush()")
-        chunk = np.asarray(chunk, dtype=np.float32)
-        if chunk.ndim != 1:
-            raise AudioFeatureError(f"whisper stream: chunk must be mono [S], got shape {tuple(chunk.shape)}")
+        chunk = checked_chunk("whisper", self._closed, chunk)
         self._buf = np.concatenate([self._buf, chunk])
         self._received += chunk.shape[0]
         lay = self.layout

@@ -44,6 +44,23 @@ def gather_windows(features: torch.Tensor, idx: torch.Tensor, size: int = 8) -> 
     return out * valid[:, :, None, None].to(out.dtype)
 
 
+
+@torch.no_grad()
+def set_input_stats(module: nn.Module, features: torch.Tensor) -> None:
+    """Fill ``module``'s per-channel input buffers ``in_mean``, ``in_std``, ``in_lo``, ``in_hi``
+    ``[C]`` from training features ``[N, W, C]`` of real audio."""
+    f = features.reshape(-1, features.shape[-1]).float()
+    module.in_mean.copy_(f.mean(0).to(module.in_mean))
+    module.in_std.copy_(f.std(0).clamp_min(1e-5).to(module.in_std))
+    module.in_lo.copy_(f.amin(0).to(module.in_lo))
+    module.in_hi.copy_(f.amax(0).to(module.in_hi))
+
+
+def normalize_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x [..., C]`` clamped to the training range per channel, then standardised."""
+    return (torch.minimum(torch.maximum(x, module.in_lo), module.in_hi) - module.in_mean) / module.in_std
+
+
 class AudioEncoder(nn.Module):
     """Per-frame audio window ``[B, W, C]`` -> code ``[B, code_dim]``.
 
@@ -78,21 +95,16 @@ class AudioEncoder(nn.Module):
         self.register_buffer("in_lo", torch.full((in_channels,), -torch.inf))
         self.register_buffer("in_hi", torch.full((in_channels,), torch.inf))
 
-    @torch.no_grad()
     def set_input_stats(self, features: torch.Tensor) -> None:
-        """Per-channel mean/std from training features ``[N, W, C]`` (call once before training)."""
-        f = features.reshape(-1, features.shape[-1]).float()
-        self.in_mean.copy_(f.mean(0).to(self.in_mean))
-        self.in_std.copy_(f.std(0).clamp_min(1e-5).to(self.in_std))
-        self.in_lo.copy_(f.amin(0).to(self.in_lo))
-        self.in_hi.copy_(f.amax(0).to(self.in_hi))
+        """Per-channel mean/std/range from training features ``[N, W, C]`` (call once before training)."""
+        set_input_stats(self, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1:] != (self.window, self.in_channels):
             raise AudioFeatureError(
                 f"audio window must be [B, {self.window}, {self.in_channels}], got {tuple(x.shape)}"
             )
-        x = (torch.minimum(torch.maximum(x, self.in_lo), self.in_hi) - self.in_mean) / self.in_std
+        x = normalize_input(self, x)
         h = self.conv(x.transpose(1, 2))  # [B, c, W'] with W' = 1 when W is a power of two
         return self.fc(h.mean(dim=-1))
 

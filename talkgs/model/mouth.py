@@ -33,6 +33,7 @@ from torch import nn
 
 from talkgs import landmarks as L
 from talkgs.errors import TalkgsError
+from talkgs.model.audio_encoder import normalize_input, set_input_stats
 
 
 def _lower_face_idx(margin_m: float = 0.003) -> tuple[int, ...]:
@@ -194,14 +195,9 @@ class MouthPredictor(nn.Module):
         )
         self.out = nn.Linear(frames * hidden, n_states)
 
-    @torch.no_grad()
     def set_input_stats(self, features: torch.Tensor) -> None:
         """Per-channel mean/std/range from training features ``[N, W, C]`` of real audio."""
-        f = features.reshape(-1, features.shape[-1]).float()
-        self.in_mean.copy_(f.mean(0).to(self.in_mean))
-        self.in_std.copy_(f.std(0).clamp_min(1e-5).to(self.in_std))
-        self.in_lo.copy_(f.amin(0).to(self.in_lo))
-        self.in_hi.copy_(f.amax(0).to(self.in_hi))
+        set_input_stats(self, features)
 
     def raw(self, windows: torch.Tensor) -> torch.Tensor:
         """Uncalibrated states ``[B, m]`` (what training fits)."""
@@ -210,8 +206,7 @@ class MouthPredictor(nn.Module):
                 f"mouth predictor needs windows [B, {self.frames}, {self.in_window}, {self.in_channels}], "
                 f"got {tuple(windows.shape)}"
             )
-        x = windows.to(self.in_mean.dtype)
-        x = (torch.minimum(torch.maximum(x, self.in_lo), self.in_hi) - self.in_mean) / self.in_std
+        x = normalize_input(self, windows.to(self.in_mean.dtype))
         h = self.embed(x.flatten(2))  # [B, F, H]
         h = self.temporal(h.transpose(1, 2))  # [B, H, F]
         return self.out(h.flatten(1))
