@@ -512,14 +512,6 @@ def render(cfg):
                 f"--drive-video DIR (its lips are tracked once, by prepare)"
             )
         drive_dataset(dv, "--drive-video dataset")
-        saved_cfg = saved_run_config(cfg.run)
-        if saved_cfg is not None:
-            # Runs saved before the option existed were audio-conditioned.
-            cond = (saved_cfg.get("model") or {}).get("conditioning", "audio")
-            if cond != "mouth_state":
-                raise UsageError(
-                    f"--drive-video needs a run trained with --model.conditioning mouth_state; {cfg.run} is '{cond}'"
-                )
     at_least("batch_size", cfg.batch_size, 1)
     if cfg.scale is not None:
         positive("scale", cfg.scale)
@@ -533,6 +525,13 @@ def render(cfg):
         audio_kinds([cfg.audio_kind], computed=False)
     saved = saved_run_config(cfg.run)
     meta = None
+    if saved is not None and cfg.drive_video is not None:
+        # Runs saved before the option existed were audio-conditioned.
+        cond = (saved.get("model") or {}).get("conditioning", "audio")
+        if cond != "mouth_state":
+            raise UsageError(
+                f"--drive-video needs a run trained with --model.conditioning mouth_state; {cfg.run} is '{cond}'"
+            )
     if saved is not None:
         kind = saved.get("audio_kind")
         if cfg.audio_kind is not None and kind is not None and cfg.audio_kind != kind:

@@ -31,7 +31,6 @@ from importlib import resources
 from pathlib import Path
 
 from talkgs.errors import TalkgsError
-from talkgs.validate import is_loopback  # noqa: F401  (re-exported for the page's tests)
 from talkgs.validate import serve as check_config
 
 log = logging.getLogger("talkgs.serve")

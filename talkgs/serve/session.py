@@ -117,8 +117,8 @@ class Session:
         step = max(1, int(getattr(stream, "frames_per_step", 1)))
         limits = dataclasses.replace(
             limits,
-            max_pending=max(limits.max_pending, limits.max_pending + step - 1),
-            max_out=max(limits.max_out, limits.max_out + step - 1),
+            max_pending=limits.max_pending + step - 1,
+            max_out=limits.max_out + step - 1,
         )
         self.limits = limits
         self.clock = clock
