@@ -1,0 +1,154 @@
+"""Where a training step's time goes: per-part wall times (device-synchronised) and the top
+operators of a few steps of one stage, after its static warm-up.
+
+    python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
+        [--schedule-scale 0.2] [--out bench/results/train_profile.json]
+
+Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
+``--stage``, then times ``--steps`` steps: the loss forward and its parts (deform, rasterize,
+landmark loss, D-SSIM), and the rest (backward, densification, optimiser steps); then profiles
+the same number of steps with torch.profiler. Prints a table and writes JSON; the run itself
+is thrown away. Timing wrappers synchronise the device, so the per-part sum exceeds an
+unprofiled step slightly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import talkgs.train.trainer as T  # noqa: E402
+from talkgs.config import PredictorConfig, TrainConfig  # noqa: E402
+
+
+class _Done(Exception):
+    pass
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("--stage", default="face", choices=["mouth", "face", "fuse"])
+    ap.add_argument("--skip", type=int, default=30, help="dynamic steps before timing")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--schedule-scale", type=float, default=0.2)
+    ap.add_argument("--image-scale", type=float, default=1.0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_profile.json")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="talkgs_prof_"))
+    cfg = TrainConfig(dataset=args.dataset, output=tmp / "run", schedule_scale=args.schedule_scale,
+                      image_scale=args.image_scale, device=args.device, progress=False, tensorboard=False,
+                      checkpoint_every=10**9, audio_kind=args.audio_kind,
+                      predictor=PredictorConfig(augment=False, steps=100))
+    trainer = T.Trainer(cfg)
+    dev = trainer.device
+    stage_cfg = next(s for s in trainer.stages if s.name == args.stage)
+    # Earlier stages run for only a few steps: they are not what is measured.
+    trainer.stages = [s if s.name == args.stage else
+                      T.dataclasses.replace(s, iterations=min(s.iterations, 20), warmup_static=min(s.warmup_static, 5))
+                      for s in trainer.stages]
+    first = stage_cfg.warmup_static + args.skip
+    times: dict[str, list[float]] = defaultdict(list)
+    state = {"prof": None, "t_step": None, "step_times": []}
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            if not state.get("timing"):
+                return fn(*a, **k)
+            sync()
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            sync()
+            times[name].append(time.perf_counter() - t0)
+            return out
+        return wrapper
+
+    model = trainer.model
+    model.deform = timed("deform", model.deform)
+    model.render_branch = timed("rasterize", model.render_branch)
+    T.face_landmark_loss = timed("landmark loss", T.face_landmark_loss)
+    T.L.dssim = timed("dssim", T.L.dssim)
+    inner_loss = timed("loss forward (all)", T.stage_loss)
+    report: dict = {}
+
+    def stage_loss(model_, stage, batch, step, *a, **k):
+        if stage.name == args.stage:
+            now = time.perf_counter()
+            if state["t_step"] is not None and state.get("timing"):
+                sync()
+                state["step_times"].append(time.perf_counter() - state["t_step"])
+            if step == first:
+                state["timing"] = True
+            elif step == first + args.steps:
+                state["timing"] = False
+                if dev.type == "cuda":
+                    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+                else:
+                    acts = [torch.profiler.ProfilerActivity.CPU]
+                state["prof"] = torch.profiler.profile(activities=acts)
+                state["prof"].start()
+            elif step == first + 2 * args.steps:
+                sync()
+                state["prof"].stop()
+                raise _Done
+            sync()
+            state["t_step"] = time.perf_counter() if step >= first else None
+            del now
+        return inner_loss(model_, stage, batch, step, *a, **k)
+
+    T.stage_loss = stage_loss
+    t0 = time.perf_counter()
+    try:
+        trainer.run()
+    except _Done:
+        pass
+    wall = time.perf_counter() - t0
+    step_ms = 1000 * sum(state["step_times"]) / max(len(state["step_times"]), 1)
+    parts = {k: 1000 * sum(v) / max(len(state["step_times"]), 1) for k, v in times.items()}
+    parts["rest (backward, densify, optimisers)"] = step_ms - parts.get("loss forward (all)", 0.0)
+    n = model.num_gaussians()
+    prof = state["prof"]
+    sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=30) if prof is not None else ""
+    ops = []
+    if prof is not None:
+        for e in sorted(prof.key_averages(), key=lambda e: -getattr(e, "self_device_time_total", e.self_cpu_time_total))[:40]:
+            ops.append({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000,
+                        "self_device_ms": getattr(e, "self_device_time_total", 0.0) / 1000})
+    report = {
+        "machine": {"platform": platform.platform(), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"},
+        "dataset": str(args.dataset), "stage": args.stage, "steps": len(state["step_times"]),
+        "gaussians": n, "step_ms": step_ms, "parts_ms": parts, "ops": ops, "wall_s": wall,
+    }
+    print(table)
+    print(f"\n{args.stage} stage, {len(state['step_times'])} steps timed, Gaussians {n}, device {report['machine']['device']}")
+    print(f"{'part':<40}{'ms/step':>10}")
+    for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"{k:<40}{v:>10.2f}")
+    print(f"{'step (unsynchronised parts)':<40}{step_ms:>10.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
