@@ -404,3 +404,24 @@ def test_torso_background_extends_the_neck_under_the_head_only():
     assert torch.allclose(bg[0, 0:10], blue.expand(10, w, 3))  # background: plate
     assert torch.allclose(bg[0, 26:30, 0], blue.expand(4, 3))  # not beside the head
     assert bg[..., 1].max() == 0  # no ground-truth head pixel in the background
+
+
+def test_deform_with_landmarks_is_one_pass_of_the_same_field():
+    """The training step moves the neutral landmarks in the Gaussians' field evaluation: the
+    same Gaussians, and the same landmarks as a separate evaluation of the face field."""
+    torch.manual_seed(0)
+    head = TalkingHead(small_head_config(), audio_window=16, audio_channels=20, generator=torch.Generator().manual_seed(0))
+    head.eval()  # no dropout in the state predictor: both calls see the same codes
+    with torch.no_grad():  # a non-trivial field (the planes start at ~1e-4)
+        for p in head.branch("face").motion.parameters():
+            p.normal_(0.0, 0.3)
+    windows = gather_windows(torch.randn(30, 16, 20), torch.tensor([3, 20]))
+    eye = eye_code(torch.tensor([0.0, 0.8]), torch.tensor([[0.3, 0.3], [0.05, 0.06]]))
+    plain = head.deform("face", windows, eye)
+    both = head.deform("face", windows, eye, with_landmarks=True)
+    assert plain.landmarks is None and both.landmarks.shape == (2, 468, 3)
+    for name in ("means", "quats", "scales", "d_xyz", "audio_att", "eye_att"):
+        torch.testing.assert_close(getattr(both, name), getattr(plain, name), rtol=1e-5, atol=1e-6)
+    separate = head.face_landmarks(both.code, both.eye)
+    torch.testing.assert_close(both.landmarks, separate, rtol=1e-5, atol=1e-6)
+    assert (both.landmarks - head.neutral_landmarks).abs().max() > 1e-4  # the field moved them

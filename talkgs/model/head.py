@@ -55,6 +55,7 @@ class DeformedGaussians:
     eye_att: torch.Tensor | None = None  # [B, N, E]; face only
     code: torch.Tensor | None = None  # [B, A] the condition code; None when static
     eye: torch.Tensor | None = None  # [B, E] the eye code; face only
+    landmarks: torch.Tensor | None = None  # [B, 468, 3] the neutral landmarks moved by the face field (with_landmarks)
 
     @property
     def batch_size(self) -> int:
@@ -227,13 +228,16 @@ class TalkingHead(nn.Module):
         static: bool = False,
         batch_size: int | None = None,
         states: torch.Tensor | None = None,
+        with_landmarks: bool = False,
     ) -> DeformedGaussians:
         """Gaussians of ``branch`` in ``B`` frames.
 
         ``audio_windows [B, 8, W, C]`` (see ``gather_windows``); ``states [B, m]`` the mouth
         states (mouth_state heads; None: predicted from the audio windows); ``eye [B, E]`` face
         only (None: zeros). ``static`` skips the motion field (the warm-up stage); then the
-        conditions may be None and ``batch_size`` gives B.
+        conditions may be None and ``batch_size`` gives B. ``with_landmarks`` (face) also moves
+        the neutral landmarks by the same field in the same pass (``landmarks``, what the
+        landmark loss projects; one field evaluation instead of two per training step).
         """
         br = self.branch(branch)
         gs = br.gaussians
@@ -263,7 +267,13 @@ class TalkingHead(nn.Module):
         if br.kind == "face":
             if eye is not None:
                 eye = eye.to(device=means_c.device, dtype=means_c.dtype)
-            d = br.motion(means_c, code, eye)
+            k = self.neutral_landmarks.shape[0] if with_landmarks else 0
+            pts = torch.cat([means_c, self.neutral_landmarks.to(means_c)]) if k else means_c
+            d = br.motion(pts, code, eye)
+            landmarks = None
+            if k:
+                landmarks = self.neutral_landmarks.to(means_c)[None] + d.d_xyz[:, n:]
+                d = d.head(n)
             return DeformedGaussians(
                 means=means_c[None] + d.d_xyz,
                 quats=F.normalize(gs["quats"][None] + d.d_rot, dim=-1),
@@ -278,6 +288,7 @@ class TalkingHead(nn.Module):
                 eye_att=d.eye_att,
                 code=code,
                 eye=eye,
+                landmarks=landmarks,
             )
         d_xyz = br.motion(means_c, code)
         return DeformedGaussians(

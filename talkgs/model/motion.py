@@ -79,6 +79,10 @@ class FaceDeltas:
     audio_att: torch.Tensor  # [B, N, A]: a_aud * audio code (what the MLP sees)
     eye_att: torch.Tensor  # [B, N, E]: a_eye * eye code
 
+    def head(self, n: int) -> "FaceDeltas":
+        """The deltas of the first ``n`` points."""
+        return FaceDeltas(*(t[:, :n] for t in (self.d_xyz, self.d_rot, self.d_scale, self.audio_att, self.eye_att)))
+
 
 class FaceMotion(nn.Module):
     """``forward(means [N, 3], audio [B, A], eye [B, E]) -> FaceDeltas``."""

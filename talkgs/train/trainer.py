@@ -184,6 +184,7 @@ def stage_loss(
             static=static,
             batch_size=batch.idx.shape[0],
             states=batch.states,
+            with_landmarks=branch == "face" and stage.name == "face" and w.landmarks > 0 and batch.landmarks is not None,
         )
         out = model.render_branch(
             deformed, batch.viewmats, batch.Ks, width, height,
@@ -258,7 +259,7 @@ def face_landmark_loss(model: TalkingHead, deformed, batch: Batch) -> torch.Tens
     """:func:`talkgs.train.losses.landmark_loss` of the face field at the neutral landmarks,
     projected through the batch's cameras, against the tracked points; in pixels of the source
     video (the dataset's size), whatever the training resolution."""
-    pts = model.face_landmarks(deformed.code, deformed.eye)  # [B, 468, 3]
+    pts = deformed.landmarks if deformed.landmarks is not None else model.face_landmarks(deformed.code, deformed.eye)
     uv, _ = project(pts, batch.viewmats[:, 0], batch.Ks[:, 0])
     k = batch.source_scale
     return L.landmark_loss(uv * k, batch.landmarks * k, batch.landmark_weights)
