@@ -28,8 +28,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import talkgs.train.trainer as T  # noqa: E402
-from talkgs.config import PredictorConfig, TrainConfig  # noqa: E402
+import talkgs.train.trainer as T
+from talkgs.config import PredictorConfig, TrainConfig
 
 
 class _Done(Exception):
