@@ -258,6 +258,7 @@ class LiveServer:
         sid = secrets.token_hex(6)
         session = Session(sid, head, open_stream(r.audio_kind), r.audio_window, self.limits)
         session.on_pending = self.loop.wake
+        session.on_error = lambda m: self._schedule_close(sid, m)
         pc = new_peer_connection()
         peer = _Peer(session, pc)
 
