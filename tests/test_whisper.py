@@ -472,13 +472,15 @@ def test_real_tiny_en_chunked_and_streamed_stay_close_to_the_offline_states(anch
     chunked = extract("whisper", x, n, model="tiny.en", device="cpu", chunk_s=8.0, context_s=2.0)  # 4 windows
     nbr = _rel(one[1:], one[:-1])
     assert _rel(chunked, one) < 0.6 * nbr, (_rel(chunked, one), nbr)
-    # The default stream over the first 1.4 s (as a live stream starting there).
+    # The default stream (hop 1, 40 ms) over the first 1.4 s (as a live stream starting there).
     m = 35
     s = WhisperStream("whisper", model="tiny.en", device="cpu")
     st = np.concatenate([s.push(x[i : i + 3200]) for i in range(0, 640 * m, 3200)] + [s.flush()])
     assert st.shape == (m, 2, 384)
     d0 = _rel(st[5:-5], one[5 : m - 5])
-    assert d0 < 0.8 * nbr and d0 < min(_rel(st[5:-5], one[4 : m - 6]), _rel(st[5:-5], one[6 : m - 4])), d0
+    # Measured: 0.51 of the norm with the default hop 1 / 40 ms (0.47 with hop 5 / 200 ms),
+    # neighbours 0.59 (bench/whisper_probe.py --streaming: val diff 0.49 / 0.38).
+    assert d0 < 0.9 * nbr and d0 < min(_rel(st[5:-5], one[4 : m - 6]), _rel(st[5:-5], one[6 : m - 4])), d0
 
 
 # ------------------------------------------------------------------------ talkgs features
@@ -544,5 +546,5 @@ def test_open_stream_gives_a_whisper_feature_stream(monkeypatch):
     assert {"whisper", "whisper_base"} <= set(stream_kinds())
     st = open_stream("whisper")
     assert isinstance(st, FeatureStream) and isinstance(st, WhisperStream)
-    assert (st.kind, st.window, st.channels, st.lookahead_ms) == ("whisper", 2, 384, 360.0)
+    assert (st.kind, st.window, st.channels, st.lookahead_ms) == ("whisper", 2, 384, 40.0)
     assert st.enc.layers == (W.DEFAULT_LAYER[384],) and st.layout == W.DEFAULT_STREAM
