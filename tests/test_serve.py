@@ -207,7 +207,8 @@ def test_whisper_sessions_share_one_encoder_call_per_tick_and_lose_no_frame(tiny
     from talkgs.audio import WhisperStream
     from talkgs.audio import whisper as W
 
-    opts = dict(model=tiny_whisper, layer=1, device="cpu")
+    # Layer 0 (no attention) keeps this cheap; tests/test_whisper.py batches deeper layers.
+    opts = {"model": tiny_whisper, "layer": 0, "device": "cpu"}
     wavs = [_speech(1.0, offset_s=o) for o in (0.5, 3.0, 6.0)] if SPEECH.is_file() else None
     if wavs is None:
         from tests.test_audio import speechlike
@@ -288,7 +289,7 @@ def test_a_device_stream_that_falls_behind_skips_and_a_step_loses_none(tiny_whis
     fell behind) skips the oldest uncomputed; its sound still goes out, in order."""
     from talkgs.audio import WhisperStream
 
-    opts = dict(model=tiny_whisper, layer=0, device="cpu")
+    opts = {"model": tiny_whisper, "layer": 0, "device": "cpu"}
     batcher = Batcher({"w": None})
     s = Session("w", "w", WhisperStream("whisper", hop_frames=5, **opts), 8)
     batcher.add(s)

@@ -271,7 +271,7 @@ def test_streams_batched_in_one_encoder_call_equal_each_stream_alone(rand_whispe
     windows, ONE encoder call runs them all, each stream accepts its states. The features equal
     each stream run alone (push/flush) and the whole clip at once (stream_windows); with the
     default layout (hop 1, 40 ms) frame i is ready once 640 (i + 1) + 640 samples are in."""
-    opts = dict(model=rand_whisper["hf"], layer=2, device="cpu")
+    opts = {"model": rand_whisper["hf"], "layer": 2, "device": "cpu"}
     assert W.DEFAULT_STREAM == W.Layout(5.0, 1, 40.0)
     ns = (9, 12, 7)
     wavs = [speechlike(640 * n - 100 * k, seed=20 + k) for k, n in enumerate(ns)]

@@ -26,8 +26,8 @@ from talkgs.audio.imported import load_feature_file
 
 __all__ = [
     "REGISTRY",
-    "FeatureKind",
     "DeviceStream",
+    "FeatureKind",
     "FeatureStream",
     "MelStream",
     "WhisperStream",

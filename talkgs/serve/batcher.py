@@ -35,6 +35,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import logging
 import time
 from typing import Callable, Hashable, Protocol
@@ -149,7 +150,7 @@ class Batcher:
                 continue
             try:
                 x = s.take_inputs()
-            except Exception as e:  # one session's audio must not stop the others
+            except Exception as e:  # noqa: BLE001 - one session's audio must not stop the others
                 self._session_failed(s, e)
                 continue
             if x.shape[0]:
@@ -164,15 +165,15 @@ class Batcher:
         others their frames."""
         t0 = self.clock()
         stream = job.items[0][0].stream  # every stream with this key runs the same encoder
-        bounds = np.cumsum([0] + [g for _, g in job.items])
+        bounds = list(itertools.pairwise(np.cumsum([0] + [g for _, g in job.items])))
         failed = None
         try:
             out = stream.encode(job.inputs)  # on the host when it returns (synchronised)
-            outputs: list = [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            outputs: list = [out[a:b] for a, b in bounds]
         except Exception as e:  # noqa: BLE001 - retried per session below
             failed = e
             outputs = []
-            for (s, _), a, b in zip(job.items, bounds[:-1], bounds[1:]):
+            for (s, _), (a, b) in zip(job.items, bounds):
                 try:
                     outputs.append(s.stream.encode(job.inputs[a:b]))
                 except Exception as e2:  # noqa: BLE001 - this session's own failure
