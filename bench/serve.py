@@ -17,6 +17,9 @@ Transports:
   the client's sending of the frame's centre audio sample, i.e. including Opus, aiortc's
   audio jitter buffer, VP8 encode/decode and the network stack.
 
+Whisper heads: the sessions' encoder windows (one per frame) run in one batched call per tick
+(``feature_*`` fields: calls per second, windows per call, ms per call); ``lookahead_ms`` is the
+stream's plus the model's window, read from the session.
 A client "holds 25 fps" when it received >= 24 frames/s over the measured window (after a
 warm-up). ``--find-max`` then searches for the largest N at which every client does.
 Audio: ``--audio`` (16 kHz wav), default the run's dataset audio from its val split; client k
