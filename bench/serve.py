@@ -17,6 +17,9 @@ Transports:
   the client's sending of the frame's centre audio sample, i.e. including Opus, aiortc's
   audio jitter buffer, VP8 encode/decode and the network stack.
 
+Whisper heads: the sessions' encoder windows (one per frame) run in one batched call per tick
+(``feature_*`` fields: calls per second, windows per call, ms per call); ``lookahead_ms`` is the
+stream's plus the model's window, read from the session.
 A client "holds 25 fps" when it received >= 24 frames/s over the measured window (after a
 warm-up). ``--find-max`` then searches for the largest N at which every client does.
 Audio: ``--audio`` (16 kHz wav), default the run's dataset audio from its val split; client k
@@ -191,9 +194,15 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
         first = None if s.t_first_sent is None else s.t_first_sent - s.t_first_audio
         per_client.append({"fps": a.shape[0] / seconds, "lat": a[:, 1], "stages": a[:, 2:7], "batch": a[:, 7],
                            "first_s": first, "dropped": s.counts["dropped"] + s.counts["skipped"]})
-    busy = sum(t["render_s"] + t["copy_s"] for t in batcher.ticks if t_measure <= t["t"] < t_end) / seconds
+    feat = [t for t in batcher.encode_ticks if t_measure <= t["t"] < t_end]  # batched whisper encoder calls
+    busy = (sum(t["render_s"] + t["copy_s"] for t in batcher.ticks if t_measure <= t["t"] < t_end)
+            + sum(t["encode_s"] for t in feat)) / seconds
     sizes = [t["size"] for t in batcher.ticks if t_measure <= t["t"] < t_end]
     return per_client, {"device_busy": busy, "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
+                        "feature_calls_per_s": len(feat) / seconds,
+                        "feature_batch_mean": float(np.mean([t["size"] for t in feat])) if feat else None,
+                        "feature_ms_p50": 1000 * _pct([t["encode_s"] for t in feat], 50) if feat else None,
+                        "feature_ms_p95": 1000 * _pct([t["encode_s"] for t in feat], 95) if feat else None,
                         "encode_ms_p50": 1000 * _pct(enc_times, 50) if enc_times else None,
                         "encode_ms_p95": 1000 * _pct(enc_times, 95) if enc_times else None}
 
@@ -267,7 +276,7 @@ def mouth_check(run, device, backend, audio, dataset=None) -> dict:
         if k % 8 == 7:
             b.tick()
     s.end_audio()
-    while b.pending():
+    while b.due():
         b.tick()
     frames = []
     while (f := s.take_frame()) is not None:
@@ -341,6 +350,12 @@ def main() -> None:
     audio = load_audio(args, r)
     print(f"[bench] head {head}: {r.width}x{r.height} on {r.device}, loaded in {time.perf_counter() - t0:.1f} s; "
           f"audio {audio.shape[0] / SAMPLE_RATE:.1f} s; transport {args.transport}")
+    from talkgs.audio import open_stream
+    from talkgs.serve.session import Session
+
+    # Audio past a frame's end needed before it can be rendered: the stream's + the model's window.
+    lookahead_ms = Session("probe", head, open_stream(r.audio_kind), r.audio_window).lookahead_ms
+    print(f"[bench] feature kind {r.audio_kind}: lookahead {lookahead_ms:g} ms past a frame's end")
     dev_name = torch.cuda.get_device_name() if r.device.type == "cuda" else platform.processor() or platform.machine()
     encoder_factory = None if args.no_encode or args.transport != "inproc" else make_encoder()
     proc = None
@@ -368,7 +383,9 @@ def main() -> None:
         print(f"[bench] N={n:3d}: fps min {row['fps_min']:.1f} mean {row['fps_mean']:.1f}, latency p50 "
               f"{row['latency_ms_p50'] or float('nan'):.0f} p95 {row['latency_ms_p95'] or float('nan'):.0f} ms, first frame "
               f"<= {row['first_frame_ms_max'] or float('nan'):.0f} ms, device busy {100 * row['device_busy']:.0f} %, "
-              f"batch {row['mean_batch']:.1f}", flush=True)
+              f"batch {row['mean_batch']:.1f}" + (f", feature calls {row['feature_calls_per_s']:.0f}/s of "
+              f"{row['feature_batch_mean']:.1f} windows, {row['feature_ms_p50']:.1f} ms p50"
+              if row.get("feature_batch_mean") else ""), flush=True)
         return row
 
     try:
@@ -410,7 +427,8 @@ def main() -> None:
         "transport": args.transport, "seconds": args.seconds, "warmup": args.warmup, "max_batch": args.max_batch,
         "encode": ("vp8 (aiortc encoder)" if encoder_factory else "not measured (no aiortc/PyAV here)")
         if args.transport == "inproc" else "vp8 + opus over loopback (aiortc)",
-        "lookahead_ms": 182.5 if r.audio_kind == "mel" else None,
+        "audio_kind": r.audio_kind,
+        "lookahead_ms": lookahead_ms,
         "largest_n_holding_25fps": best, "trials": table, "mouth_check": mouth,
     }
     out = args.out or REPO / "bench" / "results" / f"serve_{args.transport}.json"

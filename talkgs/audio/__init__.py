@@ -14,7 +14,7 @@ chunks, get each frame's window as soon as it is final; ``mel`` (``MelStream``, 
 """
 
 from talkgs.audio.registry import REGISTRY, FeatureKind, available_kinds, extract, get_kind, register
-from talkgs.audio.stream import FeatureStream, open_stream, register_stream, stream_kinds
+from talkgs.audio.stream import DeviceStream, FeatureStream, open_stream, register_stream, stream_kinds
 from talkgs.audio import mel as _mel  # noqa: F401  (registers the "mel" kind)
 from talkgs.audio.mel import MelStream, extract_mel, mel_windows
 from talkgs.audio import phones as _phones  # noqa: F401  (registers "phones", "phones_mel")
@@ -26,6 +26,7 @@ from talkgs.audio.imported import load_feature_file
 
 __all__ = [
     "REGISTRY",
+    "DeviceStream",
     "FeatureKind",
     "FeatureStream",
     "MelStream",

@@ -17,12 +17,14 @@ Memory must stay bounded whatever the stream's length. Kinds that can stream reg
 factory with :func:`register_stream`; :func:`open_stream` makes one for a run's kind, or
 says in one line that the kind cannot stream (e.g. ``hubert``, whose encoder looks at whole
 20 s chunks). The server and :func:`talkgs.synth.render.stream_frames` only use this
-protocol, so a new streaming kind plugs in here without touching either.
+protocol, so a new streaming kind plugs in here without touching either. A kind whose
+features need a model on the device (whisper) is also a :class:`DeviceStream`: the server
+then runs that model once per tick for all sessions' streams instead of once per stream.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Hashable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -49,6 +51,40 @@ class FeatureStream(Protocol):
     def push(self, chunk: np.ndarray) -> np.ndarray: ...
 
     def flush(self, n_frames: int | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class DeviceStream(FeatureStream, Protocol):
+    """A :class:`FeatureStream` whose features come from a model run on the device (whisper),
+    in two phases so that a server runs the model once for many streams: ``feed`` stores
+    audio; ``ready_windows()`` hands out the model inputs ``[G, ...]`` that became final (each
+    once, in order); ``encode(inputs)`` runs the model on the inputs of any streams with an
+    equal ``encode_key`` at once (results do not depend on the batching); ``accept(outputs)``
+    turns the outputs of the oldest ``len(outputs)`` inputs handed out into the frames' windows
+    ``[n, W, C]``. ``end_input`` ends the input, ``finished`` says every frame was emitted,
+    ``frames_ready()`` how many frames ``ready_windows`` would hand out, ``skip(n)`` drops the
+    oldest ready frames uncomputed (a server catching up). ``push``/``flush`` are the same
+    steps in one go, for single-stream users."""
+
+    @property
+    def encode_key(self) -> Hashable: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def feed(self, chunk: np.ndarray) -> None: ...
+
+    def end_input(self, n_frames: int | None = None) -> None: ...
+
+    def frames_ready(self) -> int: ...
+
+    def ready_windows(self, max_groups: int | None = None) -> np.ndarray: ...
+
+    def encode(self, windows: np.ndarray) -> np.ndarray: ...
+
+    def accept(self, states: np.ndarray) -> np.ndarray: ...
+
+    def skip(self, n: int) -> int: ...
 
 
 def checked_chunk(name: str, closed: bool, chunk) -> np.ndarray:

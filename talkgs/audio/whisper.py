@@ -61,12 +61,15 @@ Streaming
     :class:`WhisperStream` re-runs the encoder for each group of ``hop_frames`` frames on a
     30 s window holding the ``history_s`` seconds before the group, the group and
     ``lookahead_ms`` after it, zero-padded (:class:`Layout`, default :data:`DEFAULT_STREAM`:
-    5 s, 5 frames, 200 ms, i.e. a frame is out at most 360 ms after its end).
-    :func:`stream_windows` computes the same for a whole clip at once.
+    5 s, 1 frame, 40 ms, i.e. a frame is final 40 ms after its end).
+    :func:`stream_windows` computes the same for a whole clip at once. A server batches the
+    encoder runs of many streams in one call (the stream's two phases, ``ready_windows`` and
+    ``accept``; :mod:`talkgs.serve.batcher`); a window's states depend on that window only.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -545,8 +548,29 @@ class Layout:
         return out
 
 
-# Chosen with bench/whisper_probe.py --streaming (README "Audio feature kinds").
-DEFAULT_STREAM = Layout(history_s=5.0, hop_frames=5, lookahead_ms=200.0)
+# Live serving: a frame is final 40 ms after its end (hop 1: one encoder window per frame; the
+# server batches the windows of all sessions in one call). History 5 s was chosen with
+# bench/whisper_probe.py --streaming; there a 40 ms lookahead (hop 5) and hop 1 (200 ms) cost
+# the mouth probe little (README "Audio feature kinds"); hop 1 with 40 ms is not measured yet.
+DEFAULT_STREAM = Layout(history_s=5.0, hop_frames=1, lookahead_ms=40.0)
+
+
+def _default_batch(enc: Encoder) -> int:
+    return 32 if enc.device.startswith("cuda") else 1
+
+
+def group_states(enc: Encoder, windows: np.ndarray, layout: Layout, batch: int | None = None) -> np.ndarray:
+    """Kept states ``float32 [len(enc.layers), G, 2 hop, C]`` of the groups whose 30 s encoder
+    inputs are ``windows [G, 480000]`` (window positions [history, history + 2 hop)), run
+    ``batch`` windows per encoder call (default 32 on CUDA, 1 on the CPU). Each window's states
+    depend on that window only, so how windows are batched does not change them."""
+    H, K = layout.history, STATES_PER_FRAME * layout.hop_frames
+    G = windows.shape[0]
+    out = np.zeros((len(enc.layers), G, K, enc.d_model), np.float32)
+    batch = batch or _default_batch(enc)
+    for i in range(0, G, batch):
+        out[:, i : i + batch] = encode(enc, windows[i : i + batch])[:, :, H : H + K].cpu().numpy()
+    return out
 
 
 def run_groups(enc: Encoder, x: np.ndarray, groups: list[tuple[int, int, int]], layout: Layout,
@@ -557,7 +581,7 @@ def run_groups(enc: Encoder, x: np.ndarray, groups: list[tuple[int, int, int]], 
     C = enc.d_model
     n = sum(b - a for a, b, _ in groups)
     out = np.zeros((len(enc.layers), n, STATES_PER_FRAME, C), np.float32)
-    batch = batch or (32 if enc.device.startswith("cuda") else 1)
+    batch = batch or _default_batch(enc)
     steps = range(0, len(groups), batch)
     if progress and len(steps) > 1:
         from tqdm import tqdm
@@ -567,7 +591,7 @@ def run_groups(enc: Encoder, x: np.ndarray, groups: list[tuple[int, int, int]], 
     for i in steps:
         part = groups[i : i + batch]
         windows = np.stack([window_audio(x, STATES_PER_FRAME * a - H, end, x_offset) for a, _, end in part])
-        h = encode(enc, windows)[:, :, H : H + STATES_PER_FRAME * layout.hop_frames].cpu().numpy()
+        h = group_states(enc, windows, layout, batch)
         for k, (a, b, _) in enumerate(part):
             m = b - a
             out[:, row : row + m] = h[:, k, : STATES_PER_FRAME * m].reshape(len(enc.layers), m, STATES_PER_FRAME, C)
@@ -607,7 +631,7 @@ def encoder_states(
     chunk = max(int(round(chunk_s * SAMPLE_RATE / STRIDE)), 1)
     ctx = max(int(round(context_s * SAMPLE_RATE / STRIDE)), 0)
     plan = plan_windows(n_states, chunk, ctx)
-    batch = batch or (32 if enc.device.startswith("cuda") else 1)
+    batch = batch or _default_batch(enc)
     steps = range(0, len(plan), batch)
     if progress and len(steps) > 1:
         from tqdm import tqdm
@@ -681,23 +705,30 @@ extract_whisper_base = _register_kind("whisper_base", "Whisper base (multilingua
 
 class WhisperStream:
     """Whisper windows for audio arriving in chunks (live input), close to the offline result
-    (a :class:`talkgs.audio.stream.FeatureStream`; ``open_stream("whisper")`` makes one with
-    the defaults).
+    (a :class:`talkgs.audio.stream.FeatureStream` and a :class:`talkgs.audio.stream.DeviceStream`;
+    ``open_stream("whisper")`` makes one with the defaults).
 
     Frames are computed ``hop_frames`` (h) at a time from sliding 30 s windows (:class:`Layout`,
     default :data:`DEFAULT_STREAM`): group g (frames [g h, g h + h)) once samples up to
     640 (g h + h) + lookahead have arrived, from ``history_s`` of audio before the group, the
     group and the lookahead, zero-padded to 30 s. Nothing later enters a window, so the result
-    does not depend on how the audio was chunked; concatenated, ``push`` and ``flush`` outputs
-    equal :func:`stream_windows`. They differ from the offline features (:func:`extract`),
-    whose windows hold real audio on both sides and put the states anywhere in the window; the
-    difference and its effect on the mouth probe are measured (README "Audio feature kinds").
+    does not depend on how the audio was chunked, nor on which streams' windows share an
+    encoder call; concatenated, ``push`` and ``flush`` outputs equal :func:`stream_windows`.
+    They differ from the offline features (:func:`extract`), whose windows hold real audio on
+    both sides and put the states anywhere in the window; the difference and its effect on the
+    mouth probe are measured (README "Audio feature kinds").
     ``lookahead_ms`` (property) = the most audio past a frame's end that must arrive before
-    the frame is emitted: lookahead + (h - 1) x 40 ms. Memory stays bounded (history + hop +
-    lookahead of audio).
-    ``push(chunk)`` returns the windows ``[n, 2, C]`` of the frames that became final,
-    ``flush(n_frames=None)`` the rest of a clip of ``n_frames`` frames (default
-    ceil(samples / 640)).
+    the frame is final: lookahead + (h - 1) x 40 ms. Memory stays bounded (history + hop +
+    lookahead of audio, plus the audio of groups not yet handed out).
+
+    Two phases (what the server batches across sessions): ``feed(chunk)`` only stores audio;
+    ``ready_windows()`` hands out the 30 s encoder inputs ``[G, 480000]`` of the groups that
+    became final (each once, in order); ``encode(windows)`` runs the encoder on any such
+    windows, of this stream or of others with the same ``encode_key``, in one call, and
+    returns their kept states ``[G, 2 h, C]``; ``accept(states)`` takes the states of the
+    oldest groups handed out and returns their windows ``[n, 2, C]``. ``end_input(n_frames)``
+    ends the input (the remaining frames become ready). ``push(chunk)`` and ``flush()`` are
+    these steps in one go.
     """
 
     window = STATES_PER_FRAME
@@ -725,12 +756,15 @@ class WhisperStream:
         self._buf = np.zeros(0, np.float32)
         self._buf_start = 0  # clip sample index of _buf[0]
         self._received = 0
-        self._next = 0  # next frame to emit (a multiple of hop until flush)
+        self._next = 0  # next frame to emit (accepted)
+        self._handed = 0  # next frame whose window is not handed out yet
+        self._inflight: collections.deque[tuple[int, int]] = collections.deque()  # (first, stop) per group handed out
+        self._n_frames: int | None = None  # the clip's length once the input ended
         self._closed = False
 
     @property
     def lookahead_ms(self) -> float:
-        """Audio past a frame's end needed before the frame is emitted (worst case, ms)."""
+        """Audio past a frame's end needed before the frame is final (worst case, ms)."""
         lay = self.layout
         return (lay.lookahead + SAMPLES_PER_FRAME * (lay.hop_frames - 1)) * 1000.0 / SAMPLE_RATE
 
@@ -751,39 +785,121 @@ class WhisperStream:
     def channels(self) -> int:
         return self.enc.d_model
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        """Add mono float samples ``[S]``; returns the newly final windows ``[n, 2, C]``."""
-        chunk = checked_chunk("whisper", self._closed, chunk)
-        self._buf = np.concatenate([self._buf, chunk])
-        self._received += chunk.shape[0]
+    @property
+    def encode_key(self) -> tuple:
+        """Streams with equal keys may share one :meth:`encode` call (same encoder, same layout)."""
+        return (id(self.enc), self.layout)
+
+    @property
+    def finished(self) -> bool:
+        """The input ended and every frame was emitted."""
+        return self._n_frames is not None and self._next >= self._n_frames
+
+    def _ready_stop(self) -> int:
+        """Frames [0, stop) whose windows' audio is complete."""
+        if self._n_frames is not None:
+            return self._n_frames
         lay = self.layout
-        ready = self._next
+        ready = self._handed
         while SAMPLES_PER_FRAME * (ready + lay.hop_frames) + lay.lookahead <= self._received:
             ready += lay.hop_frames
-        return self._emit(lay.groups(self._next, ready, None))
+        return ready
 
-    def flush(self, n_frames: int | None = None) -> np.ndarray:
-        """Remaining windows of a clip of ``n_frames`` frames (>= ceil(samples / 640))."""
+    def frames_ready(self) -> int:
+        """Frames whose windows can be handed out now (:meth:`ready_windows`)."""
+        return max(self._ready_stop() - self._handed, 0)
+
+    # ------------------------------------------------------------------ two phases
+    def feed(self, chunk: np.ndarray) -> None:
+        """Add mono float samples ``[S]`` (no encoder run)."""
+        chunk = checked_chunk("whisper", self._closed or self._n_frames is not None, chunk)
+        self._buf = np.concatenate([self._buf, chunk])
+        self._received += chunk.shape[0]
+
+    def end_input(self, n_frames: int | None = None) -> None:
+        """The input ended: a clip of ``n_frames`` frames (default ceil(samples / 640), at
+        least that); its remaining frames become ready."""
         need = -(-self._received // SAMPLES_PER_FRAME)
         n = need if n_frames is None else int(n_frames)
-        if n < need or n < self._next:
+        if n < need or n < self._handed:
             raise AudioFeatureError(
                 f"whisper stream: n_frames={n} is shorter than the {self._received} samples received ({need} frames)"
             )
-        out = self._emit(self.layout.groups(self._next, n, n))
-        self._closed = True
-        return out
+        if self._n_frames is None:
+            self._n_frames = n
 
-    def _emit(self, groups: list[tuple[int, int, int]]) -> np.ndarray:
+    def ready_windows(self, max_groups: int | None = None) -> np.ndarray:
+        """The encoder inputs ``float32 [G, 480000]`` of the groups that became final since the
+        last call (at most ``max_groups``, oldest first); each group is handed out once."""
+        groups = self.layout.groups(self._handed, self._ready_stop(), self._n_frames)
+        if max_groups is not None:
+            groups = groups[: max(int(max_groups), 0)]
         if not groups:
-            return np.zeros((0, STATES_PER_FRAME, self.enc.d_model), np.float32)
-        out = run_groups(self.enc, self._buf, groups, self.layout, x_offset=self._buf_start)[0]
-        self._next = groups[-1][1]
+            return np.zeros((0, WINDOW_SAMPLES), np.float32)
+        H = self.layout.history
+        out = np.stack([window_audio(self._buf, STATES_PER_FRAME * a - H, end, self._buf_start) for a, _, end in groups])
+        self._inflight.extend((a, b) for a, b, _ in groups)
+        self._handed = groups[-1][1]
         # Keep only what the next group's window can reach.
-        keep_from = max(STRIDE * (STATES_PER_FRAME * self._next - self.layout.history) + OFFSET, 0)
+        keep_from = max(STRIDE * (STATES_PER_FRAME * self._handed - H) + OFFSET, 0)
         if keep_from > self._buf_start:
             self._buf = self._buf[keep_from - self._buf_start :]
             self._buf_start = keep_from
+        return out
+
+    def encode(self, windows: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """Kept states ``float32 [G, 2 h, C]`` (this stream's layer) of encoder inputs
+        ``[G, 480000]`` from :meth:`ready_windows` of any streams with this ``encode_key``."""
+        return group_states(self.enc, np.asarray(windows, np.float32), self.layout, batch)[0]
+
+    def accept(self, states: np.ndarray) -> np.ndarray:
+        """The windows ``[n, 2, C]`` of the oldest ``len(states)`` groups handed out, from their
+        states ``[G, 2 h, C]`` (:meth:`encode`)."""
+        states = np.asarray(states, np.float32)
+        G = states.shape[0]
+        if G > len(self._inflight):
+            raise AudioFeatureError(f"whisper stream: {G} groups of states accepted, {len(self._inflight)} handed out")
+        C = self.enc.d_model
+        parts = []
+        for k in range(G):
+            a, b = self._inflight.popleft()
+            parts.append(states[k, : STATES_PER_FRAME * (b - a)].reshape(b - a, STATES_PER_FRAME, C))
+            self._next = b
+        if not parts:
+            return np.zeros((0, STATES_PER_FRAME, C), np.float32)
+        return np.concatenate(parts)
+
+    def skip(self, n: int) -> int:
+        """Drop the oldest ready frames (whole groups, at most ``n`` frames) without computing
+        them (a server catching up); returns the frames dropped. Nothing may be in flight."""
+        if self._inflight:
+            raise AudioFeatureError("whisper stream: skip() while groups are handed out")
+        hop = self.layout.hop_frames
+        k = min(max(int(n), 0) // hop * hop, self.frames_ready() // hop * hop)
+        if k:
+            self._handed += k
+            self._next = self._handed
+        return k
+
+    # ------------------------------------------------------------------ one go
+    def _run_ready(self) -> np.ndarray:
+        if self._inflight:
+            raise AudioFeatureError("whisper stream: push()/flush() while groups are handed out (use accept())")
+        w = self.ready_windows()
+        if w.shape[0] == 0:
+            return np.zeros((0, STATES_PER_FRAME, self.enc.d_model), np.float32)
+        return self.accept(self.encode(w))
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Add mono float samples ``[S]``; returns the newly final windows ``[n, 2, C]``."""
+        self.feed(chunk)
+        return self._run_ready()
+
+    def flush(self, n_frames: int | None = None) -> np.ndarray:
+        """Remaining windows of a clip of ``n_frames`` frames (>= ceil(samples / 640))."""
+        self.end_input(n_frames)
+        out = self._run_ready()
+        self._closed = True
         return out
 
 

@@ -58,7 +58,10 @@ def load_heads(cfg, datasets: list | None = None) -> dict:
     run's dataset when not where its checkpoint says (benchmarks on another machine)."""
     import torch
 
-    from talkgs.audio import open_stream
+    import numpy as np
+
+    from talkgs.audio import DeviceStream, open_stream
+    from talkgs.conventions import SAMPLES_PER_FRAME
     from talkgs.device import resolve_device
     from talkgs.synth.render import HeadRenderer
 
@@ -69,9 +72,15 @@ def load_heads(cfg, datasets: list | None = None) -> dict:
     datasets = datasets or [None] * len(cfg.runs)
     for name, run, ds in zip(head_names(cfg.runs), cfg.runs, datasets):
         r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend)
-        open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
-        for b in sorted({1, min(cfg.max_batch, 16)}):
+        st = open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
+        sizes = sorted({1, min(cfg.max_batch, 16)})
+        for b in sizes:
             r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape), r.plan(b))
+        if isinstance(st, DeviceStream):  # the batched encoder's first calls too (whisper)
+            st.feed(np.zeros(4 * SAMPLES_PER_FRAME, np.float32))
+            w = st.ready_windows()[:1]
+            for b in sizes if device.type == "cuda" else [1]:
+                st.encode(np.repeat(w, b, axis=0))
         heads[name] = r
     return heads
 
@@ -258,6 +267,7 @@ class LiveServer:
         sid = secrets.token_hex(6)
         session = Session(sid, head, open_stream(r.audio_kind), r.audio_window, self.limits)
         session.on_pending = self.loop.wake
+        session.on_error = lambda m: self._schedule_close(sid, m)
         pc = new_peer_connection()
         peer = _Peer(session, pc)
 

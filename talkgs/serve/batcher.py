@@ -14,10 +14,19 @@ never stalls the others: nothing here waits on a session's sender (its frames be
 ``SessionLimits.max_out`` are dropped, see :class:`talkgs.serve.session.Session`), and a
 session cannot take more than its share of a full batch.
 
-``collect`` and ``deliver`` touch session state and run on the event loop's thread;
-``render`` touches only the device and the batch, and runs on one worker thread (so the
-event loop keeps serving network traffic while the device works). Everything but
-:class:`BatchLoop` is synchronous and testable without a network.
+Features whose model runs on the device (:class:`talkgs.audio.DeviceStream`: whisper, one
+30 s encoder window per frame) are batched the same way, as a first stage of each tick:
+:meth:`Batcher.collect_features` takes every session's ready encoder inputs (grouped by the
+streams' ``encode_key``: same encoder, same layout), :meth:`Batcher.encode` runs **one**
+``encode`` call per group on the device, and :meth:`Batcher.accept_features` hands each
+session its states, which become the windows it queues for rendering, all in the same tick.
+A failed batched call is retried per session; a session whose own inputs fail ends (through
+``Session.fail``), the others go on; a session that left meanwhile is skipped.
+
+``collect*``, ``accept_features`` and ``deliver`` touch session state and run on the event
+loop's thread; ``encode`` and ``render`` touch only the device and the batch, and run on one
+worker thread (so the event loop keeps serving network traffic while the device works).
+Everything but :class:`BatchLoop` is synchronous and testable without a network.
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import logging
 import time
-from typing import Callable, Protocol
+from typing import Callable, Hashable, Protocol
 
 import numpy as np
 import torch
@@ -66,6 +76,24 @@ class Batch:
 
 
 @dataclasses.dataclass
+class EncodeJob:
+    """Encoder inputs of several sessions' device streams with one ``encode_key``, run in one call."""
+
+    key: Hashable
+    items: list[tuple[Session, int]]  # each session and its number of inputs, in ``inputs`` order
+    inputs: np.ndarray  # [G, ...]
+    t_collect: float
+
+
+@dataclasses.dataclass
+class Encoded:
+    outputs: list[np.ndarray | BaseException]  # per item: its outputs [g, ...], or what failed
+    t_start: float
+    t_end: float
+    failed_batch: BaseException | None = None
+
+
+@dataclasses.dataclass
 class Rendered:
     frames: np.ndarray  # uint8 [B, H, W, 3] on the host
     t_start: float
@@ -90,6 +118,8 @@ class Batcher:
         """Seconds the device spent in render calls (utilisation = busy_s / wall time)."""
         self.frames_rendered = 0
         self.errors = 0
+        self.encode_ticks: collections.deque[dict] = collections.deque(maxlen=2000)
+        """Recent encoder calls: size (inputs), sessions, seconds."""
 
     # ------------------------------------------------------------------ sessions
     def add(self, session: Session) -> None:
@@ -105,6 +135,80 @@ class Batcher:
 
     def pending(self) -> int:
         return sum(len(s.pending) for s in self.sessions.values())
+
+    def due(self) -> bool:
+        """Some session has frames due for the device or encoder inputs ready."""
+        return any(s.pending or s.features_due() for s in self.sessions.values())
+
+    # ------------------------------------------------------------------ feature stage
+    def collect_features(self) -> list[EncodeJob]:
+        """Every session's ready encoder inputs, one job per ``encode_key``. A session whose
+        stream fails here ends; the others go on."""
+        by_key: dict[Hashable, list[tuple[Session, np.ndarray]]] = collections.defaultdict(list)
+        for s in list(self.sessions.values()):
+            if not s.features_due():
+                continue
+            try:
+                x = s.take_inputs()
+            except Exception as e:  # noqa: BLE001 - one session's audio must not stop the others
+                self._session_failed(s, e)
+                continue
+            if x.shape[0]:
+                by_key[s.stream.encode_key].append((s, x))
+        now = self.clock()
+        return [EncodeJob(k, [(s, x.shape[0]) for s, x in parts], np.concatenate([x for _, x in parts]), now)
+                for k, parts in by_key.items()]
+
+    def encode(self, job: EncodeJob) -> Encoded:
+        """One ``encode`` call for the whole job (on the render thread; touches no session
+        state); if it fails, one call per session, so one session's inputs cannot cost the
+        others their frames."""
+        t0 = self.clock()
+        stream = job.items[0][0].stream  # every stream with this key runs the same encoder
+        bounds = list(itertools.pairwise(np.cumsum([0] + [g for _, g in job.items])))
+        failed = None
+        try:
+            out = stream.encode(job.inputs)  # on the host when it returns (synchronised)
+            outputs: list = [out[a:b] for a, b in bounds]
+        except Exception as e:  # noqa: BLE001 - retried per session below
+            failed = e
+            outputs = []
+            for (s, _), (a, b) in zip(job.items, bounds):
+                try:
+                    outputs.append(s.stream.encode(job.inputs[a:b]))
+                except Exception as e2:  # noqa: BLE001 - this session's own failure
+                    outputs.append(e2)
+        return Encoded(outputs, t0, self.clock(), failed)
+
+    def accept_features(self, job: EncodeJob, enc: Encoded) -> int:
+        """Hand each session its outputs (sessions that left meanwhile are skipped); frames
+        that became final."""
+        n = 0
+        if enc.failed_batch is not None:
+            self.errors += 1
+            log.error("encoder call for %d inputs of %d sessions failed (retried per session): %s",
+                      job.inputs.shape[0], len(job.items), enc.failed_batch)
+        for (s, _), out in zip(job.items, enc.outputs):
+            if self.sessions.get(s.id) is not s or s.closed:
+                continue
+            if isinstance(out, BaseException):
+                self._session_failed(s, out)
+                continue
+            try:
+                n += s.accept_features(out)
+            except Exception as e:  # noqa: BLE001
+                self._session_failed(s, e)
+        self.busy_s += enc.t_end - enc.t_start
+        self.encode_ticks.append({"size": int(job.inputs.shape[0]), "sessions": len(job.items),
+                                  "t": enc.t_start, "encode_s": enc.t_end - enc.t_start})
+        return n
+
+    def _session_failed(self, s: Session, error: BaseException) -> None:
+        msg = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("session %s: audio features failed: %s", s.id, msg)
+        self.errors += 1
+        self.remove(s.id)
+        s.fail(f"audio features failed: {msg}")
 
     # ------------------------------------------------------------------ one tick
     def collect(self) -> list[Batch]:
@@ -179,7 +283,10 @@ class Batcher:
             s.render_failed(p)
 
     def tick(self) -> int:
-        """collect + render + deliver on this thread (tests, benchmarks); frames rendered."""
+        """The feature stage (collect, encode, accept) then collect + render + deliver, on this
+        thread (tests, benchmarks); frames rendered."""
+        for job in self.collect_features():
+            self.accept_features(job, self.encode(job))
         n = 0
         for batch in self.collect():
             self.deliver(batch, self.render(batch))
@@ -190,13 +297,17 @@ class Batcher:
         """Batch sizes and device time over the last ``since_s`` seconds."""
         now = self.clock()
         recent = [t for t in self.ticks if now - t["t"] <= since_s]
-        busy = sum(t["render_s"] + t["copy_s"] for t in recent)
+        enc = [t for t in self.encode_ticks if now - t["t"] <= since_s]
+        busy = sum(t["render_s"] + t["copy_s"] for t in recent) + sum(t["encode_s"] for t in enc)
         return {
             "sessions": len(self.sessions),
             "batches": len(recent),
             "mean_batch": float(np.mean([t["size"] for t in recent])) if recent else 0.0,
             "max_batch": max((t["size"] for t in recent), default=0),
             "render_ms_p50": 1000.0 * float(np.median([t["render_s"] for t in recent])) if recent else 0.0,
+            "encode_calls": len(enc),
+            "mean_encode_batch": float(np.mean([t["size"] for t in enc])) if enc else 0.0,
+            "encode_ms_p50": 1000.0 * float(np.median([t["encode_s"] for t in enc])) if enc else 0.0,
             "device_busy": busy / since_s,
             "frames_rendered": self.frames_rendered,
             "errors": self.errors,
@@ -231,10 +342,14 @@ class BatchLoop:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self.batcher.pending() == 0:
+            if not self.batcher.due():
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            for job in self.batcher.collect_features():
+                # encode() never raises (it reports failures per session); accept on this thread.
+                enc = await loop.run_in_executor(self._executor, self.batcher.encode, job)
+                self.batcher.accept_features(job, enc)
             for batch in self.batcher.collect():
                 try:
                     rendered = await loop.run_in_executor(self._executor, self.batcher.render, batch)

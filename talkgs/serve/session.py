@@ -4,8 +4,12 @@ Clock: a session's timeline is its own input audio. Video frame i says input sam
 ``[640 i, 640 (i + 1))`` (talkgs.conventions); it can be rendered once its window of
 features is final (:class:`talkgs.synth.windows.FrameWindows` over the kind's
 :class:`talkgs.audio.FeatureStream`): for ``mel`` once 182.5 ms of audio past the frame's end
-has arrived. Frames are rendered by the :class:`talkgs.serve.batcher.Batcher` together with
-other sessions' frames and come back through :meth:`Session.deliver`.
+has arrived, for ``whisper`` 160 ms (40 + 120 ms) plus the encoder run. A ``mel`` stream's
+features are computed in :meth:`Session.push_audio`; a :class:`talkgs.audio.DeviceStream`'s
+(whisper) encoder runs are batched across sessions by the batcher (:meth:`take_inputs`, then
+:meth:`accept_features` with the states). Frames are rendered by the
+:class:`talkgs.serve.batcher.Batcher` together with other sessions' frames and come back
+through :meth:`Session.deliver`.
 
 Audio out is the session's own input audio, released frame by frame when the frame that says
 it is sent (or dropped): the sender emits a frame's picture and its 40 ms of sound together,
@@ -13,7 +17,10 @@ so lips and sound leave the server in sync whatever the render delay, and a drop
 never drops sound.
 
 Bounds (memory and latency per session, whatever the client does):
-- features: the stream keeps ~1.2k samples (mel), the windows ``size - 1`` frames;
+- features: the stream keeps ~1.2k samples (mel) or history + lookahead (whisper: ~5.1 s),
+  the windows ``size - 1`` frames; a device stream whose ready frames exceed ``max_pending``
+  (the device fell behind) skips the oldest uncomputed (their sound still goes out) and
+  restarts its windows after them, as at a clip's start;
 - ``max_pending`` frames waiting for the device (beyond: the oldest are skipped, their sound
   still goes out);
 - ``max_out`` rendered frames waiting for the sender (a slow sender: the oldest are dropped);
@@ -30,7 +37,7 @@ from typing import Callable
 
 import numpy as np
 
-from talkgs.audio.stream import FeatureStream
+from talkgs.audio.stream import DeviceStream, FeatureStream
 from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import TalkgsError
 from talkgs.synth.windows import FrameWindows
@@ -111,7 +118,11 @@ class Session:
         self.head = head
         self.stream = stream
         self.windows = FrameWindows(window_size, (stream.window, stream.channels))
-        # A stream that finalises frames in steps of k (whisper: 5) hands the device k frames at
+        self._win_base = 0  # session frame of the windows' frame 0 (moves when a device stream skips)
+        self.device_stream = isinstance(stream, DeviceStream)
+        """Its features come from a model the batcher runs for all sessions (whisper)."""
+        self._ending = False  # end_audio() was called (device streams: the tail is still to come)
+        # A stream that finalises frames in steps of k (e.g. whisper with hop 5) hands the device k frames at
         # once, and the device hands the sender k at once: both queues must hold a step, or
         # frames are skipped/dropped on every step (measured: 15 of 25 fps sent with k = 5).
         step = max(1, int(getattr(stream, "frames_per_step", 1)))
@@ -125,7 +136,7 @@ class Session:
         self.plan_offset = int(plan_offset)
         """Position of frame 0 in the head's drive plan (pose, eyes, torso)."""
         self.lookahead_ms = stream.lookahead_ms + 1000.0 * self.windows.ahead / FPS
-        """Audio past a frame's end needed before it can be rendered (mel: 182.5 ms)."""
+        """Audio past a frame's end needed before it can be rendered (mel: 182.5 ms, whisper: 160 ms)."""
         self.pending: collections.deque[Pending] = collections.deque()
         self.out: collections.deque[FrameOut] = collections.deque()
         self._audio_out: collections.deque[np.ndarray] = collections.deque()
@@ -146,6 +157,8 @@ class Session:
         """Called when a rendered frame arrived (wakes the sender)."""
         self.on_audio: Callable[[], None] | None = None
         """Called when sound was released (wakes the audio sender)."""
+        self.on_error: Callable[[str], None] | None = None
+        """Called when the session's features failed (the server closes the session)."""
         self.t_created = clock()
         self.t_first_audio: float | None = None
         self.t_last_audio: float | None = None
@@ -159,7 +172,8 @@ class Session:
     # ------------------------------------------------------------------ audio in
     def push_audio(self, samples: np.ndarray, t: float | None = None) -> int:
         """Add mono 16 kHz float32 samples ``[S]`` that arrived at time ``t`` (default: now);
-        returns the number of frames that became final."""
+        returns the number of frames that became final (device streams: 0, their frames become
+        final when the batcher hands back their states)."""
         if self.closed:
             return 0
         x = np.asarray(samples)
@@ -175,17 +189,69 @@ class Session:
         self.samples_in += x.shape[0]
         self._arrivals.append((self.samples_in, t))
         self._hist = np.concatenate([self._hist, x])
+        if self.device_stream:
+            self.stream.feed(x)
+            if self.stream.frames_ready() and self.on_pending is not None:
+                self.on_pending()
+            return 0
         first, wins = self.windows.push(self.stream.push(x))
         return self._add_pending(first, wins)
 
     def end_audio(self) -> int:
-        """The input ended: the remaining frames become final (the end padded as silence)."""
-        if self.closed or self.stream.frames_emitted == 0 and self.samples_in == 0:
+        """The input ended: the remaining frames become final (the end padded as silence);
+        device streams: they become ready for the batcher."""
+        if self.closed or self._ending or self.stream.frames_emitted == 0 and self.samples_in == 0:
             return 0
+        self._ending = True
+        if self.device_stream:
+            self.stream.end_input()
+            n = self._flush_windows() if self.stream.finished else 0
+            if self.on_pending is not None:
+                self.on_pending()
+            return n
         first, wins = self.windows.push(self.stream.flush())
         n = self._add_pending(first, wins)
+        return n + self._flush_windows()
+
+    def _flush_windows(self) -> int:
         first, wins = self.windows.flush()
-        return n + self._add_pending(first, wins)
+        return self._add_pending(first, wins)
+
+    # ------------------------------------------------------------------ device features (batcher side)
+    def features_due(self) -> bool:
+        """A device stream has encoder inputs ready."""
+        return self.device_stream and not self.closed and self.stream.frames_ready() > 0
+
+    def take_inputs(self) -> np.ndarray:
+        """The device stream's encoder inputs ``[G, ...]`` that became ready, oldest first. A
+        backlog beyond ``max_pending`` frames (the device fell behind) is skipped first."""
+        st = self.stream
+        excess = st.frames_ready() - self.limits.max_pending
+        if excess > 0:
+            k = st.skip(excess)
+            if k:
+                # Frames whose features are in the windows but not out yet are lost with them.
+                self._skip_frames(self._win_base + self.windows.frames_emitted, st.frames_emitted)
+                self.windows = FrameWindows(self.windows.size, self.windows.shape)
+                self._win_base = st.frames_emitted
+        return st.ready_windows()
+
+    def accept_features(self, states: np.ndarray) -> int:
+        """The device's outputs for the inputs taken last (:meth:`take_inputs`); returns the
+        frames that became final."""
+        if self.closed:
+            return 0
+        first, wins = self.windows.push(self.stream.accept(states))
+        n = self._add_pending(first, wins)
+        if self._ending and self.stream.finished:
+            n += self._flush_windows()
+        return n
+
+    def fail(self, reason: str) -> None:
+        """The session's features failed: it ends (through ``on_error``, the server's close)."""
+        self.counts["feature_errors"] += 1
+        if self.on_error is not None:
+            self.on_error(reason)
 
     def _arrival(self, sample: int) -> float:
         """Arrival time of an input sample (of the chunk that held it)."""
@@ -194,27 +260,42 @@ class Session:
                 return t
         return self._arrivals[-1][1] if self._arrivals else self.clock()
 
-    def _add_pending(self, first: int, wins: np.ndarray) -> int:
-        n = wins.shape[0]
-        if n == 0:
-            return 0
-        now = self.clock()
-        for j in range(n):
-            i = first + j
-            a = SAMPLES_PER_FRAME * i - self._hist_start
-            audio = self._hist[a : a + SAMPLES_PER_FRAME]
-            if audio.shape[0] < SAMPLES_PER_FRAME:  # the input's last, partial frame
-                audio = np.pad(audio, (0, SAMPLES_PER_FRAME - audio.shape[0]))
-            t_in = self._arrival(SAMPLES_PER_FRAME * i + SAMPLES_PER_FRAME // 2)
-            self.pending.append(Pending(i, wins[j], _to_int16(audio), t_in, now))
-        self.counts["final"] += n
-        # Forget input audio and arrival times no later frame needs.
-        keep = SAMPLES_PER_FRAME * (first + n) - self._hist_start
+    def _frame_audio(self, i: int) -> np.ndarray:
+        """Frame i's input sound, int16 ``[640]``."""
+        a = SAMPLES_PER_FRAME * i - self._hist_start
+        audio = self._hist[max(a, 0) : max(a + SAMPLES_PER_FRAME, 0)]
+        if audio.shape[0] < SAMPLES_PER_FRAME:  # the input's last, partial frame
+            audio = np.pad(audio, (0, SAMPLES_PER_FRAME - audio.shape[0]))
+        return _to_int16(audio)
+
+    def _forget_before(self, frame: int) -> None:
+        """Forget input audio and arrival times no frame from ``frame`` on needs."""
+        keep = SAMPLES_PER_FRAME * frame - self._hist_start
         if keep > 0:
             self._hist = self._hist[keep:]
             self._hist_start += keep
         while len(self._arrivals) > 1 and self._arrivals[0][0] <= self._hist_start:
             self._arrivals.popleft()
+
+    def _skip_frames(self, a: int, b: int) -> None:
+        """Frames [a, b) will never be rendered: their sound goes out."""
+        for i in range(a, b):
+            self._release_audio(i, self._frame_audio(i))
+        self.counts["skipped"] += max(b - a, 0)
+        self._forget_before(b)
+
+    def _add_pending(self, first: int, wins: np.ndarray) -> int:
+        n = wins.shape[0]
+        if n == 0:
+            return 0
+        first += self._win_base
+        now = self.clock()
+        for j in range(n):
+            i = first + j
+            t_in = self._arrival(SAMPLES_PER_FRAME * i + SAMPLES_PER_FRAME // 2)
+            self.pending.append(Pending(i, wins[j], self._frame_audio(i), t_in, now))
+        self.counts["final"] += n
+        self._forget_before(first + n)
         while len(self.pending) > self.limits.max_pending:
             p = self.pending.popleft()
             self._release_audio(p.index, p.audio)
