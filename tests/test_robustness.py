@@ -36,7 +36,7 @@ TINY_TRAIN = [
     "--model.face-init.n", "64", "--model.mouth-init.n", "16",
     "--mouth.iterations", "3", "--mouth.warmup-static", "1", "--mouth.no-densify",
     "--face.iterations", "60", "--face.warmup-static", "1", "--face.no-densify",
-    "--fuse.iterations", "2",
+    "--fuse.iterations", "2", "--predictor.steps", "60", "--predictor.eval-every", "20",
 ]
 
 
