@@ -222,6 +222,12 @@ class PredictorConfig:
     """Digital-silence gaps inserted in one more copy (0 = none); the mouth target there is closed."""
     max_gain: float = 2.0
     """Upper bound of the per-component output gain calibrated on held-out frames."""
+    gain_frames: Literal["clean", "all"] = "clean"
+    """Held-out frames that calibrate the output gain: the clean clip's, or those of every copy
+    (clean and augmented, so the gain also covers voices the predictor is less sure of)."""
+    gain_shared: bool = False
+    """One output gain for every component (the ratio of the states' total std, measured /
+    predicted) instead of one per component."""
     eval_every: int = 100
     """Steps between held-out evaluations."""
 

@@ -3,6 +3,7 @@ basis, the landmark loss and the audio -> state predictor (real anchor-clip data
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -178,7 +179,7 @@ def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
     stay fast) predicts the opening of frames it never saw far better than chance."""
     from talkgs.config import PredictorConfig
     from talkgs.model.audio_encoder import gather_windows
-    from talkgs.train.mouth_predictor import fit_mouth_predictor
+    from talkgs.train.mouth_predictor import calibrate_gain, fit_mouth_predictor
 
     torch.manual_seed(0)
     s = anchor_states
@@ -194,3 +195,12 @@ def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
         p = pred(gather_windows(torch.as_tensor(feats), torch.arange(va, vb), 8)).numpy()
     r = np.corrcoef(_decoded_gap(s["basis"], p), s["z"]["mouth_open"][va:vb])[0, 1]
     assert r > 0.4, r
+
+    # A shared gain: one factor for every component, which makes the calibrated held-out states
+    # vary as much in total as the measured ones (a regression shrinks: the factor exceeds 1).
+    clip = [("clean", feats[a:b], s["states"][a:b])]
+    shared = dataclasses.replace(cfg, gain_shared=True, max_gain=100.0)
+    raw, target = calibrate_gain(pred, clip, shared, torch.device("cpu"))
+    g = pred.out_gain.numpy()
+    assert np.allclose(g, g[0]) and g[0] > 1.0, g
+    assert np.isclose(g[0] * np.sqrt(raw.var(0).sum()), np.sqrt(target.var(0).sum()), rtol=1e-4)

@@ -91,6 +91,35 @@ def _pearson_cols(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
 
 
+@torch.no_grad()
+def calibrate_gain(
+    predictor: MouthPredictor, clips: list[tuple[str, np.ndarray, np.ndarray]], cfg: PredictorConfig,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Set ``predictor.out_gain`` from the held-out frames (the last ``cfg.holdout`` of each
+    clip, ``clips`` as in :func:`fit_mouth_predictor`): a regression shrinks towards the mean,
+    the gain makes predicted states vary as much as measured ones (``cfg.gain_frames``,
+    ``gain_shared``, clipped to ``[1, max_gain]``). Returns the clean clip's held-out
+    uncalibrated predictions and targets ``([n, m], [n, m])``."""
+    from talkgs.model.audio_encoder import gather_windows
+
+    predictor.eval()
+    preds, targets = [], []
+    for _, f, s in clips if cfg.gain_frames == "all" else clips[:1]:
+        f = torch.as_tensor(f, dtype=torch.float16).to(device)  # the precision the fit trains on
+        rows = torch.arange(int(round(len(f) * (1.0 - cfg.holdout))), len(f), device=device)
+        preds.append(torch.cat([predictor.raw(gather_windows(f, i, predictor.frames).float())
+                                for i in rows.split(4096)]).cpu().numpy())
+        targets.append(np.asarray(s, np.float32)[rows.cpu().numpy()])
+    p, t = np.concatenate(preds), np.concatenate(targets)
+    if cfg.gain_shared:
+        ratio = np.full(t.shape[1], np.sqrt(t.var(0).sum() / max(float(p.var(0).sum()), 1e-18)))
+    else:
+        ratio = t.std(0) / np.maximum(p.std(0), 1e-9)
+    predictor.out_gain.copy_(torch.as_tensor(np.clip(ratio, 1.0, cfg.max_gain), dtype=torch.float32))
+    return preds[0], targets[0]
+
+
 def fit_mouth_predictor(
     predictor: MouthPredictor,
     clips: list[tuple[str, np.ndarray, np.ndarray]],
@@ -183,12 +212,7 @@ def fit_mouth_predictor(
         bar.close()
     predictor.load_state_dict(best[1])
     predictor.eval()
-    # Calibrate the amplitude on the clean clip's held-out frames.
-    with torch.no_grad():
-        p = predictor.raw(windows(clean_hold.to(device))).cpu().numpy()
-    t = y[clean_hold.to(device)].cpu().numpy()
-    ratio = t.std(0) / np.maximum(p.std(0), 1e-9)
-    predictor.out_gain.copy_(torch.as_tensor(np.clip(ratio, 1.0, cfg.max_gain), dtype=torch.float32))
+    p, t = calibrate_gain(predictor, clips, cfg, device)
     r = _pearson_cols(p, t)
     return {
         "clips": [name for name, _, _ in clips],

@@ -1,0 +1,350 @@
+"""The audio -> mouth-state predictor alone (no rendering): how well its states, read as a mouth
+opening, follow the measured mouth on unseen speech of the training speaker and on other voices.
+CPU, about a minute per variant.
+
+    python bench/predictor.py [--data /work/data] [--anchor anchor] [--kind whisper]
+        [--variant NAME=KEY=VALUE,KEY=VALUE ...] [--builtin] [--cache DIR]
+        [--out bench/results/predictor_cpu.json]
+
+Each variant fits the predictor exactly as `talkgs train` does (talkgs.train.trainer:
+load_dataset, fit_face_model's measured states, predictor_clips, fit_mouth_predictor) on the
+anchor's train split. KEYs are fields of PredictorConfig (``steps``, ``max_gain``, ``semitones``
+= ``-3:3`` for tuples, ...), of MouthStateConfig (``ms.predictor_dropout``, ...), ``frames``
+(the predictor's context window, default the head's audio window) or ``kind`` (the feature kind;
+its dataset features are computed into a cached copy of the anchor dataset).
+
+Opening: the linear map from states to tracks ``mouth_open`` (gap / face height) fitted by least
+squares on the TRAIN frames' measured states, rescaled so that the measured training states
+reproduce the measured opening's std (amplitude 1.00 on training frames, as the render has).
+Scores (talkgs.metrics.lips.sync_scores, lag searched +-5 frames, offset > 0 = prediction later):
+  val      the anchor's val split: predicted opening vs measured ``mouth_open``; ``s0`` the
+           predicted vs measured state component 0;
+  german, obama, trump, may   the whole drive clip's audio (features extracted with the same
+           kind, cached): predicted opening vs that clip's own measured ``mouth_open``.
+The row ``measured`` reads the measured states (val) and the drive clips' measured lower faces
+transferred into the anchor's basis (talkgs.model.mouth.transfer_states): the ceiling of the
+opening map, not of a predictor.
+
+Augmented copies' features are cached by the audio's hash (the same augmentation is extracted
+once across variants and runs). Prints one table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import talkgs.audio as TA  # noqa: E402
+from talkgs.audio.dataset_features import add_features  # noqa: E402
+from talkgs.config import PredictorConfig  # noqa: E402
+from talkgs.data import format as fmt  # noqa: E402
+from talkgs.data.loader import load_dataset  # noqa: E402
+from talkgs.media import read_wav  # noqa: E402
+from talkgs.metrics.lips import sync_scores  # noqa: E402
+from talkgs.model.audio_encoder import gather_windows  # noqa: E402
+from talkgs.model.config import AudioNetConfig, MouthStateConfig  # noqa: E402
+from talkgs.model.mouth import MouthBasis, MouthPredictor, measure_offsets, transfer_states  # noqa: E402
+from talkgs.train.mouth_predictor import calibrate_gain, fit_mouth_predictor  # noqa: E402
+from talkgs.train.trainer import fit_face_model, predictor_clips  # noqa: E402
+
+DRIVES = ("german", "obama", "trump", "may")
+MAX_LAG = 5
+BUILTIN = {
+    "default": "",
+    "gain_all": "gain_frames=all",
+    "gain_shared": "gain_shared=true",
+    "gain_all_shared": "gain_frames=all,gain_shared=true",
+    "gain_all_max3": "gain_frames=all,max_gain=3",
+}
+
+
+# ----------------------------------------------------------------------------- features, cached
+
+
+def _hash(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
+    return h.hexdigest()[:20]
+
+
+def install_extract_cache(cache: Path) -> None:
+    """Make ``talkgs.audio.extract`` (what feature_clips calls for every augmented copy) read a
+    disk cache keyed by (kind, audio, frames, options) before running the real extractor."""
+    real = TA.extract
+    if getattr(real, "_bench_cached", False):
+        return
+
+    def extract(kind: str, wav: np.ndarray, n_frames: int, **opts) -> np.ndarray:
+        path = cache / f"x_{kind}_{_hash(kind, np.ascontiguousarray(wav, np.float32), int(n_frames), sorted(opts.items()))}.npy"
+        if path.exists():
+            return np.load(path)
+        out = real(kind, wav, n_frames, **opts)
+        np.save(path, out)
+        return out
+
+    extract._bench_cached = True
+    TA.extract = extract
+
+
+def anchor_copy(src: Path, kind: str, cache: Path) -> Path:
+    """A writable copy of the (read-only) anchor dataset holding ``kind``'s features: every file
+    linked except meta.json (copied, since `talkgs features` records the kind in it)."""
+    dst = cache / f"{src.name}_ds"
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.name != "meta.json" and not (dst / f.name).exists():
+            (dst / f.name).symlink_to(f.resolve())
+    if not (dst / "meta.json").exists():
+        shutil.copyfile(src / "meta.json", dst / "meta.json")
+    if not (dst / fmt.audio_feature_file(kind)).exists():
+        t0 = time.perf_counter()
+        add_features(dst, [kind], progress=False)
+        print(f"  {kind} features of {src.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return dst
+
+
+def drive_clip(root: Path, kind: str) -> dict:
+    """A drive clip's features (``kind``, via the cached extract), measured opening and offsets."""
+    meta = fmt.read_meta(root)
+    n = int(meta["n_frames"])
+    wav, _ = read_wav(root / "audio.wav")
+    ds = load_dataset(root, "cpu", audio_kind=None, load_images=False)
+    offsets = measure_offsets(ds.tracks["landmarks"].numpy(), ds.w2c.numpy(), ds.K.numpy())
+    return {"name": root.name, "features": TA.extract(kind, wav.astype(np.float32), n),
+            "mouth_open": ds.tracks["mouth_open"].numpy().astype(np.float64), "offsets": offsets}
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def _value(text: str, current):
+    if isinstance(current, bool):
+        return text.lower() in ("1", "true", "yes")
+    if isinstance(current, tuple):
+        return tuple(float(v) for v in text.split(":") if v != "")
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    return text
+
+
+def parse_variant(spec: str) -> dict:
+    """``NAME=KEY=VALUE,KEY=VALUE`` -> ``{"name", "spec", "predictor", "mouth_state", "frames", "kind"}``."""
+    name, _, rest = spec.partition("=")
+    pc, ms = PredictorConfig(), MouthStateConfig()
+    out = {"name": name, "spec": rest, "frames": AudioNetConfig().window, "kind": None}
+    for item in [s for s in rest.split(",") if s]:
+        key, _, val = item.partition("=")
+        if key.startswith("ms."):
+            f = key[3:]
+            ms = dataclasses.replace(ms, **{f: _value(val, getattr(ms, f))})
+        elif key == "frames":
+            out["frames"] = int(val)
+        elif key == "kind":
+            out["kind"] = val
+        else:
+            pc = dataclasses.replace(pc, **{key: _value(val, getattr(pc, key))})
+    out["predictor"], out["mouth_state"] = pc, ms
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def opening_map(states: np.ndarray, mouth_open: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(w [m], b)``: least squares of ``mouth_open`` on ``states`` (training frames), scaled
+    so that the fitted opening has the measured opening's std."""
+    X = np.concatenate([states, np.ones((len(states), 1))], 1).astype(np.float64)
+    coef, *_ = np.linalg.lstsq(X, mouth_open, rcond=None)
+    w, b = coef[:-1], coef[-1]
+    fit = states @ w
+    k = mouth_open.std() / max(fit.std(), 1e-12)
+    return w * k, float(mouth_open.mean() - k * (states.mean(0) @ w))
+
+
+@torch.no_grad()
+def predict(pred: MouthPredictor, feats: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    f = torch.as_tensor(np.asarray(feats), dtype=torch.float32)
+    idx = torch.arange(len(f)) if idx is None else torch.as_tensor(idx)
+    pred.eval()
+    return torch.cat([pred(gather_windows(f, i, pred.frames)) for i in idx.split(2048)]).numpy()
+
+
+def scores(p: np.ndarray, t: np.ndarray) -> dict:
+    s = sync_scores(p, t, MAX_LAG)
+    return {"r": s["r"], "amp": s["amplitude"], "offset": s["offset"], "r_at_offset": s["r_at_offset"]}
+
+
+def evaluate(states_fn, w: np.ndarray, b: float, val: dict, drives: list[dict]) -> dict:
+    """Scores of ``states_fn(clip) -> states [n, m]`` for the val split and each drive clip."""
+    sv = states_fn(val)
+    row = {"val": scores(sv @ w + b, val["mouth_open"]), "s0": scores(sv[:, 0], val["states"][:, 0]), "drives": {}}
+    for d in drives:
+        row["drives"][d["name"]] = scores(states_fn(d) @ w + b, d["mouth_open"])
+    if drives:
+        row["cross_mean_r"] = float(np.mean([v["r"] for v in row["drives"].values()]))
+        row["cross_mean_amp"] = float(np.mean([v["amp"] for v in row["drives"].values()]))
+        row["cross_max_abs_offset"] = int(max(abs(v["offset"]) for v in row["drives"].values()))
+    return row
+
+
+def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: dict, seed: int) -> dict:
+    kind = v["kind"]
+    root = anchor_copy(data / anchor, kind, cache)
+    ds = load_dataset(root, "cpu", audio_kind=kind, load_images=False)
+    ms = v["mouth_state"]
+    face = SimpleNamespace(neutral_landmarks=torch.zeros(468, 3), mouth_basis=MouthBasis(ms.n_components))
+    states = fit_face_model(face, ds)  # [N, m] measured, basis fitted on the train split
+    t0 = time.perf_counter()
+    clips, note = predictor_clips(ds, states, v["predictor"], seed)
+    t_clips = time.perf_counter() - t0
+    W, C = ds.audio.shape[1:]
+    pred = MouthPredictor(W, C, ms.n_components, frames=v["frames"], hidden=ms.predictor_hidden,
+                          dropout=ms.predictor_dropout)
+    # Variants that differ only in the gain calibration share one fit (weights cached on disk).
+    calib = ("max_gain", "gain_frames", "gain_shared")
+    base = dataclasses.replace(v["predictor"], **{k: getattr(PredictorConfig(), k) for k in calib})
+    key = _hash(kind, v["frames"], dataclasses.asdict(base), dataclasses.asdict(ms), seed, len(clips))
+    path = cache / f"fit_{key}.pt"
+    if path.exists():
+        saved = torch.load(path)
+        pred.load_state_dict(saved["state"])
+        rep = saved["report"]
+        calibrate_gain(pred, clips, v["predictor"], torch.device("cpu"))
+        rep["gain"] = [float(g) for g in pred.out_gain]
+        rep["cached"] = True
+    else:
+        torch.manual_seed(seed)
+        rep = fit_mouth_predictor(pred, clips, v["predictor"], torch.device("cpu"), seed)
+        torch.save({"state": pred.state_dict(), "report": rep}, path)
+    st = states.numpy()
+    mo = ds.tracks["mouth_open"].numpy().astype(np.float64)
+    tr, va = ds.train_idx.numpy(), ds.val_idx.numpy()
+    w, b = opening_map(st[tr], mo[tr])
+    feats = ds.audio.numpy()
+    val = {"name": "val", "idx": va, "mouth_open": mo[va], "states": st[va]}
+    drives = drives_by_kind.setdefault(kind, [])
+    row = evaluate(lambda c: predict(pred, feats, c["idx"]) if c["name"] == "val" else predict(pred, c["features"]),
+                   w, b, val, drives)
+    row["train"] = scores(predict(pred, feats, tr) @ w + b, mo[tr])
+    row.update(name=v["name"], spec=v["spec"], kind=kind, frames=v["frames"], note=note,
+               predictor=dataclasses.asdict(v["predictor"]), mouth_state=dataclasses.asdict(ms),
+               fit={k: rep[k] for k in ("clips", "frames", "best_step", "held_out_mse", "held_out_r", "gain", "seconds")},
+               clips_seconds=round(t_clips, 1))
+    return row, (face.mouth_basis, st, w, b, val)
+
+
+def measured_row(basis: MouthBasis, w: np.ndarray, b: float, val: dict, drives: list[dict]) -> dict:
+    def states_fn(c):
+        if c["name"] == "val":
+            return c["states"]
+        with torch.no_grad():
+            return transfer_states(basis, torch.as_tensor(c["offsets"])).numpy()
+    row = evaluate(states_fn, w, b, val, drives)
+    row.update(name="measured", spec="measured states (val) / transferred measured lower faces (drives)")
+    return row
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _f(x, fmt_: str) -> str:
+    return "nan" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, fmt_)
+
+
+def print_table(rows: list[dict]) -> None:
+    drives = list(rows[0]["drives"]) if rows else []
+    head = f"{'variant':<16}{'val r':>7}{'amp':>6}{'off':>4}{'s0 r':>7}{'amp':>6}"
+    head += "".join(f"{d[:6] + ' r':>9}{'amp':>6}{'off':>4}" for d in drives)
+    head += f"{'x r':>7}{'x amp':>7}{'fit s':>7}"
+    print("\n" + head)
+    for r in rows:
+        line = (f"{r['name']:<16}{_f(r['val']['r'], '.3f'):>7}{_f(r['val']['amp'], '.2f'):>6}{r['val']['offset']:>+4d}"
+                f"{_f(r['s0']['r'], '.3f'):>7}{_f(r['s0']['amp'], '.2f'):>6}")
+        for d in drives:
+            s = r["drives"][d]
+            line += f"{_f(s['r'], '.3f'):>9}{_f(s['amp'], '.2f'):>6}{s['offset']:>+4d}"
+        line += f"{_f(r.get('cross_mean_r'), '.3f'):>7}{_f(r.get('cross_mean_amp'), '.2f'):>7}"
+        line += f"{_f(r.get('fit', {}).get('seconds'), '.0f'):>7}"
+        print(line)
+    print("(opening = states mapped to mouth_open; amp = std ratio prediction / measured; "
+          f"off = best lag in +-{MAX_LAG} frames, > 0 = prediction later; s0 = state component 0 vs measured)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "data")
+    ap.add_argument("--anchor", default="anchor")
+    ap.add_argument("--drives", nargs="*", default=list(DRIVES))
+    ap.add_argument("--kind", default="whisper", help="feature kind of variants that do not set kind=")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...")
+    ap.add_argument("--builtin", action="store_true", help="also run the built-in variants")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "talkgs_bench_predictor")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "predictor_cpu.json")
+    args = ap.parse_args()
+
+    specs = [f"{k}={v}" for k, v in BUILTIN.items()] if (args.builtin or not args.variant) else []
+    variants = [parse_variant(s) for s in specs + args.variant]
+    for v in variants:
+        v["kind"] = v["kind"] or args.kind
+        v["name"] += f"@s{args.seed}" if args.seed else ""
+    args.cache.mkdir(parents=True, exist_ok=True)
+    install_extract_cache(args.cache)
+    drives_by_kind: dict = {}
+    for kind in dict.fromkeys(v["kind"] for v in variants):
+        t0 = time.perf_counter()
+        drives_by_kind[kind] = [drive_clip(args.data / d, kind) for d in args.drives]
+        print(f"  {kind} features of the drive clips: {time.perf_counter() - t0:.0f} s", flush=True)
+    rows, measured = [], None
+    for v in variants:
+        t0 = time.perf_counter()
+        row, (basis, st, w, b, val) = run_variant(v, args.data, args.anchor, args.cache, drives_by_kind, args.seed)
+        rows.append(row)
+        print(f"  {v['name']}: {time.perf_counter() - t0:.0f} s (clips {row['clips_seconds']:.0f} s, fit "
+              f"{row['fit']['seconds']:.0f} s, best step {row['fit']['best_step']}, gain "
+              f"{' '.join(f'{g:.2f}' for g in row['fit']['gain'])}) val r {row['val']['r']:.3f} amp "
+              f"{row['val']['amp']:.2f}, cross r {row.get('cross_mean_r', float('nan')):.3f} amp "
+              f"{row.get('cross_mean_amp', float('nan')):.2f}", flush=True)
+        if measured is None:
+            measured = measured_row(basis, w, b, val, drives_by_kind[v["kind"]])
+    table = ([measured] if measured else []) + rows
+    print_table(table)
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "device": "cpu"},
+        "anchor": args.anchor, "drives": args.drives, "max_lag": MAX_LAG,
+        "opening": "least-squares map of states to tracks mouth_open on the train frames' measured states, "
+                   "scaled to the measured std on those frames",
+        "offset_sign": "offset > 0: the prediction moves later than the measured mouth (frames)",
+        "rows": table,
+    }
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    keep = {r["name"]: r for r in old.get("rows", [])}
+    keep.update({r["name"]: r for r in table})
+    result["rows"] = list(keep.values())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
