@@ -548,3 +548,22 @@ def test_open_stream_gives_a_whisper_feature_stream(monkeypatch):
     assert isinstance(st, FeatureStream) and isinstance(st, WhisperStream)
     assert (st.kind, st.window, st.channels, st.lookahead_ms) == ("whisper", 2, 384, 40.0)
     assert st.enc.layers == (W.DEFAULT_LAYER[384],) and st.layout == W.DEFAULT_STREAM
+
+
+def test_live_windows_hold_only_their_audio_and_pad_to_the_same_mel(rand_whisper):
+    """A stream hands out only the start of each 30 s window (``Layout.span`` samples: history,
+    group, lookahead); the rest is zero, and log_mel pads it back on the device, so the mel (and
+    the states) equal those of the full window."""
+    lay = W.DEFAULT_STREAM
+    x = speechlike(SR * 7, seed=5)
+    for a in (0, 40, 160):  # frames: at the clip start (history outside the clip) and later
+        lo, end = W.STATES_PER_FRAME * a - lay.history, 640 * (a + lay.hop_frames) + lay.lookahead
+        full = W.window_audio(x, lo, end)
+        short = W.window_audio(x, lo, end, length=lay.span)
+        assert short.shape == (lay.span,) and np.array_equal(short, full[: lay.span])
+        assert not full[lay.span :].any() and short.any()
+    enc = W.load_encoder(rand_whisper["hf"], "whisper", 2, "cpu")
+    full = np.stack([W.window_audio(x, 2 * a - lay.history, 640 * (a + 1) + lay.lookahead) for a in (10, 90)])
+    torch.testing.assert_close(W.log_mel(enc, full[:, : lay.span]), W.log_mel(enc, full))
+    with pytest.raises(AudioFeatureError, match="encoder windows"):
+        W.log_mel(enc, np.zeros((1, W.WINDOW_SAMPLES + 1), np.float32))

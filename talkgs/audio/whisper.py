@@ -444,12 +444,19 @@ def load_encoder(
 
 
 def log_mel(enc: Encoder, windows: np.ndarray):
-    """Whisper log-mel ``float32 tensor [B, n_mels, 3000]`` of 30 s windows ``[B, 480000]``, on
+    """Whisper log-mel ``float32 tensor [B, n_mels, 3000]`` of 30 s windows ``[B, S]``, on
     the encoder's device: the steps of transformers' ``WhisperFeatureExtractor`` (its mel
-    filterbank; tested equal to it) without its numpy round trip."""
+    filterbank; tested equal to it) without its numpy round trip. ``S <= 480000``: a window
+    given shorter is zero-padded to 30 s on the device (live windows hold ~5 s of audio, and
+    copying 25 s of zeros to the device per frame and session cost more than the encoder)."""
     import torch
 
-    x = torch.as_tensor(np.asarray(windows, np.float32)).to(enc.device)
+    w = np.asarray(windows, np.float32)
+    if w.ndim != 2 or w.shape[1] > WINDOW_SAMPLES:
+        raise AudioFeatureError(f"whisper: encoder windows must be [B, <= {WINDOW_SAMPLES}], got {w.shape}")
+    x = torch.as_tensor(w).to(enc.device)
+    if x.shape[1] < WINDOW_SAMPLES:
+        x = torch.nn.functional.pad(x, (0, WINDOW_SAMPLES - x.shape[1]))
     window = torch.hann_window(400, device=enc.device)  # periodic: peak on the frame centre
     spec = torch.stft(x, 400, 160, window=window, return_complex=True)[..., :-1]  # centred frames
     power = (spec.abs() ** 2).contiguous()
@@ -460,7 +467,8 @@ def log_mel(enc: Encoder, windows: np.ndarray):
 
 
 def encode(enc: Encoder, windows: np.ndarray):
-    """States ``float32 tensor [len(enc.layers), B, 1500, C]`` of 30 s windows ``[B, 480000]``:
+    """States ``float32 tensor [len(enc.layers), B, 1500, C]`` of 30 s windows ``[B, <= 480000]``
+    (zero-padded to 30 s, :func:`log_mel`):
     for each requested layer L, the residual stream after block L (module docstring)."""
     import torch
 
@@ -484,8 +492,11 @@ def encode(enc: Encoder, windows: np.ndarray):
             hooks.append(blocks[0].register_forward_pre_hook(keep(0)))
         else:
             hooks.append(blocks[L - 1].register_forward_hook(keep(L)))
+    # Half precision on CUDA (Whisper was trained in it): ~3x the windows per second, which the
+    # live server needs (one window per frame and session); offline features use the same path.
+    half = torch.autocast("cuda", dtype=torch.float16, enabled=str(enc.device).startswith("cuda"))
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), half:
             got[deepest] = enc.net(mel).last_hidden_state
     finally:
         for h in hooks:
@@ -493,14 +504,16 @@ def encode(enc: Encoder, windows: np.ndarray):
     return torch.stack([got[L].float() for L in enc.layers])
 
 
-def window_audio(x: np.ndarray, lo: int, end: int | None = None, x_offset: int = 0) -> np.ndarray:
-    """The 30 s encoder input ``[480000]`` whose first state is our state ``lo``: clip samples
-    from 320 lo + 160 on, zero before the clip, from clip sample ``end`` on and outside ``x``,
-    which holds clip samples [x_offset, x_offset + len(x))."""
+def window_audio(x: np.ndarray, lo: int, end: int | None = None, x_offset: int = 0,
+                 length: int = WINDOW_SAMPLES) -> np.ndarray:
+    """The 30 s encoder input whose first state is our state ``lo``, or its first ``length``
+    samples ``[length]`` when the rest is known to be zero (:func:`log_mel` pads it back):
+    clip samples from 320 lo + 160 on, zero before the clip, from clip sample ``end`` on and
+    outside ``x``, which holds clip samples [x_offset, x_offset + len(x))."""
     s0 = STRIDE * lo + OFFSET
-    seg = np.zeros(WINDOW_SAMPLES, np.float32)
+    seg = np.zeros(length, np.float32)
     stop = x_offset + x.shape[0] if end is None else min(end, x_offset + x.shape[0])
-    a, b = max(s0, x_offset, 0), min(s0 + WINDOW_SAMPLES, stop)
+    a, b = max(s0, x_offset, 0), min(s0 + length, stop)
     if b > a:
         seg[a - s0 : b - s0] = x[a - x_offset : b - x_offset]
     return seg
@@ -524,6 +537,12 @@ class Layout:
     @property
     def lookahead(self) -> int:  # samples
         return int(round(self.lookahead_ms * SAMPLE_RATE / 1000.0))
+
+    @property
+    def span(self) -> int:
+        """Samples at the start of a group's 30 s window that can hold audio (history, the
+        group, the lookahead); the rest is zero."""
+        return min(STRIDE * self.history + OFFSET + SAMPLES_PER_FRAME * self.hop_frames + self.lookahead, WINDOW_SAMPLES)
 
     def check(self) -> "Layout":
         if self.hop_frames < 1 or self.lookahead < 0 or self.history < 0:
@@ -560,9 +579,9 @@ def _default_batch(enc: Encoder) -> int:
 
 
 def group_states(enc: Encoder, windows: np.ndarray, layout: Layout, batch: int | None = None) -> np.ndarray:
-    """Kept states ``float32 [len(enc.layers), G, 2 hop, C]`` of the groups whose 30 s encoder
-    inputs are ``windows [G, 480000]`` (window positions [history, history + 2 hop)), run
-    ``batch`` windows per encoder call (default 32 on CUDA, 1 on the CPU). Each window's states
+    """Kept states ``float32 [len(enc.layers), G, 2 hop, C]`` (window positions [history,
+    history + 2 hop)) of the groups whose 30 s encoder inputs are ``windows [G, S]`` (S <=
+    480000: the start of each window, the rest zero), run ``batch`` windows per encoder call (default 32 on CUDA, 1 on the CPU). Each window's states
     depend on that window only, so how windows are batched does not change them."""
     H, K = layout.history, STATES_PER_FRAME * layout.hop_frames
     G = windows.shape[0]
@@ -590,7 +609,7 @@ def run_groups(enc: Encoder, x: np.ndarray, groups: list[tuple[int, int, int]], 
     row = 0
     for i in steps:
         part = groups[i : i + batch]
-        windows = np.stack([window_audio(x, STATES_PER_FRAME * a - H, end, x_offset) for a, _, end in part])
+        windows = np.stack([window_audio(x, STATES_PER_FRAME * a - H, end, x_offset, layout.span) for a, _, end in part])
         h = group_states(enc, windows, layout, batch)
         for k, (a, b, _) in enumerate(part):
             m = b - a
@@ -722,7 +741,8 @@ class WhisperStream:
     lookahead of audio, plus the audio of groups not yet handed out).
 
     Two phases (what the server batches across sessions): ``feed(chunk)`` only stores audio;
-    ``ready_windows()`` hands out the 30 s encoder inputs ``[G, 480000]`` of the groups that
+    ``ready_windows()`` hands out the encoder inputs ``[G, Layout.span]`` (the start of each 30 s
+    window: the rest is zero and padded on the device) of the groups that
     became final (each once, in order); ``encode(windows)`` runs the encoder on any such
     windows, of this stream or of others with the same ``encode_key``, in one call, and
     returns their kept states ``[G, 2 h, C]``; ``accept(states)`` takes the states of the
@@ -829,15 +849,17 @@ class WhisperStream:
             self._n_frames = n
 
     def ready_windows(self, max_groups: int | None = None) -> np.ndarray:
-        """The encoder inputs ``float32 [G, 480000]`` of the groups that became final since the
+        """The encoder inputs ``float32 [G, layout.span]`` (the audio-holding start of each 30 s
+        window, see :func:`log_mel`) of the groups that became final since the
         last call (at most ``max_groups``, oldest first); each group is handed out once."""
         groups = self.layout.groups(self._handed, self._ready_stop(), self._n_frames)
         if max_groups is not None:
             groups = groups[: max(int(max_groups), 0)]
         if not groups:
-            return np.zeros((0, WINDOW_SAMPLES), np.float32)
+            return np.zeros((0, self.layout.span), np.float32)
         H = self.layout.history
-        out = np.stack([window_audio(self._buf, STATES_PER_FRAME * a - H, end, self._buf_start) for a, _, end in groups])
+        span = self.layout.span
+        out = np.stack([window_audio(self._buf, STATES_PER_FRAME * a - H, end, self._buf_start, span) for a, _, end in groups])
         self._inflight.extend((a, b) for a, b, _ in groups)
         self._handed = groups[-1][1]
         # Keep only what the next group's window can reach.
@@ -849,7 +871,7 @@ class WhisperStream:
 
     def encode(self, windows: np.ndarray, batch: int | None = None) -> np.ndarray:
         """Kept states ``float32 [G, 2 h, C]`` (this stream's layer) of encoder inputs
-        ``[G, 480000]`` from :meth:`ready_windows` of any streams with this ``encode_key``."""
+        ``[G, S]`` from :meth:`ready_windows` of any streams with this ``encode_key``."""
         return group_states(self.enc, np.asarray(windows, np.float32), self.layout, batch)[0]
 
     def accept(self, states: np.ndarray) -> np.ndarray:
