@@ -187,6 +187,19 @@ def predict(pred: MouthPredictor, feats: np.ndarray, idx: np.ndarray | None = No
     return torch.cat([pred(gather_windows(f, i, pred.frames)) for i in idx.split(2048)]).numpy()
 
 
+def silence_opening(pred: MouthPredictor, kind: str, mouth_open_train: np.ndarray, w: np.ndarray, b: float,
+                    seconds: float = 4.0) -> float:
+    """The predicted opening on ``seconds`` of digital silence, where the measured training
+    openings' 10th percentile (closed) is 0 and their median is 1 (the render's silence check
+    in bench/render.py, without rendering)."""
+    from talkgs.audio import extract
+
+    n = int(seconds * 25)
+    p = predict(pred, extract(kind, np.zeros(n * 640, np.float32), n)) @ w + b
+    closed, median = np.percentile(mouth_open_train, [10, 50])
+    return float((p.mean() - closed) / max(median - closed, 1e-12))
+
+
 def scores(p: np.ndarray, t: np.ndarray) -> dict:
     s = sync_scores(p, t, MAX_LAG)
     return {"r": s["r"], "amp": s["amplitude"], "offset": s["offset"], "r_at_offset": s["r_at_offset"]}
@@ -244,6 +257,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     row = evaluate(lambda c: predict(pred, feats, c["idx"]) if c["name"] == "val" else predict(pred, c["features"]),
                    w, b, val, drives)
     row["train"] = scores(predict(pred, feats, tr) @ w + b, mo[tr])
+    row["silence"] = silence_opening(pred, kind, mo[tr], w, b)
     row.update(name=v["name"], spec=v["spec"], kind=kind, frames=v["frames"], note=note,
                predictor=dataclasses.asdict(v["predictor"]), mouth_state=dataclasses.asdict(ms),
                fit={k: rep[k] for k in ("clips", "frames", "best_step", "held_out_mse", "held_out_r", "gain", "seconds")},
@@ -273,7 +287,7 @@ def print_table(rows: list[dict]) -> None:
     drives = list(rows[0]["drives"]) if rows else []
     head = f"{'variant':<16}{'val r':>7}{'amp':>6}{'off':>4}{'s0 r':>7}{'amp':>6}"
     head += "".join(f"{d[:6] + ' r':>9}{'amp':>6}{'off':>4}" for d in drives)
-    head += f"{'x r':>7}{'x amp':>7}{'fit s':>7}"
+    head += f"{'x r':>7}{'x amp':>7}{'sil':>6}{'fit s':>7}"
     print("\n" + head)
     for r in rows:
         line = (f"{r['name']:<16}{_f(r['val']['r'], '.3f'):>7}{_f(r['val']['amp'], '.2f'):>6}{r['val']['offset']:>+4d}"
@@ -282,10 +296,11 @@ def print_table(rows: list[dict]) -> None:
             s = r["drives"][d]
             line += f"{_f(s['r'], '.3f'):>9}{_f(s['amp'], '.2f'):>6}{s['offset']:>+4d}"
         line += f"{_f(r.get('cross_mean_r'), '.3f'):>7}{_f(r.get('cross_mean_amp'), '.2f'):>7}"
-        line += f"{_f(r.get('fit', {}).get('seconds'), '.0f'):>7}"
+        line += f"{_f(r.get('silence'), '.2f'):>6}{_f(r.get('fit', {}).get('seconds'), '.0f'):>7}"
         print(line)
     print("(opening = states mapped to mouth_open; amp = std ratio prediction / measured; "
-          f"off = best lag in +-{MAX_LAG} frames, > 0 = prediction later; s0 = state component 0 vs measured)")
+          f"off = best lag in +-{MAX_LAG} frames, > 0 = prediction later; s0 = state component 0 vs measured; "
+          "sil = opening on digital silence, 0 = the training frames' 10th percentile (closed), 1 = their median)")
 
 
 def main() -> int:

@@ -220,6 +220,10 @@ class PredictorConfig:
     """Noisy copies: white noise at the first SNR, pink at the second, and so on alternating."""
     silence_gaps: int = 8
     """Digital-silence gaps inserted in one more copy (0 = none); the mouth target there is closed."""
+    silent_clip_s: float = 8.0
+    """Seconds of a clip of digital silence alone, its target the closed mouth (0 = none).
+    Measured (bench/predictor.py, 3 seeds): the predicted opening on silence went from 0.3-0.5
+    of the way to the median mouth to closed, val r +0.04-0.08, cross-speaker r +0.01-0.02."""
     max_gain: float = 2.0
     """Upper bound of the per-component output gain calibrated on held-out frames."""
     gain_frames: Literal["clean", "all"] = "clean"

@@ -75,6 +75,25 @@ def test_inserted_silences_are_digital_zero_and_sources_map_back():
             assert np.array_equal(frame, wav[s * 640 : (s + 1) * 640])
 
 
+def test_predictor_clips_include_a_silent_clip_labelled_closed():
+    """The predictor's training pairs: the clip, its augmented copies, and (silent_clip_s) a
+    clip of digital silence alone whose every target is the closed mouth."""
+    from talkgs.config import PredictorConfig
+    from talkgs.train.mouth_predictor import augmented_clips
+
+    n, m = 60, 4
+    wav = np.random.default_rng(3).uniform(-0.5, 0.5, n * 640).astype(np.float32)
+    states = np.random.default_rng(4).normal(size=(n, m)).astype(np.float32)
+    closed = np.full(m, -1.5, np.float32)
+    cfg = PredictorConfig(speeds=(), semitones=(), gains_db=(), noise_snr_db=(), silence_gaps=0, silent_clip_s=2.0)
+    clips = augmented_clips(wav, states, closed, cfg)
+    assert [c[0] for c in clips] == ["clean", "silent"]
+    _, w, t = clips[1]
+    assert w.shape == (50 * 640,) and not w.any() and t.shape == (50, m) and (t == closed).all()
+    none = augmented_clips(wav, states, closed, dataclasses.replace(cfg, silent_clip_s=0.0))
+    assert [c[0] for c in none] == ["clean"]
+
+
 def test_warp_frames_follows_the_faster_clock():
     ramp = np.arange(100, dtype=np.float32)[:, None]  # value = frame index
     w = A.warp_frames(ramp, 2.0, 50)

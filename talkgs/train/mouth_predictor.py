@@ -18,7 +18,7 @@ import torch
 
 from talkgs.audio import augment as A
 from talkgs.config import PredictorConfig
-from talkgs.conventions import SAMPLES_PER_FRAME
+from talkgs.conventions import FPS, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
 from talkgs.model.mouth import MouthPredictor
 
@@ -57,6 +57,11 @@ def augmented_clips(
         w, src = A.insert_silences(wav, n, rng, cfg.silence_gaps)
         tgt = np.where((src >= 0)[:, None], states[np.maximum(src, 0)], closed[None])
         out.append(("silences", w, tgt.astype(np.float32)))
+    n_silent = int(round(cfg.silent_clip_s * FPS))
+    if n_silent > 0:
+        # Silence with no speech anywhere in reach (what a silent render, or a long pause,
+        # feeds the features): the inserted gaps above always have speech around them.
+        out.append(("silent", np.zeros(n_silent * SAMPLES_PER_FRAME, np.float32), np.tile(closed, (n_silent, 1))))
     return out
 
 
