@@ -11,8 +11,11 @@ DEMO_DIR ?= outputs/demo
 DEMO_SCALE ?=
 DEMO_GPU_FLAGS ?=
 # No densification on the CPU: on the PyTorch rasterizer a growing Gaussian count makes each step
-# slower (measured: the quick preset with densification took > 30 min).
-DEMO_CPU_FLAGS ?= --quick --face.no-densify --mouth.no-densify
+# slower (measured: the quick preset with densification took > 30 min). mel features on the CPU:
+# the printed `talkgs serve` command runs there, and a whisper head hardly does on 2 cores (one
+# encoder window ~1 s per frame). bench/serve.py, 1 client, 2 cores: mel demo head 9 frames/s,
+# a 64x64 whisper head 1.5.
+DEMO_CPU_FLAGS ?= --quick --face.no-densify --mouth.no-densify --audio-kind mel
 DEMO_TEXT ?= Good evening. This talking head was learned by talkgs from one minute of ordinary video.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
