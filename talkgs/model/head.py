@@ -267,12 +267,11 @@ class TalkingHead(nn.Module):
         if br.kind == "face":
             if eye is not None:
                 eye = eye.to(device=means_c.device, dtype=means_c.dtype)
-            k = self.neutral_landmarks.shape[0] if with_landmarks else 0
-            pts = torch.cat([means_c, self.neutral_landmarks.to(means_c)]) if k else means_c
-            d = br.motion(pts, code, eye)
+            lm = self.neutral_landmarks.to(means_c) if with_landmarks else None
+            d = br.motion(means_c if lm is None else torch.cat([means_c, lm]), code, eye)
             landmarks = None
-            if k:
-                landmarks = self.neutral_landmarks.to(means_c)[None] + d.d_xyz[:, n:]
+            if lm is not None:
+                landmarks = lm[None] + d.d_xyz[:, n:]
                 d = d.head(n)
             return DeformedGaussians(
                 means=means_c[None] + d.d_xyz,
