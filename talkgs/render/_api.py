@@ -112,9 +112,17 @@ def rasterize(
     for name, t in (("viewmats", viewmats), ("Ks", Ks)):
         _check_like(name, t, means)
 
-    rgb = _colour_features(means, viewmats, colors, sh_coeffs, sh_degree, batch, N, C)
-    n_colour = rgb.shape[-1]
-    feats = rgb
+    chosen = _choose_backend(backend, means)
+    if sh_coeffs is not None and colors is None:
+        sh_degree = _check_sh(means, sh_coeffs, sh_degree, batch, N)
+    # gsplat evaluates SH in its fused projection kernels: the torch evaluation of SH for B
+    # frames x N Gaussians took a third of a render (bench/render_profile.py, variant gsplat_sh).
+    sh_in_gsplat = chosen == "gsplat" and sh_coeffs is not None and colors is None and extras is None
+    if sh_in_gsplat:
+        feats, n_colour = sh_coeffs, 3
+    else:
+        feats = _colour_features(means, viewmats, colors, sh_coeffs, sh_degree, batch, N, C)
+        n_colour = feats.shape[-1]
     n_extra = 0
     if extras is not None:
         _check_like("extras", extras, means)
@@ -123,14 +131,13 @@ def rasterize(
                 f"extras has shape {list(extras.shape)}, expected {list(batch) + [N]} + [E]"
             )
         n_extra = extras.shape[-1]
-        if rgb.dim() == extras.dim() + 1:  # per-camera colour: give extras the camera dim
+        if feats.dim() == extras.dim() + 1:  # per-camera colour: give extras the camera dim
             extras = torch.broadcast_to(extras[..., None, :, :], batch + (C, N, n_extra))
-        feats = torch.cat([rgb, extras], dim=-1)
+        feats = torch.cat([feats, extras], dim=-1)
     if backgrounds is not None:
         _check_like("backgrounds", backgrounds, means)
         backgrounds = _broadcast("backgrounds", backgrounds, batch + (C, n_colour))
 
-    chosen = _choose_backend(backend, means)
     if absgrad and chosen != "gsplat":
         raise RenderError("absgrad=True needs the gsplat backend (CUDA), not the torch one")
     args = (means, quats, scales, opacities, feats, viewmats, Ks, width, height)
@@ -142,7 +149,8 @@ def rasterize(
         eps2d=EPS2D,
     )
     if chosen == "gsplat":
-        res: RasterResult = rasterize_gsplat(*args, **kwargs, absgrad=absgrad)
+        res: RasterResult = rasterize_gsplat(*args, **kwargs, absgrad=absgrad,
+                                             sh_degree=sh_degree if sh_in_gsplat else None)
     else:
         res = rasterize_torch(*args, **kwargs)
     out = res.render
@@ -206,6 +214,29 @@ def _broadcast(name: str, t: Tensor, shape: tuple) -> Tensor:
         ) from None
 
 
+def _check_sh(means, sh_coeffs, sh_degree, batch, N) -> int:
+    """The SH degree to evaluate (checked against ``sh_coeffs [..., N, K, 3]``)."""
+    _check_like("sh_coeffs", sh_coeffs, means)
+    if sh_coeffs.dim() != len(batch) + 3 or tuple(sh_coeffs.shape[:-2]) != batch + (N,) or (
+        sh_coeffs.shape[-1] != 3
+    ):
+        raise RenderError(
+            f"sh_coeffs has shape {list(sh_coeffs.shape)}, expected {list(batch)} + [N={N}, K, 3]"
+        )
+    K = sh_coeffs.shape[-2]
+    if K < 1:
+        raise RenderError("sh_coeffs has K=0 bases")
+    if sh_degree is None:
+        sh_degree = math.isqrt(K) - 1
+        if num_sh_bases(sh_degree) != K:
+            raise RenderError(f"sh_coeffs has K={K} bases, which is not (degree + 1)^2")
+    if not 0 <= sh_degree <= MAX_SH_DEGREE:
+        raise RenderError(f"sh_degree must be in 0..{MAX_SH_DEGREE}, got {sh_degree}")
+    if K < num_sh_bases(sh_degree):
+        raise RenderError(f"sh_coeffs has {K} bases per channel, degree {sh_degree} needs {num_sh_bases(sh_degree)}")
+    return sh_degree
+
+
 def _colour_features(means, viewmats, colors, sh_coeffs, sh_degree, batch, N, C) -> Tensor:
     """Colour channels ``[..., N, D]`` or ``[..., C, N, D]`` from colors or SH."""
     if (colors is None) == (sh_coeffs is None):
@@ -223,22 +254,7 @@ def _colour_features(means, viewmats, colors, sh_coeffs, sh_degree, batch, N, C)
                 f"or {list(batch)} + [C={C}, N={N}, D]"
             )
         return colors
-    _check_like("sh_coeffs", sh_coeffs, means)
-    if sh_coeffs.dim() != len(batch) + 3 or tuple(sh_coeffs.shape[:-2]) != batch + (N,) or (
-        sh_coeffs.shape[-1] != 3
-    ):
-        raise RenderError(
-            f"sh_coeffs has shape {list(sh_coeffs.shape)}, expected {list(batch)} + [N={N}, K, 3]"
-        )
-    K = sh_coeffs.shape[-2]
-    if sh_degree is None:
-        sh_degree = math.isqrt(K) - 1
-        if num_sh_bases(sh_degree) != K:
-            raise RenderError(f"sh_coeffs has K={K} bases, which is not (degree + 1)^2")
-    if not 0 <= sh_degree <= MAX_SH_DEGREE:
-        raise RenderError(f"sh_degree must be in 0..{MAX_SH_DEGREE}, got {sh_degree}")
+    sh_degree = _check_sh(means, sh_coeffs, sh_degree, batch, N)
     if sh_degree == 0:  # view-independent: skip the per-camera tensor
-        if K < 1:
-            raise RenderError("sh_coeffs has K=0 bases")
         return torch.clamp_min(SH_C0 * sh_coeffs[..., 0, :] + 0.5, 0.0)
     return sh_to_rgb(sh_coeffs, means, viewmats, sh_degree)

@@ -39,7 +39,7 @@ def rasterize_gsplat(
     quats: Tensor,  # [..., N, 4]
     scales: Tensor,  # [..., N, 3]
     opacities: Tensor,  # [..., N]
-    feats: Tensor,  # [..., N, D] or [..., C, N, D]
+    feats: Tensor,  # [..., N, D] or [..., C, N, D]; SH coefficients [..., N, K, 3] with sh_degree
     viewmats: Tensor,  # [..., C, 4, 4]
     Ks: Tensor,  # [..., C, 3, 3]
     width: int,
@@ -50,8 +50,11 @@ def rasterize_gsplat(
     near_plane: float = NEAR_PLANE,
     eps2d: float = EPS2D,
     absgrad: bool = False,
+    sh_degree: int | None = None,
 ) -> RasterResult:
-    """gsplat ``rasterization`` with packed=False, classic mode and colours (no SH)."""
+    """gsplat ``rasterization`` with packed=False and classic mode; ``feats`` are colours, or
+    SH coefficients evaluated by gsplat up to ``sh_degree`` (view direction camera centre ->
+    mean, ``max(sum + 0.5, 0)``: the torch backend's :func:`talkgs.render.sh.sh_to_rgb`)."""
     reason = gsplat_unavailable_reason()
     if reason is not None:
         raise RenderError(f"backend 'gsplat' cannot run: {reason}")
@@ -60,9 +63,10 @@ def rasterize_gsplat(
     if means.dtype != torch.float32:
         raise RenderError(f"backend 'gsplat' needs float32 tensors, got {means.dtype}")
     rasterization = _load_rasterization()
-    if backgrounds is not None and backgrounds.shape[-1] < feats.shape[-1]:
+    n_feat = 3 if sh_degree is not None else feats.shape[-1]
+    if backgrounds is not None and backgrounds.shape[-1] < n_feat:
         # gsplat applies a background to every channel; extras composite over 0.
-        pad = feats.shape[-1] - backgrounds.shape[-1]
+        pad = n_feat - backgrounds.shape[-1]
         backgrounds = torch.cat(
             [backgrounds, backgrounds.new_zeros(backgrounds.shape[:-1] + (pad,))], dim=-1
         )
@@ -79,7 +83,7 @@ def rasterize_gsplat(
         near_plane=near_plane,
         far_plane=FAR_PLANE,
         eps2d=eps2d,
-        sh_degree=None,
+        sh_degree=sh_degree,
         packed=False,
         tile_size=tile_size,
         backgrounds=backgrounds,

@@ -241,6 +241,15 @@ def parity_cases(size: int = 256, device: str | torch.device = "cuda") -> dict[s
             head_scene(5000, size, n_cameras=2, sh_degree=2, n_extras=2, seed=5, device=device),
             dict(backgrounds=bg()),
         ),
+        # SH without extras: gsplat evaluates the SH itself (the render path of talkgs heads).
+        "head_sh2_batch2": lambda: (
+            head_scene(5000, size, n_cameras=2, batch=(2,), sh_degree=2, seed=7, device=device),
+            dict(backgrounds=bg(), render_depth=True),
+        ),
+        "head_sh2_at_degree1": lambda: (
+            head_scene(5000, size, sh_degree=2, seed=8, device=device),
+            dict(sh_degree=1),
+        ),
         "random_aniso_offscreen": lambda: (
             random_scene(3000, size, size, n_cameras=2, anisotropy=10.0, scale_px=2.0,
                          seed=6, device=device),  # fmt: skip
