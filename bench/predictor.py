@@ -230,7 +230,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     t_clips = time.perf_counter() - t0
     W, C = ds.audio.shape[1:]
     pred = MouthPredictor(W, C, ms.n_components, frames=v["frames"], hidden=ms.predictor_hidden,
-                          dropout=ms.predictor_dropout)
+                          dropout=ms.predictor_dropout, members=ms.predictor_members)
     # Variants that differ only in the gain calibration share one fit (weights cached on disk).
     calib = ("max_gain", "gain_frames", "gain_shared")
     base = dataclasses.replace(v["predictor"], **{k: getattr(PredictorConfig(), k) for k in calib})

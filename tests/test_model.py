@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -137,6 +138,27 @@ def test_audio_input_stats_normalise():
 
 
 # ----------------------------------------------------------------------------- motion
+def test_face_motion_equals_the_mlp_on_the_concatenated_attended_codes():
+    """The face field's one-matmul first layer is the region-attention MLP of the paper: the
+    deformation MLP applied to [feature, a_aud * audio, a_eye * eye] per Gaussian and frame."""
+    torch.manual_seed(0)
+    mot = FaceMotion(FaceMotionConfig(triplane=SMALL_GRID), audio_dim=32, eye_dim=3)
+    with torch.no_grad():
+        for p in mot.parameters():
+            p.normal_(0.0, 0.3)
+    means = (torch.rand(300, 3) - 0.5) * 0.2
+    audio, eye = torch.randn(5, 32), torch.rand(5, 3)
+    d = mot(means, audio, eye)
+    feat = mot.features(means)
+    x = torch.cat([feat[None].expand(5, -1, -1), mot.aud_att(feat)[None] * audio[:, None], mot.eye_att(feat)[None] * eye[:, None]], -1)
+    ref = mot.deform(x)  # [B, N, 10]
+    assert ref.abs().max() > 1e-2  # a non-trivial field
+    torch.testing.assert_close(d.d_xyz, ref[..., :3] * mot.cfg.xyz_scale, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(d.d_rot, ref[..., 3:7], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(d.d_scale, ref[..., 7:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(d.audio_att, x[..., feat.shape[1] : feat.shape[1] + 32])
+
+
 def test_face_motion_shapes_zero_codes_and_batch_independence():
     torch.manual_seed(0)
     mot = FaceMotion(FaceMotionConfig(triplane=SMALL_GRID), audio_dim=32, eye_dim=3)
@@ -425,3 +447,24 @@ def test_deform_with_landmarks_is_one_pass_of_the_same_field():
     separate = head.face_landmarks(both.code, both.eye)
     torch.testing.assert_close(both.landmarks, separate, rtol=1e-5, atol=1e-6)
     assert (both.landmarks - head.neutral_landmarks).abs().max() > 1e-4  # the field moved them
+
+
+def test_checkpoint_from_before_the_predictor_ensemble_loads_with_one_network(tmp_path):
+    """A run saved before ``predictor_members`` existed (its config lacks the field) had a single
+    predictor network: it loads as one, not as today's default ensemble."""
+    from talkgs.configio import config_to_dict
+    from talkgs.model import checkpoint as ckpt
+
+    cfg = dataclasses.replace(small_head_config(), mouth_state=dataclasses.replace(HeadConfig().mouth_state, predictor_members=1))
+    head = TalkingHead(cfg, audio_window=16, audio_channels=20, generator=torch.Generator().manual_seed(0))
+    model_cfg = config_to_dict(cfg)
+    del model_cfg["mouth_state"]["predictor_members"]
+    state = {"kind": ckpt.KIND, "format_version": ckpt.FORMAT_VERSION, "model_config": model_cfg,
+             "config": {"model": copy.deepcopy(model_cfg)}, "model": head.state_dict(),
+             "audio": {"kind": "mel", "window": 16, "channels": 20}}
+    torch.save(state, tmp_path / "old.pt")
+    loaded = ckpt.load(tmp_path / "old.pt")
+    assert loaded["config"]["model"]["mouth_state"]["predictor_members"] == 1
+    model = ckpt.build_model(loaded)
+    assert model.mouth_predictor.members == 1
+    assert HeadConfig().mouth_state.predictor_members > 1  # today's default differs

@@ -193,6 +193,31 @@ def test_mouth_state_describes_the_real_mouth(anchor_states):
     assert r > 0.95, r
 
 
+def test_predictor_ensemble_is_the_mean_of_independent_members():
+    """An ensemble of K predictors is K networks side by side: member k alone (its slices of the
+    wide layers) gives its column of raw_members, raw is their mean, and each member's output
+    depends only on its own weights. K = 1 keeps the single network's parameter names."""
+    torch.manual_seed(0)
+    ens = MouthPredictor(4, 6, 3, frames=8, hidden=16, members=3).eval()
+    single = MouthPredictor(4, 6, 3, frames=8, hidden=16).eval()
+    assert set(single.state_dict()) == set(ens.state_dict())
+    x = torch.randn(5, 8, 4, 6)
+    each = ens.raw_members(x)
+    assert each.shape == (5, 3, 3)
+    torch.testing.assert_close(ens.raw(x), each.mean(1))
+    for k in range(3):  # rebuild member k as a single network from its slices
+        h = slice(16 * k, 16 * (k + 1))
+        sd = single.state_dict()
+        sd["embed.0.weight"], sd["embed.0.bias"] = ens.embed[0].weight[h], ens.embed[0].bias[h]
+        for i in (0, 3):
+            sd[f"temporal.{i}.weight"], sd[f"temporal.{i}.bias"] = ens.temporal[i].weight[h], ens.temporal[i].bias[h]
+        sd["out.weight"], sd["out.bias"] = ens.out.weight[k], ens.out.bias[k]
+        single.load_state_dict(sd)
+        with torch.no_grad():
+            torch.testing.assert_close(single.raw(x), each[:, k], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(each[:, 0], each[:, 1])  # different initialisations
+
+
 def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
     """A short fit of the audio -> state predictor on the anchor's own log-mel (no augmentation, to
     stay fast) predicts the opening of frames it never saw far better than chance."""

@@ -44,7 +44,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
             f"checkpoint {path} has format version {state.get('format_version')!r}; this talkgs reads {FORMAT_VERSION}"
         )
     state["path"] = str(path)
+    for cfg in (state.get("model_config"), (state.get("config") or {}).get("model")):
+        _fill_legacy(cfg)
     return state
+
+
+def _fill_legacy(model_cfg: dict | None) -> None:
+    """Fields added to the model config after checkpoints were first written, set to what those
+    checkpoints' models had (a missing field would otherwise take today's default)."""
+    ms = model_cfg.get("mouth_state") if isinstance(model_cfg, dict) else None
+    if isinstance(ms, dict):
+        ms.setdefault("predictor_members", 1)  # a single predictor network until the ensemble
 
 
 def build_model(state: dict, device: str | torch.device = "cpu"):

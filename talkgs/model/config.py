@@ -194,6 +194,10 @@ class MouthStateConfig:
     """Width of the audio -> state predictor."""
     predictor_dropout: float = 0.1
     """Dropout of the predictor while it trains."""
+    predictor_members: int = 4
+    """Networks in the predictor's ensemble, fitted side by side from different initialisations
+    (their mean predicts; each fits the targets on its own). Measured, NVIDIA H200, seeds 0 / 1:
+    rendered val mouth r 0.684 / 0.548 with one network, 0.731 / 0.754 with four."""
     state_noise: float = 0.05
     """Std of Gaussian noise added to the measured states of training renders (state units), so
     the geometry also looks right for predicted states that are slightly off."""

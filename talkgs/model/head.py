@@ -51,8 +51,8 @@ class DeformedGaussians:
     d_xyz: torch.Tensor | None = None  # [B, N, 3]; None when static
     d_rot: torch.Tensor | None = None  # [B, N, 4]; face only
     d_scale: torch.Tensor | None = None  # [B, N, 3]; face only
-    audio_att: torch.Tensor | None = None  # [B, N, A]; face only
-    eye_att: torch.Tensor | None = None  # [B, N, E]; face only
+    aud_weight: torch.Tensor | None = None  # [N, A] region attention a_aud; face only
+    eye_weight: torch.Tensor | None = None  # [N, E] a_eye; face only
     code: torch.Tensor | None = None  # [B, A] the condition code; None when static
     eye: torch.Tensor | None = None  # [B, E] the eye code; face only
     landmarks: torch.Tensor | None = None  # [B, 468, 3] the neutral landmarks moved by the face field (with_landmarks)
@@ -60,6 +60,16 @@ class DeformedGaussians:
     @property
     def batch_size(self) -> int:
         return self.means.shape[0]
+
+    @property
+    def audio_att(self) -> torch.Tensor | None:
+        """``[B, N, A]``: a_aud * audio code (face only; computed when asked)."""
+        return None if self.aud_weight is None else self.aud_weight[None] * self.code[:, None, :]
+
+    @property
+    def eye_att(self) -> torch.Tensor | None:
+        """``[B, N, E]``: a_eye * eye code (face only; computed when asked)."""
+        return None if self.eye_weight is None else self.eye_weight[None] * self.eye[:, None, :]
 
     def attention_norms(self) -> torch.Tensor | None:
         """``[B, N, 2]``: per-Gaussian ||a_aud * audio|| and ||a_eye * eye|| (None without attention)."""
@@ -156,7 +166,7 @@ class TalkingHead(nn.Module):
             self.mouth_basis = MouthBasis(ms.n_components)
             self.mouth_predictor = MouthPredictor(
                 audio_window, audio_channels, ms.n_components, frames=cfg.audio.window,
-                hidden=ms.predictor_hidden, dropout=ms.predictor_dropout,
+                hidden=ms.predictor_hidden, dropout=ms.predictor_dropout, members=ms.predictor_members,
             )
         elif cfg.conditioning != "audio":
             raise TalkgsError(f"unknown conditioning {cfg.conditioning!r} (audio or mouth_state)")
@@ -283,10 +293,10 @@ class TalkingHead(nn.Module):
                 d_xyz=d.d_xyz,
                 d_rot=d.d_rot,
                 d_scale=d.d_scale,
-                audio_att=d.audio_att,
-                eye_att=d.eye_att,
+                aud_weight=d.aud_weight,
+                eye_weight=d.eye_weight,
                 code=code,
-                eye=eye,
+                eye=d.eye,
                 landmarks=landmarks,
             )
         d_xyz = br.motion(means_c, code)

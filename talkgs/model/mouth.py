@@ -27,6 +27,8 @@ variance over the training frames, the others less).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -164,6 +166,19 @@ class StateCode(nn.Module):
         return self.net(states)
 
 
+class GroupedLinear(nn.Module):
+    """K independent linear maps: ``[B, K, I] -> [B, K, O]`` (nn.Linear's initialisation each)."""
+
+    def __init__(self, groups: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(groups, out_features, in_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bki,koi->bko", x, self.weight) + self.bias
+
+
 class MouthPredictor(nn.Module):
     """Audio -> mouth state: ``forward(windows [B, F, W, C]) -> states [B, m]``.
 
@@ -176,40 +191,57 @@ class MouthPredictor(nn.Module):
     linear layer reads the state out of all of them. The output is ``mean + gain * raw``: ``gain``
     is calibrated after training on held-out training frames so that predicted states vary as
     much as measured ones (a regression shrinks towards the mean; the mouth must not).
+    ``members`` > 1 makes it an ensemble of that many such networks, trained side by side on
+    the same batches from different initialisations; the prediction is their mean.
     """
 
     def __init__(self, in_window: int, in_channels: int, n_states: int, frames: int = 8, hidden: int = 128,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, members: int = 1):
         super().__init__()
+        if members < 1:
+            raise TalkgsError(f"mouth predictor members must be >= 1, got {members}")
         self.in_window, self.in_channels, self.frames, self.n_states = in_window, in_channels, frames, n_states
+        self.hidden, self.members = hidden, members
         self.register_buffer("in_mean", torch.zeros(in_channels))
         self.register_buffer("in_std", torch.ones(in_channels))
         self.register_buffer("in_lo", torch.full((in_channels,), -torch.inf))
         self.register_buffer("in_hi", torch.full((in_channels,), torch.inf))
         self.register_buffer("out_mean", torch.zeros(n_states))
         self.register_buffer("out_gain", torch.ones(n_states))
-        self.embed = nn.Sequential(nn.Linear(in_window * in_channels, hidden), nn.GELU(), nn.Dropout(dropout))
+        # ``members`` independent networks side by side (widths K x hidden, grouped convolutions
+        # and read-outs): an ensemble whose mean is the prediction. K = 1 is the single network.
+        k = members
+        self.embed = nn.Sequential(nn.Linear(in_window * in_channels, k * hidden), nn.GELU(), nn.Dropout(dropout))
         self.temporal = nn.Sequential(
-            nn.Conv1d(hidden, hidden, 3, padding=1), nn.GELU(), nn.Dropout(dropout),
-            nn.Conv1d(hidden, hidden, 3, padding=1), nn.GELU(),
+            nn.Conv1d(k * hidden, k * hidden, 3, padding=1, groups=k), nn.GELU(), nn.Dropout(dropout),
+            nn.Conv1d(k * hidden, k * hidden, 3, padding=1, groups=k), nn.GELU(),
         )
-        self.out = nn.Linear(frames * hidden, n_states)
+        if k == 1:
+            self.out = nn.Linear(frames * hidden, n_states)
+        else:
+            self.out = GroupedLinear(k, frames * hidden, n_states)
 
     def set_input_stats(self, features: torch.Tensor) -> None:
         """Per-channel mean/std/range from training features ``[N, W, C]`` of real audio."""
         set_input_stats(self, features)
 
-    def raw(self, windows: torch.Tensor) -> torch.Tensor:
-        """Uncalibrated states ``[B, m]`` (what training fits)."""
+    def raw_members(self, windows: torch.Tensor) -> torch.Tensor:
+        """Each member's uncalibrated states ``[B, K, m]`` (what training fits, member by member)."""
         if windows.ndim != 4 or windows.shape[1:] != (self.frames, self.in_window, self.in_channels):
             raise TalkgsError(
                 f"mouth predictor needs windows [B, {self.frames}, {self.in_window}, {self.in_channels}], "
                 f"got {tuple(windows.shape)}"
             )
         x = normalize_input(self, windows.to(self.in_mean.dtype))
-        h = self.embed(x.flatten(2))  # [B, F, H]
-        h = self.temporal(h.transpose(1, 2))  # [B, H, F]
-        return self.out(h.flatten(1))
+        h = self.embed(x.flatten(2))  # [B, F, K H]
+        h = self.temporal(h.transpose(1, 2))  # [B, K H, F]
+        if self.members == 1:
+            return self.out(h.flatten(1))[:, None]
+        return self.out(h.reshape(h.shape[0], self.members, -1))  # member k reads its [H, F] block
+
+    def raw(self, windows: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated states ``[B, m]``: the members' mean."""
+        return self.raw_members(windows).mean(1)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         return self.out_mean + self.out_gain * (self.raw(windows) - self.out_mean)

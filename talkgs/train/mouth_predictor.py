@@ -202,7 +202,8 @@ def fit_mouth_predictor(
         if stop is not None and stop():
             break
         rows = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)].to(device)
-        loss = ((predictor.raw(windows(rows)) - y[rows]) ** 2).mean()
+        # Each member fits the targets on its own (not their mean: members stay independent).
+        loss = ((predictor.raw_members(windows(rows)) - y[rows][:, None]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
