@@ -178,6 +178,14 @@ class HeadRenderer:
         """The float :class:`FrameRender` (image not clamped, branch alphas; on the device) of
         audio windows ``[B, 8, W, C]`` and the matching slice of a drive plan; ``states [B, m]``:
         mouth states to use instead of the ones predicted from the audio (mouth_state runs)."""
+        windows, eye, viewmats, Ks, bg = self.inputs(windows, plan)
+        return self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend,
+                                        states=states)
+
+    def inputs(self, windows: torch.Tensor, plan: DrivePlan):
+        """What :meth:`TalkingHead.render_frames` takes for audio windows ``[B, 8, W, C]`` and the
+        matching slice of a drive plan, on the device: ``(windows [B, 8, W, C], eye [B, E],
+        viewmats [B, 1, 4, 4], Ks [B, 1, 3, 3], background [B, H, W, 3])``."""
         b = windows.shape[0]
         if len(plan) != b:
             raise TalkgsError(f"render_batch: {b} audio windows but {len(plan)} drive frames")
@@ -195,8 +203,7 @@ class HeadRenderer:
         )
         windows = windows.to(dev, torch.float32)
         bg = self.backgrounds[local].float() / 255.0
-        return self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend,
-                                        states=states)
+        return windows, eye, viewmats, Ks, bg
 
     def video_mouth_states(self, root: str | Path, n_frames: int) -> torch.Tensor:
         """States ``[n_frames, m]`` (on the device) that make this head's mouth follow the

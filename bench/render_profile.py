@@ -1,0 +1,296 @@
+"""Where a rendered batch's time goes, and what candidate speed-ups buy (and cost in pixels).
+
+    python bench/render_profile.py RUN [--batch 32] [--iters 20] [--out bench/results/render_profile.json]
+
+On val audio of the run's dataset (its own features file), at one batch size:
+
+1. Parts, device-synchronised (median ms per batch): drive inputs, mouth-state prediction,
+   each branch's deformation, its SH colours and its rasterization, compositing + uint8, the
+   copy to the host. Their sum exceeds an unsynchronised batch slightly.
+2. The top device operators of a few batches (torch.profiler).
+3. Variants of the whole batch (uint8 frames on the device), each against the default's
+   frames: ms per batch, frames/s, PSNR and largest pixel difference.
+   - ``default``: ``HeadRenderer.render_batch``.
+   - ``tf32``: float32 matmuls on TF32 tensor cores.
+   - ``bf16_deform``: the motion fields under bfloat16 autocast (rasterization stays float32).
+   - ``cull``: Gaussians of opacity < 1/255 removed first (the rasterizer skips any
+     contribution below 1/255, so the frames should not change).
+   - ``torch_sh``: SH colours evaluated in torch and handed to gsplat as colours (what
+     ``rasterize`` did before it let gsplat evaluate them).
+   - ``attended_codes``: the face field's first layer on materialised [B, N, A] attended codes
+     (what ``FaceMotion`` did before its one-matmul form).
+   - ``packed``: gsplat's packed mode (only visible Gaussian-camera pairs are kept).
+
+Prints tables and writes JSON. CUDA only for the variants that call gsplat directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from talkgs.data import format as fmt  # noqa: E402
+from talkgs.model.audio_encoder import gather_windows  # noqa: E402
+from talkgs.model.head import BRANCHES, composite  # noqa: E402
+from talkgs.render.sh import sh_to_rgb  # noqa: E402
+from talkgs.synth.render import HeadRenderer, to_uint8  # noqa: E402
+
+VISIBLE_OPACITY = 1.0 / 255.0
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _median_ms(fn, dev: torch.device, iters: int) -> float:
+    fn()
+    _sync(dev)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    return 1000.0 * float(np.median(times))
+
+
+@torch.no_grad()
+def parts(r: HeadRenderer, win: torch.Tensor, plan, iters: int) -> dict[str, float]:
+    """Median ms per part of one batch (each part synchronised)."""
+    dev = r.device
+    m = r.model
+    acc: dict[str, list[float]] = {}
+
+    def timed(name, fn):
+        _sync(dev)
+        t = time.perf_counter()
+        out = fn()
+        _sync(dev)
+        acc.setdefault(name, []).append(1000.0 * (time.perf_counter() - t))
+        return out
+
+    for it in range(iters + 1):
+        windows, eye, viewmats, Ks, bg = timed("drive inputs", lambda: r.inputs(win, plan))
+        states = None
+        if m.cfg.conditioning == "mouth_state":
+            states = timed("mouth-state prediction", lambda: m.predict_states(windows))
+        outs = {}
+        for br in BRANCHES:
+            d = timed(f"{br}: deformation", lambda: m.deform(br, windows, eye if br == "face" else None, states=states))
+            timed(f"{br}: SH colours in torch (not on the CUDA path)",
+                  lambda: sh_to_rgb(d.sh, d.means, viewmats, d.sh_degree) if d.sh_degree > 0 else None)
+            o = timed(f"{br}: rasterize (SH + gsplat)",
+                      lambda: m.render_branch(d, viewmats, Ks, r.width, r.height, backend=r.backend))
+            outs[br] = (o.colors[:, 0], o.alphas[:, 0])
+        img = timed("composite + uint8", lambda: to_uint8(composite(*outs["face"], *outs["mouth"], bg)))
+        timed("copy to host", lambda: img.cpu())
+        if it == 0:  # warm-up
+            acc.clear()
+    return {k: float(np.median(v)) for k, v in acc.items()}
+
+
+def top_ops(r: HeadRenderer, win: torch.Tensor, plan, n: int = 5) -> tuple[str, list[dict]]:
+    dev = r.device
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if dev.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    r.render_batch(win, plan)
+    _sync(dev)
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(n):
+            r.render_batch(win, plan)
+        _sync(dev)
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda e: -getattr(e, key, 0.0))[:25]
+    ops = [{"name": e.key[:120], "calls": e.count, "self_cpu_ms_per_batch": e.self_cpu_time_total / 1000 / n,
+            "self_device_ms_per_batch": getattr(e, "self_device_time_total", 0.0) / 1000 / n} for e in rows]
+    return prof.key_averages().table(sort_by=key.replace("device", "cuda"), row_limit=25), ops
+
+
+def _gsplat_render_frames(r: HeadRenderer, model, win, plan, packed: bool, sh_in_gsplat: bool):
+    """``render_frames`` with gsplat called directly (variants ``gsplat_sh`` and ``packed``)."""
+    from gsplat import rasterization
+
+    from talkgs.render._checks import EPS2D, FAR_PLANE, NEAR_PLANE
+
+    windows, eye, viewmats, Ks, bg = r.inputs(win, plan)
+    states = model.predict_states(windows) if model.cfg.conditioning == "mouth_state" else None
+    outs = {}
+    for br in BRANCHES:
+        d = model.deform(br, windows, eye if br == "face" else None, states=states)
+        if sh_in_gsplat:
+            colors, deg = d.sh, d.sh_degree
+        else:
+            colors = sh_to_rgb(d.sh, d.means, viewmats, d.sh_degree)[:, 0] if d.sh_degree > 0 else None
+            deg = None
+        rgb, alpha, _ = rasterization(d.means, d.quats, d.scales, d.opacities, colors, viewmats, Ks, r.width, r.height,
+                                      near_plane=NEAR_PLANE, far_plane=FAR_PLANE, eps2d=EPS2D, sh_degree=deg,
+                                      packed=packed, rasterize_mode="classic")
+        outs[br] = (rgb[:, 0], alpha[:, 0])
+    return to_uint8(composite(*outs["face"], *outs["mouth"], bg))
+
+
+def _attended_codes_forward(mot, means, audio, eye=None):
+    """``FaceMotion.forward`` with the [B, N, A] attended codes and three [B, N, H] products."""
+    from talkgs.model.motion import FaceDeltas
+
+    b = audio.shape[0]
+    eye = audio.new_zeros(b, mot.eye_dim) if eye is None else eye.to(audio.dtype)
+    feat = mot.features(means)
+    a_aud, a_eye = mot.aud_att(feat), mot.eye_att(feat)
+    first, fd, A = mot.deform[0].weight, feat.shape[1], mot.audio_dim
+    h = ((feat @ first[:, :fd].T)[None] + (a_aud[None] * audio[:, None]) @ first[:, fd : fd + A].T
+         + (a_eye[None] * eye[:, None]) @ first[:, fd + A :].T)
+    out = mot.deform[1:](h)
+    return FaceDeltas(out[..., :3] * mot.cfg.xyz_scale, out[..., 3:7], out[..., 7:10], a_aud, a_eye, audio, eye)
+
+
+def culled(model) -> tuple[object, dict[str, int]]:
+    """A copy of ``model`` without the Gaussians of opacity < 1/255; how many each branch lost."""
+    from talkgs.model.gaussians import opacity_activation
+
+    m = copy.deepcopy(model)
+    lost = {}
+    for br in BRANCHES:
+        gs = m.gaussians(br)
+        keep = opacity_activation(gs["opacities"]) >= VISIBLE_OPACITY
+        lost[br] = int((~keep).sum())
+        for k in list(gs.keys()):
+            gs[k] = torch.nn.Parameter(gs[k].data[keep], requires_grad=False)
+    return m, lost
+
+
+@torch.no_grad()
+def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[dict]:
+    dev = r.device
+    ref = r.render_batch(win, plan)
+    rows = []
+
+    def score(name, fn, extra=None):
+        try:
+            out = fn()
+            ms = _median_ms(fn, dev, iters)
+        except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others
+            rows.append({"variant": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+            print(f"{name}: failed: {rows[-1]['error']}", flush=True)
+            return
+        diff = (out.float() - ref.float()).abs()
+        mse = float((diff ** 2).mean())
+        row = {"variant": name, "ms_per_batch": round(ms, 2), "fps": round(win.shape[0] * 1000.0 / ms, 1),
+               "psnr_vs_default": None if mse == 0 else round(10 * np.log10(255.0 ** 2 / mse), 2),
+               "max_abs_diff": int(diff.max()), **(extra or {})}
+        rows.append(row)
+        print(row, flush=True)
+
+    for name in names:
+        if name == "default":
+            score(name, lambda: r.render_batch(win, plan))
+        elif name == "tf32":
+            old = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            try:
+                score(name, lambda: r.render_batch(win, plan))
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = old
+        elif name == "bf16_deform":
+            m = r.model
+            orig = m.deform
+
+            def deform_bf16(*a, **k):
+                with torch.autocast(dev.type, dtype=torch.bfloat16):
+                    d = orig(*a, **k)
+                for f in ("means", "quats", "scales", "opacities", "sh"):
+                    setattr(d, f, getattr(d, f).float())
+                return d
+
+            m.deform = deform_bf16
+            try:
+                score(name, lambda: r.render_batch(win, plan))
+            finally:
+                del m.deform
+        elif name == "cull":
+            m, lost = culled(r.model)
+            orig_model = r.model
+            r.model = m
+            try:
+                score(name, lambda: r.render_batch(win, plan), {"culled": lost, "kept": m.num_gaussians()})
+            finally:
+                r.model = orig_model
+        elif name == "torch_sh":
+            score(name, lambda: _gsplat_render_frames(r, r.model, win, plan, packed=False, sh_in_gsplat=False))
+        elif name == "attended_codes":
+            mot = r.model.branch("face").motion
+            mot.forward = functools.partial(_attended_codes_forward, mot)
+            try:
+                score(name, lambda: r.render_batch(win, plan))
+            finally:
+                del mot.forward
+        elif name == "packed":
+            score(name, lambda: _gsplat_render_frames(r, r.model, win, plan, packed=True, sh_in_gsplat=False))
+        else:
+            raise SystemExit(f"unknown variant {name!r}")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--dataset", type=Path, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,packed")
+    ap.add_argument("--out", type=Path, default=REPO / "bench/results/render_profile.json")
+    args = ap.parse_args()
+
+    r = HeadRenderer(args.run, args.device, args.dataset)
+    dev = r.device
+    feats = torch.as_tensor(np.array(fmt.load_features(r.root / fmt.audio_feature_file(r.audio_kind)))).to(dev, torch.float16)
+    v0 = int(r.meta["split"]["val"][0])
+    idx = torch.arange(v0, v0 + args.batch, device=dev).clamp(max=feats.shape[0] - 1)
+    win = gather_windows(feats, idx, r.audio_window)
+    plan = r.plan(args.batch, 0)
+
+    p = parts(r, win, plan, args.iters)
+    table, ops = top_ops(r, win, plan)
+    names = [n for n in args.variants.split(",") if n]
+    if dev.type != "cuda":
+        names = [n for n in names if n in ("default", "cull", "attended_codes")]
+    rows = variants(r, win, plan, args.iters, names)
+
+    result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "run": str(args.run),
+              "batch": args.batch, "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
+              "parts_ms": p, "ops": ops, "variants": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table)
+    print(f"\n{result['device']}, batch {args.batch}, {r.width}x{r.height}, Gaussians {result['gaussians']}")
+    print(f"{'part':<40}{'ms/batch':>10}")
+    for k, v in p.items():
+        print(f"{k:<40}{v:>10.2f}")
+    print(f"\n{'variant':<14}{'ms/batch':>10}{'frames/s':>10}{'PSNR vs default':>17}{'max diff':>10}")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['variant']:<14} failed: {row['error']}")
+            continue
+        ps = "identical" if row["psnr_vs_default"] is None else f"{row['psnr_vs_default']:.2f}"
+        print(f"{row['variant']:<14}{row['ms_per_batch']:>10.2f}{row['fps']:>10.1f}{ps:>17}{row['max_abs_diff']:>10}")
+    print(f"JSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
