@@ -129,7 +129,7 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
     t_start = time.monotonic() + 0.2
     t_measure = t_start + warmup
     t_end = t_measure + seconds
-    sessions, records, enc_times = [], [], []
+    sessions, records, enc_times, firsts = [], [], [], []
     rng = np.random.default_rng(0)
 
     async def producer(s: Session, k: int):
@@ -172,6 +172,10 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
                 await aloop.run_in_executor(enc_pool, encoder.encode, vf, False)
                 enc_times.append(time.monotonic() - t0)
             t_out = time.monotonic()
+            if not rec:  # where the first frame's time went (from the session's first audio)
+                firsts.append({"index": f.index, "center_in": f.t_in - s.t_first_audio, "lookahead": f.t_final - f.t_in,
+                               "queue": f.t_start - f.t_final, "render": f.t_host - f.t_start,
+                               "send_wait": t_out - f.t_host, "batch": f.batch})
             rec.append((t_out, t_out - f.t_in, f.t_final - f.t_in, f.t_start - f.t_final, f.t_host - f.t_start,
                         t_take - f.t_host, t_out - t_take, f.batch))
 
@@ -198,7 +202,9 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
     busy = (sum(t["render_s"] + t["copy_s"] for t in batcher.ticks if t_measure <= t["t"] < t_end)
             + sum(t["encode_s"] for t in feat)) / seconds
     sizes = [t["size"] for t in batcher.ticks if t_measure <= t["t"] < t_end]
-    return per_client, {"device_busy": busy, "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
+    first_stages = {k: 1000 * float(np.median([f[k] for f in firsts])) for k in firsts[0] if k not in ("index", "batch")} if firsts else {}
+    first_stages["first_index_max"] = max((f["index"] for f in firsts), default=None)
+    return per_client, {"warm_up_s": loop.warm_up_s, "first_frame_stages_ms_p50": first_stages, "device_busy": busy, "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
                         "feature_calls_per_s": len(feat) / seconds,
                         "feature_batch_mean": float(np.mean([t["size"] for t in feat])) if feat else None,
                         "feature_ms_p50": 1000 * _pct([t["encode_s"] for t in feat], 50) if feat else None,
@@ -334,8 +340,12 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--mouth-check", action="store_true",
                     help="also measure the mouth box's change in speech vs silence through the server's path")
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="Python's thread switch interval (default: Python's 5 ms), for the render thread's share of the GIL")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000.0)
 
     import torch
 
@@ -386,6 +396,9 @@ def main() -> None:
               f"batch {row['mean_batch']:.1f}" + (f", feature calls {row['feature_calls_per_s']:.0f}/s of "
               f"{row['feature_batch_mean']:.1f} windows, {row['feature_ms_p50']:.1f} ms p50"
               if row.get("feature_batch_mean") else ""), flush=True)
+        if row.get("first_frame_stages_ms_p50"):
+            print("        first frame p50 (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in row["first_frame_stages_ms_p50"].items()
+                                                       if v is not None) + f"; warm-up {row.get('warm_up_s') or 0:.2f} s", flush=True)
         return row
 
     try:
@@ -425,6 +438,7 @@ def main() -> None:
     result = {
         "run": str(args.run), "head": head, "size": [r.width, r.height], "device": str(r.device), "device_name": dev_name,
         "transport": args.transport, "seconds": args.seconds, "warmup": args.warmup, "max_batch": args.max_batch,
+        "switch_interval_ms": 1000.0 * sys.getswitchinterval(),
         "encode": ("vp8 (aiortc encoder)" if encoder_factory else "not measured (no aiortc/PyAV here)")
         if args.transport == "inproc" else "vp8 + opus over loopback (aiortc)",
         "audio_kind": r.audio_kind,

@@ -64,10 +64,15 @@ class DeviceStream(FeatureStream, Protocol):
     ``[n, W, C]``. ``end_input`` ends the input, ``finished`` says every frame was emitted,
     ``frames_ready()`` how many frames ``ready_windows`` would hand out, ``skip(n)`` drops the
     oldest ready frames uncomputed (a server catching up). ``push``/``flush`` are the same
-    steps in one go, for single-stream users."""
+    steps in one go, for single-stream users. ``encode`` runs the model on at most
+    ``max_encode_batch`` inputs per call (more are split), so a server can run every input
+    shape once before serving."""
 
     @property
     def encode_key(self) -> Hashable: ...
+
+    @property
+    def max_encode_batch(self) -> int: ...
 
     @property
     def finished(self) -> bool: ...

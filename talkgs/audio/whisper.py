@@ -811,6 +811,11 @@ class WhisperStream:
         return (id(self.enc), self.layout)
 
     @property
+    def max_encode_batch(self) -> int:
+        """Windows per encoder call (:meth:`encode` splits larger inputs)."""
+        return _default_batch(self.enc)
+
+    @property
     def finished(self) -> bool:
         """The input ended and every frame was emitted."""
         return self._n_frames is not None and self._next >= self._n_frames

@@ -210,6 +210,35 @@ class Batcher:
         self.remove(s.id)
         s.fail(f"audio features failed: {msg}")
 
+    # ------------------------------------------------------------------ warm-up
+    def warm_up(self) -> float:
+        """Run every batch shape a tick can produce once, on the calling thread (the render
+        thread): on CUDA each new shape builds library plans (cuFFT for the log-mel, cuDNN for
+        convolutions, cuBLAS) on its first call, tens of ms that otherwise land on live frames:
+        the first frames of a burst of new sessions, and the slow tail of encoder calls at
+        high load (measured, bench/serve.py). On the CPU there are no plans: one call each.
+        Returns the seconds spent."""
+        from talkgs.audio import DeviceStream, open_stream
+
+        t0 = self.clock()
+        seen: set = set()
+        for r in self.renderers.values():
+            cuda = r.device.type == "cuda"
+            for b in range(1, self.max_batch + 1) if cuda else [1]:
+                out = r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape, device=r.device), r.plan(b))
+            if cuda:
+                torch.cuda.synchronize(r.device)
+            del out
+            st = open_stream(r.audio_kind)
+            if not isinstance(st, DeviceStream) or st.encode_key in seen:
+                continue
+            seen.add(st.encode_key)
+            st.feed(np.zeros(4 * 640, np.float32))
+            w = st.ready_windows()[:1]
+            for g in range(1, st.max_encode_batch + 1) if cuda else [1]:
+                st.encode(np.repeat(w, g, axis=0))
+        return self.clock() - t0
+
     # ------------------------------------------------------------------ one tick
     def collect(self) -> list[Batch]:
         """Take the due frames: at most ``max_batch`` per head, one session at a time in turn
@@ -322,12 +351,18 @@ class BatchLoop:
         self._wake = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="talkgs-render")
         self._task: asyncio.Task | None = None
+        self.warm_up_s: float | None = None
 
     def wake(self) -> None:
         """Frames became due (sessions call this through ``on_pending``)."""
         self._wake.set()
 
-    def start(self) -> None:
+    def start(self, warm_up: bool = True) -> None:
+        """Start ticking; ``warm_up`` first runs every batch shape once on the render thread
+        (:meth:`Batcher.warm_up`; blocks the caller, ~1 s on a GPU: call it before serving)."""
+        if warm_up:
+            self.warm_up_s = self._executor.submit(self.batcher.warm_up).result()
+            log.info("batch loop warmed up in %.2f s", self.warm_up_s)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="talkgs-batch-loop")
 
     async def stop(self) -> None:
