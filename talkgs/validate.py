@@ -410,6 +410,7 @@ def train(cfg):
         _stage(stage)
     at_least("model.face_init.n", cfg.model.face_init.n, 1)
     at_least("model.mouth_init.n", cfg.model.mouth_init.n, 1)
+    at_least("model.mouth_state.predictor_members", cfg.model.mouth_state.predictor_members, 1)
     n = int(meta["n_frames"])
     frame_range("frame_range", cfg.frame_range, n, dataset)
     lo, hi = cfg.frame_range or (0, n)

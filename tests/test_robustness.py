@@ -133,6 +133,7 @@ def _refusal_cases(w: Path, ds: Path, run: Path):
         (["train", ds, "-o", w / "r", "--batch-size", "0"], "--batch-size"),
         (["train", ds, "-o", w / "r", "--image-scale", "0"], "--image-scale"),
         (["train", ds, "-o", w / "r", "--schedule-scale", "-1"], "--schedule-scale"),
+        (["train", ds, "-o", w / "r", "--model.mouth-state.predictor-members", "0"], "--model.mouth-state.predictor-members"),
         (["train", ds, "-o", w / "r", "--frame-range", "50", "10"], "--frame-range"),
         (["train", ds, "-o", w / "r", "--audio-kind", "phones"], "no 'phones' audio features"),
         (["train", ds, "-o", w / "r", "--device", "gpu0"], "--device"),
