@@ -201,7 +201,7 @@ class MouthPredictor(nn.Module):
         if members < 1:
             raise TalkgsError(f"mouth predictor members must be >= 1, got {members}")
         self.in_window, self.in_channels, self.frames, self.n_states = in_window, in_channels, frames, n_states
-        self.hidden, self.members = hidden, members
+        self.members = members
         self.register_buffer("in_mean", torch.zeros(in_channels))
         self.register_buffer("in_std", torch.ones(in_channels))
         self.register_buffer("in_lo", torch.full((in_channels,), -torch.inf))

@@ -113,11 +113,14 @@ def rasterize(
         _check_like(name, t, means)
 
     chosen = _choose_backend(backend, means)
-    if sh_coeffs is not None and colors is None:
+    if (colors is None) == (sh_coeffs is None):
+        raise RenderError("pass exactly one of colors and sh_coeffs")
+    if sh_coeffs is not None:
         sh_degree = _check_sh(means, sh_coeffs, sh_degree, batch, N)
-    # gsplat evaluates SH in its fused projection kernels: the torch evaluation of SH for B
-    # frames x N Gaussians took a third of a render (bench/render_profile.py, variant gsplat_sh).
-    sh_in_gsplat = chosen == "gsplat" and sh_coeffs is not None and colors is None and extras is None
+    # gsplat evaluates SH in its fused projection kernels: evaluating it in torch for B frames x
+    # N Gaussians made a talking-head render of 32 frames 23.7 instead of 17.3 ms
+    # (bench/render_profile.py, variant torch_sh, H200).
+    sh_in_gsplat = chosen == "gsplat" and sh_coeffs is not None and extras is None
     if sh_in_gsplat:
         feats, n_colour = sh_coeffs, 3
     else:
@@ -238,9 +241,8 @@ def _check_sh(means, sh_coeffs, sh_degree, batch, N) -> int:
 
 
 def _colour_features(means, viewmats, colors, sh_coeffs, sh_degree, batch, N, C) -> Tensor:
-    """Colour channels ``[..., N, D]`` or ``[..., C, N, D]`` from colors or SH."""
-    if (colors is None) == (sh_coeffs is None):
-        raise RenderError("pass exactly one of colors and sh_coeffs")
+    """Colour channels ``[..., N, D]`` or ``[..., C, N, D]`` from colors, or from SH coefficients
+    whose ``sh_degree`` was checked (:func:`_check_sh`)."""
     if colors is not None:
         _check_like("colors", colors, means)
         if sh_degree is not None:
@@ -254,7 +256,6 @@ def _colour_features(means, viewmats, colors, sh_coeffs, sh_degree, batch, N, C)
                 f"or {list(batch)} + [C={C}, N={N}, D]"
             )
         return colors
-    sh_degree = _check_sh(means, sh_coeffs, sh_degree, batch, N)
     if sh_degree == 0:  # view-independent: skip the per-camera tensor
         return torch.clamp_min(SH_C0 * sh_coeffs[..., 0, :] + 0.5, 0.0)
     return sh_to_rgb(sh_coeffs, means, viewmats, sh_degree)

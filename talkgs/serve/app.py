@@ -29,6 +29,7 @@ import secrets
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 from talkgs.errors import TalkgsError
 from talkgs.validate import serve as check_config
@@ -53,15 +54,13 @@ def head_names(runs) -> list[str]:
 
 
 def load_heads(cfg, datasets: list | None = None) -> dict:
-    """``{name: HeadRenderer}`` for the command line's runs, each warmed up (the first render
-    on a device compiles kernels: better now than in a user's first frame). ``datasets``: each
-    run's dataset when not where its checkpoint says (benchmarks on another machine)."""
+    """``{name: HeadRenderer}`` for the command line's runs, each checked to stream its feature
+    kind (the batch loop runs every batch shape once before serving: ``Batcher.warm_up``).
+    ``datasets``: each run's dataset when not where its checkpoint says (benchmarks on another
+    machine)."""
     import torch
 
-    import numpy as np
-
-    from talkgs.audio import DeviceStream, open_stream
-    from talkgs.conventions import SAMPLES_PER_FRAME
+    from talkgs.audio import open_stream
     from talkgs.device import resolve_device
     from talkgs.synth.render import HeadRenderer
 
@@ -72,15 +71,7 @@ def load_heads(cfg, datasets: list | None = None) -> dict:
     datasets = datasets or [None] * len(cfg.runs)
     for name, run, ds in zip(head_names(cfg.runs), cfg.runs, datasets):
         r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend)
-        st = open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
-        sizes = sorted({1, min(cfg.max_batch, 16)})
-        for b in sizes:
-            r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape), r.plan(b))
-        if isinstance(st, DeviceStream):  # the batched encoder's first calls too (whisper)
-            st.feed(np.zeros(4 * SAMPLES_PER_FRAME, np.float32))
-            w = st.ready_windows()[:1]
-            for b in sizes if device.type == "cuda" else [1]:
-                st.encode(np.repeat(w, b, axis=0))
+        open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
         heads[name] = r
     return heads
 
@@ -115,6 +106,8 @@ class LiveServer:
         self._reserved = 0
         self.refused = 0
         self.t_start = time.monotonic()
+        self.on_ready: Callable[[], None] | None = None
+        """Called once the batch loop is warmed up and the app is about to listen."""
 
     # ------------------------------------------------------------------ app
     def app(self):
@@ -144,6 +137,8 @@ class LiveServer:
 
     async def _startup(self, app) -> None:
         self.loop.start()
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def _shutdown(self, app) -> None:
         await asyncio.gather(*(self.close_session(sid, "the server is shutting down") for sid in list(self.peers)))
@@ -390,7 +385,8 @@ def serve(cfg) -> None:
     dev = next(iter(heads.values())).device
     print(f"[serve] {len(heads)} head(s) on {dev} ({', '.join(heads)}), loaded in {time.perf_counter() - t0:.1f} s; "
           f"at most {cfg.max_sessions} sessions", flush=True)
-    print(f"[serve] open {url}", flush=True)
+    # The page opens once the batch loop has run every batch shape (on_startup, before listening).
+    server.on_ready = lambda: print(f"[serve] open {url} (warmed up in {server.loop.warm_up_s:.1f} s)", flush=True)
     try:
         web.run_app(server.app(), host=cfg.host, port=cfg.port, print=None, access_log=None,
                     handle_signals=True, shutdown_timeout=2.0)

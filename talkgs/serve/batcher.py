@@ -43,6 +43,7 @@ from typing import Callable, Hashable, Protocol
 import numpy as np
 import torch
 
+from talkgs.conventions import SAMPLES_PER_FRAME
 from talkgs.serve.session import FrameOut, Pending, Session
 from talkgs.synth.drive import DrivePlan
 
@@ -225,15 +226,14 @@ class Batcher:
         for r in self.renderers.values():
             cuda = r.device.type == "cuda"
             for b in range(1, self.max_batch + 1) if cuda else [1]:
-                out = r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape, device=r.device), r.plan(b))
+                r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape, device=r.device), r.plan(b))
             if cuda:
                 torch.cuda.synchronize(r.device)
-            del out
             st = open_stream(r.audio_kind)
             if not isinstance(st, DeviceStream) or st.encode_key in seen:
                 continue
             seen.add(st.encode_key)
-            st.feed(np.zeros(4 * 640, np.float32))
+            st.feed(np.zeros(4 * SAMPLES_PER_FRAME, np.float32))
             w = st.ready_windows()[:1]
             for g in range(1, st.max_encode_batch + 1) if cuda else [1]:
                 st.encode(np.repeat(w, g, axis=0))
@@ -359,7 +359,8 @@ class BatchLoop:
 
     def start(self, warm_up: bool = True) -> None:
         """Start ticking; ``warm_up`` first runs every batch shape once on the render thread
-        (:meth:`Batcher.warm_up`; blocks the caller, ~1 s on a GPU: call it before serving)."""
+        (:meth:`Batcher.warm_up`; blocks the caller, ~3 s for a head on an H200: call it before
+        serving)."""
         if warm_up:
             self.warm_up_s = self._executor.submit(self.batcher.warm_up).result()
             log.info("batch loop warmed up in %.2f s", self.warm_up_s)
