@@ -19,7 +19,8 @@ On val audio of the run's dataset (its own features file), at one batch size:
      ``rasterize`` did before it let gsplat evaluate them).
    - ``attended_codes``: the face field's first layer on materialised [B, N, A] attended codes
      (what ``FaceMotion`` did before its one-matmul form).
-   - ``packed``: gsplat's packed mode (only visible Gaussian-camera pairs are kept).
+   - ``packed``: gsplat's packed mode (only visible Gaussian-camera pairs are kept), with the
+     SH colours evaluated in torch as in ``torch_sh`` (compare with that row).
 
 Prints tables and writes JSON. CUDA only for the variants that call gsplat directly.
 """
@@ -27,7 +28,6 @@ Prints tables and writes JSON. CUDA only for the variants that call gsplat direc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import functools
 import json
@@ -120,8 +120,9 @@ def top_ops(r: HeadRenderer, win: torch.Tensor, plan, n: int = 5) -> tuple[str, 
     return prof.key_averages().table(sort_by=key.replace("device", "cuda"), row_limit=25), ops
 
 
-def _gsplat_render_frames(r: HeadRenderer, model, win, plan, packed: bool, sh_in_gsplat: bool):
-    """``render_frames`` with gsplat called directly (variants ``gsplat_sh`` and ``packed``)."""
+def _torch_sh_render_frames(r: HeadRenderer, model, win, plan, packed: bool):
+    """``render_frames`` with the SH colours evaluated in torch and gsplat called directly on
+    them (variants ``torch_sh`` and ``packed``)."""
     from gsplat import rasterization
 
     from talkgs.render._checks import EPS2D, FAR_PLANE, NEAR_PLANE
@@ -131,13 +132,9 @@ def _gsplat_render_frames(r: HeadRenderer, model, win, plan, packed: bool, sh_in
     outs = {}
     for br in BRANCHES:
         d = model.deform(br, windows, eye if br == "face" else None, states=states)
-        if sh_in_gsplat:
-            colors, deg = d.sh, d.sh_degree
-        else:
-            colors = sh_to_rgb(d.sh, d.means, viewmats, d.sh_degree)[:, 0] if d.sh_degree > 0 else None
-            deg = None
+        colors = sh_to_rgb(d.sh, d.means, viewmats, d.sh_degree)[:, 0]
         rgb, alpha, _ = rasterization(d.means, d.quats, d.scales, d.opacities, colors, viewmats, Ks, r.width, r.height,
-                                      near_plane=NEAR_PLANE, far_plane=FAR_PLANE, eps2d=EPS2D, sh_degree=deg,
+                                      near_plane=NEAR_PLANE, far_plane=FAR_PLANE, eps2d=EPS2D,
                                       packed=packed, rasterize_mode="classic")
         outs[br] = (rgb[:, 0], alpha[:, 0])
     return to_uint8(composite(*outs["face"], *outs["mouth"], bg))
@@ -230,7 +227,7 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
             finally:
                 r.model = orig_model
         elif name == "torch_sh":
-            score(name, lambda: _gsplat_render_frames(r, r.model, win, plan, packed=False, sh_in_gsplat=False))
+            score(name, lambda: _torch_sh_render_frames(r, r.model, win, plan, packed=False))
         elif name == "attended_codes":
             mot = r.model.branch("face").motion
             mot.forward = functools.partial(_attended_codes_forward, mot)
@@ -239,7 +236,7 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
             finally:
                 del mot.forward
         elif name == "packed":
-            score(name, lambda: _gsplat_render_frames(r, r.model, win, plan, packed=True, sh_in_gsplat=False))
+            score(name, lambda: _torch_sh_render_frames(r, r.model, win, plan, packed=True))
         else:
             raise SystemExit(f"unknown variant {name!r}")
     return rows
