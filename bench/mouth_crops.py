@@ -3,8 +3,11 @@
     python bench/mouth_crops.py RUN [--dataset DIR] [--drive OTHER_DATASET] [--n 6] [--out DIR]
 
 Writes OUT/val_widest.png: the --n val frames whose ground-truth mouth opening is widest, the
-ground truth (on the plate, as eval compares it) above and the render (the frame's own audio,
-eyes and camera) below, each a square crop around the lips at the frame's own pixel scale x2.
+ground truth (on the plate, as eval compares it) on top, the render (the frame's own audio,
+eyes and camera) below it and, for mouth_state runs, the render with the frame's measured mouth
+state (what the renderer does with an exact mouth) at the bottom; each a square crop around the
+lips at the frame's own pixel scale x2. --frames F ... adds OUT/frames.png, the same for any
+dataset frames (e.g. training frames where eval's mouth r is off).
 With --drive: OUT/drive_<name>.png, the head saying OTHER's audio (its default drive plan) for
 --seq consecutive frames around OTHER's widest opening, every frame, render only (OTHER's
 frames need not be present), each labelled with OTHER's own opening. OUT/mouth_crops.json
@@ -66,6 +69,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=6, help="widest val frames shown")
     ap.add_argument("--seq", type=int, default=10, help="consecutive frames of each --drive sequence")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--frames", type=int, nargs="*", default=[], help="more dataset frames: OUT/frames.png")
+    ap.add_argument("--mouth-amplitude", type=float, default=1.0, help="scale of the predicted mouth motion")
     ap.add_argument("--out", type=Path, default=None, help="default: RUN/eval/crops")
     args = ap.parse_args()
 
@@ -81,33 +86,53 @@ def main() -> None:
     from talkgs.synth.render import HeadRenderer, to_uint8
 
     out = args.out or args.run / "eval" / "crops"
-    r = HeadRenderer(args.run, args.device, args.dataset, drive=None)
+    r = HeadRenderer(args.run, args.device, args.dataset, drive=None, mouth_amplitude=args.mouth_amplitude)
     dev = r.device
     a, b = val_range(r)
+    n_data = r.n_dataset_frames
+    bad = [f for f in args.frames if not 0 <= f < n_data]
+    if bad:
+        raise SystemExit(f"mouth_crops: --frames {bad} outside the dataset's {n_data} frames")
     with np.load(r.root / fmt.TRACKS) as z:
-        gt_open = z["mouth_open"][a:b].astype(np.float64)
-        lips = lips_landmarks(z["landmarks"][a:b]) * r.scale
-    order = np.argsort(-gt_open)[: args.n]
-    order = np.sort(order)
-    feats = load_dataset(r.root, dev, audio_kind=r.audio_kind, frame_range=(a, b), scale=r.scale, load_images=False).audio
-    report = {"run": str(args.run), "val": [], "drive": {}}
-    top, bottom = [], []
+        all_open = z["mouth_open"].astype(np.float64)
+        all_lips = lips_landmarks(z["landmarks"]) * r.scale
+    feats = load_dataset(r.root, dev, audio_kind=r.audio_kind, scale=r.scale, load_images=False).audio
+    measured = r.model.mouth_basis is not None
+    report = {"run": str(args.run), "mouth_amplitude": args.mouth_amplitude, "val": [], "frames": [], "drive": {}}
     size = 128
-    for i in order:
-        i = int(i)
-        r.set_drive(DriveConfig(segment=(a + i, a + i + 1), pose="replay", blinks="train"), keep_images=True)
-        win = gather_windows(feats, torch.tensor([i], device=dev), r.audio_window)
-        fr = r.render(win, r.plan(1, 0))
-        pred = to_uint8(fr.image.clamp(0, 1))[0].cpu().numpy()
-        ims = r.images
-        gt = to_uint8(ground_truth_on_plate(ims.frames[:1], ims.labels[:1], ims.background))[0].cpu().numpy()
-        box = lip_box(lips[i], r.width, r.height)
-        top.append(label(crop(gt, box, size), f"{a + i} gt {gt_open[i]:.3f}"))
-        bottom.append(label(crop(pred, box, size), f"render {float(fr.visible_mouth_area()[0]):.0f}px"))
-        report["val"].append({"frame": a + i, "gt_open": float(gt_open[i]),
-                              "render_visible_mouth_px": float(fr.visible_mouth_area()[0])})
-    save_rgb(out / "val_widest.png", np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0))
+
+    def columns(frames) -> tuple[list[np.ndarray], list[dict]]:
+        """One column per dataset frame: ground truth / render / render with the measured state."""
+        cols, rows = [], []
+        for f in frames:
+            f = int(f)
+            r.set_drive(DriveConfig(segment=(f, f + 1), pose="replay", blinks="train"), keep_images=True)
+            win = gather_windows(feats, torch.tensor([f], device=dev), r.audio_window)
+            ims = r.images
+            gt = to_uint8(ground_truth_on_plate(ims.frames[:1], ims.labels[:1], ims.background))[0].cpu().numpy()
+            box = lip_box(all_lips[f], r.width, r.height)
+            fr = r.render(win, r.plan(1, 0))
+            area = float(fr.visible_mouth_area()[0])
+            col = [label(crop(gt, box, size), f"{f} gt {all_open[f]:.3f}"),
+                   label(crop(to_uint8(fr.image.clamp(0, 1))[0].cpu().numpy(), box, size), f"audio {area:.0f}px")]
+            row = {"frame": f, "gt_open": float(all_open[f]), "render_visible_mouth_px": area}
+            if measured:
+                fm = r.render(win, r.plan(1, 0), r.measured_mouth_states(f, f + 1))
+                area_m = float(fm.visible_mouth_area()[0])
+                col.append(label(crop(to_uint8(fm.image.clamp(0, 1))[0].cpu().numpy(), box, size), f"measured {area_m:.0f}px"))
+                row["measured_state_visible_mouth_px"] = area_m
+            cols.append(np.concatenate(col, 0))
+            rows.append(row)
+        return cols, rows
+
+    order = np.sort(np.argsort(-all_open[a:b])[: args.n]) + a
+    cols, report["val"] = columns(order)
+    save_rgb(out / "val_widest.png", np.concatenate(cols, 1))
     print(f"mouth_crops: {out / 'val_widest.png'} (frames {[v['frame'] for v in report['val']]})")
+    if args.frames:
+        cols, report["frames"] = columns(args.frames)
+        save_rgb(out / "frames.png", np.concatenate(cols, 1))
+        print(f"mouth_crops: {out / 'frames.png'} (frames {args.frames})")
 
     for root in args.drive:
         n = int(fmt.read_meta(root, check_files=False)["n_frames"])

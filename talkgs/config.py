@@ -177,7 +177,10 @@ class StageConfig:
 # Steps measured on the anchor clip: face 6000 -> 10000 changed val PSNR by -0.03 dB (H100);
 # all stages at 0.75 of 3000 / 6000 / 1500 gave val PSNR 31.17 / head 28.06 against 31.15 / 28.01
 # (H200, mouth_state + whisper head; README "Lip sync"), with 141k instead of 160k face Gaussians.
-MOUTH_STAGE = StageConfig("mouth", iterations=2250, warmup_static=225)
+# Mouth 2250 -> 4500 (H200, seed 0): training-frame mouth r 0.894 -> 0.922 (0.933 on seed 1 with
+# 6000 mouth Gaussians), val PSNR 31.17 -> 31.23: the teeth and inner lips are sharper, so the
+# mouth reads as open where it is; about 30 s more training (README "Lip sync").
+MOUTH_STAGE = StageConfig("mouth", iterations=4500, warmup_static=225)
 FACE_STAGE = StageConfig("face", iterations=4500, warmup_static=375)
 FUSE_STAGE = StageConfig("fuse", iterations=1125, densify=False, curriculum_until=0.0, random_background=False)
 
@@ -226,6 +229,14 @@ class PredictorConfig:
     of the way to the median mouth to closed, val r +0.04-0.08, cross-speaker r +0.01-0.02."""
     max_gain: float = 2.0
     """Upper bound of the per-component output gain calibrated on held-out frames."""
+    amplitude: float = 1.3
+    """Factor on the calibrated gain (after ``max_gain``), stored in the run: how far predicted
+    mouths move from the mean mouth. The held-out frames sit next to the training frames and
+    pick the best step, so they understate how much predictions shrink on unseen speech, and the
+    rendered mouth reads a little less open than its state. Measured (H200, val split, 4 heads,
+    eval --mouth-amplitude): x1.3 took the mouth-opening amplitude from 0.71-0.78 to 0.86-0.95
+    and val mouth r up by 0.01-0.04, LMD within +-0.05 px, PSNR -0.03 to -0.07 dB
+    (README "Lip sync"; render/eval/serve --mouth-amplitude scale it further)."""
     gain_frames: Literal["clean", "all"] = "clean"
     """Held-out frames that calibrate the output gain: the clean clip's, or those of every copy
     (clean and augmented, so the gain also covers voices the predictor is less sure of)."""
@@ -329,6 +340,13 @@ class EvalConfig:
     """Frames in the default train section (0: no train section)."""
     drive_frames: int | None = None
     """At most this many frames (from the start) of each --drive clip (default: all of them)."""
+    mouth_amplitude: float = 1.0
+    """Scale of the mouth motion predicted from the audio, around the person's mean mouth: 1 as
+    the run was trained, above 1 livelier, below 1 calmer (mouth_state runs; at most 3)."""
+    mouth_states: Literal["audio", "measured"] = "audio"
+    """Mouth states of the replayed sections (val, train): predicted from their audio, or
+    measured from their tracked landmarks (as training rendered them): the renderer's own
+    ceiling, without the audio -> mouth predictor (mouth_state runs; --drive keeps the audio)."""
     max_lag: int = 8
     """Audio-video offsets searched, in frames either side."""
     device: str = "auto"
@@ -383,6 +401,9 @@ class RenderConfig:
     does not load). Needs a mouth_state run; AUDIO is still muxed (usually OTHER.mp4 itself).
     The video needs at least as many frames as AUDIO (25 fps); its last frame is held for up to
     2 more."""
+    mouth_amplitude: float = 1.0
+    """Scale of the mouth motion predicted from the audio, around the person's mean mouth: 1 as
+    the run was trained, above 1 livelier, below 1 calmer (mouth_state runs; at most 3)."""
     dataset: Path | None = None
     """Dataset of the run (default: the path recorded in the checkpoint)."""
     drive: DriveConfig = DriveConfig()
@@ -427,6 +448,9 @@ class ServeConfig:
     """cuda, cpu or auto."""
     backend: Literal["auto", "gsplat", "torch"] = "auto"
     """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
+    mouth_amplitude: float = 1.0
+    """Scale of the mouth motion predicted from the audio, around the person's mean mouth: 1 as
+    the run was trained, above 1 livelier, below 1 calmer (mouth_state runs; at most 3)."""
     drive: DriveConfig = DriveConfig()
     """Head pose, eyes and torso of every session (each session walks its own copy of the plan)."""
     cpu_threads: int = 1

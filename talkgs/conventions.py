@@ -47,6 +47,7 @@ import numpy as np
 FPS = 25
 SAMPLE_RATE = 16_000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+MAX_MOUTH_AMPLITUDE = 3.0  # most a predicted mouth's motion may be scaled (render/eval/serve --mouth-amplitude)
 CANONICAL_CM_TO_M = 0.01
 NEAR_PLANE = 0.01  # metres; gsplat's default near plane, used by both render backends
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from talkgs import owner
+from talkgs.conventions import MAX_MOUTH_AMPLITUDE
 from talkgs.data import format as fmt
 from talkgs.errors import (
     AudioFeatureError,
@@ -210,6 +211,23 @@ def at_least(name: str, value: float, lo: float) -> None:
 def within(name: str, value: float, lo: float, hi: float) -> None:
     if not (lo <= value <= hi):
         raise UsageError(f"{_flag(name)} must be in [{lo}, {hi}], got {value}")
+
+
+def mouth_state_option(flag: str, runs: Iterable[str | os.PathLike]) -> None:
+    """``flag`` needs mouth_state runs: one line naming the first run saved otherwise (runs
+    saved before the option existed were audio-conditioned)."""
+    for run in runs:
+        saved = saved_run_config(run)
+        cond = (saved.get("model") or {}).get("conditioning", "audio") if saved is not None else None
+        if cond is not None and cond != "mouth_state":
+            raise UsageError(f"{flag} needs a run trained with --model.conditioning mouth_state; {run} is '{cond}'")
+
+
+def mouth_amplitude(value: float, runs: Iterable[str | os.PathLike]) -> None:
+    if not (0.0 < value <= MAX_MOUTH_AMPLITUDE):
+        raise UsageError(f"--mouth-amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {value}")
+    if value != 1.0:
+        mouth_state_option("--mouth-amplitude", runs)
 
 
 def device(name: str) -> None:
@@ -411,6 +429,8 @@ def train(cfg):
     at_least("model.face_init.n", cfg.model.face_init.n, 1)
     at_least("model.mouth_init.n", cfg.model.mouth_init.n, 1)
     at_least("model.mouth_state.predictor_members", cfg.model.mouth_state.predictor_members, 1)
+    if not 0.0 < cfg.predictor.amplitude <= MAX_MOUTH_AMPLITUDE:
+        raise UsageError(f"--predictor.amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {cfg.predictor.amplitude}")
     n = int(meta["n_frames"])
     frame_range("frame_range", cfg.frame_range, n, dataset)
     lo, hi = cfg.frame_range or (0, n)
@@ -488,6 +508,9 @@ def evaluate(cfg):
             input_dataset(cfg.dataset, "--dataset")
         return cfg
     input_run(run)
+    mouth_amplitude(cfg.mouth_amplitude, [run])
+    if cfg.mouth_states == "measured":
+        mouth_state_option("--mouth-states measured", [run])
     saved = saved_run_config(run)
     if saved is not None:
         path, sha = _recorded_dataset(saved)
@@ -524,15 +547,11 @@ def render(cfg):
     at_least("drive.blink_rate_per_min", d.blink_rate_per_min, 0.0)
     if cfg.audio_kind is not None:
         audio_kinds([cfg.audio_kind], computed=False)
+    mouth_amplitude(cfg.mouth_amplitude, [cfg.run])
+    if cfg.drive_video is not None:
+        mouth_state_option("--drive-video", [cfg.run])
     saved = saved_run_config(cfg.run)
     meta = None
-    if saved is not None and cfg.drive_video is not None:
-        # Runs saved before the option existed were audio-conditioned.
-        cond = (saved.get("model") or {}).get("conditioning", "audio")
-        if cond != "mouth_state":
-            raise UsageError(
-                f"--drive-video needs a run trained with --model.conditioning mouth_state; {cfg.run} is '{cond}'"
-            )
     if saved is not None:
         kind = saved.get("audio_kind")
         if cfg.audio_kind is not None and kind is not None and cfg.audio_kind != kind:
@@ -594,6 +613,7 @@ def serve(cfg):
         raise UsageError("name at least one run to serve")
     for run in cfg.runs:
         input_run(run)
+    mouth_amplitude(cfg.mouth_amplitude, cfg.runs)
     device(cfg.device)
     if not is_loopback(cfg.host) and not cfg.token:
         raise UsageError(

@@ -206,12 +206,12 @@ class TalkingHead(nn.Module):
         return [g for g in groups if g["params"]]
 
     # ------------------------------------------------------------------ deformation
-    def predict_states(self, audio_windows: torch.Tensor) -> torch.Tensor:
+    def predict_states(self, audio_windows: torch.Tensor, amplitude: float = 1.0) -> torch.Tensor:
         """Mouth states ``[B, m]`` predicted from ``audio_windows [B, 8, W, C]`` (mouth_state
-        conditioning only)."""
+        conditioning only); ``amplitude`` scales their deviation from the mean mouth."""
         if self.mouth_predictor is None:
             raise TalkgsError("this head is conditioned on audio, not on a mouth state")
-        return self.mouth_predictor(audio_windows.to(self.neutral_landmarks.dtype))
+        return self.mouth_predictor(audio_windows.to(self.neutral_landmarks.dtype), amplitude)
 
     def condition_code(
         self, branch: str, audio_windows: torch.Tensor | None = None, states: torch.Tensor | None = None
@@ -391,15 +391,17 @@ class TalkingHead(nn.Module):
         background: torch.Tensor,
         backend: str = "auto",
         states: torch.Tensor | None = None,
+        mouth_amplitude: float = 1.0,
     ) -> "FrameRender":
         """The composited talking head for ``B`` frames: both branches deformed by their
         conditions, rasterized, face over mouth over ``background [B, H, W, 3]`` (float in
         [0, 1]). ``audio_windows [B, 8, W, C]``, ``eye [B, E]``, ``viewmats [B, 1, 4, 4]``,
         ``Ks [B, 1, 3, 3]``; ``states [B, m]`` mouth states to use instead of the ones predicted
-        from the audio (mouth_state heads). The one render path of evaluation, offline rendering
-        and serving."""
+        from the audio (mouth_state heads), ``mouth_amplitude`` the scale of the predicted ones
+        (:meth:`predict_states`). The one render path of evaluation, offline rendering and
+        serving."""
         if states is None and self.cfg.conditioning == "mouth_state":
-            states = self.predict_states(audio_windows)
+            states = self.predict_states(audio_windows, mouth_amplitude)
         outs = {}
         for branch in BRANCHES:
             d = self.deform(branch, audio_windows, eye if branch == "face" else None, states=states)

@@ -243,5 +243,7 @@ class MouthPredictor(nn.Module):
         """Uncalibrated states ``[B, m]``: the members' mean."""
         return self.raw_members(windows).mean(1)
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return self.out_mean + self.out_gain * (self.raw(windows) - self.out_mean)
+    def forward(self, windows: torch.Tensor, amplitude: float = 1.0) -> torch.Tensor:
+        """Calibrated states ``[B, m]``; ``amplitude`` scales their deviation from the mean mouth
+        (1 = as calibrated; > 1 livelier, < 1 calmer)."""
+        return self.out_mean + (amplitude * self.out_gain) * (self.raw(windows) - self.out_mean)

@@ -70,7 +70,8 @@ def load_heads(cfg, datasets: list | None = None) -> dict:
     heads = {}
     datasets = datasets or [None] * len(cfg.runs)
     for name, run, ds in zip(head_names(cfg.runs), cfg.runs, datasets):
-        r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend)
+        r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend,
+                         mouth_amplitude=cfg.mouth_amplitude)
         open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
         heads[name] = r
     return heads

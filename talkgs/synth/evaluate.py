@@ -208,6 +208,7 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
     ims = renderer.images
     dev = renderer.device
     n = b - a
+    states = renderer.measured_mouth_states(a, b) if cfg.mouth_states == "measured" else None
     per_frame: dict[str, list[float]] = {k: [] for k in IMAGE_KEYS}
     renders, areas = [], []
     render_s = 0.0
@@ -217,7 +218,7 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
         win = gather_windows(features, local + (a - features_start), renderer.audio_window)
         _sync(dev)
         t = time.perf_counter()
-        out = renderer.render(win, renderer.plan(e - s, s))
+        out = renderer.render(win, renderer.plan(e - s, s), None if states is None else states[s:e])
         pred = out.image.clamp(0.0, 1.0)
         _sync(dev)
         render_s += time.perf_counter() - t
@@ -436,7 +437,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise TalkgsError(f"--drive-frames must be >= 1, got {cfg.drive_frames}")
     drives = _check_drive_datasets(cfg.drive)
     t0 = time.perf_counter()
-    renderer = HeadRenderer(run, cfg.device, cfg.dataset, drive=None)
+    renderer = HeadRenderer(run, cfg.device, cfg.dataset, drive=None, mouth_amplitude=cfg.mouth_amplitude)
+    if cfg.mouth_states == "measured" and renderer.model.mouth_basis is None:
+        raise TalkgsError(f"--mouth-states measured needs a mouth_state run; {run} is audio-conditioned")
     device = renderer.device
     lo, hi = run_frame_range(renderer)
     vr = val_range(renderer)
@@ -481,6 +484,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         f"{cfg.render_crop} {'crop' if cfg.render_crop == 'face' else 'frame'}",
         "offset_sign": "offset > 0: the render's mouth moves later than the ground truth's (frames)",
         "max_lag": cfg.max_lag,
+        "mouth": {"replayed_sections": cfg.mouth_states, "amplitude": cfg.mouth_amplitude}
+        if renderer.model.mouth_basis is not None else {"replayed_sections": "audio"},
         "notes": {},
         "sections": {},
     }
@@ -681,6 +686,10 @@ def summary_table(metrics: dict) -> list[str]:
 def print_summary(metrics: dict) -> None:
     secs = metrics.get("sections", {})
     print(f"\neval of {metrics['run']} ({metrics.get('device')}, {metrics['image_size'][0]}x{metrics['image_size'][1]})")
+    mouth = metrics.get("mouth") or {}
+    if mouth.get("replayed_sections") == "measured" or mouth.get("amplitude", 1.0) != 1.0:
+        print(f"mouth: replayed sections with {mouth.get('replayed_sections')} states; "
+              f"predicted mouth motion x{mouth.get('amplitude', 1.0):g}")
     img = {k: e["image"] for k, e in secs.items() if "image" in e}
     if img:
         print(f"{'image':<12}" + "".join(f"{section_label(k, secs[k]):>18}" for k in img))

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from talkgs import conventions
-from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from talkgs.conventions import FPS, MAX_MOUTH_AMPLITUDE, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
 from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
@@ -85,6 +85,7 @@ class HeadRenderer:
         backend: str = "auto",
         scale: float | None = None,
         keep_images: bool = False,
+        mouth_amplitude: float = 1.0,
     ):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         state = ckpt.load(run, map_location="cpu")
@@ -104,6 +105,13 @@ class HeadRenderer:
         self.model = ckpt.build_model(state, self.device)
         self.eye_ratio_ref = state["eye_ratio_ref"].to(self.device)
         self.audio_window = int(self.model.cfg.audio.window)
+        if not 0.0 < mouth_amplitude <= MAX_MOUTH_AMPLITUDE:
+            raise TalkgsError(f"--mouth-amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {mouth_amplitude}")
+        if mouth_amplitude != 1.0 and self.model.mouth_predictor is None:
+            raise TalkgsError(
+                f"--mouth-amplitude needs a run trained with --model.conditioning mouth_state; {self.run} is audio-conditioned"
+            )
+        self.mouth_amplitude = float(mouth_amplitude)
         self.width = int(round(self.meta["width"] * self.scale))
         self.height = int(round(self.meta["height"] * self.scale))
         self.drive: DriveConfig | None = None
@@ -177,10 +185,11 @@ class HeadRenderer:
     def render(self, windows: torch.Tensor, plan: DrivePlan, states: torch.Tensor | None = None) -> FrameRender:
         """The float :class:`FrameRender` (image not clamped, branch alphas; on the device) of
         audio windows ``[B, 8, W, C]`` and the matching slice of a drive plan; ``states [B, m]``:
-        mouth states to use instead of the ones predicted from the audio (mouth_state runs)."""
+        mouth states to use instead of the ones predicted from the audio (mouth_state runs;
+        predicted ones are scaled by ``self.mouth_amplitude``)."""
         windows, eye, viewmats, Ks, bg = self.inputs(windows, plan)
         return self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend,
-                                        states=states)
+                                        states=states, mouth_amplitude=self.mouth_amplitude)
 
     def inputs(self, windows: torch.Tensor, plan: DrivePlan):
         """What :meth:`TalkingHead.render_frames` takes for audio windows ``[B, 8, W, C]`` and the
@@ -204,6 +213,21 @@ class HeadRenderer:
         windows = windows.to(dev, torch.float32)
         bg = self.backgrounds[local].float() / 255.0
         return windows, eye, viewmats, Ks, bg
+
+    def measured_mouth_states(self, a: int, b: int) -> torch.Tensor:
+        """States ``[b - a, m]`` (on the device) measured from this run's own dataset frames
+        ``[a, b)`` (their tracked landmarks, in the run's basis): what training rendered them
+        with. Replaying frames with them shows what the renderer does with an exact mouth."""
+        from talkgs.model.mouth import measure_offsets
+
+        if self.model.mouth_basis is None:
+            raise TalkgsError(f"measured mouth states need a mouth_state run; {self.run} is audio-conditioned")
+        tr = fmt.load_tracks(self.root, ("landmarks", "w2c"), a, b)
+        intr = self.meta["intrinsics"]
+        K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
+        offsets = measure_offsets(tr["landmarks"], tr["w2c"], K)  # [b - a, 468, 3]
+        with torch.no_grad():
+            return self.model.mouth_basis.encode(torch.as_tensor(offsets, device=self.device)).float()
 
     def video_mouth_states(self, root: str | Path, n_frames: int) -> torch.Tensor:
         """States ``[n_frames, m]`` (on the device) that make this head's mouth follow the
@@ -410,7 +434,8 @@ def render_audio(cfg) -> dict:
     validate.render(cfg)  # -o is never an input, and replaces only an earlier render (--force)
     out = Path(cfg.output)
     t0 = time.perf_counter()
-    renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale)
+    renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale,
+                            mouth_amplitude=cfg.mouth_amplitude)
     renderer.check_kind(cfg.audio_kind)
     wav16, wav_mux, rate, n = load_audio_for_render(cfg.audio)
     # The video's states first: a video too short is refused before the features are computed.

@@ -104,7 +104,7 @@ def calibrate_gain(
     """Set ``predictor.out_gain`` from the held-out frames (the last ``cfg.holdout`` of each
     clip, ``clips`` as in :func:`fit_mouth_predictor`): a regression shrinks towards the mean,
     the gain makes predicted states vary as much as measured ones (``cfg.gain_frames``,
-    ``gain_shared``, clipped to ``[1, max_gain]``). Returns the clean clip's held-out
+    ``gain_shared``, clipped to ``[1, max_gain]``), times ``cfg.amplitude``. Returns the clean clip's held-out
     uncalibrated predictions and targets ``([n, m], [n, m])``."""
     from talkgs.model.audio_encoder import gather_windows
 
@@ -121,7 +121,8 @@ def calibrate_gain(
         ratio = np.full(t.shape[1], np.sqrt(t.var(0).sum() / max(float(p.var(0).sum()), 1e-18)))
     else:
         ratio = t.std(0) / np.maximum(p.std(0), 1e-9)
-    predictor.out_gain.copy_(torch.as_tensor(np.clip(ratio, 1.0, cfg.max_gain), dtype=torch.float32))
+    gain = np.clip(ratio, 1.0, cfg.max_gain) * cfg.amplitude
+    predictor.out_gain.copy_(torch.as_tensor(gain, dtype=torch.float32))
     return preds[0], targets[0]
 
 
