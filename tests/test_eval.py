@@ -267,6 +267,32 @@ def test_report_completes_on_a_cpu_after_a_machine_without_mediapipe(report, tra
     assert "mouth r" in r.stdout and "drive excerpt" in r.stdout
 
 
+def test_eval_with_measured_mouth_states(report, trained, tmp_path):
+    """`--mouth-states measured`: the replayed sections are rendered with the mouth states
+    measured from their tracked lips instead of the ones predicted from their audio; the report
+    says so, and the val frames' rendered mouths differ from the audio-driven report's."""
+    direct, _ = report
+    run = _copy_run(trained[3], tmp_path / "run")
+    r = subprocess.run(
+        [sys.executable, "-m", "talkgs", "eval", str(run), "--device", "cpu", "--no-lpips", "--no-progress",
+         "--no-video", "--no-lip-metrics", "--val-frames", str(VAL[0]), str(VAL[0] + 10), "--train-block", "8",
+         "--mouth-states", "measured"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "replayed sections with measured states" in r.stdout, r.stdout
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    assert m["mouth"] == {"replayed_sections": "measured", "amplitude": 1.0}
+    assert direct["mouth"] == {"replayed_sections": "audio", "amplitude": 1.0}
+    assert [m["sections"][k]["n_frames"] for k in m["sections"]] == [10, 8]
+    got = np.array(m["sections"]["val"]["per_frame"]["visible_mouth_area"])
+    audio = np.array(direct["sections"]["val"]["per_frame"]["visible_mouth_area"][:10])
+    assert got.shape == audio.shape == (10,) and np.all(got >= 0)
+    # The tiny test head barely opens its mouth (< 1 px of it), so the states' effect is small,
+    # but a CPU render is deterministic: with the flag ignored the two would be identical.
+    assert np.abs(got - audio).max() > 1e-6, (got, audio)
+
+
 def test_drive_features_come_from_the_wav_when_the_clip_has_none(trained, excerpt_dataset, tmp_path):
     """A drive clip needs only meta.json, tracks.npz and its audio (labels.npz adds the label-area
     signal): e.g. a copy carried to the GPU machine without frames.mp4."""

@@ -234,7 +234,8 @@ def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
     cfg = PredictorConfig(steps=300, batch_size=128, augment=False, eval_every=50)
     rep = fit_mouth_predictor(pred, [("clean", feats[a:b], s["states"][a:b])], cfg, torch.device("cpu"))
     assert rep["held_out_r"][0] > 0.5, rep
-    assert all(1.0 <= g <= cfg.max_gain for g in rep["gain"])
+    # The calibrated gain in [1, max_gain], times the stored amplitude factor.
+    assert all(cfg.amplitude <= g <= cfg.max_gain * cfg.amplitude + 1e-6 for g in rep["gain"]), rep["gain"]
     with torch.no_grad():
         p = pred(gather_windows(torch.as_tensor(feats), torch.arange(va, vb), 8)).numpy()
     r = np.corrcoef(_decoded_gap(s["basis"], p), s["z"]["mouth_open"][va:vb])[0, 1]
@@ -243,8 +244,30 @@ def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
     # A shared gain: one factor for every component, which makes the calibrated held-out states
     # vary as much in total as the measured ones (a regression shrinks: the factor exceeds 1).
     clip = [("clean", feats[a:b], s["states"][a:b])]
-    shared = dataclasses.replace(cfg, gain_shared=True, max_gain=100.0)
+    shared = dataclasses.replace(cfg, gain_shared=True, max_gain=100.0, amplitude=1.0)
     raw, target = calibrate_gain(pred, clip, shared, torch.device("cpu"))
-    g = pred.out_gain.numpy()
+    g = pred.out_gain.numpy().copy()
     assert np.allclose(g, g[0]) and g[0] > 1.0, g
     assert np.isclose(g[0] * np.sqrt(raw.var(0).sum()), np.sqrt(target.var(0).sum()), rtol=1e-4)
+    # --predictor.amplitude multiplies the calibrated gain (it is stored in the run).
+    calibrate_gain(pred, clip, dataclasses.replace(shared, amplitude=1.3), torch.device("cpu"))
+    np.testing.assert_allclose(pred.out_gain.numpy(), 1.3 * g, rtol=1e-6)
+
+
+def test_predictor_amplitude_scales_the_deviation_from_the_mean_mouth():
+    """``forward(w, a)``: the calibrated state's deviation from ``out_mean`` scaled by ``a``
+    (``--mouth-amplitude``); ``a = 1`` is the calibrated prediction itself, bit for bit."""
+    torch.manual_seed(0)
+    pred = MouthPredictor(4, 6, 3, frames=8, hidden=16, members=2).eval()
+    pred.out_mean.copy_(torch.tensor([0.7, -1.3, 0.25]))
+    pred.out_gain.copy_(torch.tensor([1.5, 2.5, 0.8]))
+    x = torch.randn(5, 8, 4, 6)
+    with torch.no_grad():
+        base = pred(x)
+        dev = base - pred.out_mean
+        assert dev.abs().min() > 1e-3  # the prediction is not the mean mouth: scaling shows
+        assert torch.equal(pred(x, 1.0), base)
+        for a in (0.25, 2.0, 3.0):
+            got = pred(x, a)
+            torch.testing.assert_close(got - pred.out_mean, a * dev, rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(got, base)

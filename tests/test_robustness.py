@@ -145,6 +145,8 @@ def _refusal_cases(w: Path, ds: Path, run: Path):
         # eval
         (["eval", notes], "checkpoints/latest.pt"),
         (["eval", run, "--batch-size", "0"], "--batch-size"),
+        (["eval", run, "--mouth-amplitude", "0"], "--mouth-amplitude"),
+        (["eval", run, "--mouth-amplitude", "4"], "--mouth-amplitude"),
         # render
         (["render", run, "--audio", video, "-o", video], "is the --audio file"),
         (["render", run, "--audio", video, "-o", video, "--force"], "is the --audio file"),
@@ -156,6 +158,10 @@ def _refusal_cases(w: Path, ds: Path, run: Path):
         (["render", run, "--audio", video, "-o", w / "other.mp4", "--batch-size", "0"], "--batch-size"),
         (["render", run, "--audio", video, "-o", w / "other.mp4", "--scale", "0"], "--scale"),
         (["render", run, "--audio", video, "-o", w / "other.mp4", "--features", notes], "is a folder"),
+        (["render", run, "--audio", video, "-o", w / "other.mp4", "--mouth-amplitude", "0"], "--mouth-amplitude"),
+        (["render", run, "--audio", video, "-o", w / "other.mp4", "--mouth-amplitude", "4"], "--mouth-amplitude"),
+        # serve
+        (["serve", run, "--mouth-amplitude", "4"], "--mouth-amplitude"),
         # features, inspect
         (["features", ds, "--kind", "wav2vec"], "unknown audio feature kind"),
         (["features", ds, "--kind", "deepspeech", "--import", notes], "is a folder"),

@@ -315,3 +315,60 @@ def test_render_drive_video_and_its_refusals(mini_run, anchor_dataset, excerpt_d
     msg = refusal("--audio", anchor_dataset / fmt.AUDIO, "-o", tmp_path / "b.mp4", "--drive-video", excerpt_dataset)
     assert "has 150 frames" in msg and "the audio needs" in msg
     assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
+
+
+
+# ----------------------------------------------------------------------------- mouth amplitude, measured states
+
+
+def test_measured_mouth_states_and_mouth_amplitude(mini_run, anchor_dataset):
+    """``measured_mouth_states(a, b)`` are the states training measured for dataset frames
+    [a, b) (fit_face_model on the run's own frames, its basis refitted from scratch); a render
+    with ``mouth_amplitude`` 2 is the render of the predicted states' deviation from the mean
+    mouth doubled, and differs from the default only around the mouth; 1 is the default, bit for bit."""
+    import copy
+
+    from talkgs.metrics.lips import lips_landmarks
+    from talkgs.model.audio_encoder import gather_windows
+    from talkgs.train.trainer import fit_face_model
+
+    n = 16
+    seg = DriveConfig(segment=(1500, 1500 + n))  # the start of the run's frames (1500..1779)
+    r = HeadRenderer(mini_run, "cpu", drive=seg)
+    lo, hi = r.state["config"]["frame_range"]
+    ds = load_dataset(anchor_dataset, "cpu", audio_kind=r.audio_kind, frame_range=(lo, hi), scale=r.scale,
+                      load_images=False)
+    refit = copy.deepcopy(r.model)
+    refit.mouth_basis.components.zero_()  # fit_face_model must rebuild the basis itself
+    trained_states = fit_face_model(refit, ds)
+    assert trained_states.shape == (hi - lo, r.model.mouth_basis.n_components)
+    a, b = 1605, 1630  # across the end of the training split (1617): val frames are measured alike
+    got = r.measured_mouth_states(a, b)
+    assert got.shape == (b - a, r.model.mouth_basis.n_components) and got.dtype == torch.float32
+    assert got[:, 0].std() > 0.3  # the mouth moves in these frames: equality below is not trivial
+    torch.testing.assert_close(got, trained_states[a - lo : b - lo], rtol=0, atol=1e-4)
+    assert not torch.allclose(got, trained_states[a - lo + 1 : b - lo + 1], atol=1e-2)  # frame by frame
+
+    win = gather_windows(ds.audio, torch.arange(n) + (r.segment[0] - lo), r.audio_window)
+    r1 = HeadRenderer(mini_run, "cpu", drive=seg, mouth_amplitude=1.0)
+    r2 = HeadRenderer(mini_run, "cpu", drive=seg, mouth_amplitude=2.0)
+    default, one, two = (x.render(win, x.plan(n)) for x in (r, r1, r2))
+    for key in ("image", "face_alpha", "mouth_alpha"):
+        assert torch.equal(getattr(one, key), getattr(default, key)), key
+    pred = r.model.mouth_predictor
+    with torch.no_grad():
+        doubled = pred.out_mean + 2.0 * (r.model.predict_states(win) - pred.out_mean)
+    explicit = r.render(win, r.plan(n), doubled)
+    torch.testing.assert_close(two.image, explicit.image, rtol=0, atol=1e-5)
+    diff = (two.image - one.image).abs().amax(-1)  # [n, H, W]
+    assert diff.amax() > 1e-4, float(diff.amax())  # (the mini head's mouth moves little: float renders)
+    assert not torch.allclose(two.visible_mouth_area(), one.visible_mouth_area(), rtol=0, atol=1e-4)
+    # Only the mouth changes: every changed pixel is within 4 px of the frame's lips.
+    lips = lips_landmarks(fmt.load_tracks(anchor_dataset, ("landmarks",), lo, hi)["landmarks"]) * r.scale
+    lips = lips[r.plan(n).frames - lo]  # [n, 40, 2]
+    ys, xs = np.mgrid[: r.height, : r.width]
+    x0, y0 = lips.min(1).T[..., None, None] - 4
+    x1, y1 = lips.max(1).T[..., None, None] + 4
+    near = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+    changed = diff.numpy() > 1e-6
+    assert changed.any() and not (changed & ~near).any(), np.argwhere(changed & ~near)[:5]
