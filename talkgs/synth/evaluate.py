@@ -438,8 +438,6 @@ def evaluate(cfg: EvalConfig) -> dict:
     drives = _check_drive_datasets(cfg.drive)
     t0 = time.perf_counter()
     renderer = HeadRenderer(run, cfg.device, cfg.dataset, drive=None, mouth_amplitude=cfg.mouth_amplitude)
-    if cfg.mouth_states == "measured" and renderer.model.mouth_basis is None:
-        raise TalkgsError(f"--mouth-states measured needs a mouth_state run; {run} is audio-conditioned")
     device = renderer.device
     lo, hi = run_frame_range(renderer)
     vr = val_range(renderer)

@@ -66,6 +66,17 @@ def _segment_within(meta: dict, frame_range: tuple[int, int] | None) -> tuple[in
     return a, b
 
 
+def lifted_offsets(root: Path, meta: dict, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """``[N, 468, 3]`` a prepared dataset's tracked landmarks of frames ``[start, stop)`` lifted
+    into the head frame (:func:`talkgs.model.mouth.measure_offsets`; ``meta`` its meta.json)."""
+    from talkgs.model.mouth import measure_offsets
+
+    tr = fmt.load_tracks(root, ("landmarks", "w2c"), start, stop)
+    intr = meta["intrinsics"]
+    K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
+    return measure_offsets(tr["landmarks"], tr["w2c"], K)
+
+
 class HeadRenderer:
     """A trained run, ready to render frames for audio features.
 
@@ -218,14 +229,9 @@ class HeadRenderer:
         """States ``[b - a, m]`` (on the device) measured from this run's own dataset frames
         ``[a, b)`` (their tracked landmarks, in the run's basis): what training rendered them
         with. Replaying frames with them shows what the renderer does with an exact mouth."""
-        from talkgs.model.mouth import measure_offsets
-
         if self.model.mouth_basis is None:
             raise TalkgsError(f"measured mouth states need a mouth_state run; {self.run} is audio-conditioned")
-        tr = fmt.load_tracks(self.root, ("landmarks", "w2c"), a, b)
-        intr = self.meta["intrinsics"]
-        K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
-        offsets = measure_offsets(tr["landmarks"], tr["w2c"], K)  # [b - a, 468, 3]
+        offsets = lifted_offsets(self.root, self.meta, a, b)
         with torch.no_grad():
             return self.model.mouth_basis.encode(torch.as_tensor(offsets, device=self.device)).float()
 
@@ -233,7 +239,7 @@ class HeadRenderer:
         """States ``[n_frames, m]`` (on the device) that make this head's mouth follow the
         tracked lips of another prepared video ``root`` frame by frame (``render
         --drive-video``). One-line errors for an audio-conditioned run or a video too short."""
-        from talkgs.model.mouth import measure_offsets, transfer_states
+        from talkgs.model.mouth import transfer_states
 
         if self.model.mouth_basis is None:
             raise TalkgsError(
@@ -246,10 +252,7 @@ class HeadRenderer:
             raise TalkgsError(
                 f"--drive-video {root} has {m} frames ({m / FPS:.2f} s); the audio needs {n_frames} ({n_frames / FPS:.2f} s)"
             )
-        tr = fmt.load_tracks(root, ("landmarks", "w2c"))
-        intr = meta["intrinsics"]
-        K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
-        offsets = measure_offsets(tr["landmarks"], tr["w2c"], K)  # [M, 468, 3]
+        offsets = lifted_offsets(root, meta)
         with torch.no_grad():
             states = transfer_states(self.model.mouth_basis, torch.as_tensor(offsets, device=self.device))
         idx = torch.clamp(torch.arange(n_frames, device=self.device), max=m - 1)  # hold the last frame
