@@ -501,6 +501,11 @@ def evaluate(cfg):
         if rng is not None and not (0 <= rng[0] < rng[1]):
             raise UsageError(f"{_flag(name)} {rng[0]} {rng[1]} is not a frame range [start, stop)")
     if cfg.lips_only:
+        if cfg.mouth_amplitude != 1.0 or cfg.mouth_states != "audio":
+            raise UsageError(
+                "--lips-only scores the renders an earlier eval saved; --mouth-amplitude and --mouth-states "
+                f"choose what is rendered: give them to that eval (talkgs eval {run} ...) instead"
+            )
         ev = run / "eval"
         if not (ev / "metrics.json").is_file():
             raise UsageError(f"{ev} has no metrics.json; run `talkgs eval {run}` first")

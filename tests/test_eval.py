@@ -288,9 +288,11 @@ def test_eval_with_measured_mouth_states(report, trained, tmp_path):
     got = np.array(m["sections"]["val"]["per_frame"]["visible_mouth_area"])
     audio = np.array(direct["sections"]["val"]["per_frame"]["visible_mouth_area"][:10])
     assert got.shape == audio.shape == (10,) and np.all(got >= 0)
-    # The tiny test head barely opens its mouth (< 1 px of it), so the states' effect is small,
-    # but a CPU render is deterministic: with the flag ignored the two would be identical.
-    assert np.abs(got - audio).max() > 1e-6, (got, audio)
+    # The tiny head shows almost none of its inside mouth (~0.02-0.25 px of 64x64 visible), so
+    # other states move that area by ~1e-4 px only; an audio-driven rerun reproduces the report's
+    # areas bit for bit (measured: 0 difference), so 1e-5 is well above noise.
+    assert np.abs(got - audio).max() > 1e-5, (got, audio)
+    assert np.allclose(got, audio, rtol=0.05, atol=1e-3)  # the same head, camera and eyes
 
 
 def test_drive_features_come_from_the_wav_when_the_clip_has_none(trained, excerpt_dataset, tmp_path):

@@ -147,6 +147,7 @@ def _refusal_cases(w: Path, ds: Path, run: Path):
         (["eval", run, "--batch-size", "0"], "--batch-size"),
         (["eval", run, "--mouth-amplitude", "0"], "--mouth-amplitude"),
         (["eval", run, "--mouth-amplitude", "4"], "--mouth-amplitude"),
+        (["eval", run, "--lips-only", "--mouth-states", "measured"], "--lips-only scores the renders"),
         # render
         (["render", run, "--audio", video, "-o", video], "is the --audio file"),
         (["render", run, "--audio", video, "-o", video, "--force"], "is the --audio file"),

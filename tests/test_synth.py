@@ -348,6 +348,9 @@ def test_measured_mouth_states_and_mouth_amplitude(mini_run, anchor_dataset):
     assert got[:, 0].std() > 0.3  # the mouth moves in these frames: equality below is not trivial
     torch.testing.assert_close(got, trained_states[a - lo : b - lo], rtol=0, atol=1e-4)
     assert not torch.allclose(got, trained_states[a - lo + 1 : b - lo + 1], atol=1e-2)  # frame by frame
+    for bad in ((-1, 5), (10, 10), (1770, r.n_dataset_frames + 1)):  # no silent wrap-around or short result
+        with pytest.raises(TalkgsError, match="measured mouth states of frames"):
+            r.measured_mouth_states(*bad)
 
     win = gather_windows(ds.audio, torch.arange(n) + (r.segment[0] - lo), r.audio_window)
     r1 = HeadRenderer(mini_run, "cpu", drive=seg, mouth_amplitude=1.0)

@@ -231,6 +231,8 @@ class HeadRenderer:
         with. Replaying frames with them shows what the renderer does with an exact mouth."""
         if self.model.mouth_basis is None:
             raise TalkgsError(f"measured mouth states need a mouth_state run; {self.run} is audio-conditioned")
+        if not 0 <= a < b <= self.n_dataset_frames:
+            raise TalkgsError(f"measured mouth states of frames {a}:{b}: the dataset has frames 0:{self.n_dataset_frames}")
         offsets = lifted_offsets(self.root, self.meta, a, b)
         with torch.no_grad():
             return self.model.mouth_basis.encode(torch.as_tensor(offsets, device=self.device)).float()
