@@ -10,6 +10,10 @@
 #   .carry/mediapipe/    mediapipe 0.10.21 (numpy-2 build for cp312) without the pose/hand models,
 #                        plus protobuf 4.25, so `talkgs eval` computes the MediaPipe lip metrics on
 #                        the GPU machine itself.
+#   .carry/other/<name>/ with OTHER_SPEAKERS="DIR ..." set: slim copies of other people's prepared
+#                        clips for `talkgs train --predictor.other-speakers` (meta, audio, w2c,
+#                        mouth_open, and the landmarks of the lower face only: the rest are zeroed
+#                        so that they compress; only the lower face is transferred).
 # Usage: bench/gpu_carry.sh DATA_ROOT TRAIN_NAME [DRIVE_NAME ...]   (e.g. /work/data anchor german)
 set -euo pipefail
 root=$1; shift
@@ -43,6 +47,20 @@ for d in sys.argv[1:]:
     m.setdefault("audio", {})["features"] = {}
     json.dump(m, open(p, "w"), indent=1)
 EOF
+rm -rf .carry/other
+for d in ${OTHER_SPEAKERS:-}; do
+  o=".carry/other/$(basename "$d")"
+  mkdir -p "$o"
+  cp "$d"/{meta.json,audio.wav} "$o/"
+  .venv/bin/python - "$d/tracks.npz" "$o/tracks.npz" <<'EOF'
+import sys, numpy as np
+from talkgs.model.mouth import MOUTH_REGION_IDX
+z = np.load(sys.argv[1])
+lm = np.zeros_like(z["landmarks"])
+lm[:, list(MOUTH_REGION_IDX)] = z["landmarks"][:, list(MOUTH_REGION_IDX)]
+np.savez_compressed(sys.argv[2], landmarks=lm, w2c=z["w2c"], mouth_open=z["mouth_open"])
+EOF
+done
 if [ ! -f .carry/whisper/model.safetensors ]; then
   rm -rf .carry/whisper
   .venv/bin/python bench/whisper_export.py --model tiny.en --out .carry/whisper --fp16

@@ -58,7 +58,8 @@ from talkgs.media import read_wav  # noqa: E402
 from talkgs.metrics.lips import sync_scores  # noqa: E402
 from talkgs.model.audio_encoder import gather_windows  # noqa: E402
 from talkgs.model.config import AudioNetConfig, MouthStateConfig  # noqa: E402
-from talkgs.model.mouth import MouthBasis, MouthPredictor, measure_offsets, transfer_states  # noqa: E402
+from talkgs.landmarks import measure_offsets  # noqa: E402
+from talkgs.model.mouth import MouthBasis, MouthPredictor, transfer_states  # noqa: E402
 from talkgs.train.mouth_predictor import calibrate_gain, fit_mouth_predictor  # noqa: E402
 from talkgs.train.trainer import fit_face_model, predictor_clips  # noqa: E402
 
@@ -133,7 +134,9 @@ def drive_clip(root: Path, kind: str) -> dict:
 # ----------------------------------------------------------------------------- variants
 
 
-def _value(text: str, current):
+def _value(text: str, current, key: str = ""):
+    if key == "other_speakers":
+        return tuple(Path(v) for v in text.split(":") if v)
     if isinstance(current, bool):
         return text.lower() in ("1", "true", "yes")
     if isinstance(current, tuple):
@@ -160,7 +163,7 @@ def parse_variant(spec: str) -> dict:
         elif key == "kind":
             out["kind"] = val
         else:
-            pc = dataclasses.replace(pc, **{key: _value(val, getattr(pc, key))})
+            pc = dataclasses.replace(pc, **{key: _value(val, getattr(pc, key), key)})
     out["predictor"], out["mouth_state"] = pc, ms
     return out
 
@@ -226,7 +229,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     face = SimpleNamespace(neutral_landmarks=torch.zeros(468, 3), mouth_basis=MouthBasis(ms.n_components))
     states = fit_face_model(face, ds)  # [N, m] measured, basis fitted on the train split
     t0 = time.perf_counter()
-    clips, note = predictor_clips(ds, states, v["predictor"], seed)
+    clips, note = predictor_clips(ds, states, v["predictor"], seed, basis=face.mouth_basis)
     t_clips = time.perf_counter() - t0
     W, C = ds.audio.shape[1:]
     pred = MouthPredictor(W, C, ms.n_components, frames=v["frames"], hidden=ms.predictor_hidden,
@@ -356,7 +359,7 @@ def main() -> int:
     keep.update({r["name"]: r for r in table})
     result["rows"] = list(keep.values())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    args.out.write_text(json.dumps(result, indent=1, default=lambda o: str(o) if isinstance(o, Path) else float(o)) + "\n")
     print(f"wrote {args.out}")
     return 0
 

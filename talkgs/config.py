@@ -245,6 +245,24 @@ class PredictorConfig:
     predicted) instead of one per component."""
     eval_every: int = 100
     """Steps between held-out evaluations."""
+    select_after: float = 1.0
+    """The kept weights are those of the held-out evaluation with the lowest loss among the
+    evaluations at or after this fraction of ``steps`` (0 = any; 1 = the final weights). Any
+    step let the held-out loss (frames next to the training frames) keep steps 100-400 on some
+    seeds, which predicted unseen speech worse; measured (H200, seeds 1 / 2): val mouth r 0.705 /
+    0.761 with any step, 0.810 / 0.783 with the final weights (README "Lip sync")."""
+    other_speakers: tuple[Path, ...] = ()
+    """Prepared datasets (`talkgs prepare`) of other people speaking. Their audio, with their own
+    mouth motion transferred into this person's mouth states, joins the predictor's training
+    pairs (voice-augmented like the person's own unless ``other_speakers_augment`` is off), so
+    the mouth learns to follow voices other than the training speaker's. Only their audio and
+    tracks are read; a clip's speaker must not be this person."""
+    other_speakers_augment: bool = True
+    """Voice-augment the other speakers' clips too (speed, pitch, gain, noise, silences)."""
+    other_speakers_scale: Literal["match", "own"] = "match"
+    """``match``: each other speaker's transferred states are scaled to the total variance of this
+    person's training states (people open their mouths more or less when they speak; the target
+    is this person's range); ``own``: kept as transferred."""
 
 
 @dataclasses.dataclass(frozen=True)

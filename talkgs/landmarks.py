@@ -126,3 +126,30 @@ def load_canonical_face() -> np.ndarray:
     world frame's orientation (talkgs.conventions), so only the unit changes.
     """
     return _canonical_cm() * CANONICAL_CM_TO_M
+
+
+def measure_offsets(landmarks: np.ndarray, w2c: np.ndarray, K: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+    """Tracked 2D landmarks lifted into the head frame: ``[N, 468, 3]`` offsets (metres) from
+    ``points [468, 3]`` (default: the canonical face).
+
+    Each 2D point ``landmarks [N, >=468, 2]`` (pixels) is moved along its camera ray to the depth
+    that its reference point has in that frame's camera (``w2c [N, 4, 4]``, ``K [3, 3]``) and
+    mapped back to the head frame. Head pose is thereby removed; what stays is the face's own
+    motion in the image plane (depth is taken from the reference, which is all a single view
+    gives)."""
+    lm = np.asarray(landmarks, np.float64)
+    lm = lm[:, : N_MESH] if lm.ndim == 3 and lm.shape[1] >= N_MESH else np.empty((0, 0, 0))
+    w2c = np.asarray(w2c, np.float64)
+    K = np.asarray(K, np.float64)
+    ref = load_canonical_face() if points is None else np.asarray(points, np.float64)
+    if lm.ndim != 3 or lm.shape[2] != 2 or w2c.shape != (lm.shape[0], 4, 4) or ref.shape != (N_MESH, 3):
+        raise TalkgsError(
+            f"measure_offsets needs landmarks [N, 468, 2], w2c [N, 4, 4], points [468, 3]; got "
+            f"{lm.shape}, {w2c.shape}, {ref.shape}"
+        )
+    R, t = w2c[:, :3, :3], w2c[:, :3, 3]
+    depth = (np.einsum("nij,kj->nki", R, ref) + t[:, None])[..., 2]  # [N, 468]
+    rays = np.concatenate([lm, np.ones(lm.shape[:2] + (1,))], -1) @ np.linalg.inv(K).T
+    cam = rays * depth[..., None]
+    world = np.einsum("nji,nkj->nki", R, cam - t[:, None])  # R^T (X_c - t)
+    return (world - ref[None]).astype(np.float32)

@@ -429,8 +429,10 @@ def train(cfg):
     at_least("model.face_init.n", cfg.model.face_init.n, 1)
     at_least("model.mouth_init.n", cfg.model.mouth_init.n, 1)
     at_least("model.mouth_state.predictor_members", cfg.model.mouth_state.predictor_members, 1)
+    within("predictor.select_after", cfg.predictor.select_after, 0.0, 1.0)
     if not 0.0 < cfg.predictor.amplitude <= MAX_MOUTH_AMPLITUDE:
         raise UsageError(f"--predictor.amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {cfg.predictor.amplitude}")
+    others = _other_speakers(cfg, meta, dataset)
     n = int(meta["n_frames"])
     frame_range("frame_range", cfg.frame_range, n, dataset)
     lo, hi = cfg.frame_range or (0, n)
@@ -486,7 +488,30 @@ def train(cfg):
                         f"--resume: {_flag(flag)} {new} differs from the run's {old}; a resumed run keeps its own "
                         "settings (drop the flag, or train a new run)"
                     )
-    return dataclasses.replace(cfg, dataset=Path(os.path.abspath(dataset)))
+    return dataclasses.replace(
+        cfg, dataset=Path(os.path.abspath(dataset)), predictor=dataclasses.replace(cfg.predictor, other_speakers=others)
+    )
+
+
+def _other_speakers(cfg, meta: dict, dataset: Path) -> tuple[Path, ...]:
+    """Checks of ``--predictor.other-speakers``: prepared clips (meta, tracks and audio) that are
+    not the training dataset, for a mouth-state head whose feature kind can be computed here.
+    Returns their absolute paths (what the run's config records)."""
+    paths = tuple(Path(p) for p in cfg.predictor.other_speakers)
+    if not paths:
+        return ()
+    flag = "--predictor.other-speakers"
+    if cfg.model.conditioning != "mouth_state":
+        raise UsageError(f"{flag} trains the mouth-state predictor; it needs --model.conditioning mouth_state")
+    audio_kinds([cfg.audio_kind])  # their features are extracted with the head's kind
+    source = (meta.get("source") or {}).get("sha256")
+    for p in paths:
+        other = drive_dataset(p, f"{flag} dataset")
+        if not (p / fmt.AUDIO).is_file():
+            raise DatasetError(f"{flag} dataset {p} has no {fmt.AUDIO}")
+        if same_path(p, dataset) or (source is not None and (other.get("source") or {}).get("sha256") == source):
+            raise UsageError(f"{flag} {p} is the training dataset itself; give clips of other people")
+    return tuple(Path(os.path.abspath(p)) for p in paths)
 
 
 def evaluate(cfg):

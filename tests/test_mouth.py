@@ -14,7 +14,8 @@ from talkgs import landmarks as L
 from talkgs.audio import augment as A
 from talkgs.conventions import project
 from talkgs.errors import AudioFeatureError, TalkgsError
-from talkgs.model.mouth import MOUTH_REGION_IDX, MouthBasis, MouthPredictor, landmark_weights, measure_offsets
+from talkgs.landmarks import measure_offsets
+from talkgs.model.mouth import MOUTH_REGION_IDX, MouthBasis, MouthPredictor, landmark_weights
 from talkgs.train.losses import landmark_loss
 
 SR = 16_000
@@ -92,6 +93,33 @@ def test_predictor_clips_include_a_silent_clip_labelled_closed():
     assert w.shape == (50 * 640,) and not w.any() and t.shape == (50, m) and (t == closed).all()
     none = augmented_clips(wav, states, closed, dataclasses.replace(cfg, silent_clip_s=0.0))
     assert [c[0] for c in none] == ["clean"]
+
+
+def test_other_speakers_are_scaled_to_this_persons_range_and_keep_no_silent_clip():
+    """Other people's clips: each named after its speaker, voice-augmented like the person's own
+    unless switched off, without the silent clip; ``match`` gives their states the total
+    variance of this person's, ``own`` keeps them."""
+    from talkgs.config import PredictorConfig
+    from talkgs.train.mouth_predictor import other_speaker_clips, scale_to_reference
+
+    rng = np.random.default_rng(5)
+    n, m = 60, 4
+    ref = rng.normal(size=(200, m)).astype(np.float32) * np.array([1.0, 0.5, 0.3, 0.1], np.float32)
+    st = rng.normal(size=(n, m)).astype(np.float32) * 3.0
+    scaled = scale_to_reference(st, ref)
+    assert np.isclose(scaled.var(0).sum(), ref.var(0).sum(), rtol=1e-5)
+    assert np.allclose(scaled / st, (scaled / st)[0, 0], rtol=1e-5)  # one factor, shape kept
+    assert scale_to_reference(np.zeros((n, m), np.float32), ref).std() == 0  # no motion stays none
+    wav = rng.uniform(-0.5, 0.5, n * 640).astype(np.float32)
+    mo = rng.uniform(0, 1, n)
+    cfg = PredictorConfig(speeds=(1.1,), semitones=(), gains_db=(6.0,), noise_snr_db=(), silence_gaps=0,
+                          silent_clip_s=2.0)
+    clips, note = other_speaker_clips([("pat", wav, st, mo)], "mel", ref, cfg)
+    assert note is None and [c[0] for c in clips] == ["pat/clean", "pat/speed1.1", "pat/gain+6dB"]
+    assert clips[0][1].shape == (n, 16, 80) and np.allclose(clips[0][2], scaled)
+    own, _ = other_speaker_clips([("pat", wav, st, mo)], "mel", ref,
+                                 dataclasses.replace(cfg, other_speakers_scale="own", other_speakers_augment=False))
+    assert [c[0] for c in own] == ["pat/clean"] and np.array_equal(own[0][2], st)
 
 
 def test_warp_frames_follows_the_faster_clock():
@@ -252,6 +280,61 @@ def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
     # --predictor.amplitude multiplies the calibrated gain (it is stored in the run).
     calibrate_gain(pred, clip, dataclasses.replace(shared, amplitude=1.3), torch.device("cpu"))
     np.testing.assert_allclose(pred.out_gain.numpy(), 1.3 * g, rtol=1e-6)
+
+
+def test_another_clips_mouth_joins_the_predictor_pairs_in_this_persons_states(anchor_dataset, excerpt_dataset):
+    """``--predictor.other-speakers``: another prepared clip (here 6 s of the anchor, 10-16 s,
+    prepared on its own: its own tracks and poses) adds its audio with its lower-face motion
+    transferred into this person's states. Being the same mouth, the transferred states follow
+    the anchor's own measured states on those frames."""
+    from types import SimpleNamespace
+
+    from talkgs.audio import extract
+    from talkgs.config import PredictorConfig
+    from talkgs.data.loader import load_dataset
+    from talkgs.media import read_wav
+    from talkgs.train.trainer import fit_face_model, predictor_clips
+
+    ds = load_dataset(anchor_dataset, "cpu", audio_kind="mel", load_images=False)
+    face = SimpleNamespace(neutral_landmarks=torch.zeros(468, 3), mouth_basis=MouthBasis(8))
+    states = fit_face_model(face, ds)
+    cfg = PredictorConfig(augment=False, other_speakers=(excerpt_dataset,))
+    clips, note = predictor_clips(ds, states, cfg, basis=face.mouth_basis)
+    assert note is None and [c[0] for c in clips] == ["clean", f"{excerpt_dataset.name}/clean"]
+    n = json.loads((excerpt_dataset / "meta.json").read_text())["n_frames"]
+    _, f, s = clips[1]
+    wav, _ = read_wav(excerpt_dataset / "audio.wav")
+    assert f.shape == (n, 16, 80) and np.allclose(f, extract("mel", wav[: n * 640], n), atol=1e-5)
+    train = states[ds.train_idx].numpy()
+    assert np.isclose(s.var(0).sum(), train.var(0).sum(), rtol=1e-4)  # scaled to this person's range
+    mine = states[250 : 250 + n, 0].numpy()
+    r = np.corrcoef(s[:, 0], mine)[0, 1]
+    assert r > 0.8, r
+    own, _ = predictor_clips(ds, states, dataclasses.replace(cfg, other_speakers_scale="own"), basis=face.mouth_basis)
+    k = s[:, 0].std() / own[1][2][:, 0].std()
+    assert np.allclose(s, own[1][2] * k, atol=1e-4)  # the same motion, one factor
+    assert abs(own[1][2][:, 0].std() / mine.std() - 1.0) < 0.3  # same mouth, same range as transferred
+
+
+def test_predictor_keeps_weights_only_from_the_selection_window():
+    """``select_after``: the kept weights come from a held-out evaluation at or after that
+    fraction of the steps (1 = the final weights); 0 lets any evaluation win."""
+    from talkgs.config import PredictorConfig
+    from talkgs.train.mouth_predictor import fit_mouth_predictor
+
+    rng = np.random.default_rng(7)
+    feats = rng.normal(size=(120, 16, 80)).astype(np.float32)
+    # Targets unrelated to the features: the held-out loss is lowest early, before the fit
+    # memorises noise, so an unrestricted selection keeps an early step.
+    states = rng.normal(size=(120, 4)).astype(np.float32)
+    steps = {}
+    for sel in (0.0, 0.5, 1.0):
+        torch.manual_seed(0)
+        pred = MouthPredictor(16, 80, 4, hidden=32, members=1)
+        cfg = PredictorConfig(steps=60, batch_size=32, eval_every=10, augment=False, select_after=sel)
+        steps[sel] = fit_mouth_predictor(pred, [("clean", feats, states)], cfg, torch.device("cpu"))["best_step"]
+    assert steps[1.0] == 60 and 30 <= steps[0.5] <= 60, steps
+    assert steps[0.0] < 30, steps
 
 
 def test_predictor_amplitude_scales_the_deviation_from_the_mean_mouth():

@@ -281,7 +281,7 @@ def test_silence_keeps_the_mouth_closed(trained, anchor_dataset):
 def test_drive_video_states_follow_that_videos_lips(mini_run, anchor_dataset, excerpt_dataset):
     """The excerpt is anchor frames 250-400 prepared on its own (its own tracks and pose fit):
     the states transferred from its lips must follow the anchor's own states of those frames."""
-    from talkgs.model.mouth import measure_offsets
+    from talkgs.landmarks import measure_offsets
 
     r = HeadRenderer(mini_run, "cpu")
     n = int(fmt.read_meta(excerpt_dataset)["n_frames"])

@@ -15,6 +15,7 @@ import torch
 from talkgs import conventions
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError
+from talkgs.landmarks import measure_offsets
 
 
 @dataclasses.dataclass
@@ -166,3 +167,13 @@ def load_dataset(
         height=height,
         frame_offset=start,
     )
+
+
+def lifted_offsets(root: str | Path, meta: dict, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """``[N, 468, 3]`` a prepared clip's tracked landmarks of frames ``[start, stop)`` lifted into
+    the head frame (:func:`talkgs.landmarks.measure_offsets`; ``meta`` its meta.json). Reads
+    only tracks.npz: a clip carried without frames, labels or plate works."""
+    tr = fmt.load_tracks(root, ("landmarks", "w2c"), start, stop)
+    intr = meta["intrinsics"]
+    K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
+    return measure_offsets(tr["landmarks"], tr["w2c"], K)

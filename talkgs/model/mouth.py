@@ -5,7 +5,7 @@ Why: a face branch that learns mouth motion only through the photometric loss on
 image finds it cheaper to blur the lips than to move them apart (measured: even the exact lip
 shape as conditioning rendered barely parted lips). So the mouth gets a state that is
 
-* **measured** on every training frame from the tracked landmarks (:func:`measure_offsets`,
+* **measured** on every training frame from the tracked landmarks (:func:`talkgs.landmarks.measure_offsets`,
   :class:`MouthBasis`): the 2D landmarks of the lower face are lifted onto the person's own face
   depth in the head frame (the world frame *is* MediaPipe's canonical face, and every frame has a
   camera), their offsets from the person's mean shape are reduced by PCA to ``m`` coefficients;
@@ -57,33 +57,6 @@ def landmark_weights(lips: float = 1.0, mouth_region: float = 0.5, eyes: float =
     w[list(L.RIGHT_EYE_IDX) + list(L.LEFT_EYE_IDX)] = eyes
     w[list(L.LIP_LANDMARKS_40)] = lips
     return w
-
-
-def measure_offsets(landmarks: np.ndarray, w2c: np.ndarray, K: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
-    """Tracked 2D landmarks lifted into the head frame: ``[N, 468, 3]`` offsets (metres) from
-    ``points [468, 3]`` (default: the canonical face).
-
-    Each 2D point ``landmarks [N, >=468, 2]`` (pixels) is moved along its camera ray to the depth
-    that its reference point has in that frame's camera (``w2c [N, 4, 4]``, ``K [3, 3]``) and
-    mapped back to the head frame. Head pose is thereby removed; what stays is the face's own
-    motion in the image plane (depth is taken from the reference, which is all a single view
-    gives)."""
-    lm = np.asarray(landmarks, np.float64)
-    lm = lm[:, : L.N_MESH] if lm.ndim == 3 and lm.shape[1] >= L.N_MESH else np.empty((0, 0, 0))
-    w2c = np.asarray(w2c, np.float64)
-    K = np.asarray(K, np.float64)
-    ref = L.load_canonical_face() if points is None else np.asarray(points, np.float64)
-    if lm.ndim != 3 or lm.shape[2] != 2 or w2c.shape != (lm.shape[0], 4, 4) or ref.shape != (L.N_MESH, 3):
-        raise TalkgsError(
-            f"measure_offsets needs landmarks [N, 468, 2], w2c [N, 4, 4], points [468, 3]; got "
-            f"{lm.shape}, {w2c.shape}, {ref.shape}"
-        )
-    R, t = w2c[:, :3, :3], w2c[:, :3, 3]
-    depth = (np.einsum("nij,kj->nki", R, ref) + t[:, None])[..., 2]  # [N, 468]
-    rays = np.concatenate([lm, np.ones(lm.shape[:2] + (1,))], -1) @ np.linalg.inv(K).T
-    cam = rays * depth[..., None]
-    world = np.einsum("nji,nkj->nki", R, cam - t[:, None])  # R^T (X_c - t)
-    return (world - ref[None]).astype(np.float32)
 
 
 def neutral_landmarks(offsets_train: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
@@ -145,7 +118,7 @@ class MouthBasis(nn.Module):
 
 def transfer_states(basis: MouthBasis, offsets: torch.Tensor) -> torch.Tensor:
     """Mouth states ``[N, m]`` of this person's basis for another person's lifted offsets
-    ``[N, 468, 3]`` (:func:`measure_offsets` of their tracks): their deviations from their own
+    ``[N, 468, 3]`` (:func:`talkgs.data.loader.lifted_offsets` of their clip): their deviations from their own
     mean face (over these N frames), so a different face shape is not read as an open or
     twisted mouth; state 0 is then this person's mean mouth, as in training."""
     x = offsets[:, basis.idx].reshape(offsets.shape[0], -1).to(basis.mean)

@@ -34,9 +34,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from talkgs import conventions
 from talkgs.conventions import FPS, MAX_MOUTH_AMPLITUDE, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
+from talkgs.data.loader import lifted_offsets
 from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import FrameRender, torso_background
@@ -64,17 +64,6 @@ def _segment_within(meta: dict, frame_range: tuple[int, int] | None) -> tuple[in
         a += (b - a - MAX_DEFAULT_SEGMENT) // 2
         b = a + MAX_DEFAULT_SEGMENT
     return a, b
-
-
-def lifted_offsets(root: Path, meta: dict, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """``[N, 468, 3]`` a prepared dataset's tracked landmarks of frames ``[start, stop)`` lifted
-    into the head frame (:func:`talkgs.model.mouth.measure_offsets`; ``meta`` its meta.json)."""
-    from talkgs.model.mouth import measure_offsets
-
-    tr = fmt.load_tracks(root, ("landmarks", "w2c"), start, stop)
-    intr = meta["intrinsics"]
-    K = conventions.intrinsics(intr["fx"], intr["fy"], intr["cx"], intr["cy"])
-    return measure_offsets(tr["landmarks"], tr["w2c"], K)
 
 
 class HeadRenderer:

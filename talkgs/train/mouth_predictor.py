@@ -10,6 +10,7 @@ the output gain. Seconds on a GPU, about a minute on a 2-core CPU for mel featur
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from typing import Callable
 
@@ -88,6 +89,39 @@ def feature_clips(
         except AudioFeatureError as e:
             return clips[:1], f"no voice augmentation: {e}"
     return clips, None
+
+
+def scale_to_reference(states: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``states [n, m]`` times one factor so that their total variance (summed over components)
+    equals ``reference``'s ``[k, m]``: another speaker's motion in this person's range."""
+    s = float(states.var(0).sum())
+    return (states * np.sqrt(float(reference.var(0).sum()) / s)).astype(np.float32) if s > 0 else states
+
+
+def other_speaker_clips(
+    speakers: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], kind: str, reference_states: np.ndarray,
+    cfg: PredictorConfig, seed: int = 0, stop: Callable[[], bool] | None = None,
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str | None]:
+    """Training pairs from other people: ``speakers = [(name, wav [n * 640], states [n, m],
+    mouth_open [n])]`` with their motion already transferred into this person's states.
+    Returns ``([(name/copy, features [n, W, C], states [n, m])], note)``, every clip and (with
+    ``cfg.other_speakers_augment``) its voice-augmented copies, without the silent clip (the
+    person's own clips hold it). ``cfg.other_speakers_scale`` ``match`` rescales each speaker's
+    states to ``reference_states``' total variance (:func:`scale_to_reference`)."""
+    from talkgs.audio import extract
+
+    sub = dataclasses.replace(cfg, augment=cfg.augment and cfg.other_speakers_augment, silent_clip_s=0.0)
+    out, notes = [], []
+    for name, wav, st, mouth_open in speakers:
+        if stop is not None and stop():
+            break
+        if cfg.other_speakers_scale == "match":
+            st = scale_to_reference(st, reference_states)
+        clips, note = feature_clips(kind, wav, st, mouth_open, extract(kind, wav, len(st)), sub, seed, stop)
+        out += [(f"{name}/{c}", f, s) for c, f, s in clips]
+        if note:
+            notes.append(f"{name}: {note}")
+    return out, "; ".join(notes) or None
 
 
 def _pearson_cols(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -209,7 +243,7 @@ def fit_mouth_predictor(
         loss.backward()
         opt.step()
         sched.step()
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if (step % cfg.eval_every == 0 or step == cfg.steps) and step >= cfg.select_after * cfg.steps:
             h = held_out_loss()
             if h < best[0]:
                 best = (h, copy.deepcopy(predictor.state_dict()), step)

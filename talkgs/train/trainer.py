@@ -26,11 +26,13 @@ import torch
 
 from talkgs.config import StageConfig, TrainConfig
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, Dataset, load_dataset
+from talkgs.data.loader import lifted_offsets
 from talkgs.errors import Interrupted, TalkgsError, UsageError
 from talkgs.fsutil import write_json
 from talkgs.landmarks import N_MESH
 from talkgs.model.audio_encoder import AudioNet, gather_windows
-from talkgs.model.mouth import landmark_weights, measure_offsets, neutral_landmarks
+from talkgs.landmarks import measure_offsets
+from talkgs.model.mouth import landmark_weights, neutral_landmarks, transfer_states
 from talkgs.owner import RUN_HISTORY
 from talkgs.model.head import TalkingHead, composite, ground_truth_on_plate, torso_background
 from talkgs.model.motion import eye_code, eye_ratio_reference
@@ -40,7 +42,7 @@ from talkgs.model.checkpoint import build_model, config_from_dict
 from talkgs.model.checkpoint import load as load_checkpoint
 from talkgs.train import checkpoint as ckpt
 from talkgs.train import losses as L
-from talkgs.train.mouth_predictor import feature_clips, fit_mouth_predictor
+from talkgs.train.mouth_predictor import feature_clips, fit_mouth_predictor, other_speaker_clips
 from talkgs.train.sampler import (
     FACE_EVERY,
     MIN_MOUTH_AREA_PX,
@@ -280,12 +282,13 @@ def trainable(stage: StageConfig, branch: str, param: str) -> bool:
 # --------------------------------------------------------------------------------- trainer
 
 
-def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0, stop=None) -> tuple[list, str | None]:
+def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0, stop=None, basis=None) -> tuple[list, str | None]:
     """Training pairs of the mouth predictor: ``[(name, features [n, W, C], states [n, m])]`` for
-    the training frames' audio and its augmented copies. The clean clip uses the dataset's own
-    features (exactly what rendering that audio sees); the copies are extracted with the feature
-    kind's extractor. A kind that cannot be computed here (an imported one) trains on the clean
-    clip alone."""
+    the training frames' audio and its augmented copies, then (``cfg.other_speakers``, with the
+    person's :class:`MouthBasis` ``basis``) other people's clips. The clean clip uses the
+    dataset's own features (exactly what rendering that audio sees); the copies are extracted
+    with the feature kind's extractor. A kind that cannot be computed here (an imported one)
+    trains on the clean clip alone."""
     from talkgs.media import read_wav
 
     train = ds.train_idx.cpu().numpy()
@@ -296,7 +299,31 @@ def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0, stop=
     wav = wav[g0 * SAMPLES_PER_FRAME : g1 * SAMPLES_PER_FRAME]
     mouth_open = ds.tracks["mouth_open"].cpu().numpy()[rows]
     clean = ds.audio[torch.as_tensor(rows, device=ds.device)].float().cpu().numpy()
-    return feature_clips(ds.audio_kind, wav, st, mouth_open, clean, cfg, seed, stop=stop)
+    clips, note = feature_clips(ds.audio_kind, wav, st, mouth_open, clean, cfg, seed, stop=stop)
+    if cfg.other_speakers and basis is not None:
+        speakers = [other_speaker(Path(root), basis) for root in cfg.other_speakers]
+        more, more_note = other_speaker_clips(speakers, ds.audio_kind, st, cfg, seed, stop=stop)
+        clips += more
+        note = "; ".join(n for n in (note, more_note) if n) or None
+    return clips, note
+
+
+def other_speaker(root: Path, basis) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """``(name, wav [n * 640], states [n, m], mouth_open [n])`` of another person's prepared clip
+    ``root``: the whole clip's audio and its tracked lower-face motion transferred into this
+    person's mouth states (:func:`talkgs.model.mouth.transfer_states`). Reads only its meta,
+    tracks and audio."""
+    from talkgs.data import format as fmt
+    from talkgs.media import read_wav
+
+    meta = fmt.read_meta(root, check_files=False)
+    n = int(meta["n_frames"])
+    with torch.no_grad():
+        offsets = torch.as_tensor(lifted_offsets(root, meta), device=basis.mean.device)
+        st = transfer_states(basis, offsets).float().cpu().numpy()
+    wav, _ = read_wav(root / fmt.AUDIO)
+    wav = np.pad(wav[: n * SAMPLES_PER_FRAME], (0, max(0, n * SAMPLES_PER_FRAME - len(wav)))).astype(np.float32)
+    return root.name, wav, st, fmt.load_tracks(root, ("mouth_open",))["mouth_open"]
 
 
 def fit_face_model(model: TalkingHead, ds: Dataset) -> torch.Tensor | None:
@@ -488,7 +515,9 @@ class Trainer:
         their audio (:mod:`talkgs.train.mouth_predictor`); writes RUN/predictor.json."""
         t0 = time.perf_counter()
         stop = lambda: self._stop  # noqa: E731  (Ctrl-C / SIGTERM: see run())
-        clips, note = predictor_clips(self.ds, self.cond.states, self.cfg.resolved_predictor(), self.cfg.seed, stop)
+        clips, note = predictor_clips(
+            self.ds, self.cond.states, self.cfg.resolved_predictor(), self.cfg.seed, stop, basis=self.model.mouth_basis
+        )
         report = fit_mouth_predictor(
             self.model.mouth_predictor, clips, self.cfg.resolved_predictor(), self.device, self.cfg.seed,
             progress=self.cfg.progress, stop=stop,
