@@ -249,8 +249,9 @@ class PredictorConfig:
     """The kept weights are those of the held-out evaluation with the lowest loss among the
     evaluations at or after this fraction of ``steps`` (0 = any; 1 = the final weights). Any
     step let the held-out loss (frames next to the training frames) keep steps 100-400 on some
-    seeds, which predicted unseen speech worse; measured (H200, seeds 1 / 2): val mouth r 0.705 /
-    0.761 with any step, 0.810 / 0.783 with the final weights (README "Lip sync")."""
+    seeds, which predicted unseen speech worse; measured (H200): val mouth r 0.705 (seed 1, kept
+    step 100) and 0.761 (seed 2, step 700, an earlier lease) with any step, 0.810 / 0.783 with the
+    final weights (README "Lip sync")."""
     other_speakers: tuple[Path, ...] = ()
     """Prepared datasets (`talkgs prepare`) of other people speaking. Their audio, with their own
     mouth motion transferred into this person's mouth states, joins the predictor's training
