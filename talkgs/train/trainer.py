@@ -314,15 +314,14 @@ def other_speaker(root: Path, basis) -> tuple[str, np.ndarray, np.ndarray, np.nd
     person's mouth states (:func:`talkgs.model.mouth.transfer_states`). Reads only its meta,
     tracks and audio."""
     from talkgs.data import format as fmt
-    from talkgs.media import read_wav
+    from talkgs.media import fit_audio_to_frames, read_wav
 
     meta = fmt.read_meta(root, check_files=False)
-    n = int(meta["n_frames"])
     with torch.no_grad():
         offsets = torch.as_tensor(lifted_offsets(root, meta), device=basis.mean.device)
         st = transfer_states(basis, offsets).float().cpu().numpy()
     wav, _ = read_wav(root / fmt.AUDIO)
-    wav = np.pad(wav[: n * SAMPLES_PER_FRAME], (0, max(0, n * SAMPLES_PER_FRAME - len(wav)))).astype(np.float32)
+    wav = fit_audio_to_frames(wav, int(meta["n_frames"]))
     return root.name, wav, st, fmt.load_tracks(root, ("mouth_open",))["mouth_open"]
 
 
