@@ -30,7 +30,7 @@ import sys, numpy as np
 z = dict(np.load(sys.argv[1]))
 keep = sys.argv[3:]
 z = {k: v for k, v in z.items() if (k in keep if keep else k != "landmarks_z")}
-np.savez(sys.argv[2], **z)
+np.savez_compressed(sys.argv[2], **z)  # the landmarks compress by ~1 MiB
 EOF
 }
 mkdir -p ".carry/data/$train"
@@ -68,8 +68,6 @@ done
 if [ -n "${WHISPER_BASE:-}" ]; then
   rm -rf .carry/whisper
   [ -f .carry/whisper_base/model.safetensors ] || .venv/bin/python bench/whisper_export.py --model base --out .carry/whisper_base --fp16
-  # the anchor's landmarks compress by ~1 MiB, which base needs to fit
-  .venv/bin/python -c "import numpy as np, sys; p=sys.argv[1]; z=dict(np.load(p)); np.savez_compressed(p, **z)" ".carry/data/$train/tracks.npz"
 elif [ ! -f .carry/whisper/model.safetensors ]; then
   rm -rf .carry/whisper .carry/whisper_base
   .venv/bin/python bench/whisper_export.py --model tiny.en --out .carry/whisper --fp16
