@@ -318,12 +318,18 @@ def test_streams_batched_in_one_encoder_call_equal_each_stream_alone(rand_whispe
     np.testing.assert_array_equal(st.accept(st.encode(w)), refs[1][7:10])
 
 
-def test_encoder_only_export_loads_and_refuses_deeper_layers(rand_whisper, tmp_path):
+def _bench_module(name: str):
+    """A script of bench/ loaded as a module (bench is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("whisper_export", REPO / "bench" / "whisper_export.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_encoder_only_export_loads_and_refuses_deeper_layers(rand_whisper, tmp_path):
+    mod = _bench_module("whisper_export")
     out = tmp_path / "export"
     assert mod.main_args(["--model", str(rand_whisper["ct2"]), "--layer", "1", "--out", str(out), "--fp16"]) == 0
     assert mod.main_args(["--model", str(rand_whisper["ct2"]), "--out", str(out)]) == 2  # exists: refused
@@ -572,19 +578,10 @@ def test_live_windows_hold_only_their_audio_and_pad_to_the_same_mel(rand_whisper
 # ------------------------------------------------------------------------ bench/whisper_probe.py
 
 
-def _probe_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("whisper_probe", REPO / "bench" / "whisper_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_probe_cross_validated_r_finds_a_linear_mouth_and_nothing_in_noise():
     """The in-speaker figure (--in-speaker) is the r of held-out contiguous folds: high where the
     target is a linear function of the features plus noise, about 0 where it is unrelated."""
-    P = _probe_module()
+    P = _bench_module("whisper_probe")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((400, 24))
     y = X @ rng.standard_normal(24) + 0.5 * rng.standard_normal(400)
