@@ -41,6 +41,9 @@ for d in "$@"; do
   cp "$root/$d"/{meta.json,audio.wav} ".carry/data/$d/"
   slim_tracks "$root/$d" ".carry/data/$d" mouth_open  # eval --drive reads only the mouth opening
 done
+# The wavs travel xz-compressed (1.2 MiB less: with them, .whl's ST-LPIPS copy fits too);
+# bench/gpu_env.sh restores audio.wav on the GPU machine.
+for w in .carry/data/*/audio.wav; do xz -9 -f -T1 "$w"; done
 # Feature files are not carried: the copies' meta.json must not list them (`talkgs features`
 # computes them there; eval --drive computes a drive clip's from its audio.wav).
 .venv/bin/python - .carry/data/* <<'EOF'
