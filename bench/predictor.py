@@ -25,6 +25,10 @@ The row ``measured`` reads the measured states (val) and the drive clips' measur
 transferred into the anchor's basis (talkgs.model.mouth.transfer_states): the ceiling of the
 opening map, not of a predictor.
 
+Columns ``sil`` and ``room``: the predicted opening on 4 s of digital silence and on 4 s of pink
+noise alone at -50 dBFS (a pause in a real recording), 0 = the training frames' closed mouth
+(10th percentile), 1 = their median.
+
 Augmented copies' features are cached by the audio's hash (the same augmentation is extracted
 once across variants and runs). Prints one table and writes JSON.
 """
@@ -50,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import talkgs.audio as TA  # noqa: E402
+from talkgs.audio.augment import QUIET_ROOM_DBFS  # noqa: E402
 from talkgs.audio.dataset_features import add_features  # noqa: E402
 from talkgs.config import PredictorConfig  # noqa: E402
 from talkgs.data import format as fmt  # noqa: E402
@@ -191,14 +196,17 @@ def predict(pred: MouthPredictor, feats: np.ndarray, idx: np.ndarray | None = No
 
 
 def silence_opening(pred: MouthPredictor, kind: str, mouth_open_train: np.ndarray, w: np.ndarray, b: float,
-                    seconds: float = 4.0) -> float:
-    """The predicted opening on ``seconds`` of digital silence, where the measured training
+                    seconds: float = 4.0, room_tone_dbfs: float | None = None) -> float:
+    """The predicted opening on ``seconds`` of digital silence (or, with ``room_tone_dbfs``, of
+    pink noise alone at that level: a pause in a real recording), where the measured training
     openings' 10th percentile (closed) is 0 and their median is 1 (the render's silence check
     in bench/render.py, without rendering)."""
-    from talkgs.audio import extract
+    from talkgs.audio import augment, extract
 
     n = int(seconds * 25)
-    p = predict(pred, extract(kind, np.zeros(n * 640, np.float32), n)) @ w + b
+    wav = np.zeros(n * 640, np.float32) if room_tone_dbfs is None else augment.room_tone(
+        n * 640, room_tone_dbfs, np.random.default_rng(0))
+    p = predict(pred, extract(kind, wav, n)) @ w + b
     closed, median = np.percentile(mouth_open_train, [10, 50])
     return float((p.mean() - closed) / max(median - closed, 1e-12))
 
@@ -261,6 +269,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
                    w, b, val, drives)
     row["train"] = scores(predict(pred, feats, tr) @ w + b, mo[tr])
     row["silence"] = silence_opening(pred, kind, mo[tr], w, b)
+    row["room_tone"] = silence_opening(pred, kind, mo[tr], w, b, room_tone_dbfs=QUIET_ROOM_DBFS)
     row.update(name=v["name"], spec=v["spec"], kind=kind, frames=v["frames"], note=note,
                predictor=dataclasses.asdict(v["predictor"]), mouth_state=dataclasses.asdict(ms),
                fit={k: rep[k] for k in ("clips", "frames", "best_step", "held_out_mse", "held_out_r", "gain", "seconds")},
@@ -290,7 +299,7 @@ def print_table(rows: list[dict]) -> None:
     drives = list(rows[0]["drives"]) if rows else []
     head = f"{'variant':<16}{'val r':>7}{'amp':>6}{'off':>4}{'s0 r':>7}{'amp':>6}"
     head += "".join(f"{d[:6] + ' r':>9}{'amp':>6}{'off':>4}" for d in drives)
-    head += f"{'x r':>7}{'x amp':>7}{'sil':>6}{'fit s':>7}"
+    head += f"{'x r':>7}{'x amp':>7}{'sil':>6}{'room':>6}{'fit s':>7}"
     print("\n" + head)
     for r in rows:
         line = (f"{r['name']:<16}{_f(r['val']['r'], '.3f'):>7}{_f(r['val']['amp'], '.2f'):>6}{r['val']['offset']:>+4d}"
@@ -299,11 +308,12 @@ def print_table(rows: list[dict]) -> None:
             s = r["drives"][d]
             line += f"{_f(s['r'], '.3f'):>9}{_f(s['amp'], '.2f'):>6}{s['offset']:>+4d}"
         line += f"{_f(r.get('cross_mean_r'), '.3f'):>7}{_f(r.get('cross_mean_amp'), '.2f'):>7}"
-        line += f"{_f(r.get('silence'), '.2f'):>6}{_f(r.get('fit', {}).get('seconds'), '.0f'):>7}"
+        line += f"{_f(r.get('silence'), '.2f'):>6}{_f(r.get('room_tone'), '.2f'):>6}{_f(r.get('fit', {}).get('seconds'), '.0f'):>7}"
         print(line)
     print("(opening = states mapped to mouth_open; amp = std ratio prediction / measured; "
           f"off = best lag in +-{MAX_LAG} frames, > 0 = prediction later; s0 = state component 0 vs measured; "
-          "sil = opening on digital silence, 0 = the training frames' 10th percentile (closed), 1 = their median)")
+          "sil = opening on digital silence, 0 = the training frames' 10th percentile (closed), 1 = their median; "
+          f"room = the same on pink noise alone at {QUIET_ROOM_DBFS:g} dBFS, a quiet room's pause)")
 
 
 def main() -> int:

@@ -9,7 +9,8 @@
    H.264 + AAC where installed; otherwise OpenCV's mp4v without audio, e.g. on the GPU machine,
    and the JSON says so), encoder on its own thread as in `talkgs render`.
 3. The model's visible inside-mouth area (pixels, (1 - face alpha) x mouth alpha) on digital
-   silence, on training speech and on unseen speech, beside the dataset's mouth-interior label
+   silence, on pink noise alone at -50 dBFS (a quiet room's pause: real recordings are never
+   digitally silent), on training speech and on unseen speech, beside the dataset's mouth-interior label
    area (closed = 10th percentile, open = 90th percentile over training frames).
 
 Prints a table last and writes JSON.
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from talkgs.audio import extract  # noqa: E402
+from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone  # noqa: E402
 from talkgs.data import format as fmt  # noqa: E402
 from talkgs.data import load_dataset  # noqa: E402
 from talkgs.media import read_wav  # noqa: E402
@@ -121,6 +123,7 @@ def mouth_areas(r: HeadRenderer, dataset: Path, wav: np.ndarray, train_s: tuple[
         "gt_median_px": float(np.median(area)),
         "gt_open_p90_px": float(np.percentile(area, 90)),
         "render_silence_px": visible(np.zeros(16000 * 4, np.float32)),
+        "render_room_tone_px": visible(room_tone(16000 * 4, QUIET_ROOM_DBFS, np.random.default_rng(0))),
         "render_train_speech_px": visible(seg(*train_s)),
         "render_val_speech_px": visible(seg(*val_s)),
     }

@@ -227,6 +227,13 @@ class PredictorConfig:
     """Seconds of a clip of digital silence alone, its target the closed mouth (0 = none).
     Measured (bench/predictor.py, 3 seeds): the predicted opening on silence went from 0.3-0.5
     of the way to the median mouth to closed, val r +0.04-0.08, cross-speaker r +0.01-0.02."""
+    room_tone_dbfs: tuple[float, ...] = ()
+    """Levels (dBFS, RMS) of clips of noise alone, each ``silent_clip_s`` long (pink at the first,
+    white at the second, alternating), their target the closed mouth: the pauses of a real
+    recording are room noise, not digital silence. Needs ``silent_clip_s`` > 0. Measured (seed 0,
+    H200, -60 -45): inside mouth under -50 dBFS pink noise 5.3 -> 1.4 px (of a 289 px median),
+    but amplitude 0.87 -> 0.83 and, predictor alone on seed 1, val r -0.05: off by default
+    (README "Pauses in a real recording")."""
     max_gain: float = 2.0
     """Upper bound of the per-component output gain calibrated on held-out frames."""
     amplitude: float = 1.3

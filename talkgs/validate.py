@@ -432,6 +432,11 @@ def train(cfg):
     within("predictor.select_after", cfg.predictor.select_after, 0.0, 1.0)
     if not 0.0 < cfg.predictor.amplitude <= MAX_MOUTH_AMPLITUDE:
         raise UsageError(f"--predictor.amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {cfg.predictor.amplitude}")
+    bad_room = [db for db in cfg.predictor.room_tone_dbfs if not db < 0]
+    if bad_room:
+        raise UsageError(f"--predictor.room-tone-dbfs levels must be below 0 dBFS, got {bad_room[0]:g}")
+    if cfg.predictor.room_tone_dbfs and not cfg.predictor.silent_clip_s > 0:
+        raise UsageError("--predictor.room-tone-dbfs needs --predictor.silent-clip-s > 0 (its clips are that long)")
     others = _other_speakers(cfg, meta, dataset)
     n = int(meta["n_frames"])
     frame_range("frame_range", cfg.frame_range, n, dataset)

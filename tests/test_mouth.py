@@ -57,6 +57,25 @@ def test_noise_is_added_at_the_requested_snr():
         A.add_noise(x, 10.0, np.random.default_rng(0), "blue")
 
 
+def test_room_tone_has_the_requested_level_and_colour():
+    """Noise alone at an RMS of ``dbfs``; pink puts more of its power below 1 kHz than white."""
+    n = 4 * SR
+    low = {}
+    for colour in ("white", "pink"):
+        y = A.room_tone(n, -50.0, np.random.default_rng(1), colour)
+        assert y.dtype == np.float32 and y.shape == (n,)
+        rms_db = 20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+        assert abs(rms_db + 50.0) < 0.1, (colour, rms_db)
+        p = np.abs(np.fft.rfft(y)) ** 2
+        f = np.fft.rfftfreq(n, 1.0 / SR)
+        low[colour] = p[f < 1000].sum() / p.sum()
+    assert low["white"] < 0.2 and low["pink"] > 0.5, low
+    with pytest.raises(AudioFeatureError):
+        A.room_tone(n, 0.0, np.random.default_rng(0))
+    with pytest.raises(AudioFeatureError):
+        A.room_tone(n, -40.0, np.random.default_rng(0), "blue")
+
+
 def test_gain_in_decibels():
     y = A.change_gain(_tone(300.0) * 0.1, 6.0)
     assert np.isclose(np.abs(y).max() / (0.05), 10 ** (6 / 20), rtol=1e-3)
@@ -93,6 +112,12 @@ def test_predictor_clips_include_a_silent_clip_labelled_closed():
     assert w.shape == (50 * 640,) and not w.any() and t.shape == (50, m) and (t == closed).all()
     none = augmented_clips(wav, states, closed, dataclasses.replace(cfg, silent_clip_s=0.0))
     assert [c[0] for c in none] == ["clean"]
+    # Room tone: noise alone at each level (pink, white, ...), as long as the silent clip, closed.
+    room = augmented_clips(wav, states, closed, dataclasses.replace(cfg, room_tone_dbfs=(-60.0, -45.0)))
+    assert [c[0] for c in room] == ["clean", "silent", "roompink-60dBFS", "roomwhite-45dBFS"]
+    for (_, w, t), db in zip(room[2:], (-60.0, -45.0)):
+        assert w.shape == (50 * 640,) and t.shape == (50, m) and (t == closed).all()
+        assert abs(20 * np.log10(np.sqrt(np.mean(w.astype(np.float64) ** 2))) - db) < 0.1
 
 
 def test_other_speakers_are_scaled_to_this_persons_range_and_keep_no_silent_clip():

@@ -9,6 +9,7 @@ that another voice, pitch, pace, level or room does not read as a different mout
 * :func:`shift_pitch`   pitch alone (phase-vocoder time stretch, then resampling back).
 * :func:`change_gain`   level.
 * :func:`add_noise`     white/pink noise at a given SNR.
+* :func:`room_tone`     white/pink noise alone at a given level (a pause in a real recording).
 * :func:`insert_silences` digital silence gaps (the mouth must rest in them); the targets of the
   gaps are given by the caller (a closed mouth).
 
@@ -21,6 +22,10 @@ import numpy as np
 
 from talkgs.conventions import SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
+
+QUIET_ROOM_DBFS = -50.0
+"""RMS level (dBFS) of a quiet room's pause in a speech recording: what the benchmarks feed
+as a pause that is not digital silence (bench/predictor.py ``room``, bench/render.py)."""
 
 
 def _mono(wav: np.ndarray) -> np.ndarray:
@@ -119,20 +124,33 @@ def change_gain(wav: np.ndarray, db: float) -> np.ndarray:
     return np.clip(_mono(wav) * (10.0 ** (db / 20.0)), -1.0, 1.0).astype(np.float32)
 
 
-def add_noise(wav: np.ndarray, snr_db: float, rng: np.random.Generator, colour: str = "white") -> np.ndarray:
-    """Noise at ``snr_db`` relative to the signal's mean power (white, or pink: 1/f)."""
-    wav = _mono(wav)
-    noise = rng.standard_normal(len(wav))
+def _unit_noise(n: int, rng: np.random.Generator, colour: str) -> np.ndarray:
+    """``[n]`` float64 noise of unit mean power, white or pink (1/f power)."""
+    noise = rng.standard_normal(n)
     if colour == "pink":
         spec = np.fft.rfft(noise)
         spec /= np.sqrt(np.maximum(np.arange(len(spec)), 1.0))
-        noise = np.fft.irfft(spec, n=len(wav))
+        noise = np.fft.irfft(spec, n=n)
     elif colour != "white":
         raise AudioFeatureError(f"noise colour must be white or pink, got {colour!r}")
+    return noise / np.sqrt(float(np.mean(noise**2)) + 1e-24)
+
+
+def add_noise(wav: np.ndarray, snr_db: float, rng: np.random.Generator, colour: str = "white") -> np.ndarray:
+    """Noise at ``snr_db`` relative to the signal's mean power (white, or pink: 1/f)."""
+    wav = _mono(wav)
     p_sig = float(np.mean(wav.astype(np.float64) ** 2)) + 1e-12
-    p_noise = float(np.mean(noise**2)) + 1e-12
-    noise *= np.sqrt(p_sig / p_noise / 10.0 ** (snr_db / 10.0))
+    noise = _unit_noise(len(wav), rng, colour) * np.sqrt(p_sig / 10.0 ** (snr_db / 10.0))
     return np.clip(wav + noise, -1.0, 1.0).astype(np.float32)
+
+
+def room_tone(n_samples: int, dbfs: float, rng: np.random.Generator, colour: str = "pink") -> np.ndarray:
+    """``[n_samples]`` noise alone with an RMS of ``dbfs`` (dB re full scale, e.g. -50): what
+    a pause sounds like in a real recording, where digital silence never occurs."""
+    if dbfs >= 0:
+        raise AudioFeatureError(f"room tone level must be below 0 dBFS, got {dbfs:g}")
+    x = _unit_noise(int(n_samples), rng, colour) * 10.0 ** (dbfs / 20.0)
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
 def insert_silences(
