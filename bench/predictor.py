@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import talkgs.audio as TA  # noqa: E402
-from talkgs.audio.augment import QUIET_ROOM_DBFS  # noqa: E402
+from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone  # noqa: E402
 from talkgs.audio.dataset_features import add_features  # noqa: E402
 from talkgs.config import PredictorConfig  # noqa: E402
 from talkgs.data import format as fmt  # noqa: E402
@@ -201,11 +201,13 @@ def silence_opening(pred: MouthPredictor, kind: str, mouth_open_train: np.ndarra
     pink noise alone at that level: a pause in a real recording), where the measured training
     openings' 10th percentile (closed) is 0 and their median is 1 (the render's silence check
     in bench/render.py, without rendering)."""
-    from talkgs.audio import augment, extract
+    from talkgs.audio import extract
 
     n = int(seconds * 25)
-    wav = np.zeros(n * 640, np.float32) if room_tone_dbfs is None else augment.room_tone(
-        n * 640, room_tone_dbfs, np.random.default_rng(0))
+    if room_tone_dbfs is None:
+        wav = np.zeros(n * 640, np.float32)
+    else:
+        wav = room_tone(n * 640, room_tone_dbfs, np.random.default_rng(0))
     p = predict(pred, extract(kind, wav, n)) @ w + b
     closed, median = np.percentile(mouth_open_train, [10, 50])
     return float((p.mean() - closed) / max(median - closed, 1e-12))

@@ -62,12 +62,12 @@ def augmented_clips(
     if n_silent > 0:
         # Silence with no speech anywhere in reach (what a silent render, or a long pause,
         # feeds the features): the inserted gaps above always have speech around them.
-        out.append(("silent", np.zeros(n_silent * SAMPLES_PER_FRAME, np.float32), np.tile(closed, (n_silent, 1))))
+        shut = np.tile(closed, (n_silent, 1))
+        out.append(("silent", np.zeros(n_silent * SAMPLES_PER_FRAME, np.float32), shut))
         # Pauses of real recordings are room noise, not zeros: the same closed mouth under it.
         for i, db in enumerate(cfg.room_tone_dbfs):
             colour = "pink" if i % 2 == 0 else "white"
-            w = A.room_tone(n_silent * SAMPLES_PER_FRAME, db, rng, colour)
-            out.append((f"room{colour}{db:g}dBFS", w, np.tile(closed, (n_silent, 1))))
+            out.append((f"room{colour}{db:g}dBFS", A.room_tone(n_silent * SAMPLES_PER_FRAME, db, rng, colour), shut))
     return out
 
 
