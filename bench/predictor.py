@@ -11,7 +11,12 @@ load_dataset, fit_face_model's measured states, predictor_clips, fit_mouth_predi
 anchor's train split. KEYs are fields of PredictorConfig (``steps``, ``max_gain``, ``semitones``
 = ``-3:3`` for tuples, ...), of MouthStateConfig (``ms.predictor_dropout``, ...), ``frames``
 (the predictor's context window, default the head's audio window) or ``kind`` (the feature kind;
-its dataset features are computed into a cached copy of the anchor dataset).
+its dataset features are computed into a cached copy of the anchor dataset). Two keys change only
+how the fitted predictor is read (they share its fit with the variant without them):
+``smooth=SIGMA`` filters the predicted states in time (zero-phase Gaussian, SIGMA frames) before
+scoring; ``drive_norm=mean|meanstd|meanstd_speech`` maps each drive clip's per-channel feature mean
+(and std) onto the anchor's training features' before predicting (``_speech``: statistics of the
+clip's loud frames only), a test-time adaptation to a new voice.
 
 Opening: the linear map from states to tracks ``mouth_open`` (gap / face height) fitted by least
 squares on the TRAIN frames' measured states, rescaled so that the measured training states
@@ -70,6 +75,7 @@ from talkgs.train.trainer import fit_face_model, predictor_clips  # noqa: E402
 
 DRIVES = ("german", "obama", "trump", "may")
 MAX_LAG = 5
+DRIVE_NORMS = ("none", "mean", "meanstd", "meanstd_speech")
 BUILTIN = {
     "default": "",
     "gain_all": "gain_frames=all",
@@ -132,7 +138,7 @@ def drive_clip(root: Path, kind: str) -> dict:
     wav, _ = read_wav(root / "audio.wav")
     ds = load_dataset(root, "cpu", audio_kind=None, load_images=False)
     offsets = measure_offsets(ds.tracks["landmarks"].numpy(), ds.w2c.numpy(), ds.K.numpy())
-    return {"name": root.name, "features": TA.extract(kind, wav.astype(np.float32), n),
+    return {"name": root.name, "features": TA.extract(kind, wav.astype(np.float32), n), "wav": wav,
             "mouth_open": ds.tracks["mouth_open"].numpy().astype(np.float64), "offsets": offsets}
 
 
@@ -157,7 +163,8 @@ def parse_variant(spec: str) -> dict:
     """``NAME=KEY=VALUE,KEY=VALUE`` -> ``{"name", "spec", "predictor", "mouth_state", "frames", "kind"}``."""
     name, _, rest = spec.partition("=")
     pc, ms = PredictorConfig(), MouthStateConfig()
-    out = {"name": name, "spec": rest, "frames": AudioNetConfig().window, "kind": None}
+    out = {"name": name, "spec": rest, "frames": AudioNetConfig().window, "kind": None, "smooth": 0.0,
+           "drive_norm": "none"}
     for item in [s for s in rest.split(",") if s]:
         key, _, val = item.partition("=")
         if key.startswith("ms."):
@@ -167,6 +174,12 @@ def parse_variant(spec: str) -> dict:
             out["frames"] = int(val)
         elif key == "kind":
             out["kind"] = val
+        elif key == "smooth":
+            out["smooth"] = float(val)
+        elif key == "drive_norm":
+            if val not in DRIVE_NORMS:
+                raise SystemExit(f"drive_norm must be one of {', '.join(DRIVE_NORMS)}, got {val!r}")
+            out["drive_norm"] = val
         else:
             pc = dataclasses.replace(pc, **{key: _value(val, getattr(pc, key), key)})
     out["predictor"], out["mouth_state"] = pc, ms
@@ -211,6 +224,33 @@ def silence_opening(pred: MouthPredictor, kind: str, mouth_open_train: np.ndarra
     p = predict(pred, extract(kind, wav, n)) @ w + b
     closed, median = np.percentile(mouth_open_train, [10, 50])
     return float((p.mean() - closed) / max(median - closed, 1e-12))
+
+
+def smooth_states(states: np.ndarray, sigma: float) -> np.ndarray:
+    """``states [n, m]`` filtered along time by a zero-phase Gaussian of ``sigma`` frames."""
+    from scipy.ndimage import gaussian_filter1d
+
+    return states if sigma <= 0 else gaussian_filter1d(states, sigma, axis=0, mode="nearest")
+
+
+def normalize_drive(d: dict, mode: str, train_features: np.ndarray) -> dict:
+    """Drive clip ``d`` with its features' per-channel mean (``mean``) or mean and std
+    (``meanstd``, ``meanstd_speech``: over the frames louder than a tenth of the clip's 90th
+    percentile RMS) mapped onto ``train_features [N, W, C]``'s."""
+    if mode == "none":
+        return d
+    f = d["features"]
+    ref = train_features.reshape(-1, train_features.shape[-1])
+    sel = np.ones(len(f), bool)
+    if mode == "meanstd_speech":
+        rms = np.sqrt(np.mean(d["wav"][: len(f) * 640].reshape(len(f), 640) ** 2, 1))
+        sel = rms > 0.1 * np.percentile(rms, 90)
+    x = f[sel].reshape(-1, f.shape[-1])
+    if mode == "mean":
+        out = f - x.mean(0) + ref.mean(0)
+    else:
+        out = (f - x.mean(0)) / (x.std(0) + 1e-6) * ref.std(0) + ref.mean(0)
+    return {**d, "features": out.astype(f.dtype)}
 
 
 def scores(p: np.ndarray, t: np.ndarray) -> dict:
@@ -266,13 +306,16 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     w, b = opening_map(st[tr], mo[tr])
     feats = ds.audio.numpy()
     val = {"name": "val", "idx": va, "mouth_open": mo[va], "states": st[va]}
-    drives = drives_by_kind.setdefault(kind, [])
-    row = evaluate(lambda c: predict(pred, feats, c["idx"]) if c["name"] == "val" else predict(pred, c["features"]),
-                   w, b, val, drives)
-    row["train"] = scores(predict(pred, feats, tr) @ w + b, mo[tr])
+    drives = [normalize_drive(d, v["drive_norm"], feats[tr]) for d in drives_by_kind.setdefault(kind, [])]
+    # val and train are contiguous runs of frames (the split is a cut), so smoothing them is a render's.
+    states_of = lambda c: smooth_states(  # noqa: E731
+        predict(pred, feats, c["idx"]) if c["name"] == "val" else predict(pred, c["features"]), v["smooth"])
+    row = evaluate(states_of, w, b, val, drives)
+    row["train"] = scores(smooth_states(predict(pred, feats, tr), v["smooth"]) @ w + b, mo[tr])
     row["silence"] = silence_opening(pred, kind, mo[tr], w, b)
     row["room_tone"] = silence_opening(pred, kind, mo[tr], w, b, room_tone_dbfs=QUIET_ROOM_DBFS)
-    row.update(name=v["name"], spec=v["spec"], kind=kind, frames=v["frames"], note=note,
+    row.update(name=v["name"], spec=v["spec"], kind=kind, frames=v["frames"], smooth=v["smooth"],
+               drive_norm=v["drive_norm"], note=note,
                predictor=dataclasses.asdict(v["predictor"]), mouth_state=dataclasses.asdict(ms),
                fit={k: rep[k] for k in ("clips", "frames", "best_step", "held_out_mse", "held_out_r", "gain", "seconds")},
                clips_seconds=round(t_clips, 1))
