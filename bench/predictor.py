@@ -62,6 +62,7 @@ import talkgs.audio as TA  # noqa: E402
 from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone  # noqa: E402
 from talkgs.audio.dataset_features import add_features  # noqa: E402
 from talkgs.config import PredictorConfig  # noqa: E402
+from talkgs.conventions import SAMPLES_PER_FRAME  # noqa: E402
 from talkgs.data import format as fmt  # noqa: E402
 from talkgs.data.loader import load_dataset  # noqa: E402
 from talkgs.media import read_wav  # noqa: E402
@@ -243,7 +244,7 @@ def normalize_drive(d: dict, mode: str, train_features: np.ndarray) -> dict:
     ref = train_features.reshape(-1, train_features.shape[-1])
     sel = np.ones(len(f), bool)
     if mode == "meanstd_speech":
-        rms = np.sqrt(np.mean(d["wav"][: len(f) * 640].reshape(len(f), 640) ** 2, 1))
+        rms = np.sqrt(np.mean(d["wav"][: len(f) * SAMPLES_PER_FRAME].reshape(len(f), -1) ** 2, 1))
         sel = rms > 0.1 * np.percentile(rms, 90)
     x = f[sel].reshape(-1, f.shape[-1])
     if mode == "mean":
