@@ -161,7 +161,8 @@ def _value(text: str, current, key: str = ""):
 
 
 def parse_variant(spec: str) -> dict:
-    """``NAME=KEY=VALUE,KEY=VALUE`` -> ``{"name", "spec", "predictor", "mouth_state", "frames", "kind"}``."""
+    """``NAME=KEY=VALUE,KEY=VALUE`` -> ``{"name", "spec", "predictor", "mouth_state", "frames", "kind",
+    "smooth", "drive_norm"}``."""
     name, _, rest = spec.partition("=")
     pc, ms = PredictorConfig(), MouthStateConfig()
     out = {"name": name, "spec": rest, "frames": AudioNetConfig().window, "kind": None, "smooth": 0.0,
@@ -309,8 +310,10 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     val = {"name": "val", "idx": va, "mouth_open": mo[va], "states": st[va]}
     drives = [normalize_drive(d, v["drive_norm"], feats[tr]) for d in drives_by_kind.setdefault(kind, [])]
     # val and train are contiguous runs of frames (the split is a cut), so smoothing them is a render's.
-    states_of = lambda c: smooth_states(  # noqa: E731
-        predict(pred, feats, c["idx"]) if c["name"] == "val" else predict(pred, c["features"]), v["smooth"])
+    def states_of(c: dict) -> np.ndarray:
+        raw = predict(pred, feats, c["idx"]) if c["name"] == "val" else predict(pred, c["features"])
+        return smooth_states(raw, v["smooth"])
+
     row = evaluate(states_of, w, b, val, drives)
     row["train"] = scores(smooth_states(predict(pred, feats, tr), v["smooth"]) @ w + b, mo[tr])
     row["silence"] = silence_opening(pred, kind, mo[tr], w, b)
