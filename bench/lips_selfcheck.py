@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 from talkgs.data import format as fmt  # noqa: E402
 from talkgs.data import load_dataset  # noqa: E402
 from talkgs.metrics.lips import lips_landmarks  # noqa: E402
-from talkgs.synth.drive import default_segment  # noqa: E402
-from talkgs.synth.evaluate import lip_scores, union_box  # noqa: E402
+from talkgs.render.drive import default_segment  # noqa: E402
+from talkgs.eval.evaluate import lip_scores, union_box  # noqa: E402
 
 
 def sections(meta: dict, max_frames: int) -> dict[str, tuple[int, int]]:
@@ -49,7 +49,7 @@ def save_and_read(frames: np.ndarray, cv2_only: bool) -> tuple[np.ndarray, int]:
         if cv2_only:
             write_video_silent_cv2(path, frames)
         else:
-            from talkgs.synth.evaluate import save_render
+            from talkgs.eval.evaluate import save_render
 
             save_render(path, frames)
         size = path.stat().st_size

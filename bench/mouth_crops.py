@@ -81,9 +81,9 @@ def main() -> None:
     from talkgs.metrics.lips import lips_landmarks
     from talkgs.model.audio_encoder import gather_windows
     from talkgs.model.head import ground_truth_on_plate
-    from talkgs.synth.drive import DriveConfig
-    from talkgs.synth.evaluate import drive_features, val_range
-    from talkgs.synth.render import HeadRenderer, to_uint8
+    from talkgs.render.drive import DriveConfig
+    from talkgs.eval.evaluate import drive_features, val_range
+    from talkgs.render.renderer import HeadRenderer, to_uint8
 
     out = args.out or args.run / "eval" / "crops"
     r = HeadRenderer(args.run, args.device, args.dataset, drive=None, mouth_amplitude=args.mouth_amplitude)

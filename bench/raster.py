@@ -5,7 +5,7 @@
     # CPU (torch backend, smaller sizes):
     .venv/bin/python bench/raster.py --device cpu --out runs/bench_raster_cpu.json
 
-Scenes (talkgs.render.testing.head_scene): means uniform in a 0.15 m cube, scales lognormal
+Scenes (talkgs.raster.testing.head_scene): means uniform in a 0.15 m cube, scales lognormal
 around 2.5 mm, opacities uniform in [0.05, 0.95], RGB colours, camera 0.7 m away with
 fx = fy = 1200 px at 512 px (scaled with the width). "batch 8" = 8 frames, each with its own
 N Gaussians and its own camera (means [8, N, 3], viewmats [8, 1, 4, 4]), as in training.
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import torch  # noqa: E402
 
 from talkgs.fsutil import write_json  # noqa: E402
-from talkgs.render import rasterize  # noqa: E402
-from talkgs.render.testing import head_scene, params_of  # noqa: E402
+from talkgs.raster import rasterize  # noqa: E402
+from talkgs.raster.testing import head_scene, params_of  # noqa: E402
 
 DEFAULTS = {
     "cuda": dict(sizes=[20_000, 100_000, 300_000], res=[512], warmup=10, repeats=50),

@@ -2,11 +2,11 @@
 
     PYTHONPATH=/tmp/site:. python3 bench/raster_parity.py --out runs/parity.json
 
-renders every case of ``talkgs.render.testing.parity_cases`` (256x256 by default) with both
+renders every case of ``talkgs.raster.testing.parity_cases`` (256x256 by default) with both
 backends on CUDA, backpropagates the same random linear loss over colour, alpha, accumulated
 depth and extras, and prints per case the relative L2 image errors and the cosine similarity
 of the gradients per parameter (and of means2d, the densification signal). The thresholds
-and their justification are in ``talkgs/render/testing.py`` (PARITY_*). Exit status 1 if
+and their justification are in ``talkgs/raster/testing.py`` (PARITY_*). Exit status 1 if
 any case fails, 2 if gsplat/CUDA is unavailable.
 
 ``--self-check`` (CPU is fine) instead compares the torch backend with copies of itself that
@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import torch  # noqa: E402
 
 from talkgs.fsutil import write_json  # noqa: E402
-from talkgs.render import _api, _torch  # noqa: E402
-from talkgs.render._gsplat import gsplat_unavailable_reason  # noqa: E402
-from talkgs.render.testing import (  # noqa: E402
+from talkgs.raster import _api, _torch  # noqa: E402
+from talkgs.raster._gsplat import gsplat_unavailable_reason  # noqa: E402
+from talkgs.raster.testing import (  # noqa: E402
     PARITY_GRAD_COS_MIN,
     PARITY_IMAGE_REL_MAX,
     PARITY_VISIBLE_AGREE_MIN,

@@ -38,7 +38,7 @@ from talkgs.data import load_dataset  # noqa: E402
 from talkgs.media import read_wav  # noqa: E402
 from talkgs.media._backend import import_av  # noqa: E402
 from talkgs.model.audio_encoder import gather_windows  # noqa: E402
-from talkgs.synth.render import HeadRenderer, _EncoderThread, render_features  # noqa: E402
+from talkgs.render.renderer import HeadRenderer, _EncoderThread, render_features  # noqa: E402
 
 
 def _sync(dev: torch.device) -> None:

@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO))
 from talkgs.data import format as fmt  # noqa: E402
 from talkgs.model.audio_encoder import gather_windows  # noqa: E402
 from talkgs.model.head import BRANCHES, composite  # noqa: E402
-from talkgs.render.sh import sh_to_rgb  # noqa: E402
-from talkgs.synth.render import HeadRenderer, to_uint8  # noqa: E402
+from talkgs.raster.sh import sh_to_rgb  # noqa: E402
+from talkgs.render.renderer import HeadRenderer, to_uint8  # noqa: E402
 
 VISIBLE_OPACITY = 1.0 / 255.0
 
@@ -125,7 +125,7 @@ def _torch_sh_render_frames(r: HeadRenderer, model, win, plan, packed: bool):
     them (variants ``torch_sh`` and ``packed``)."""
     from gsplat import rasterization
 
-    from talkgs.render._checks import EPS2D, FAR_PLANE, NEAR_PLANE
+    from talkgs.raster._checks import EPS2D, FAR_PLANE, NEAR_PLANE
 
     windows, eye, viewmats, Ks, bg = r.inputs(win, plan)
     states = model.predict_states(windows) if model.cfg.conditioning == "mouth_state" else None

@@ -266,8 +266,8 @@ def mouth_check(run, device, backend, audio, dataset=None) -> dict:
     from talkgs.audio import open_stream
     from talkgs.serve.batcher import Batcher
     from talkgs.serve.session import Session, SessionLimits
-    from talkgs.synth.drive import DriveConfig
-    from talkgs.synth.render import HeadRenderer
+    from talkgs.render.drive import DriveConfig
+    from talkgs.render.renderer import HeadRenderer
 
     r = HeadRenderer(run, device, dataset=dataset, drive=DriveConfig(pose="still", blinks="open"), backend=backend)
     with np.load(Path(dataset or r.state["config"]["dataset"]) / "tracks.npz") as z:

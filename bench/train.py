@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from talkgs.config import EvalConfig, TrainConfig  # noqa: E402
-from talkgs.synth.evaluate import evaluate  # noqa: E402
+from talkgs.eval.evaluate import evaluate  # noqa: E402
 from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
 
 

@@ -60,13 +60,13 @@ def _train(cfg: TrainConfig) -> None:
 
 
 def _eval(cfg: EvalConfig) -> None:
-    from talkgs.synth.evaluate import evaluate
+    from talkgs.eval.evaluate import evaluate
 
     evaluate(cfg)
 
 
 def _render(cfg: RenderConfig) -> None:
-    from talkgs.synth.render import render_audio
+    from talkgs.render.renderer import render_audio
 
     render_audio(cfg)
 
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         if getattr(cfg, "verbose", False):
-            os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.landmarks (MediaPipe logs)
+            os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.track (MediaPipe logs)
         cfg = check(cfg)
         run(cfg)
     except TalkgsError as e:

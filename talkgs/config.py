@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import tyro
 
 from talkgs.model.config import HeadConfig
-from talkgs.synth.drive import DriveConfig
+from talkgs.render.drive import DriveConfig
 
 Positional = tyro.conf.Positional
 

@@ -5,7 +5,7 @@ refused command answers in well under a second with one line (``talkgs: <problem
 and has written nothing. The command functions call the same checks when used from Python.
 This module imports neither torch nor a media library.
 
-Outputs follow one rule (the marks are in :mod:`talkgs.owner`): a path that exists and was not
+Outputs follow one rule (the marks are in :mod:`talkgs.provenance`): a path that exists and was not
 made by talkgs for this purpose is never replaced or deleted; ``--force`` replaces only what
 talkgs itself made there; an output that is (or would replace) an input is refused.
 """
@@ -21,7 +21,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterable
 
-from talkgs import owner
+from talkgs import provenance as owner
 from talkgs.conventions import MAX_MOUTH_AMPLITUDE
 from talkgs.data import format as fmt
 from talkgs.errors import (

@@ -22,8 +22,8 @@ from talkgs.errors import TalkgsError
 from talkgs.metrics.image import psnr, ssim
 from talkgs.metrics.lips import amplitude_ratio, best_lag, lagged_correlations, lips_landmarks, pearson, sync_scores
 from talkgs.model.head import ground_truth_on_plate
-from talkgs.synth.drive import DriveConfig, drive_plan
-from talkgs.synth.evaluate import (
+from talkgs.render.drive import DriveConfig, drive_plan
+from talkgs.eval.evaluate import (
     _check_drive_datasets,
     save_render,
     drive_features,
@@ -33,15 +33,15 @@ from talkgs.synth.evaluate import (
     union_box,
     val_range,
 )
-from talkgs.synth.render import HeadRenderer
+from talkgs.render.renderer import HeadRenderer
 from tests.train_utils import render_frames
 
-# Runs `talkgs` as on the GPU machine: MediaPipe (talkgs.prepare.landmarks) and PyAV fail to import.
+# Runs `talkgs` as on the GPU machine: MediaPipe (talkgs.prepare.track) and PyAV fail to import.
 NO_MEDIAPIPE = """
 import sys, importlib.abc
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name in ("talkgs.prepare.landmarks", "mediapipe", "av") or name.startswith(("mediapipe.", "av.")):
+        if name in ("talkgs.prepare.track", "mediapipe", "av") or name.startswith(("mediapipe.", "av.")):
             raise ImportError(f"No module named {name!r} (blocked by the test)")
         return None
 sys.meta_path.insert(0, _Block())
@@ -244,7 +244,7 @@ def test_report_completes_on_a_cpu_after_a_machine_without_mediapipe(report, tra
     assert r.returncode == 0, r.stderr
     assert f"talkgs eval {run} --lips-only" in r.stdout, r.stdout
     m = json.loads((run / "eval" / "metrics.json").read_text())
-    assert m["lips_pending"] is True and "talkgs.prepare.landmarks" in m["notes"]["lips"]
+    assert m["lips_pending"] is True and "talkgs.prepare.track" in m["notes"]["lips"]
     assert "PyAV missing" in m["notes"]["video"]
     files = sorted(p.name for p in (run / "eval" / "lips").iterdir())
     assert files == ["drive_excerpt.mp4", "inputs.npz", "train.mp4", "val.mp4"]

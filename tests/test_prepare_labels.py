@@ -4,7 +4,7 @@ Synthetic inputs: a face made by projecting MediaPipe's canonical face through a
 camera, with a soft elliptical "selfie" mask of head, neck and shoulders; a static textured
 background crossed by a moving labelled disk and a moving unlabelled "graphic". Real data:
 150 frames (6 s) of the anchor clip spanning open and closed mouths, tracked with
-talkgs.prepare.landmarks. A tiny dataset folder is written by this file's own helper to
+talkgs.prepare.track. A tiny dataset folder is written by this file's own helper to
 test inspect independently of the dataset writer.
 """
 
@@ -291,7 +291,7 @@ def anchor_subset():
     if not ANCHOR.is_file():
         pytest.skip(f"real test clip absent: {ANCHOR}")
     from talkgs.media import read_frames
-    from talkgs.prepare.landmarks import track_video
+    from talkgs.prepare.track import track_video
 
     frames = read_frames(ANCHOR, start=1100, stop=1250)
     tr = track_video(frames, progress=False)

@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 from talkgs import conventions
 from talkgs.errors import PrepareError
 from talkgs import landmarks as C
-from talkgs.prepare.landmarks import fill_missing
+from talkgs.prepare.track import fill_missing
 from talkgs.prepare.pose import detect_cuts, fit_head_pose, pose_jitter, smooth_poses
 from talkgs.prepare.signals import compute_signals
 
@@ -316,7 +316,7 @@ def test_lips_box_is_a_padded_square_inside_the_image():
 
 def test_track_video_flags_frames_without_a_face_and_rejects_bad_frames():
     pytest.importorskip("mediapipe")
-    from talkgs.prepare.landmarks import track_video
+    from talkgs.prepare.track import track_video
 
     blank = np.zeros((3, 96, 128, 3), np.uint8)
     tr = track_video(iter(blank), progress=False)
@@ -335,7 +335,7 @@ def test_track_video_flags_frames_without_a_face_and_rejects_bad_frames():
 @pytest.fixture(scope="module")
 def anchor_track(anchor_path):
     from talkgs.media import read_frames
-    from talkgs.prepare.landmarks import track_video
+    from talkgs.prepare.track import track_video
 
     frames = read_frames(anchor_path)
     track = track_video(frames, progress=False)

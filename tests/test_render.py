@@ -1,4 +1,4 @@
-"""CPU tests of talkgs.render: the tiled torch backend against a brute-force per-pixel
+"""CPU tests of talkgs.raster: the tiled torch backend against a brute-force per-pixel
 reference, and the properties the issue lists (alpha range, empty scene, culling behind the
 camera, batching, SH, extras, pixel-centre convention)."""
 
@@ -12,10 +12,10 @@ import torch
 
 from talkgs.conventions import camera_centres, intrinsics, project, rigid
 from talkgs.errors import TalkgsError
-from talkgs.render import RenderError, rasterize
-from talkgs.render import _api, _torch
-from talkgs.render.sh import SH_C0, SH_C1, SH_C2
-from talkgs.render.testing import (
+from talkgs.raster import RenderError, rasterize
+from talkgs.raster import _api, _torch
+from talkgs.raster.sh import SH_C0, SH_C1, SH_C2
+from talkgs.raster.testing import (
     clone_scene,
     cosine,
     head_scene,

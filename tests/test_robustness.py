@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkgs import owner
+from talkgs import provenance as owner
 from talkgs.data import format as fmt
 from tests.conftest import REPO
 from tests.media_utils import tone, write_clip

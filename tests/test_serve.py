@@ -25,8 +25,8 @@ from talkgs.errors import AudioFeatureError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.serve.batcher import Batcher
 from talkgs.serve.session import FrameOut, Session, SessionLimits
-from talkgs.synth.render import HeadRenderer, render_features
-from talkgs.synth.windows import FrameWindows
+from talkgs.render.renderer import HeadRenderer, render_features
+from talkgs.render.windows import FrameWindows
 from tests.conftest import SHARED_DATA
 
 SPEECH = SHARED_DATA / "drive" / "speech_jfk_11s.wav"
@@ -437,7 +437,7 @@ RECORDER = """
 def _own_mouth_change(run, wav, box) -> float:
     """Median change of the mouth box between consecutive frames (grey levels) in the head's own
     renders of the wav's speech (still head, open eyes, as the server renders it)."""
-    from talkgs.synth.drive import DriveConfig
+    from talkgs.render.drive import DriveConfig
 
     n = int(np.ceil(len(wav) / 640))
     threads = torch.get_num_threads()

@@ -180,7 +180,7 @@ def test_public_ops_and_never_empty():
 
 def test_with_real_renders_and_batch():
     """Rasterize B = 2 frames, backward, and let the strategy grow the Gaussians under the loss."""
-    from talkgs.render import rasterize
+    from talkgs.raster import rasterize
 
     torch.manual_seed(0)
     n, size = 40, 32

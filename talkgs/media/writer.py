@@ -62,7 +62,7 @@ class VideoWriter:
         comment: str | None = None,
     ):
         self.path = Path(path)
-        self.comment = comment  # the mp4 ``comment`` tag (talkgs marks its own videos, talkgs.owner)
+        self.comment = comment  # the mp4 ``comment`` tag (talkgs marks its own videos, talkgs.provenance)
         self.fps = _rate(fps)
         self.crf = crf
         self.preset = preset

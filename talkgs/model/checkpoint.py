@@ -1,7 +1,7 @@
 """Reading a trained run: a checkpoint file -> validated state -> the TalkingHead it holds.
 
 Below both ``talkgs.train`` (which writes checkpoints, ``talkgs.train.checkpoint``) and the
-users of a trained run (``talkgs.synth`` (render, evaluate), ``talkgs serve``), so none
+users of a trained run (``talkgs.render`` (render, evaluate), ``talkgs serve``), so none
 of those imports the trainer.
 
 A checkpoint is a ``torch.save`` dict of tensors and plain values only (loadable with

@@ -341,7 +341,7 @@ class TalkingHead(nn.Module):
         ``with_attention``: ``extras [B, 1, H, W, 2]`` holds the splatted audio / eye attention
         norms (face branch), rendered with detached geometry when the config says so.
         """
-        from talkgs.render import rasterize
+        from talkgs.raster import rasterize
 
         b = deformed.batch_size
         if viewmats.shape != (b, 1, 4, 4) or Ks.shape != (b, 1, 3, 3):

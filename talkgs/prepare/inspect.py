@@ -256,7 +256,7 @@ def write_inspect(
     from tqdm.auto import tqdm
 
     from talkgs.media import VideoWriter, iter_frames
-    from talkgs.owner import made_by, png_with_tag
+    from talkgs.provenance import made_by, png_with_tag
 
     root = Path(dataset_dir)
     data = load_for_inspect(root)

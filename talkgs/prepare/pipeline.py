@@ -116,7 +116,7 @@ def _step_media(ctx: _Ctx) -> None:
 
 
 def _step_track(ctx: _Ctx) -> None:
-    from talkgs.prepare.landmarks import fill_missing, track_video
+    from talkgs.prepare.track import fill_missing, track_video
 
     frames = ctx.frames()
     tr = track_video(frames, n_frames_hint=len(frames), progress=ctx.cfg.progress)
@@ -323,12 +323,12 @@ def prepare(cfg: PrepareConfig) -> Path:
     """Run every unfinished step; return the dataset folder.
 
     An existing dataset at OUTPUT is kept when it comes from the same video (nothing to do) and
-    otherwise needs ``force``, which replaces only the dataset's own files (``talkgs.owner``):
+    otherwise needs ``force``, which replaces only the dataset's own files (``talkgs.provenance``):
     everything else in the folder stays, and feature kinds added later (``talkgs features``)
     stay too when the video is the same. A refused input leaves nothing behind; Ctrl-C or
     SIGTERM keeps OUTPUT.partial, from which the same command resumes.
     """
-    from talkgs import owner, validate
+    from talkgs import provenance as owner, validate
 
     validate.prepare(cfg)
     out = Path(cfg.output)

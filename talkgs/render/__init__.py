@@ -1,9 +1,9 @@
-"""Differentiable Gaussian rasterization: one function, two backends (gsplat on CUDA, torch
-elsewhere) with the same semantics. See :func:`rasterize` for shapes and conventions."""
+"""Audio -> frames -> mp4: render a trained head for any audio, of any length.
 
-from talkgs.render._api import BACKENDS, RenderOutput, rasterize
-from talkgs.render._checks import RenderError
-from talkgs.render._gsplat import gsplat_available
-from talkgs.render.sh import sh_to_rgb
+See :mod:`talkgs.render.renderer` (the pipeline, streaming generator) and
+:mod:`talkgs.render.drive` (pose, eyes and torso for any length).
+"""
 
-__all__ = ["BACKENDS", "RenderError", "RenderOutput", "gsplat_available", "rasterize", "sh_to_rgb"]
+from talkgs.render.drive import DriveConfig, DrivePlan, drive_plan, pingpong, synth_blinks
+
+__all__ = ["DriveConfig", "DrivePlan", "drive_plan", "pingpong", "synth_blinks"]

@@ -62,7 +62,7 @@ def load_heads(cfg, datasets: list | None = None) -> dict:
 
     from talkgs.audio import open_stream
     from talkgs.device import resolve_device
-    from talkgs.synth.render import HeadRenderer
+    from talkgs.render.renderer import HeadRenderer
 
     device = resolve_device(cfg.device)
     if device.type == "cpu":

@@ -4,7 +4,7 @@ Every tick, :meth:`Batcher.collect` takes the frames whose audio windows are fin
 sessions of each head (round robin over sessions, oldest frame first, at most ``max_batch``
 per call: the renderer is fastest at batch 16-32), :meth:`Batcher.render` stacks their
 windows ``[B, 8, W, C]`` and the matching slices of each session's own drive plan
-(:meth:`talkgs.synth.drive.DrivePlan.concat`) and calls ``render_batch`` once, and
+(:meth:`talkgs.render.drive.DrivePlan.concat`) and calls ``render_batch`` once, and
 :meth:`Batcher.deliver` hands each frame back to its session. N sessions therefore cost one
 render of N frames per 40 ms instead of N renders of one frame.
 
@@ -45,13 +45,13 @@ import torch
 
 from talkgs.conventions import SAMPLES_PER_FRAME
 from talkgs.serve.session import FrameOut, Pending, Session
-from talkgs.synth.drive import DrivePlan
+from talkgs.render.drive import DrivePlan
 
 log = logging.getLogger("talkgs.serve")
 
 
 class Renderer(Protocol):
-    """What the batcher needs of a head (:class:`talkgs.synth.render.HeadRenderer`)."""
+    """What the batcher needs of a head (:class:`talkgs.render.renderer.HeadRenderer`)."""
 
     device: torch.device
     audio_kind: str

@@ -2,7 +2,7 @@
 
 Clock: a session's timeline is its own input audio. Video frame i says input samples
 ``[640 i, 640 (i + 1))`` (talkgs.conventions); it can be rendered once its window of
-features is final (:class:`talkgs.synth.windows.FrameWindows` over the kind's
+features is final (:class:`talkgs.render.windows.FrameWindows` over the kind's
 :class:`talkgs.audio.FeatureStream`): for ``mel`` once 182.5 ms of audio past the frame's end
 has arrived, for ``whisper`` 160 ms (40 + 120 ms) plus the encoder run. A ``mel`` stream's
 features are computed in :meth:`Session.push_audio`; a :class:`talkgs.audio.DeviceStream`'s
@@ -40,7 +40,7 @@ import numpy as np
 from talkgs.audio.stream import DeviceStream, FeatureStream
 from talkgs.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import TalkgsError
-from talkgs.synth.windows import FrameWindows
+from talkgs.render.windows import FrameWindows
 
 STAGES = ("lookahead", "queue", "render", "send_wait", "total")
 """Per-frame latency stages, each in seconds: ``lookahead`` (the frame's centre audio sample

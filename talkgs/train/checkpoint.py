@@ -26,11 +26,11 @@ import torch
 from talkgs.config import TrainConfig
 from talkgs.fsutil import atomic_path, write_json
 from talkgs.model.checkpoint import FORMAT_VERSION, KIND, config_to_dict
-from talkgs.owner import RUN_CONFIG, RUN_FORMAT_VERSION, RUN_KIND
+from talkgs.provenance import RUN_CONFIG, RUN_FORMAT_VERSION, RUN_KIND
 
 
 def save_config(run: Path, cfg: TrainConfig, dataset_sha256: str | None = None) -> None:
-    """``RUN/config.json``: the run's mark (``kind``, ``format_version``; see talkgs.owner), the
+    """``RUN/config.json``: the run's mark (``kind``, ``format_version``; see talkgs.provenance), the
     source video's hash of its dataset, then every TrainConfig field."""
     mark = {"kind": RUN_KIND, "format_version": RUN_FORMAT_VERSION, "dataset_sha256": dataset_sha256}
     write_json(Path(run) / RUN_CONFIG, {**mark, **config_to_dict(cfg)})

@@ -33,7 +33,7 @@ from talkgs.landmarks import N_MESH
 from talkgs.model.audio_encoder import AudioNet, gather_windows
 from talkgs.landmarks import measure_offsets
 from talkgs.model.mouth import landmark_weights, neutral_landmarks, transfer_states
-from talkgs.owner import RUN_HISTORY
+from talkgs.provenance import RUN_HISTORY
 from talkgs.model.head import TalkingHead, composite, ground_truth_on_plate, torso_background
 from talkgs.model.motion import eye_code, eye_ratio_reference
 from talkgs.conventions import SAMPLES_PER_FRAME, project

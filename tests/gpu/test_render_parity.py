@@ -2,7 +2,7 @@
 
     PYTHONPATH=/tmp/site:. python3 -m pytest -q -m gpu tests/gpu/test_render_parity.py
 
-Skipped without CUDA or gsplat. Thresholds and their justification: talkgs.render.testing
+Skipped without CUDA or gsplat. Thresholds and their justification: talkgs.raster.testing
 (PARITY_*); bench/raster_parity.py prints the same measurements as a table.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from talkgs.render import RenderError, rasterize
-from talkgs.render._gsplat import gsplat_unavailable_reason
-from talkgs.render.testing import (
+from talkgs.raster import RenderError, rasterize
+from talkgs.raster._gsplat import gsplat_unavailable_reason
+from talkgs.raster.testing import (
     compare_backends,
     head_scene,
     parity_cases,

@@ -1,6 +1,6 @@
 """`talkgs eval`: render a trained run against ground truth; image quality and lip sync.
 
-Every frame is rendered by :class:`talkgs.synth.render.HeadRenderer` (the renderer of
+Every frame is rendered by :class:`talkgs.render.renderer.HeadRenderer` (the renderer of
 `talkgs render`), in sections:
 
 - ``val``: the val split replayed (``DriveConfig(pose="replay")``): each frame with its own
@@ -67,8 +67,8 @@ from talkgs.metrics.image import psnr, ssim
 from talkgs.metrics.lips import lips_landmarks, lmd, sync_scores
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import ground_truth_on_plate
-from talkgs.synth.drive import DriveConfig, longest_shot
-from talkgs.synth.render import HeadRenderer, to_uint8
+from talkgs.render.drive import DriveConfig, longest_shot
+from talkgs.render.renderer import HeadRenderer, to_uint8
 
 HEAD_CROP = 256  # head-region SSIM / LPIPS crops are resized to this square size
 TRAIN_BLOCK = 250  # frames in the default training block (10 s)
@@ -321,9 +321,9 @@ def render_drive(renderer: HeadRenderer, name: str, root: Path, features: np.nda
 def mediapipe_missing() -> str | None:
     """None where MediaPipe tracking works here; else why not (one line)."""
     try:
-        from talkgs.prepare.landmarks import mediapipe_missing as missing
+        from talkgs.prepare.track import mediapipe_missing as missing
     except ImportError as e:
-        return f"talkgs.prepare.landmarks cannot be imported ({e})"
+        return f"talkgs.prepare.track cannot be imported ({e})"
     return missing()
 
 
@@ -336,7 +336,7 @@ def lip_scores(frames_u8: np.ndarray, gt_open: np.ndarray, gt_lips: np.ndarray |
     opening against ``gt_open [N]``; ``detected_fraction``; ``lmd_px`` (original-frame pixels)
     against ``gt_lips [N, 40, 2]`` when given. Frames where no face is found count as unknown.
     """
-    from talkgs.prepare.landmarks import track_video
+    from talkgs.prepare.track import track_video
     from talkgs.prepare.signals import compute_signals
 
     tr = track_video(list(frames_u8), n_frames_hint=len(frames_u8), progress=False)

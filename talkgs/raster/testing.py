@@ -269,7 +269,7 @@ def _loss_weights(out, seed: int = 0) -> dict[str, Tensor]:
 
 
 def _render_with_grads(scene: dict, kwargs: dict, backend: str, weights=None, patch=None):
-    from talkgs.render import rasterize  # here: talkgs.render imports this module's package
+    from talkgs.raster import rasterize  # here: talkgs.raster imports this module's package
 
     sc = clone_scene(scene)
     with patch() if patch is not None else contextlib.nullcontext():

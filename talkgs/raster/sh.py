@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from talkgs.conventions import camera_centres
-from talkgs.render._checks import RenderError
+from talkgs.raster._checks import RenderError
 
 MAX_SH_DEGREE = 2
 SH_C0 = 0.28209479177387814

@@ -41,7 +41,7 @@ from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import FrameRender, torso_background
 from talkgs.model.motion import eye_code
-from talkgs.synth.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
+from talkgs.render.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
 from talkgs.model import checkpoint as ckpt
 from talkgs.device import resolve_device
 
@@ -311,7 +311,7 @@ def stream_frames(
     batch sizes). Needs a run whose feature kind can stream (``talkgs.audio.open_stream``).
     """
     from talkgs.audio import open_stream
-    from talkgs.synth.windows import FrameWindows
+    from talkgs.render.windows import FrameWindows
 
     feats = open_stream(renderer.audio_kind)
     wins = FrameWindows(renderer.audio_window, renderer.feature_shape)
@@ -423,7 +423,7 @@ def render_audio(cfg) -> dict:
 
     from talkgs import validate
     from talkgs.media import VideoWriter
-    from talkgs.owner import made_by
+    from talkgs.provenance import made_by
 
     validate.render(cfg)  # -o is never an input, and replaces only an earlier render (--force)
     out = Path(cfg.output)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from talkgs.render._checks import EPS2D, NEAR_PLANE, RenderError, check_shape
-from talkgs.render._gsplat import gsplat_available, rasterize_gsplat
-from talkgs.render._torch import RasterResult, rasterize_torch
-from talkgs.render.sh import MAX_SH_DEGREE, SH_C0, num_sh_bases, sh_to_rgb
+from talkgs.raster._checks import EPS2D, NEAR_PLANE, RenderError, check_shape
+from talkgs.raster._gsplat import gsplat_available, rasterize_gsplat
+from talkgs.raster._torch import RasterResult, rasterize_torch
+from talkgs.raster.sh import MAX_SH_DEGREE, SH_C0, num_sh_bases, sh_to_rgb
 
 BACKENDS = ("auto", "gsplat", "torch")
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from talkgs.render._checks import (
+from talkgs.raster._checks import (
     ALPHA_MAX,
     ALPHA_MIN,
     EPS2D,

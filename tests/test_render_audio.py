@@ -24,8 +24,8 @@ from talkgs.data import format as fmt
 from talkgs.errors import AudioFeatureError, TalkgsError
 from talkgs.media import probe, read_audio, write_wav
 from talkgs.model.config import BranchInitConfig, HeadConfig
-from talkgs.synth.drive import DriveConfig, default_segment, drive_plan, pingpong, synth_blinks
-from talkgs.synth.render import HeadRenderer, render_audio, render_features, stream_frames
+from talkgs.render.drive import DriveConfig, default_segment, drive_plan, pingpong, synth_blinks
+from talkgs.render.renderer import HeadRenderer, render_audio, render_features, stream_frames
 from talkgs.train.trainer import Trainer
 from tests.media_utils import tone, write_audio, write_clip
 from tests.train_utils import _tiny_cfg
@@ -206,7 +206,7 @@ def test_feature_kind_mismatch_is_refused(mini_run, anchor_dataset, tmp_path):
 
 def test_bad_audio_fails_in_one_line_and_keeps_existing_output(mini_run, tmp_path):
     from talkgs.media.writer import VideoWriter
-    from talkgs.owner import made_by
+    from talkgs.provenance import made_by
 
     out = tmp_path / "keep.mp4"  # an earlier render: --force may replace it, bad audio must not
     with VideoWriter(out, comment=made_by("render")) as w:

@@ -7,8 +7,8 @@ import functools
 import torch
 from torch import Tensor
 
-from talkgs.render._checks import EPS2D, FAR_PLANE, NEAR_PLANE, RenderError
-from talkgs.render._torch import RasterResult
+from talkgs.raster._checks import EPS2D, FAR_PLANE, NEAR_PLANE, RenderError
+from talkgs.raster._torch import RasterResult
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,7 +54,7 @@ def rasterize_gsplat(
 ) -> RasterResult:
     """gsplat ``rasterization`` with packed=False and classic mode; ``feats`` are colours, or
     SH coefficients evaluated by gsplat up to ``sh_degree`` (view direction camera centre ->
-    mean, ``max(sum + 0.5, 0)``: the torch backend's :func:`talkgs.render.sh.sh_to_rgb`)."""
+    mean, ``max(sum + 0.5, 0)``: the torch backend's :func:`talkgs.raster.sh.sh_to_rgb`)."""
     reason = gsplat_unavailable_reason()
     if reason is not None:
         raise RenderError(f"backend 'gsplat' cannot run: {reason}")

@@ -1,0 +1,1 @@
+"""`talkgs eval`: render a trained run against ground truth and score it (images, lip sync)."""
