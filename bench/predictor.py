@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO))
 import talkgs.audio as TA  # noqa: E402
 from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone  # noqa: E402
 from talkgs.audio.dataset_features import add_features  # noqa: E402
-from talkgs.config import PredictorConfig  # noqa: E402
+from talkgs.train.config import PredictorConfig  # noqa: E402
 from talkgs.conventions import SAMPLES_PER_FRAME  # noqa: E402
 from talkgs.data import format as fmt  # noqa: E402
 from talkgs.data.loader import load_dataset  # noqa: E402

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import talkgs.train.trainer as T
-from talkgs.config import PredictorConfig, TrainConfig
+from talkgs.train.config import PredictorConfig, TrainConfig
 
 
 class _Done(Exception):

@@ -414,7 +414,7 @@ def _first_difference(cur, saved, default, prefix: str) -> tuple[str, object, ob
 
 def train(cfg):
     """Checks of ``talkgs train``; returns the config with the dataset as an absolute path."""
-    from talkgs.config import TrainConfig
+    from talkgs.train.config import TrainConfig
     from talkgs.configio import config_to_dict
 
     meta = input_dataset(cfg.dataset)

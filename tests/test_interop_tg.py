@@ -452,7 +452,7 @@ ANCHOR_RANGE = (1500, 1779)  # the last shot; its end is the val split
 
 @pytest.mark.slow
 def test_anchor_round_trips_and_trains(anchor_dataset, tmp_path):
-    from talkgs.config import TrainConfig
+    from talkgs.train.config import TrainConfig
     from talkgs.train.trainer import train
 
     exp = tmp_path / "tg"

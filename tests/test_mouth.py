@@ -98,7 +98,7 @@ def test_inserted_silences_are_digital_zero_and_sources_map_back():
 def test_predictor_clips_include_a_silent_clip_labelled_closed():
     """The predictor's training pairs: the clip, its augmented copies, and (silent_clip_s) a
     clip of digital silence alone whose every target is the closed mouth."""
-    from talkgs.config import PredictorConfig
+    from talkgs.train.config import PredictorConfig
     from talkgs.train.mouth_predictor import augmented_clips
 
     n, m = 60, 4
@@ -124,7 +124,7 @@ def test_other_speakers_are_scaled_to_this_persons_range_and_keep_no_silent_clip
     """Other people's clips: each named after its speaker, voice-augmented like the person's own
     unless switched off, without the silent clip; ``match`` gives their states the total
     variance of this person's, ``own`` keeps them."""
-    from talkgs.config import PredictorConfig
+    from talkgs.train.config import PredictorConfig
     from talkgs.train.mouth_predictor import other_speaker_clips, scale_to_reference
 
     rng = np.random.default_rng(5)
@@ -274,7 +274,7 @@ def test_predictor_ensemble_is_the_mean_of_independent_members():
 def test_predictor_learns_the_mouth_from_mel(anchor_states, anchor_dataset):
     """A short fit of the audio -> state predictor on the anchor's own log-mel (no augmentation, to
     stay fast) predicts the opening of frames it never saw far better than chance."""
-    from talkgs.config import PredictorConfig
+    from talkgs.train.config import PredictorConfig
     from talkgs.model.audio_encoder import gather_windows
     from talkgs.train.mouth_predictor import calibrate_gain, fit_mouth_predictor
 
@@ -315,7 +315,7 @@ def test_another_clips_mouth_joins_the_predictor_pairs_in_this_persons_states(an
     from types import SimpleNamespace
 
     from talkgs.audio import extract
-    from talkgs.config import PredictorConfig
+    from talkgs.train.config import PredictorConfig
     from talkgs.data.loader import load_dataset
     from talkgs.media import read_wav
     from talkgs.train.trainer import fit_face_model, predictor_clips
@@ -344,7 +344,7 @@ def test_another_clips_mouth_joins_the_predictor_pairs_in_this_persons_states(an
 def test_predictor_keeps_weights_only_from_the_selection_window():
     """``select_after``: the kept weights come from a held-out evaluation at or after that
     fraction of the steps (1 = the final weights); 0 lets any evaluation win."""
-    from talkgs.config import PredictorConfig
+    from talkgs.train.config import PredictorConfig
     from talkgs.train.mouth_predictor import fit_mouth_predictor
 
     rng = np.random.default_rng(7)

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from talkgs.config import PredictorConfig, TrainConfig
+from talkgs.train.config import PredictorConfig, TrainConfig
 from talkgs.metrics.image import psnr
 from talkgs.model.config import BranchInitConfig, HeadConfig
 from talkgs.model.head import ground_truth_on_plate, torso_background

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkgs.config import TrainConfig
+from talkgs.train.config import TrainConfig
 from talkgs.fsutil import atomic_path, write_json
 from talkgs.model.checkpoint import FORMAT_VERSION, KIND, config_to_dict
 from talkgs.provenance import RUN_CONFIG, RUN_FORMAT_VERSION, RUN_KIND

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from talkgs.audio import augment as A
-from talkgs.config import PredictorConfig
+from talkgs.train.config import PredictorConfig
 from talkgs.conventions import FPS, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
 from talkgs.model.mouth import MouthPredictor

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkgs.config import StageConfig, TrainConfig
+from talkgs.train.config import StageConfig, TrainConfig
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, Dataset, load_dataset
 from talkgs.data.loader import lifted_offsets
 from talkgs.errors import Interrupted, TalkgsError, UsageError
