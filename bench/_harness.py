@@ -7,11 +7,22 @@ A result file is ``bench/results/<bench>/<name>.json``::
      "command": "python bench/render.py RUN --batches 1,32", "date": "2026-12-06T21:30:00Z",
      "versions": {"python": "3.12.3", "torch": "2.11.0+cu130", "gsplat": "1.5.3"},
      "params": {...the script's arguments...},
+     "setup": {...what was measured, beyond the arguments: a run's Gaussian counts, image size...},
+     "note": "...",
      "rows": [{...one measured case...}, ...]}
+
+``setup`` and ``note`` are optional. Rows of different kinds in one file (e.g. pipeline rates and
+an end-to-end time) carry a ``measure`` key naming theirs. Results measured before this harness
+existed were converted into it: their ``commit`` is the commit that added the old file, said by
+``commit_note``.
 
 A script imports this module (bench/ is on ``sys.path`` when it runs as ``python bench/x.py``),
 adds its own arguments to :func:`parser`, measures, and calls :func:`write`. ``docs/results.md``
-is made from these files by ``bench/results_md.py``.
+and ``docs/speed.md`` are made from these files by ``bench/results_md.py``.
+
+The commit: ``git rev-parse`` in the checkout; where there is no ``.git`` (a copy of the tree on
+a GPU machine) set ``TALKGS_COMMIT`` to it, e.g. ``TALKGS_COMMIT=$(git rev-parse --short=12 HEAD)``
+expanded on the machine that sends the command.
 """
 
 from __future__ import annotations
@@ -19,14 +30,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
+import os
 import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 SCHEMA = "talkgs-bench/1"
+HEADER = ("bench", "name", "commit", "device", "command", "date")  # every result has these, non-empty
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
@@ -36,7 +51,9 @@ if str(REPO) not in sys.path:  # the scripts import talkgs from the checkout, in
 
 def commit() -> str:
     """The checkout's commit (12 hex digits), with ``-dirty`` when tracked files differ from it;
-    ``unknown`` outside a git checkout (e.g. a copy on the GPU machine without .git)."""
+    ``$TALKGS_COMMIT`` where set (a copy of the tree without .git); else ``unknown``."""
+    if os.environ.get("TALKGS_COMMIT"):
+        return os.environ["TALKGS_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                              text=True, check=True, timeout=10).stdout.strip()
@@ -57,8 +74,6 @@ def device_name(device: str | None = None) -> str:
                 return torch.cuda.get_device_name()
         except ImportError:
             pass
-    import os
-
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -108,6 +123,7 @@ def result_path(bench: str, args: argparse.Namespace, device: str | None = None)
 
 
 def header(bench: str, name: str, device: str | None = None, params: dict | None = None) -> dict[str, Any]:
+    """The header of a result measured now, by this process."""
     return {
         "schema": SCHEMA,
         "bench": bench,
@@ -122,18 +138,55 @@ def header(bench: str, name: str, device: str | None = None, params: dict | None
 
 
 def write(bench: str, args: argparse.Namespace, rows: Iterable[dict], device: str | None = None,
-          params: dict | None = None) -> Path:
+          params: dict | None = None, setup: dict | None = None, note: str | None = None) -> Path:
     """Write one result file (header + rows) and return its path. ``params`` defaults to the
-    script's parsed arguments."""
+    script's parsed arguments; ``setup``: what was measured beyond them (e.g. a run's Gaussian
+    counts); ``note``: one sentence a reader needs (e.g. what else ran on the machine)."""
     path = result_path(bench, args, device)
     if params is None:
         params = {k: v for k, v in vars(args).items() if k not in ("out", "name")}
     doc = header(bench, path.stem, device, params)
+    if setup:
+        doc["setup"] = _plain(setup)
+    if note:
+        doc["note"] = note
     doc["rows"] = [_plain(r) for r in rows]
+    return dump(doc, path)
+
+
+def dump(doc: dict[str, Any], path: Path) -> Path:
+    """Write a complete result ``doc`` to ``path`` (strict JSON: NaN and infinities become null)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.write_text(json.dumps(_plain(doc), indent=2, allow_nan=False) + "\n")
     print(f"JSON: {path}")
     return path
+
+
+def timer(device: Any) -> Callable[[Callable[[], Any]], float]:
+    """A function that runs ``fn()`` and returns its duration in ms: CUDA events on a CUDA
+    device (the device's time, queued work included), ``perf_counter`` elsewhere."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+
+        def run(fn: Callable[[], Any]) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end)
+
+        return run
+
+    def run_cpu(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    return run_cpu
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -141,6 +194,9 @@ def read(path: str | Path) -> dict[str, Any]:
     doc = json.loads(Path(path).read_text())
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("rows"), list):
         raise ValueError(f"{path} is not a {SCHEMA} result")
+    missing = [k for k in HEADER if not isinstance(doc.get(k), str) or not doc[k]]
+    if missing or not all(isinstance(r, dict) for r in doc["rows"]):
+        raise ValueError(f"{path}: {', '.join(missing) or 'rows'} missing or not of the {SCHEMA} shape")
     return doc
 
 
@@ -155,13 +211,16 @@ def read_all(root: Path = RESULTS) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-ready copy: paths as strings, tuples as lists, numpy scalars as Python numbers."""
+    """JSON-ready copy: paths as strings, tuples as lists, numpy scalars as Python numbers, NaN
+    and infinities as None."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):  # strict JSON: not a number -> null
+        return None
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return value.item()
+        return _plain(value.item())
     return value
