@@ -3,20 +3,18 @@ for mel, whisper (tiny.en) and whisper_base, on the CPU (torch threads = --threa
 when available; plus the cost of one WhisperStream step (one 30 s encoder window).
 
     python bench/audio_features.py [--dataset DATASET] [--seconds 60] [--threads 2]
-        [--whisper-model tiny.en] [--whisper-base-model base] [--out bench/results/audio_features_cpu.json]
+        [--whisper-model tiny.en] [--whisper-base-model base] [--kinds mel whisper] [--devices cuda]
+
 
 Audio: the first --seconds of DATASET/audio.wav, else a deterministic synthetic signal (the
 cost does not depend on the content). Each kind is loaded and run once on 5 s first (the load
 time is reported apart), then timed --repeat times on the whole audio (median). Prints a table
-and writes JSON.
+and writes bench/results/audio_features/<device>.json (rows: ``measure`` extract / stream step).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from talkgs.audio import extract  # noqa: E402
-from talkgs.audio import whisper as W  # noqa: E402
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.audio import extract
+from talkgs.audio import whisper as W
 
 SR = 16000
 
@@ -83,16 +79,15 @@ def time_stream(kind: str, model, device: str, repeat: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", type=Path, default=None)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = H.parser(__doc__, "audio_features")
+    ap.add_argument("--dataset", type=Path, default=None, help="time DATASET/audio.wav (default: a synthetic signal)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="audio length timed (s)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per kind (median)")
     ap.add_argument("--whisper-model", default=None, help="default: $TALKGS_WHISPER_MODEL, else tiny.en")
     ap.add_argument("--whisper-base-model", default=None, help="default: $TALKGS_WHISPER_BASE_MODEL, else base")
-    ap.add_argument("--kinds", nargs="+", default=["mel", "whisper", "whisper_base"])
+    ap.add_argument("--kinds", nargs="+", default=["mel", "whisper", "whisper_base"], help="feature kinds timed")
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/audio_features_cpu.json")
     args = ap.parse_args()
     import torch
 
@@ -124,16 +119,13 @@ def main() -> int:
                 rows.append({"kind": kind, "device": dev, "error": str(e)})
             print(f"  {kind} on {dev}: done", flush=True)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "torch_threads": args.threads, "gpu": gpu, "load_average": os.getloadavg()},
-        "audio": source, "audio_s": wav.shape[0] / SR,
-        "whisper_models": {k: str(v) if v else None for k, v in models.items()},
-        "rows": rows, "stream_step": streams,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{result['audio_s']:.0f} s of audio ({source}); CPU threads {args.threads}; GPU {gpu}; "
+    audio_s = wav.shape[0] / SR
+    H.write("audio_features", args, [{"measure": "extract", **r} for r in rows]
+            + [{"measure": "stream step", **r} for r in streams],
+            device="cuda" if any(d.startswith("cuda") for d in devices) else "cpu",
+            setup={"audio": source, "audio_s": audio_s, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+                   "whisper_models": {k: str(v) if v else None for k, v in models.items()}})
+    print(f"\n{audio_s:.0f} s of audio ({source}); CPU threads {args.threads}; GPU {gpu}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'kind':<14}{'device':<8}{'[W, C]':<10}{'s / audio min':>14}{'RTF':>9}{'x realtime':>12}{'first call s':>14}")
     for r in rows:
@@ -147,7 +139,6 @@ def main() -> int:
         print(f"\n{'stream step':<14}{'device':<8}{'layer':>6}{'ms / window':>13}{'min hop (frames) for real time':>32}")
         for s in streams:
             print(f"{s['kind']:<14}{s['device']:<8}{s['layer']:>6}{s['window_ms']:>13.1f}{s['min_hop_frames_realtime']:>32}")
-    print(f"\nwrote {args.out}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Each prepared clip's own audio-video lag: the lag that maximises the correlation between its
 audio's loudness (log RMS per video frame) and its tracked mouth opening (tracks ``mouth_open``).
 
-    python bench/drive_av_lag.py DATASET [DATASET ...] [--max-lag 6] [--out bench/results/drive_av_lag.json]
+    python bench/drive_av_lag.py DATASET [DATASET ...] [--max-lag 6]
 
 Why: `talkgs eval RUN --drive OTHER` reports the offset between the head's mouth (driven by
 OTHER's audio) and OTHER's own mouth. A head that opens its mouth where the sound is (as on its
@@ -9,21 +9,16 @@ training clip) shows OTHER's own audio-to-mouth lag there, relative to the train
 recording whose picture leads its sound, or a speaker who opens early, reads as a late head.
 This gives that baseline per clip, with no model involved. Loudness is a crude proxy of the
 mouth (r ~0.1-0.5), so short clips give uncertain lags; the table shows the correlation at each
-lag, and the lag > 0 means the mouth moves after the sound.
+lag, and the lag > 0 means the mouth moves after the sound. Writes bench/results/drive_av_lag/cpu.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from talkgs.conventions import SAMPLES_PER_FRAME
 from talkgs.media import read_wav
 from talkgs.metrics.lips import best_lag, lagged_correlations
@@ -38,10 +33,9 @@ def loudness(wav: np.ndarray, n: int) -> np.ndarray:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("datasets", type=Path, nargs="+")
-    ap.add_argument("--max-lag", type=int, default=6)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "drive_av_lag.json")
+    ap = H.parser(__doc__, "drive_av_lag")
+    ap.add_argument("datasets", type=Path, nargs="+", help="prepared clips")
+    ap.add_argument("--max-lag", type=int, default=6, help="largest lag searched (frames, either way)")
     args = ap.parse_args()
     rows = []
     for root in args.datasets:
@@ -57,9 +51,7 @@ def main() -> int:
     for r in rows:
         print(f"{r['dataset']:<12}{r['frames']:>7}{r['lag']:>+5}{r['r']:>7.2f}   " + " " * 9
               + " ".join(f"{v:>5.2f}" for v in r["r_by_lag"].values()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"max_lag": args.max_lag, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    H.write("drive_av_lag", args, rows, device="cpu", note="numpy only: the figures do not depend on the machine")
     return 0
 
 

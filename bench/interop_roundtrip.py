@@ -1,42 +1,38 @@
 """Round trip through the original's data layout: prepare -> export-tg -> import-tg -> train.
 
     python bench/interop_roundtrip.py [--dataset DATASET] [--video ../shared/data/anchor_cnn_512_25fps.mp4]
-        [--frames START STOP] [--work /tmp/interop_bench] [--out bench/results/interop_roundtrip.json]
+        [--frames START STOP] [--work /tmp/interop_bench]
 
 Without --dataset the video is prepared first (timed). Checks that cameras (1e-5), labels (exact)
 and intrinsics survive, measures the frames' round-trip error, then trains the imported dataset
-with the quick preset (CPU, 1/8 scale, few steps). Prints a table last and writes JSON.
+with the quick preset (CPU, 1/8 scale, few steps). Prints a table last and writes
+bench/results/interop_roundtrip/cpu.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from talkgs.config import ExportTGConfig, ImportTGConfig, PrepareConfig, TrainConfig  # noqa: E402
-from talkgs.data import format as fmt  # noqa: E402
-from talkgs.interop.export_tg import export_tg  # noqa: E402
-from talkgs.interop.import_tg import import_tg  # noqa: E402
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.config import ExportTGConfig, ImportTGConfig, PrepareConfig
+from talkgs.data import format as fmt
+from talkgs.interop.export_tg import export_tg
+from talkgs.interop.import_tg import import_tg
+from talkgs.train.config import TrainConfig
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", type=Path, default=None)
-    ap.add_argument("--video", type=Path, default=REPO.parent / "shared" / "data" / "anchor_cnn_512_25fps.mp4")
+    ap = H.parser(__doc__, "interop_roundtrip")
+    ap.add_argument("--dataset", type=Path, default=None, help="a prepared dataset (default: prepare --video)")
+    ap.add_argument("--video", type=Path, default=H.REPO.parent / "shared" / "data" / "anchor_cnn_512_25fps.mp4",
+                    help="the clip prepared when there is no --dataset")
     ap.add_argument("--frames", type=int, nargs=2, default=None, help="export only frames [START, STOP)")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/interop_bench"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/interop_bench"), help="scratch folder")
     ap.add_argument("--train-scale", type=float, default=0.1, help="TrainConfig.schedule_scale (with --quick)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "interop_roundtrip.json")
     args = ap.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -87,10 +83,7 @@ def main() -> None:
 
     size_mb = sum(p.stat().st_size for p in exp.rglob("*") if p.is_file()) / 1e6
     result = {
-        "dataset": str(ds),
-        "frames": [lo, hi],
         "n_frames": hi - lo,
-        "size": [meta0["width"], meta0["height"]],
         "export_dir_mb": round(size_mb, 1),
         "camera_max_abs_err": cam_err,
         "labels_equal": labels_equal,
@@ -100,20 +93,17 @@ def main() -> None:
         "alignment": ir.alignment,
         "export_notes": er.notes,
         "import_missing": ir.missing,
-        "checkpoint": str(ckpt),
         **{k: round(v, 2) for k, v in times.items()},
-        "machine": platform.platform(),
-        "cpu_only": True,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    H.write("interop_roundtrip", args, [result], device="cpu",
+            setup={"dataset": str(ds), "frames": [lo, hi], "size": [meta0["width"], meta0["height"]],
+                   "checkpoint": str(ckpt)})
     rows = [(k, result[k]) for k in ("n_frames", "export_dir_mb", "camera_max_abs_err", "labels_equal",
                                       "intrinsics_equal", "frames_mae", "frames_psnr_db", "alignment")]
     rows += [(k, result[k]) for k in ("prepare_s", "export_s", "import_s", "train_s") if k in result]
     print("| quantity | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

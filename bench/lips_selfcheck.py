@@ -5,16 +5,14 @@ the video codec of the completion path (H.264 with PyAV; --cv2: MPEG-4 Part 2 th
 as on the GPU machine), and reports the saved size per frame.
 
     python bench/lips_selfcheck.py /work/data/anchor /work/data/german ... [--frames 250] [--cv2]
-        [--out bench/results/lips_selfcheck.json]
 
 Sections: a dataset's val split and a block of training frames (the middle of its longest
-training shot), at most --frames each. Needs MediaPipe (talkgs[prepare]).
+training shot), at most --frames each. Needs MediaPipe (talkgs[prepare]). Writes
+bench/results/lips_selfcheck/cpu.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -22,14 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from talkgs.data import format as fmt  # noqa: E402
-from talkgs.data import load_dataset  # noqa: E402
-from talkgs.metrics.lips import lips_landmarks  # noqa: E402
-from talkgs.render.drive import default_segment  # noqa: E402
-from talkgs.eval.evaluate import lip_scores, union_box  # noqa: E402
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.data import format as fmt
+from talkgs.data import load_dataset
+from talkgs.eval.evaluate import lip_scores, union_box
+from talkgs.metrics.lips import lips_landmarks
+from talkgs.render.drive import default_segment
 
 
 def sections(meta: dict, max_frames: int) -> dict[str, tuple[int, int]]:
@@ -58,11 +54,10 @@ def save_and_read(frames: np.ndarray, cv2_only: bool) -> tuple[np.ndarray, int]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("datasets", type=Path, nargs="+")
-    ap.add_argument("--frames", type=int, default=250)
+    ap = H.parser(__doc__, "lips_selfcheck")
+    ap.add_argument("datasets", type=Path, nargs="+", help="prepared clips")
+    ap.add_argument("--frames", type=int, default=250, help="most frames per section")
     ap.add_argument("--cv2", action="store_true", help="save through OpenCV (MPEG-4 Part 2), as without PyAV")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/lips_selfcheck.json")
     args = ap.parse_args()
     rows = []
     for root in args.datasets:
@@ -91,11 +86,9 @@ def main() -> int:
         kb = f"{r['kb_per_frame']:>7.1f}" if r["kb_per_frame"] is not None else f"{'':>7}"
         lines.append(f"{r['dataset']:<9}{r['section']:<16}{r['variant']:<12}{'x'.join(map(str, r['size'])):>10}"
                      f"{r['r']:>9.4f}{r['amplitude']:>7.3f}{r['offset']:>+7d}{r['lmd_px']:>8.3f}{r['detected_fraction']:>6.2f}{kb}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"codec": "cv2 mp4v" if args.cv2 else "default (H.264 with PyAV)", "rows": rows,
-                                    "table": lines}, indent=2) + "\n")
     print("\n".join(lines))
-    print(f"JSON: {args.out}")
+    H.write("lips_selfcheck", args, rows, device="cpu",
+            setup={"codec": "cv2 mp4v" if args.cv2 else "default (H.264 with PyAV)"})
     return 0
 
 

@@ -1,30 +1,27 @@
 """Mouth crops to look at: are the lips apart and the teeth shown where the ground truth shows them?
 
-    python bench/mouth_crops.py RUN [--dataset DIR] [--drive OTHER_DATASET] [--n 6] [--out DIR]
+    python bench/mouth_crops.py RUN [--dataset DIR] [--drive OTHER_DATASET] [--n 6] [--crops DIR]
 
-Writes OUT/val_widest.png: the --n val frames whose ground-truth mouth opening is widest, the
+Writes CROPS/val_widest.png: the --n val frames whose ground-truth mouth opening is widest, the
 ground truth (on the plate, as eval compares it) on top, the render (the frame's own audio,
 eyes and camera) below it and, for mouth_state runs, the render with the frame's measured mouth
 state (what the renderer does with an exact mouth) at the bottom; each a square crop around the
-lips at the frame's own pixel scale x2. --frames F ... adds OUT/frames.png, the same for any
+lips at the frame's own pixel scale x2. --frames F ... adds CROPS/frames.png, the same for any
 dataset frames (e.g. training frames where eval's mouth r is off).
-With --drive: OUT/drive_<name>.png, the head saying OTHER's audio (its default drive plan) for
+With --drive: CROPS/drive_<name>.png, the head saying OTHER's audio (its default drive plan) for
 --seq consecutive frames around OTHER's widest opening, every frame, render only (OTHER's
-frames need not be present), each labelled with OTHER's own opening. OUT/mouth_crops.json
-holds the frames, the ground-truth openings and the render's visible inside-mouth area.
+frames need not be present), each labelled with OTHER's own opening. The result
+(bench/results/mouth_crops/<--name>.json, or --out) holds one row per frame shown: its set, the
+ground-truth opening and the render's visible inside-mouth area.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 
 
 def lip_box(lips: np.ndarray, width: int, height: int, grow: float = 1.8) -> tuple[int, int, int, int]:
@@ -62,16 +59,16 @@ def save_rgb(path: Path, rgb: np.ndarray) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path)
-    ap.add_argument("--dataset", type=Path, default=None)
-    ap.add_argument("--drive", type=Path, action="append", default=[])
+    ap = H.parser(__doc__, "mouth_crops")
+    ap.add_argument("run", type=Path, help="a trained run")
+    ap.add_argument("--dataset", type=Path, default=None, help="the run's dataset (default: as recorded in the run)")
+    ap.add_argument("--drive", type=Path, action="append", default=[], help="another prepared clip (repeatable)")
     ap.add_argument("--n", type=int, default=6, help="widest val frames shown")
     ap.add_argument("--seq", type=int, default=10, help="consecutive frames of each --drive sequence")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--frames", type=int, nargs="*", default=[], help="more dataset frames: OUT/frames.png")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--frames", type=int, nargs="*", default=[], help="more dataset frames: CROPS/frames.png")
     ap.add_argument("--mouth-amplitude", type=float, default=1.0, help="scale of the predicted mouth motion")
-    ap.add_argument("--out", type=Path, default=None, help="default: RUN/eval/crops")
+    ap.add_argument("--crops", type=Path, default=None, help="folder of the PNGs (default: RUN/eval/crops)")
     args = ap.parse_args()
 
     import torch
@@ -85,7 +82,7 @@ def main() -> None:
     from talkgs.eval.evaluate import drive_features, val_range
     from talkgs.render.renderer import HeadRenderer, to_uint8
 
-    out = args.out or args.run / "eval" / "crops"
+    out = args.crops or args.run / "eval" / "crops"
     r = HeadRenderer(args.run, args.device, args.dataset, drive=None, mouth_amplitude=args.mouth_amplitude)
     dev = r.device
     a, b = val_range(r)
@@ -98,7 +95,8 @@ def main() -> None:
         all_lips = lips_landmarks(z["landmarks"]) * r.scale
     feats = load_dataset(r.root, dev, audio_kind=r.audio_kind, scale=r.scale, load_images=False).audio
     measured = r.model.mouth_basis is not None
-    report = {"run": str(args.run), "mouth_amplitude": args.mouth_amplitude, "val": [], "frames": [], "drive": {}}
+    report: dict[str, list[dict]] = {"val": [], "frames": []}
+    drive_rows: list[dict] = []
     size = 128
 
     def columns(frames) -> tuple[list[np.ndarray], list[dict]]:
@@ -152,10 +150,13 @@ def main() -> None:
                for k in range(args.seq)]
         name = root.resolve().name
         save_rgb(out / f"drive_{name}.png", np.concatenate(row, 1))
-        report["drive"][name] = {"frames": [s, s + args.seq], "gt_open": d_open[s:s + args.seq].tolist(),
-                                 "render_visible_mouth_px": fr.visible_mouth_area().cpu().tolist()}
+        areas = fr.visible_mouth_area().cpu().tolist()
+        drive_rows += [{"set": f"drive:{name}", "frame": s + k, "gt_open": float(d_open[s + k]),
+                        "render_visible_mouth_px": areas[k]} for k in range(args.seq)]
         print(f"mouth_crops: {out / f'drive_{name}.png'} (frames {s}:{s + args.seq})")
-    (out / "mouth_crops.json").write_text(json.dumps(report, indent=1))
+    rows = ([{"set": "val widest", **v} for v in report["val"]] + [{"set": "frames", **v} for v in report["frames"]]
+            + drive_rows)
+    H.write("mouth_crops", args, rows, device=str(dev), setup={"crops": str(out), "gaussians": r.model.num_gaussians()})
 
 
 if __name__ == "__main__":

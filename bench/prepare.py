@@ -1,17 +1,15 @@
 """Benchmark `talkgs prepare`: wall time of the real command, per-step times, dataset size.
 
-    python bench/prepare.py [--video ../shared/data/anchor_cnn_512_25fps.mp4] [--out bench/results/prepare.json]
+    python bench/prepare.py [--video ../shared/data/anchor_cnn_512_25fps.mp4] [--keep DIR]
 
 Runs the CLI in a subprocess (so import and start-up time count, as for a user), into a
-temporary folder, then prints a table and writes JSON.
+temporary folder, then prints a table and writes bench/results/prepare/cpu.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -19,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--video", type=Path, default=REPO.parent / "shared/data/anchor_cnn_512_25fps.mp4")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/prepare.json")
+    ap = H.parser(__doc__, "prepare")
+    ap.add_argument("--video", type=Path, default=H.REPO.parent / "shared/data/anchor_cnn_512_25fps.mp4",
+                    help="the clip prepared")
     ap.add_argument("--keep", type=Path, default=None, help="also keep the dataset here")
     args = ap.parse_args()
     if not args.video.is_file():
@@ -45,9 +43,6 @@ def main() -> int:
     files = {p.name: p.stat().st_size for p in sorted(ds.iterdir())}
     total = sum(files.values())
     result = {
-        "video": str(args.video),
-        "command": " ".join(["talkgs"] + cmd[3:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "wall_s": round(wall, 2),
         "steps_s": meta["timings_s"],
         "dataset_bytes": total,
@@ -62,8 +57,7 @@ def main() -> int:
         shutil.rmtree(args.keep, ignore_errors=True)
         shutil.move(str(ds), str(args.keep))
     shutil.rmtree(tmp, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    H.write("prepare", args, [result], device="cpu", setup={"cli": " ".join(["talkgs"] + cmd[3:])})
 
     print(f"\ntalkgs prepare on {args.video.name}: {meta['n_frames']} frames, {os.cpu_count()} CPU cores")
     print(f"{'step':<14}{'seconds':>10}")
@@ -80,7 +74,6 @@ def main() -> int:
         f"(raw {q['reproj_error_raw_px_mean']:.2f}); focal {result['focal_px']:.0f} "
         f"+- {result['focal_uncertainty_px']:.0f} px; plate inpainted {result['inpainted_fraction']:.3f}"
     )
-    print(f"JSON: {args.out}")
     return 0
 
 

@@ -1,9 +1,7 @@
 """Rasterization speed: forward and forward+backward times on head-sized scenes.
 
-    # GPU machine (gsplat):
-    PYTHONPATH=/tmp/site:. python3 bench/raster.py --device cuda --out runs/bench_raster_gpu.json
-    # CPU (torch backend, smaller sizes):
-    .venv/bin/python bench/raster.py --device cpu --out runs/bench_raster_cpu.json
+    python3 bench/raster.py --device cuda    # GPU machine (gsplat): bench/results/raster/<gpu>.json
+    python bench/raster.py --device cpu      # torch backend, smaller sizes: bench/results/raster/cpu.json
 
 Scenes (talkgs.raster.testing.head_scene): means uniform in a 0.15 m cube, scales lognormal
 around 2.5 mm, opacities uniform in [0.05, 0.95], RGB colours, camera 0.7 m away with
@@ -19,21 +17,16 @@ Forward is timed with gradients enabled (as in training); forward+backward adds
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+import torch
 
-import torch  # noqa: E402
-
-from talkgs.fsutil import write_json  # noqa: E402
-from talkgs.raster import rasterize  # noqa: E402
-from talkgs.raster.testing import head_scene, params_of  # noqa: E402
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.raster import rasterize
+from talkgs.raster.testing import head_scene, params_of
 
 DEFAULTS = {
     "cuda": dict(sizes=[20_000, 100_000, 300_000], res=[512], warmup=10, repeats=50),
@@ -41,34 +34,11 @@ DEFAULTS = {
 }
 
 
-def _timer(device: torch.device):
-    """A function that runs ``fn`` and returns its duration in ms."""
-    if device.type == "cuda":
-
-        def run(fn) -> float:
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            return start.elapsed_time(end)
-
-    else:
-
-        def run(fn) -> float:
-            t0 = time.perf_counter()
-            fn()
-            return (time.perf_counter() - t0) * 1e3
-
-    return run
-
-
 def bench_one(n: int, res: int, batch: int, device, backend: str, warmup: int, repeats: int):
     """Median forward and forward+backward ms for one configuration."""
     scene = head_scene(n, res, batch=(batch,) if batch > 1 else (), seed=0, device=device)
     params = list(params_of(scene).values())
-    timer = _timer(device)
+    timer = H.timer(device)
 
     def fwd():
         return rasterize(**scene, backend=backend)
@@ -104,16 +74,15 @@ def bench_one(n: int, res: int, batch: int, device, backend: str, warmup: int, r
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = H.parser(__doc__, "raster")
     ap.add_argument("--device", choices=["cuda", "cpu"],
                     default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", type=Path, required=True, help="JSON results file")
-    ap.add_argument("--backend", choices=["auto", "gsplat", "torch"], default="auto")
+    ap.add_argument("--backend", choices=["auto", "gsplat", "torch"], default="auto", help="rasterizer backend")
     ap.add_argument("--sizes", type=int, nargs="*", help="numbers of Gaussians per frame")
     ap.add_argument("--res", type=int, nargs="*", help="square image sizes (px)")
     ap.add_argument("--batches", type=int, nargs="*", default=[1, 8], help="frames per call")
-    ap.add_argument("--warmup", type=int)
-    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--warmup", type=int, help="untimed calls first")
+    ap.add_argument("--repeats", type=int, help="timed calls (median)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     args = ap.parse_args(argv)  # fmt: skip
 
@@ -125,14 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = d["repeats"] if args.repeats is None else args.repeats
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-    env = {
-        "device": name,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+    setup = {
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "warmup": warmup,
@@ -140,16 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         "timing": "CUDA events, median" if device.type == "cuda" else "perf_counter, median",
     }
     if device.type == "cpu":
-        env["load_avg_before"] = list(os.getloadavg())
-    try:
-        import gsplat
+        setup["load_avg_before"] = list(os.getloadavg())
 
-        env["gsplat"] = gsplat.__version__
-    except Exception:  # noqa: BLE001 - absent or broken: the torch backend is used
-        env["gsplat"] = None
-
-    print(f"bench/raster.py on {env['device']} ({device.type}), torch {env['torch']}, "
-          f"threads {env['threads']}, median of {repeats} after {warmup} warm-up")  # fmt: skip
+    print(f"bench/raster.py on {H.device_name(args.device)}, torch {torch.__version__}, "
+          f"threads {setup['threads']}, median of {repeats} after {warmup} warm-up")  # fmt: skip
     print(f"{'backend':8} {'N':>8} {'res':>5} {'batch':>5} {'fwd ms':>10} {'fwd+bwd ms':>11} "
           f"{'visible':>8}")  # fmt: skip
     results = []
@@ -163,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 row += f"{r['fwd_bwd_ms']:>11.2f} {r['visible_frac']:>8.3f}"
                 print(row, flush=True)
     if device.type == "cpu":
-        env["load_avg_after"] = list(os.getloadavg())
-    write_json(args.out, {"env": env, "results": results})
-    print(f"wrote {args.out}")
+        setup["load_avg_after"] = list(os.getloadavg())
+    H.write("raster", args, results, device=args.device, setup=setup)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Parity check: gsplat vs the torch backend on the same random scenes (GPU machine).
 
-    PYTHONPATH=/tmp/site:. python3 bench/raster_parity.py --out runs/parity.json
+    python3 bench/raster_parity.py      # bench/results/raster_parity/<gpu>.json
 
 renders every case of ``talkgs.raster.testing.parity_cases`` (256x256 by default) with both
 backends on CUDA, backpropagates the same random linear loss over colour, alpha, accumulated
@@ -11,26 +11,21 @@ any case fails, 2 if gsplat/CUDA is unavailable.
 
 ``--self-check`` (CPU is fine) instead compares the torch backend with copies of itself that
 break one convention each (pixel centres, dilation, alpha clamp, transmittance stop, ...),
-to show that the thresholds catch such mismatches.
+to show that the thresholds catch such mismatches (bench/results/raster_parity/self_check_cpu.json).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import platform
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+import torch
 
-import torch  # noqa: E402
-
-from talkgs.fsutil import write_json  # noqa: E402
-from talkgs.raster import _api, _torch  # noqa: E402
-from talkgs.raster._gsplat import gsplat_unavailable_reason  # noqa: E402
-from talkgs.raster.testing import (  # noqa: E402
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.raster import _api, _torch
+from talkgs.raster._gsplat import gsplat_unavailable_reason
+from talkgs.raster.testing import (
     PARITY_GRAD_COS_MIN,
     PARITY_IMAGE_REL_MAX,
     PARITY_VISIBLE_AGREE_MIN,
@@ -118,8 +113,7 @@ def _header() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap = H.parser(__doc__, "raster_parity")
     ap.add_argument("--size", type=int, default=256, help="image width and height (px)")
     ap.add_argument("--cases", nargs="*", help="subset of case names (default: all)")
     ap.add_argument("--self-check", action="store_true",
@@ -128,9 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)  # fmt: skip
 
     report: dict = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "size": args.size,
         "thresholds": {
             "image_rel_max": PARITY_IMAGE_REL_MAX,
             "grad_cos_min": PARITY_GRAD_COS_MIN,
@@ -148,18 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         if reason is not None:
             print(f"raster_parity: gsplat backend unavailable: {reason}", file=sys.stderr)
             return 2
-        import gsplat
-
         device = torch.device("cuda")
         report["mode"] = "gsplat vs torch backend"
-        report["gsplat"] = gsplat.__version__
-        report["device"] = torch.cuda.get_device_name(device)
         cases = parity_cases(args.size, device)
         names = args.cases or list(cases)
         runs = [(c, c, None, "gsplat") for c in names]
-    report.setdefault("device", str(device))
-
-    print(f"{report['mode']} at {args.size}x{args.size} on {report['device']}")
+    print(f"{report['mode']} at {args.size}x{args.size} on {H.device_name(str(device))}")
     print(
         f"thresholds: image rel err <= {PARITY_IMAGE_REL_MAX:g}, grad cosine >= "
         f"{PARITY_GRAD_COS_MIN:g}, visibility agreement >= {PARITY_VISIBLE_AGREE_MIN:g}"
@@ -179,15 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         print(_row(label, m, failures), flush=True)
         for f in failures:
             print(f"    {f}")
-    report["cases"] = results
+    rows = [{"case": k, **v} for k, v in results.items()]
     if args.self_check:
-        report["detected"] = {k: bool(v["failures"]) for k, v in results.items()}
+        for row in rows:  # whether the thresholds caught this perturbation
+            row["detected"] = bool(row["failures"])
     else:
-        report["passed"] = all_ok
         print("PASSED" if all_ok else "FAILED")
-    if args.out:
-        write_json(args.out, report)
-        print(f"wrote {args.out}")
+    if args.self_check and args.name is None and args.out is None:
+        args.name = f"self_check_{H.device_tag(str(device))}"
+    H.write("raster_parity", args, rows, device=str(device), setup=report)
     return 0 if (all_ok or args.self_check) else 1
 
 

@@ -1,6 +1,6 @@
 """Benchmark `talkgs render`: frames per second of the whole pipeline and end-to-end wall time.
 
-    python bench/render.py RUN [--dataset DATASET] [--scale 1.0] [--seconds 60] [--out JSON]
+    python bench/render.py RUN [--dataset DATASET] [--scale 1.0] [--batches 1,32] [--seconds 60]
 
 1. Pipeline FPS (features already extracted -> audio encoder, deformers, rasterization of
    both branches, compositing over the torso background, uint8, copy to host memory; no file
@@ -13,14 +13,12 @@
    digitally silent), on training speech and on unseen speech, beside the dataset's mouth-interior label
    area (closed = 10th percentile, open = 90th percentile over training frames).
 
-Prints a table last and writes JSON.
+Prints a table last and writes bench/results/render/<device>.json: rows of ``measure`` pipeline
+(one per batch size), end to end and mouth area.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,17 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from talkgs.audio import extract  # noqa: E402
-from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone  # noqa: E402
-from talkgs.data import format as fmt  # noqa: E402
-from talkgs.data import load_dataset  # noqa: E402
-from talkgs.media import read_wav  # noqa: E402
-from talkgs.media._backend import import_av  # noqa: E402
-from talkgs.model.audio_encoder import gather_windows  # noqa: E402
-from talkgs.render.renderer import HeadRenderer, _EncoderThread, render_features  # noqa: E402
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.audio import extract
+from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone
+from talkgs.data import format as fmt
+from talkgs.data import load_dataset
+from talkgs.media import read_wav
+from talkgs.media._backend import import_av
+from talkgs.model.audio_encoder import gather_windows
+from talkgs.render.renderer import HeadRenderer, _EncoderThread, render_features
 
 
 def _sync(dev: torch.device) -> None:
@@ -130,16 +126,15 @@ def mouth_areas(r: HeadRenderer, dataset: Path, wav: np.ndarray, train_s: tuple[
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path)
-    ap.add_argument("--dataset", type=Path, default=None)
+    ap = H.parser(__doc__, "render")
+    ap.add_argument("run", type=Path, help="a trained run")
+    ap.add_argument("--dataset", type=Path, default=None, help="the run's dataset (default: as recorded in the run)")
     ap.add_argument("--scale", type=float, default=None, help="render scale (default: the run's)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--batches", default="1,2,4,8,16,32,64")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--batches", default="1,2,4,8,16,32,64", help="comma-separated batch sizes (frames per call)")
     ap.add_argument("--frames", type=int, default=800, help="frames timed per batch size")
     ap.add_argument("--seconds", type=float, default=60.0, help="audio length of the end-to-end run")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/render.json")
-    ap.add_argument("--video", type=Path, default=Path("/tmp/talkgs_bench_render.mp4"))
+    ap.add_argument("--video", type=Path, default=Path("/tmp/talkgs_bench_render.mp4"), help="the end-to-end video")
     ap.add_argument("--no-mouth", action="store_true", help="skip the mouth-area measurement")
     args = ap.parse_args()
 
@@ -166,29 +161,25 @@ def main() -> int:
         print(f"batch {b}: {fps:.1f} frames/s", flush=True)
     best = max(rows, key=lambda x: x["fps"])
     e2e = end_to_end(r, audio, best["batch"], args.video)
-    result = {
-        "device": torch.cuda.get_device_name() if dev.type == "cuda" else (platform.processor() or "cpu")
-        + f" ({torch.get_num_threads()} threads)",
-        "run": str(args.run), "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
-        "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "pipeline": rows, "best": best,
-        "end_to_end": e2e,
-    }
+    mouth = None
     if not args.no_mouth:
         n = int(r.meta["n_frames"])
-        result["mouth_area"] = mouth_areas(r, dataset, wav, (30.0, 40.0), (r.meta["split"]["val"][0] / 25, n / 25))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\ntalkgs render on {result['device']}: {r.width}x{r.height}, Gaussians {result['gaussians']}")
+        mouth = mouth_areas(r, dataset, wav, (30.0, 40.0), (r.meta["split"]["val"][0] / 25, n / 25))
+    out = [{"measure": "pipeline", **row} for row in rows] + [{"measure": "end to end", "batch": best["batch"], **e2e}]
+    if mouth is not None:
+        out.append({"measure": "mouth area", **mouth})
+    setup = {"run": str(args.run), "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
+             "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}
+    H.write("render", args, out, device=str(dev), setup=setup)
+    print(f"\ntalkgs render on {H.device_name(str(dev))}: {r.width}x{r.height}, Gaussians {setup['gaussians']}")
     print(f"{'batch':>6}{'frames/s':>12}")
     for row in rows:
         print(f"{row['batch']:>6}{row['fps']:>12.1f}")
     print(f"end to end, {e2e['audio_s']:.0f} s of audio ({e2e['frames']} frames, {e2e['encoder']}): "
           f"{e2e['wall_s']:.1f} s wall = {e2e['fps']:.1f} frames/s (features {e2e['features_s']} s, "
           f"encoder busy {e2e['encode_busy_s']} s)")
-    if "mouth_area" in result:
-        m = result["mouth_area"]
-        print("visible mouth area (px): " + ", ".join(f"{k} {v:.1f}" for k, v in m.items()))
-    print(f"JSON: {args.out}")
+    if mouth is not None:
+        print("visible mouth area (px): " + ", ".join(f"{k} {v:.1f}" for k, v in mouth.items()))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Where a rendered batch's time goes, and what candidate speed-ups buy (and cost in pixels).
 
-    python bench/render_profile.py RUN [--batch 32] [--iters 20] [--out bench/results/render_profile.json]
+    python bench/render_profile.py RUN [--batch 32] [--iters 20]
 
 On val audio of the run's dataset (its own features file), at one batch size:
 
@@ -22,15 +22,14 @@ On val audio of the run's dataset (its own features file), at one batch size:
    - ``packed``: gsplat's packed mode (only visible Gaussian-camera pairs are kept), with the
      SH colours evaluated in torch as in ``torch_sh`` (compare with that row).
 
-Prints tables and writes JSON. CUDA only for the variants that call gsplat directly.
+Prints tables and writes bench/results/render_profile/<device>.json (rows of ``measure`` part, op
+and variant). CUDA only for the variants that call gsplat directly.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,14 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from talkgs.data import format as fmt  # noqa: E402
-from talkgs.model.audio_encoder import gather_windows  # noqa: E402
-from talkgs.model.head import BRANCHES, composite  # noqa: E402
-from talkgs.raster.sh import sh_to_rgb  # noqa: E402
-from talkgs.render.renderer import HeadRenderer, to_uint8  # noqa: E402
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.data import format as fmt
+from talkgs.model.audio_encoder import gather_windows
+from talkgs.model.head import BRANCHES, composite
+from talkgs.raster.sh import sh_to_rgb
+from talkgs.render.renderer import HeadRenderer, to_uint8
 
 VISIBLE_OPACITY = 1.0 / 255.0
 
@@ -243,14 +240,14 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path)
-    ap.add_argument("--dataset", type=Path, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,packed")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/render_profile.json")
+    ap = H.parser(__doc__, "render_profile")
+    ap.add_argument("run", type=Path, help="a trained run")
+    ap.add_argument("--dataset", type=Path, default=None, help="the run's dataset (default: as recorded in the run)")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--batch", type=int, default=32, help="frames per batch")
+    ap.add_argument("--iters", type=int, default=20, help="timed batches per part and variant (median)")
+    ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,packed",
+                    help="comma-separated variants (see above)")
     args = ap.parse_args()
 
     r = HeadRenderer(args.run, args.device, args.dataset)
@@ -268,13 +265,12 @@ def main() -> int:
         names = [n for n in names if n in ("default", "cull", "attended_codes")]
     rows = variants(r, win, plan, args.iters, names)
 
-    result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "run": str(args.run),
-              "batch": args.batch, "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
-              "parts_ms": p, "ops": ops, "variants": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out = ([{"measure": "part", "part": k, "ms_per_batch": v} for k, v in p.items()]
+           + [{"measure": "op", **o} for o in ops] + [{"measure": "variant", **v} for v in rows])
+    setup = {"run": str(args.run), "size": [r.width, r.height], "gaussians": r.model.num_gaussians()}
+    H.write("render_profile", args, out, device=str(dev), setup=setup)
     print(table)
-    print(f"\n{result['device']}, batch {args.batch}, {r.width}x{r.height}, Gaussians {result['gaussians']}")
+    print(f"\n{H.device_name(str(dev))}, batch {args.batch}, {r.width}x{r.height}, Gaussians {setup['gaussians']}")
     print(f"{'part':<40}{'ms/batch':>10}")
     for k, v in p.items():
         print(f"{k:<40}{v:>10.2f}")
@@ -285,7 +281,6 @@ def main() -> int:
             continue
         ps = "identical" if row["psnr_vs_default"] is None else f"{row['psnr_vs_default']:.2f}"
         print(f"{row['variant']:<14}{row['ms_per_batch']:>10.2f}{row['fps']:>10.1f}{ps:>17}{row['max_abs_diff']:>10}")
-    print(f"JSON: {args.out}")
     return 0
 
 

@@ -2,7 +2,7 @@
 latency (audio sample in -> the frame that says it out), first frame, device utilisation.
 
     python bench/serve.py RUN [--transport inproc|webrtc] [--clients 1 4 16 32] [--find-max]
-                              [--seconds 8] [--audio WAV] [--device auto] [--out JSON]
+                              [--seconds 8] [--audio WAV] [--device auto]
 
 Transports:
 - ``inproc`` (default; what runs on the GPU machine, which has no aiortc/PyAV): the server's
@@ -24,15 +24,13 @@ A client "holds 25 fps" when it received >= 24 frames/s over the measured window
 warm-up). ``--find-max`` then searches for the largest N at which every client does.
 Audio: ``--audio`` (16 kHz wav), default the run's dataset audio from its val split; client k
 starts 1.3 k s into it (looped), so no two clients say the same thing at once.
-Prints a table and writes JSON (``--out``, default bench/results/serve_<transport>.json).
+Prints a table and writes bench/results/serve/<device>.json (``--name``, default the device tag,
+with ``_webrtc`` for that transport): rows of ``measure`` trial (one per N) and capacity.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -42,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from talkgs.conventions import SAMPLE_RATE
 
-from talkgs.conventions import SAMPLE_RATE  # noqa: E402
+REPO = H.REPO
 
 CHUNK = SAMPLE_RATE // 50  # 20 ms
 HOLD_FPS = 24.0
@@ -323,31 +321,28 @@ def summarise(n, per_client, extra, gpu_util):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path)
+    ap = H.parser(__doc__, "serve")
+    ap.add_argument("run", type=Path, help="a trained run")
     ap.add_argument("--transport", choices=["inproc", "webrtc"], default="inproc")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
     ap.add_argument("--find-max", action="store_true", help="search the largest N that holds 25 fps")
     ap.add_argument("--max-clients", type=int, default=256, help="upper bound of the search")
     ap.add_argument("--seconds", type=float, default=8.0, help="measured window per trial")
-    ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--audio", type=Path, default=None)
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before a trial's measured window")
+    ap.add_argument("--audio", type=Path, default=None, help="16 kHz wav the clients say (default: the dataset's val audio)")
     ap.add_argument("--dataset", type=Path, default=None, help="the run's dataset (default: as recorded in the run)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--max-batch", type=int, default=32, help="frames per render batch")
     ap.add_argument("--no-encode", action="store_true", help="inproc: leave VP8 encoding out")
-    ap.add_argument("--cpu-threads", type=int, default=1)
-    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--cpu-threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--port", type=int, default=8765, help="webrtc: the server's port")
     ap.add_argument("--mouth-check", action="store_true",
                     help="also measure the mouth box's change in speech vs silence through the server's path")
     ap.add_argument("--switch-interval-ms", type=float, default=None,
                     help="Python's thread switch interval (default: Python's 5 ms), for the render thread's share of the GIL")
-    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
-
-    import torch
 
     from talkgs.config import ServeConfig
     from talkgs.serve.app import head_names, load_heads
@@ -366,7 +361,7 @@ def main() -> None:
     # Audio past a frame's end needed before it can be rendered: the stream's + the model's window.
     lookahead_ms = Session("probe", head, open_stream(r.audio_kind), r.audio_window).lookahead_ms
     print(f"[bench] feature kind {r.audio_kind}: lookahead {lookahead_ms:g} ms past a frame's end")
-    dev_name = torch.cuda.get_device_name() if r.device.type == "cuda" else platform.processor() or platform.machine()
+    dev_name = H.device_name(str(r.device))
     encoder_factory = None if args.no_encode or args.transport != "inproc" else make_encoder()
     proc = None
     if args.transport == "webrtc":
@@ -435,19 +430,17 @@ def main() -> None:
               f"max {mouth['silence_change_max']:.2f}")
     table = [rows[n] for n in sorted(rows)]
     best = max([r_["clients"] for r_ in table if r_["holds_25fps"]], default=0)
-    result = {
-        "run": str(args.run), "head": head, "size": [r.width, r.height], "device": str(r.device), "device_name": dev_name,
-        "transport": args.transport, "seconds": args.seconds, "warmup": args.warmup, "max_batch": args.max_batch,
+    setup = {
+        "run": str(args.run), "head": head, "size": [r.width, r.height],
         "switch_interval_ms": 1000.0 * sys.getswitchinterval(),
         "encode": ("vp8 (aiortc encoder)" if encoder_factory else "not measured (no aiortc/PyAV here)")
         if args.transport == "inproc" else "vp8 + opus over loopback (aiortc)",
-        "audio_kind": r.audio_kind,
-        "lookahead_ms": lookahead_ms,
-        "largest_n_holding_25fps": best, "trials": table, "mouth_check": mouth,
+        "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
     }
-    out = args.out or REPO / "bench" / "results" / f"serve_{args.transport}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    if args.name is None and args.out is None and args.transport != "inproc":
+        args.name = f"{H.device_tag(str(r.device))}_{args.transport}"
+    out = [{"measure": "trial", **row} for row in table] + [{"measure": "capacity", "largest_n_holding_25fps": best}]
+    H.write("serve", args, out, device=str(r.device), setup=setup)
     print(f"\n{'N':>4} {'fps min':>8} {'fps mean':>8} {'lat p50':>8} {'lat p95':>8} {'1st max':>8} {'busy%':>6} "
           f"{'gpu%':>5} {'batch':>6}  ({dev_name}, {r.width}x{r.height}, {args.transport})")
     for row in table:
@@ -455,7 +448,7 @@ def main() -> None:
         print(f"{row['clients']:>4} {f(row['fps_min'], 1):>8} {f(row['fps_mean'], 1):>8} {f(row['latency_ms_p50']):>8} "
               f"{f(row['latency_ms_p95']):>8} {f(row['first_frame_ms_max']):>8} {f(100 * row['device_busy']):>6} "
               f"{f(row['gpu_util_pct']):>5} {f(row['mean_batch'], 1):>6}")
-    print(f"largest N at >= {HOLD_FPS:.0f} fps per client: {best}; JSON: {out}")
+    print(f"largest N at >= {HOLD_FPS:.0f} fps per client: {best}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,22 @@
 """Benchmark `talkgs train` + `talkgs eval` on one GPU: wall time per stage, it/s, peak memory,
 Gaussian counts and val metrics.
 
-    python bench/train.py DATASET --run RUN [--schedule-scale 1] [--resume] [--out bench/results/train.json]
+    python bench/train.py DATASET --run RUN [--schedule-scale 1] [--resume]
 
 With --resume it continues RUN (e.g. a longer schedule split over several device calls:
-`--schedule-scale 3 --resume`). Prints a table last and writes JSON.
+`--schedule-scale 3 --resume`). Prints a table last and writes bench/results/train/<device>.json:
+rows of ``measure`` stage (one per stage), total and val.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from talkgs.config import EvalConfig, TrainConfig  # noqa: E402
 from talkgs.eval.evaluate import evaluate  # noqa: E402
 from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
@@ -53,7 +49,7 @@ def write_snapshot(trainer, path: Path, n: int = 4) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = H.parser(__doc__, "train")
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--schedule-scale", type=float, default=1.0)
@@ -66,7 +62,6 @@ def main() -> int:
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None,
                     help="stop training (with a resumable checkpoint) after this many seconds")
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/train.json")
     ap.add_argument("--snapshot", type=Path, default=None,
                     help="write a PNG of a few val frames: ground truth | render | face alpha | mouth branch")
     args = ap.parse_args()
@@ -106,25 +101,24 @@ def main() -> int:
         rows.append({"stage": name, "seconds": round(secs, 1), "iterations": stages[name].iterations,
                      "steps_run": n_steps, "batch": stages[name].batch_size,
                      "it_per_s": round(n_steps / secs, 1) if secs > 0 else None})
-    result = {
-        "device": torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or "cpu",
-        "dataset": str(args.dataset), "run": str(args.run), "schedule_scale": args.schedule_scale,
-        "audio_kind": args.audio_kind, "seed": args.seed, "lips_weight": cfg.face.losses.lips,
-        "resumed": args.resume, "interrupted": interrupted,
-        "setup_s": round(t_setup, 1), "train_wall_s": round(t_train, 1), "stages": rows,
-        "peak_gpu_mem_gib": round(peak, 2) if peak is not None else None,
-        "num_gaussians": trainer.model.num_gaussians(),
-    }
+    total = {"setup_s": round(t_setup, 1), "train_wall_s": round(t_train, 1),
+             "peak_gpu_mem_gib": round(peak, 2) if peak is not None else None,
+             "num_gaussians": trainer.model.num_gaussians(), "interrupted": interrupted}
+    val, notes = None, None
     if not args.no_eval and not interrupted:
         t1 = time.perf_counter()
         m = evaluate(EvalConfig(run=args.run, lip_metrics=False, train_block=0, progress=False))
-        result["eval_s"] = round(time.perf_counter() - t1, 1)
-        result["val"] = {k: round(v, 4) for k, v in m["mean"].items()}
-        result["notes"] = m.get("notes", {})
+        total["eval_s"] = round(time.perf_counter() - t1, 1)
+        val = {k: round(v, 4) for k, v in m["mean"].items()}
+        notes = m.get("notes") or None
     if args.snapshot is not None and not interrupted:
         write_snapshot(trainer, args.snapshot)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out = [{"measure": "stage", **r} for r in rows] + [{"measure": "total", **total}]
+    if val is not None:
+        out.append({"measure": "val", **val})
+    H.write("train", args, out, device=dev, setup={"lips_weight": cfg.face.losses.lips, "eval_notes": notes})
+    result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],
+              "peak_gpu_mem_gib": total["peak_gpu_mem_gib"], **({"val": val, "eval_s": total["eval_s"]} if val else {})}
     print(f"\ntalkgs train on {result['device']} (schedule x{args.schedule_scale}{', resumed' if args.resume else ''})")
     print(f"{'stage':<8}{'iters':>8}{'batch':>7}{'seconds':>10}{'it/s':>8}")
     for r in rows:
@@ -135,7 +129,6 @@ def main() -> int:
         v = result["val"]
         print("val: " + "  ".join(f"{k} {v[k]:.4f}" for k in ("psnr", "ssim", "lpips", "head_psnr", "head_ssim", "head_lpips") if k in v)
               + f"  (eval {result['eval_s']} s)")
-    print(f"JSON: {args.out}")
     return 0
 
 

@@ -2,22 +2,19 @@
 operators of a few steps of one stage, after its static warm-up.
 
     python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
-        [--schedule-scale 0.2] [--out bench/results/train_profile.json]
+        [--schedule-scale 0.2]
 
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
 ``--stage``, then times ``--steps`` steps: the loss forward and its parts (deform, rasterize,
 landmark loss, D-SSIM), and the rest (backward, densification, optimiser steps); then profiles
-the same number of steps with torch.profiler. Prints a table and writes JSON; the run itself
+the same number of steps with torch.profiler. Prints a table and writes
+bench/results/train_profile/<device>.json (rows of ``measure`` step, part and op); the run itself
 is thrown away. Timing wrappers synchronise the device, so the per-part sum exceeds an
 unprofiled step slightly.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -25,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 import talkgs.train.trainer as T
 from talkgs.train.config import PredictorConfig, TrainConfig
 
@@ -37,7 +32,7 @@ class _Done(Exception):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = H.parser(__doc__, "train_profile")
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--stage", default="face", choices=["mouth", "face", "fuse"])
     ap.add_argument("--skip", type=int, default=30, help="dynamic steps before timing")
@@ -46,7 +41,6 @@ def main() -> int:
     ap.add_argument("--image-scale", type=float, default=1.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_profile.json")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="talkgs_prof_"))
@@ -87,7 +81,6 @@ def main() -> int:
     T.face_landmark_loss = timed("landmark loss", T.face_landmark_loss)
     T.L.dssim = timed("dssim", T.L.dssim)
     inner_loss = timed("loss forward (all)", T.stage_loss)
-    report: dict = {}
 
     def stage_loss(model_, stage, batch, step, *a, **k):
         if stage.name == args.stage:
@@ -133,20 +126,16 @@ def main() -> int:
         for e in sorted(prof.key_averages(), key=lambda e: -getattr(e, "self_device_time_total", e.self_cpu_time_total))[:40]:
             ops.append({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000,
                         "self_device_ms": getattr(e, "self_device_time_total", 0.0) / 1000})
-    report = {
-        "machine": {"platform": platform.platform(), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"},
-        "dataset": str(args.dataset), "stage": args.stage, "steps": len(state["step_times"]),
-        "gaussians": n, "step_ms": step_ms, "parts_ms": parts, "ops": ops, "wall_s": wall,
-    }
+    out = ([{"measure": "step", "steps": len(state["step_times"]), "ms_per_step": step_ms}]
+           + [{"measure": "part", "part": k, "ms_per_step": v} for k, v in parts.items()]
+           + [{"measure": "op", **o} for o in ops])
+    H.write("train_profile", args, out, device=str(dev), setup={"gaussians": n, "wall_s": wall})
     print(table)
-    print(f"\n{args.stage} stage, {len(state['step_times'])} steps timed, Gaussians {n}, device {report['machine']['device']}")
+    print(f"\n{args.stage} stage, {len(state['step_times'])} steps timed, Gaussians {n}, device {H.device_name(str(dev))}")
     print(f"{'part':<40}{'ms/step':>10}")
     for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"{k:<40}{v:>10.2f}")
     print(f"{'step (unsynchronised parts)':<40}{step_ms:>10.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
     return 0
 
 
