@@ -26,6 +26,7 @@ queued by the call), perf_counter on a CPU. Writes bench/results/speed/<device>.
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Any, Callable
 
@@ -216,7 +217,8 @@ def main() -> int:
             train_step(model, stage, tb, size, device), frames=stage.batch_size)
     setup = {"face_gaussians": n["face"], "mouth_gaussians": n["mouth"], "size": [size, size],
              "conditioning": cfg.conditioning, "window": list(window), "cpu_threads": torch.get_num_threads(),
-             "timing": "CUDA events, median" if device.type == "cuda" else "perf_counter, median"}
+             "timing": "CUDA events, median" if device.type == "cuda" else "perf_counter, median",
+             "load_avg_1_5_15": list(os.getloadavg())}  # other work on the machine slows CPU figures
     H.write("speed", args, rows, device=str(device), setup=setup)
     return 0
 
