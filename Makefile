@@ -19,7 +19,7 @@ DEMO_CPU_FLAGS ?= --quick --face.no-densify --mouth.no-densify --audio-kind mel
 DEMO_TEXT ?= Good evening. This talking head was learned by talkgs from one minute of ordinary video.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo clean bench-cpu results
 
 $(BIN)/.installed: requirements.lock requirements-models.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -59,6 +59,21 @@ demo: venv
 	@echo "demo: the trained head saying a new sentence, with sound: $(DEMO_DIR)/sentence.mp4"
 	@echo "demo: talk to it live in a browser (then open http://127.0.0.1:8080/):"
 	@echo "  $(BIN)/talkgs serve $(DEMO_DIR)/run"
+
+# The CPU benchmarks that finish in minutes on 2 cores (bench/results/<bench>/cpu.json; prepare
+# only where $(ANCHOR) is), then docs/results.md, docs/speed.md and README's results table.
+bench-cpu: venv
+	$(BIN)/python bench/speed.py --device cpu
+	$(BIN)/python bench/raster.py --device cpu
+	$(BIN)/python bench/raster_parity.py --self-check
+	$(BIN)/python bench/audio_features.py --devices cpu
+	@if test -f $(ANCHOR); then $(BIN)/python bench/prepare.py --video $(ANCHOR); \
+	else echo "bench-cpu: no $(ANCHOR): prepare not timed"; fi
+	$(BIN)/python bench/results_md.py
+
+# docs/results.md, docs/speed.md and README's results table from bench/results (no dependencies).
+results:
+	$(PY) bench/results_md.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

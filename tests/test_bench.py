@@ -1,0 +1,127 @@
+"""The benchmark results: one schema (bench/_harness.py), docs/results.md and docs/speed.md made from
+them (bench/results_md.py), and bench/speed.py's per-module times on a tiny synthetic head."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+SHA = re.compile(r"`([0-9a-f]{12})(-dirty)?`\*?")
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    """bench/_harness.py and bench/results_md.py as modules (bench/ is not a package)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("_harness"), importlib.import_module("results_md")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def result_files() -> list[Path]:
+    return sorted(RESULTS.rglob("*.json"))
+
+
+def test_every_result_file_is_of_the_schema_and_where_its_header_says(bench_modules):
+    H, _ = bench_modules
+    files = result_files()
+    assert files
+    for path in files:
+        doc = H.read(path)
+        assert path.relative_to(RESULTS).parts == (doc["bench"], f"{doc['name']}.json"), path
+        assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", doc["commit"]), (path, doc["commit"])
+        assert doc["rows"], path
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["date"]), path
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path}: {c} is not strict JSON"))
+
+
+def test_read_refuses_other_shapes(bench_modules, tmp_path):
+    H, _ = bench_modules
+    doc = H.read(result_files()[0])
+    for broken in ({k: v for k, v in doc.items() if k != "commit"}, {**doc, "schema": "other"}, {**doc, "rows": {}}):
+        p = tmp_path / "r.json"
+        p.write_text(json.dumps(broken))
+        with pytest.raises(ValueError):
+            H.read(p)
+
+
+def test_write_records_the_run_and_reads_back(bench_modules, tmp_path):
+    H, _ = bench_modules
+    args = argparse.Namespace(out=tmp_path / "x" / "cpu.json", name=None, size=3, path=Path("/a"))
+    path = H.write("demo", args, [{"v": float("nan"), "n": 2, "t": (1, 2)}], device="cpu", setup={"k": 1}, note="n")
+    doc = H.read(path)
+    assert (doc["bench"], doc["name"], doc["params"], doc["setup"], doc["note"]) == (
+        "demo", "cpu", {"size": 3, "path": "/a"}, {"k": 1}, "n")
+    assert doc["rows"] == [{"v": None, "n": 2, "t": [1, 2]}]  # strict JSON: NaN -> null
+    assert doc["device"].startswith("cpu") and doc["command"].startswith("python")
+    assert doc["commit"] != "" and doc["versions"]["python"]
+
+
+def test_results_md_names_command_commit_and_device_of_every_result(bench_modules, tmp_path):
+    H, R = bench_modules
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{R.BEGIN}\nold table\n{R.END}\nafter\n")
+    assert R.main(["--docs", str(tmp_path / "docs"), "--readme", str(readme)]) == 0
+    text = (tmp_path / "docs" / "results.md").read_text()
+    docs = H.read_all()
+    index_rows = [line for line in text.splitlines() if re.match(r"\| \[[^\]]+\]\([^)]*\.json\) \|", line)]
+    assert len(index_rows) == len(docs)
+    for line in index_rows:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        link, device, commit, date, command = cells
+        assert device and device != "-", line
+        assert SHA.fullmatch(commit), line
+        assert command.startswith("`") and len(command) > 2, line
+        target = tmp_path / "docs" / re.search(r"\(([^)]*)\)", link).group(1)
+        H.read(target.resolve())  # the link leads to the result
+    for d in docs:  # each result's own section names its full command
+        assert f"### {d['bench']} / {d['name']}" in text
+        assert "`" + d["command"].replace("`", "'") + "`" in text
+
+    table = readme.read_text().split(R.BEGIN)[1].split(R.END)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| measurement")]
+    assert rows and len(rows) <= 8
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        assert cells[2] and cells[2] != "-" and SHA.fullmatch(cells[3]), line
+        H.read((readme.parent / re.search(r"\(([^)]*)\)", cells[4]).group(1)).resolve())
+    assert readme.read_text().startswith("before\n") and readme.read_text().endswith("after\n")
+
+
+def test_results_md_leaves_a_readme_without_the_markers_as_it_is(bench_modules, tmp_path):
+    _, R = bench_modules
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    R.main(["--docs", str(tmp_path / "docs"), "--readme", str(readme)])
+    assert readme.read_text() == "no markers here\n"
+
+
+def test_speed_times_every_module_of_a_synthetic_head_and_speed_md_shows_them(bench_modules, tmp_path):
+    """The tiny size only checks that every module runs (training steps included) and is reported."""
+    H, R = bench_modules
+    out = tmp_path / "results" / "speed" / "tiny.json"
+    cmd = [sys.executable, str(BENCH / "speed.py"), "--device", "cpu", "--face-gaussians", "300", "--mouth-gaussians",
+           "60", "--size", "32", "--batch", "2", "--warmup", "0", "--repeats", "1", "--kinds", "mel", "--audio-s", "1",
+           "--threads", "1", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = H.read(out)
+    modules = [row["module"] for row in doc["rows"]]
+    assert modules == ["mouth-state prediction", "deform: face", "deform: mouth", "rasterize: face", "rasterize: mouth",
+                       "render batch", "audio features: mel", "train step: mouth", "train step: face", "train step: fuse"]
+    assert all("error" not in row and row["ms"] > 0 and row["runs"] == 1 for row in doc["rows"])
+    assert doc["setup"]["face_gaussians"] == 300 and doc["setup"]["size"] == [32, 32]
+    md = R.speed_md(H.read_all(tmp_path / "results"), tmp_path)
+    for m in modules:
+        assert re.search(rf"^\| {re.escape(m)} \| [0-9.]+ \|$", md, re.M), m
