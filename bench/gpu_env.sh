@@ -15,5 +15,8 @@ for p in glob.glob(".carry/data/*/audio.wav.xz"):
 EOF
 export PYTHONPATH=/tmp/site:$PWD/.whl/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
+# The copy of the tree here has no .git: bench results name their commit from TALKGS_COMMIT, set in
+# the command (e.g. TALKGS_COMMIT=1a2b3c4d5e6f, the output of `git rev-parse --short=12 HEAD` at home).
+[ -n "${TALKGS_COMMIT:-}" ] || echo "gpu_env.sh: TALKGS_COMMIT is not set: bench results will name the commit 'unknown'"
 python3 -c "import torch, gsplat; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '', 'gsplat', gsplat.__version__)"
 set +e
