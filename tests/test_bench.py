@@ -125,3 +125,11 @@ def test_speed_times_every_module_of_a_synthetic_head_and_speed_md_shows_them(be
     md = R.speed_md(H.read_all(tmp_path / "results"), tmp_path)
     for m in modules:
         assert re.search(rf"^\| {re.escape(m)} \| [0-9.]+ \|$", md, re.M), m
+
+
+def test_committed_docs_are_what_results_md_makes_of_the_results(bench_modules):
+    """After adding or changing a result: `make results` (python bench/results_md.py)."""
+    H, R = bench_modules
+    docs = H.read_all()
+    assert (REPO / "docs" / "results.md").read_text() == R.results_md(docs, REPO / "docs")
+    assert (REPO / "docs" / "speed.md").read_text() == R.speed_md(docs, REPO / "docs")
