@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=REPO.parent / "shared" / "data" / "anchor_cnn_512_25fps.mp4")
     ap.add_argument("--frames", type=int, nargs=2, default=None, help="export only frames [START, STOP)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/interop_bench"))
-    ap.add_argument("--train-scale", type=float, default=0.1, help="TrainConfig.schedule_scale (with --quick)")
+    ap.add_argument("--train-scale", type=float, default=0.1, help="TrainConfig.schedule_scale (with the quick preset)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "interop_roundtrip.json")
     args = ap.parse_args()
 
@@ -78,8 +78,8 @@ def main() -> None:
 
     t = time.perf_counter()
     ckpt = train(
-        TrainConfig(
-            dataset=back, output=run, quick=True, schedule_scale=args.train_scale, image_scale=0.125,
+        TrainConfig.from_preset(
+            "quick", dataset=back, output=run, schedule_scale=args.train_scale, image_scale=0.125,
             batch_size=2, device="cpu", progress=False, tensorboard=False,
         )
     )

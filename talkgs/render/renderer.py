@@ -108,7 +108,7 @@ class HeadRenderer:
             raise TalkgsError(f"--mouth-amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {mouth_amplitude}")
         if mouth_amplitude != 1.0 and self.model.mouth_predictor is None:
             raise TalkgsError(
-                f"--mouth-amplitude needs a run trained with --model.conditioning mouth_state; {self.run} is audio-conditioned"
+                f"--mouth-amplitude needs a mouth-state run; {self.run} is audio-conditioned (--preset original)"
             )
         self.mouth_amplitude = float(mouth_amplitude)
         self.width = int(round(self.meta["width"] * self.scale))
@@ -233,7 +233,7 @@ class HeadRenderer:
 
         if self.model.mouth_basis is None:
             raise TalkgsError(
-                f"--drive-video needs a run trained with --model.conditioning mouth_state; {self.run} is audio-conditioned"
+                f"--drive-video needs a mouth-state run; {self.run} is audio-conditioned (--preset original)"
             )
         root = Path(root)
         meta = fmt.read_meta(root, check_files=False)
