@@ -32,11 +32,9 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHO
 # A head small enough that a CLI training run takes seconds on a CPU (frames 1500..1779).
 TINY_TRAIN = [
     "--device", "cpu", "--image-scale", "0.0625", "--frame-range", "1500", "1779", "--batch-size", "1",
-    "--no-progress", "--no-tensorboard", "--log-every", "1", "--audio-kind", "mel",
-    "--model.face-init.n", "64", "--model.mouth-init.n", "16",
-    "--mouth.iterations", "3", "--mouth.warmup-static", "1", "--mouth.no-densify",
-    "--face.iterations", "60", "--face.warmup-static", "1", "--face.no-densify",
-    "--fuse.iterations", "2", "--predictor.steps", "60", "--predictor.eval-every", "20",
+    "--no-progress", "--no-tensorboard", "--log-every", "1", "--audio-kind", "mel", "--preset", "quick",
+    "--mouth.iterations", "3", "--mouth.no-densify", "--face.iterations", "20", "--face.no-densify",
+    "--fuse.iterations", "2",
 ]
 
 
@@ -370,7 +368,7 @@ def test_train_sigterm_resume_history_and_refusals(anchor_dataset, small_dataset
     assert hist[: len(hist0)] == hist0
     steps = [(h["stage"], h["step"]) for h in hist]
     assert steps[0] == ("mouth", 1) and steps[-1] == ("fuse", 2) and len(set(steps)) == len(steps), steps
-    assert len(steps) == 3 + 60 + 2  # log_every 1: every step of every stage exactly once
+    assert len(steps) == 3 + 20 + 2  # log_every 1: every step of every stage exactly once
 
     # Resuming a finished run says so and changes nothing.
     before = snapshot(run)
