@@ -156,7 +156,7 @@ class TrainConfig:
     output: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
     """Run folder (config.json, checkpoints/, logs/, train_history.json): new, empty, or a run to --resume."""
     preset: PresetName = "default"
-    """Settings the other options change: default, quick (a smoke test: 5 % of the steps) or original (the original design)."""
+    """Settings the other options change: default, quick (a smoke test: 5 % of the steps) or original (the original TalkingGaussian)."""
     resume: bool = False
     """Continue the run in OUTPUT from its latest checkpoint, with its own settings (device and logging may change)."""
     schedule_scale: float = 1.0
