@@ -5,8 +5,9 @@ built and checked without torch.
 A preset (``--preset NAME``, :data:`PRESETS`) is a named transformation of the default
 TrainConfig. The command line starts from the preset's values and sets its flags over them, so an
 explicit flag always wins; the run's config.json records the preset's name beside the values it
-trained with. Fields marked ``Hidden`` are model and schedule internals: settable from Python
-and by presets, not on the command line.
+trained with. In Python, :meth:`TrainConfig.from_preset` builds a preset's config (the ``preset``
+field only records the name). Fields marked ``Hidden`` are model and schedule internals: settable
+from Python and by presets, not on the command line.
 """
 
 from __future__ import annotations
