@@ -32,7 +32,7 @@ def main() -> None:
                     help="the clip prepared when there is no --dataset")
     ap.add_argument("--frames", type=int, nargs=2, default=None, help="export only frames [START, STOP)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/interop_bench"), help="scratch folder")
-    ap.add_argument("--train-scale", type=float, default=0.1, help="TrainConfig.schedule_scale (with --quick)")
+    ap.add_argument("--train-scale", type=float, default=0.1, help="TrainConfig.schedule_scale (with the quick preset)")
     args = ap.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -74,8 +74,8 @@ def main() -> None:
 
     t = time.perf_counter()
     ckpt = train(
-        TrainConfig(
-            dataset=back, output=run, quick=True, schedule_scale=args.train_scale, image_scale=0.125,
+        TrainConfig.from_preset(
+            "quick", dataset=back, output=run, schedule_scale=args.train_scale, image_scale=0.125,
             batch_size=2, device="cpu", progress=False, tensorboard=False,
         )
     )

@@ -3,12 +3,17 @@ clip) with `talkgs eval`, print ONE table and write JSON.
 
     python bench/lipsync.py DATASET --runs RUNS --variant base= --variant mel=--audio-kind mel \\
         --drive data/german --drive data/obama [--gpus 0,1 --jobs-per-gpu 3] [--time-limit 560] \\
-        [--train-flags "--quick --image-scale 0.125 --device cpu"] [--eval-flags "--device cpu"] \\
-        [--copy-eval-to DIR] [--out bench/results/lipsync.json]
+        [--train-flags "--preset quick --image-scale 0.125 --device cpu"] [--eval-flags "--device cpu"] \\
+        [--ablation [NAME ...]] [--copy-eval-to DIR] [--out bench/results/lipsync.json]
 
 A variant is NAME=EXTRA_TRAIN_FLAGS (flags of `talkgs train`, added after --train-flags; write
-a single flag value as --train-flags=--quick, so argparse does not read it as its own). Each
-variant is one job: `talkgs train DATASET -o RUNS/NAME ...` then `talkgs eval RUNS/NAME --drive ...`,
+a single flag value as --train-flags=--seed=1, so argparse does not read it as its own).
+``--ablation`` adds the lip-sync ablation's variants (all, or the NAMEs given; see ABLATION):
+the original design, each of its three changes alone (Whisper features, the mouth state, the
+landmark loss with the lower-face grid) and all three with mel and with Whisper. They set model
+fields that `talkgs train` does not offer, so this script trains them itself (``--train-variant``)
+with --train-flags over them (``--preset quick`` there scales them down as the quick preset does).
+Each variant is one job: `talkgs train DATASET -o RUNS/NAME ...` then `talkgs eval RUNS/NAME --drive ...`,
 run as subprocesses; jobs run side by side, --jobs-per-gpu on each of --gpus (CUDA_VISIBLE_DEVICES
 per job; no --gpus: one job at a time, on whatever the subprocess picks). --time-limit stops
 everything still running at that many seconds with SIGINT (a training saves a resumable
@@ -29,6 +34,7 @@ MediaPipe needed), PSNR / head PSNR (val, train) and training seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -43,6 +49,61 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_FILE = "bench_job.json"
+
+# The lip-sync ablation: NAME -> (preset, {dotted TrainConfig field: value}) over that preset.
+ABLATION: dict[str, tuple[str, dict]] = {
+    "orig": ("original", {}),
+    "whisper": ("original", {"audio_kind": "whisper"}),
+    "state": ("original", {"model.conditioning": "mouth_state"}),
+    "landmarks": ("default", {"audio_kind": "mel", "model.conditioning": "audio"}),
+    "combined_mel": ("default", {"audio_kind": "mel"}),
+    "combined": ("default", {}),
+}
+
+
+def with_fields(cfg, fields: dict):
+    """``cfg`` with dotted fields (``"model.face_motion.lower_face_grid"``) set."""
+    for path, value in fields.items():
+        head, _, rest = path.partition(".")
+        value = with_fields(getattr(cfg, head), {rest: value}) if rest else value
+        cfg = dataclasses.replace(cfg, **{head: value})
+    return cfg
+
+
+def variant_config(name: str, args: list[str]):
+    """The TrainConfig of ablation variant ``name`` with the `talkgs train` flags ``args`` set over
+    it (``--preset quick`` among them applies the quick preset to the variant)."""
+    import tyro
+
+    from talkgs.train.config import PRESETS, TrainConfig
+
+    preset, fields = ABLATION[name]
+    cfg = with_fields(TrainConfig.from_preset(preset, tyro.MISSING, tyro.MISSING), fields)
+    rest, extra = [], []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--preset" or a.startswith("--preset="):
+            value = args[i + 1] if a == "--preset" and i + 1 < len(args) else a.partition("=")[2]
+            if value not in ("default", "quick"):
+                raise SystemExit(f"lipsync: ablation variant {name} is --preset {preset}; --train-flags may add --preset quick only")
+            extra.append(value)
+            i += 2 if a == "--preset" else 1
+            continue
+        rest.append(a)
+        i += 1
+    for p in extra:
+        cfg = PRESETS[p](cfg)
+    return tyro.cli(TrainConfig, default=cfg, args=rest, prog=f"lipsync --train-variant {name}")
+
+
+def train_variant(name: str, args: list[str]) -> int:
+    """`talkgs train` of ablation variant ``name`` (``args``: DATASET -o RUN and other flags)."""
+    from talkgs.cli import run_command
+
+    if name not in ABLATION:
+        raise SystemExit(f"lipsync: unknown ablation variant {name!r} ({', '.join(ABLATION)})")
+    return run_command(variant_config(name, args))
 
 
 def beside(run: Path, name: str) -> Path:
@@ -260,6 +321,8 @@ def main() -> int:
     ap.add_argument("dataset", type=Path, nargs="?", help="the dataset every variant trains on")
     ap.add_argument("--runs", type=Path, default=Path("/tmp/lipsync_runs"), help="run folders RUNS/NAME")
     ap.add_argument("--variant", action="append", default=[], help="NAME=EXTRA_TRAIN_FLAGS (repeatable)")
+    ap.add_argument("--ablation", nargs="*", default=None, metavar="NAME",
+                    help=f"add the ablation's variants: all, or these of {', '.join(ABLATION)}")
     ap.add_argument("--run", action="append", default=[], help="NAME=RUN_FOLDER of an existing run (repeatable)")
     ap.add_argument("--drive", action="append", default=[], type=Path, help="another prepared clip (repeatable)")
     ap.add_argument("--train-flags", default="", help="flags of `talkgs train` for every variant")
@@ -275,6 +338,14 @@ def main() -> int:
     args = ap.parse_args()
 
     variants = parse_named(args.variant, "--variant")
+    ablation = list(ABLATION) if args.ablation == [] else (args.ablation or [])
+    for name in ablation:
+        if name not in ABLATION:
+            raise SystemExit(f"lipsync: unknown ablation variant {name!r} ({', '.join(ABLATION)})")
+        if name in variants:
+            raise SystemExit(f"lipsync: variant {name} given twice")
+        preset, fields = ABLATION[name]
+        variants[name] = f"(ablation: --preset {preset} {json.dumps(fields)})"
     existing = {k: Path(v) for k, v in parse_named(args.run, "--run").items()}
     modes = args.eval_only + args.lips_only + args.table_only
     if modes > 1:
@@ -306,8 +377,11 @@ def main() -> int:
         for name, run in runs.items():
             steps = []
             if not args.eval_only and name not in existing:
-                train = py + ["train", str(args.dataset), "-o", str(run), "--no-progress"] + shlex.split(args.train_flags)
-                steps.append(("train", train + shlex.split(variants[name])))
+                where = [str(args.dataset), "-o", str(run), "--no-progress"] + shlex.split(args.train_flags)
+                if name in ablation:
+                    steps.append(("train", [sys.executable, str(Path(__file__).resolve()), "--train-variant", name] + where))
+                else:
+                    steps.append(("train", py + ["train"] + where + shlex.split(variants[name])))
             steps.append(("eval", py + ["eval", str(run)] + eval_common))
             jobs.append(Job(name, run, steps, variants.get(name, "")))
         gpus = [g for g in args.gpus.split(",") if g.strip()]
@@ -358,4 +432,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--train-variant"] and len(sys.argv) > 2:
+        sys.exit(train_variant(sys.argv[2], sys.argv[3:]))
     sys.exit(main())

@@ -77,13 +77,7 @@ from talkgs.train.trainer import fit_face_model, predictor_clips  # noqa: E402
 DRIVES = ("german", "obama", "trump", "may")
 MAX_LAG = 5
 DRIVE_NORMS = ("none", "mean", "meanstd", "meanstd_speech")
-BUILTIN = {
-    "default": "",
-    "gain_all": "gain_frames=all",
-    "gain_shared": "gain_shared=true",
-    "gain_all_shared": "gain_frames=all,gain_shared=true",
-    "gain_all_max3": "gain_frames=all,max_gain=3",
-}
+BUILTIN = {"default": ""}
 
 
 # ----------------------------------------------------------------------------- features, cached
@@ -287,7 +281,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     pred = MouthPredictor(W, C, ms.n_components, frames=v["frames"], hidden=ms.predictor_hidden,
                           dropout=ms.predictor_dropout, members=ms.predictor_members)
     # Variants that differ only in the gain calibration share one fit (weights cached on disk).
-    calib = ("max_gain", "gain_frames", "gain_shared")
+    calib = ("max_gain", "amplitude")
     base = dataclasses.replace(v["predictor"], **{k: getattr(PredictorConfig(), k) for k in calib})
     key = _hash(kind, v["frames"], dataclasses.asdict(base), dataclasses.asdict(ms), seed, len(clips))
     path = cache / f"fit_{key}.pt"
@@ -321,7 +315,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     row.update(name=v["name"], spec=v["spec"], kind=kind, frames=v["frames"], smooth=v["smooth"],
                drive_norm=v["drive_norm"], note=note,
                predictor=dataclasses.asdict(v["predictor"]), mouth_state=dataclasses.asdict(ms),
-               fit={k: rep[k] for k in ("clips", "frames", "best_step", "held_out_mse", "held_out_r", "gain", "seconds")},
+               fit={k: rep[k] for k in ("clips", "frames", "steps", "held_out_mse", "held_out_r", "gain", "seconds")},
                clips_seconds=round(t_clips, 1))
     return row, (face.mouth_basis, st, w, b, val)
 
@@ -372,7 +366,7 @@ def main() -> int:
     ap.add_argument("--drives", nargs="*", default=list(DRIVES))
     ap.add_argument("--kind", default="whisper", help="feature kind of variants that do not set kind=")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...")
-    ap.add_argument("--builtin", action="store_true", help="also run the built-in variants")
+    ap.add_argument("--builtin", action="store_true", help="also run the default variant (no KEY=VALUE)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "talkgs_bench_predictor")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "predictor_cpu.json")
@@ -396,7 +390,7 @@ def main() -> int:
         row, (basis, st, w, b, val) = run_variant(v, args.data, args.anchor, args.cache, drives_by_kind, args.seed)
         rows.append(row)
         print(f"  {v['name']}: {time.perf_counter() - t0:.0f} s (clips {row['clips_seconds']:.0f} s, fit "
-              f"{row['fit']['seconds']:.0f} s, best step {row['fit']['best_step']}, gain "
+              f"{row['fit']['seconds']:.0f} s, {row['fit']['steps']} steps, gain "
               f"{' '.join(f'{g:.2f}' for g in row['fit']['gain'])}) val r {row['val']['r']:.3f} amp "
               f"{row['val']['amp']:.2f}, cross r {row.get('cross_mean_r', float('nan')):.3f} amp "
               f"{row.get('cross_mean_amp', float('nan')):.2f}", flush=True)

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence, Union
 
 import tyro
 
@@ -21,6 +21,7 @@ from talkgs.config import EvalConfig, InspectConfig, PrepareConfig, RenderConfig
 from talkgs.config import FeaturesConfig, ServeConfig
 from talkgs.config import ExportTGConfig, ImportTGConfig
 from talkgs.errors import Interrupted, TalkgsError
+from talkgs.train.config import command_line_default
 from talkgs.validate import check
 
 
@@ -111,20 +112,31 @@ COMMANDS: dict[str, tuple[type, Callable]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()},
-        args=argv,
-        prog="talkgs",
-        description="Audio-driven 3D Gaussian talking heads.",
-    )
-    run = next(fn for cls, fn in COMMANDS.values() if isinstance(cfg, cls))
+    return run_command(parse(sys.argv[1:] if argv is None else argv))
+
+
+def parse(args: Sequence[str]):
+    """The config of the command line ``args`` (``["train", DATA, "-o", RUN, ...]``)."""
+    args = list(args)
+    # `talkgs train` sets its flags over the values of its --preset, so explicit flags win.
+    defaults = {"train": command_line_default(args[1:])} if args[:1] == ["train"] else {}
+    commands = [
+        Annotated[cls, tyro.conf.subcommand(name, **({"default": defaults[name]} if name in defaults else {}))]
+        for name, (cls, _) in COMMANDS.items()
+    ]
+    return tyro.cli(Union[tuple(commands)], args=args, prog="talkgs", description="Audio-driven 3D Gaussian talking heads.")
+
+
+def run_command(cfg) -> int:
+    """Run a parsed command's config; user-facing problems become one line and exit status 2."""
+    fn = next(fn for cls, fn in COMMANDS.values() if isinstance(cfg, cls))
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
         if getattr(cfg, "verbose", False):
             os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.track (MediaPipe logs)
         cfg = check(cfg)
-        run(cfg)
+        fn(cfg)
     except TalkgsError as e:
         print(f"talkgs: {e}", file=sys.stderr)
         return 2

@@ -149,11 +149,6 @@ def _as_torch(a: np.ndarray, like: Any) -> Any:
     return torch.as_tensor(a, dtype=like.dtype, device=like.device)
 
 
-def frame_sample_range(i: int) -> tuple[int, int]:
-    """Audio samples ``[start, stop)`` at 16 kHz covered by video frame ``i``."""
-    return i * SAMPLES_PER_FRAME, (i + 1) * SAMPLES_PER_FRAME
-
-
 def n_frames_for_duration(seconds: float) -> int:
     """Number of 25 fps frames for an audio/video duration: ``round(seconds * 25)``."""
     return int(round(seconds * FPS))

@@ -220,7 +220,7 @@ def mouth_state_option(flag: str, runs: Iterable[str | os.PathLike]) -> None:
         saved = saved_run_config(run)
         cond = (saved.get("model") or {}).get("conditioning", "audio") if saved is not None else None
         if cond is not None and cond != "mouth_state":
-            raise UsageError(f"{flag} needs a run trained with --model.conditioning mouth_state; {run} is '{cond}'")
+            raise UsageError(f"{flag} needs a mouth-state run; {run} is '{cond}'-conditioned (--preset original)")
 
 
 def mouth_amplitude(value: float, runs: Iterable[str | os.PathLike]) -> None:
@@ -429,14 +429,8 @@ def train(cfg):
     at_least("model.face_init.n", cfg.model.face_init.n, 1)
     at_least("model.mouth_init.n", cfg.model.mouth_init.n, 1)
     at_least("model.mouth_state.predictor_members", cfg.model.mouth_state.predictor_members, 1)
-    within("predictor.select_after", cfg.predictor.select_after, 0.0, 1.0)
     if not 0.0 < cfg.predictor.amplitude <= MAX_MOUTH_AMPLITUDE:
         raise UsageError(f"--predictor.amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {cfg.predictor.amplitude}")
-    bad_room = [db for db in cfg.predictor.room_tone_dbfs if not db < 0]
-    if bad_room:
-        raise UsageError(f"--predictor.room-tone-dbfs levels must be below 0 dBFS, got {bad_room[0]:g}")
-    if cfg.predictor.room_tone_dbfs and not cfg.predictor.silent_clip_s > 0:
-        raise UsageError("--predictor.room-tone-dbfs needs --predictor.silent-clip-s > 0 (its clips are that long)")
     others = _other_speakers(cfg, meta, dataset)
     n = int(meta["n_frames"])
     frame_range("frame_range", cfg.frame_range, n, dataset)
@@ -507,7 +501,7 @@ def _other_speakers(cfg, meta: dict, dataset: Path) -> tuple[Path, ...]:
         return ()
     flag = "--predictor.other-speakers"
     if cfg.model.conditioning != "mouth_state":
-        raise UsageError(f"{flag} trains the mouth-state predictor; it needs --model.conditioning mouth_state")
+        raise UsageError(f"{flag} trains the mouth-state predictor; an audio-conditioned head (--preset original) has none")
     audio_kinds([cfg.audio_kind])  # their features are extracted with the head's kind
     source = (meta.get("source") or {}).get("sha256")
     for p in paths:

@@ -359,7 +359,7 @@ def test_lipsync_bench_time_limit_stops_jobs_and_still_reports(anchor_dataset, t
     r = subprocess.run(
         [sys.executable, str(BENCH), str(anchor_dataset), "--runs", str(tmp_path / "runs"), "--variant", "a=",
          "--variant", "b=--seed 1", "--variant", "c=--seed 2", "--gpus", "0", "--jobs-per-gpu", "2",
-         "--time-limit", "15", "--train-flags", "--device cpu --quick --image-scale 0.125 --frame-range 1500 1779",
+         "--time-limit", "15", "--train-flags", "--device cpu --preset quick --image-scale 0.125 --frame-range 1500 1779",
          "--out", str(out)],
         capture_output=True, text=True, timeout=240,
     )

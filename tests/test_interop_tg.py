@@ -483,10 +483,10 @@ def test_anchor_round_trips_and_trains(anchor_dataset, tmp_path):
     angle = np.degrees(np.arccos(np.clip((np.trace(M[:3, :3] @ Me[:3, :3].T) / s - 1) / 2, -1, 1)))
     assert rms < 3.0 and abs(s - 1) < 0.05 and angle < 6.0 and np.abs(M[:3, 3] - Me[:3, 3]).max() < 0.01, (rms, s, angle)
     assert m1["split"] == {"train": [0, m0["split"]["train"][1] - lo], "val": [m0["split"]["val"][0] - lo, hi - lo]}
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_preset(
+        "quick",
         dataset=back,
         output=tmp_path / "run",
-        quick=True,
         schedule_scale=0.1,
         image_scale=0.125,
         batch_size=2,

@@ -25,7 +25,7 @@ from talkgs.errors import AudioFeatureError, TalkgsError
 from talkgs.media import probe, read_audio, write_wav
 from talkgs.model.config import BranchInitConfig, HeadConfig
 from talkgs.render.drive import DriveConfig, default_segment, drive_plan, pingpong, synth_blinks
-from talkgs.render.renderer import HeadRenderer, render_audio, render_features, stream_frames
+from talkgs.render.renderer import HeadRenderer, render_audio
 from talkgs.train.trainer import Trainer
 from tests.media_utils import tone, write_audio, write_clip
 from tests.train_utils import _tiny_cfg
@@ -169,19 +169,6 @@ def test_ten_minutes_stay_in_sync(mini_run, tmp_path):
         energy = np.convolve(seg, np.ones(160), "valid")
         onset = (b - 1) + np.flatnonzero(energy > 0.25 * energy.max())[0] / sr
         assert abs(onset - b) < 1 / 25, (b, onset)
-
-
-def test_streaming_equals_batch_rendering(mini_run, anchor_dataset):
-    r = HeadRenderer(mini_run, "cpu")
-    wav = _speech(anchor_dataset, 2.0)  # 50 frames, a whole number of frames
-    feats = extract("mel", wav, 50)
-    batch = np.concatenate(list(render_features(r, feats, batch_size=50)))
-    rng = np.random.default_rng(0)
-    cuts = np.sort(rng.choice(np.arange(1, len(wav)), size=30, replace=False))
-    chunks = np.split(wav, cuts)
-    streamed = np.stack(list(stream_frames(r, chunks, batch_size=3)))
-    assert streamed.shape == batch.shape == (50, r.height, r.width, 3)
-    assert np.abs(streamed.astype(int) - batch.astype(int)).max() <= 1
 
 
 def test_feature_kind_mismatch_is_refused(mini_run, anchor_dataset, tmp_path):

@@ -32,11 +32,9 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHO
 # A head small enough that a CLI training run takes seconds on a CPU (frames 1500..1779).
 TINY_TRAIN = [
     "--device", "cpu", "--image-scale", "0.0625", "--frame-range", "1500", "1779", "--batch-size", "1",
-    "--no-progress", "--no-tensorboard", "--log-every", "1", "--audio-kind", "mel",
-    "--model.face-init.n", "64", "--model.mouth-init.n", "16",
-    "--mouth.iterations", "3", "--mouth.warmup-static", "1", "--mouth.no-densify",
-    "--face.iterations", "60", "--face.warmup-static", "1", "--face.no-densify",
-    "--fuse.iterations", "2", "--predictor.steps", "60", "--predictor.eval-every", "20",
+    "--no-progress", "--no-tensorboard", "--log-every", "1", "--audio-kind", "mel", "--preset", "quick",
+    "--mouth.iterations", "3", "--mouth.no-densify", "--face.iterations", "20", "--face.no-densify",
+    "--fuse.iterations", "2",
 ]
 
 
@@ -133,18 +131,13 @@ def _refusal_cases(w: Path, ds: Path, run: Path):
         (["train", ds, "-o", w / "r", "--batch-size", "0"], "--batch-size"),
         (["train", ds, "-o", w / "r", "--image-scale", "0"], "--image-scale"),
         (["train", ds, "-o", w / "r", "--schedule-scale", "-1"], "--schedule-scale"),
-        (["train", ds, "-o", w / "r", "--model.mouth-state.predictor-members", "0"], "--model.mouth-state.predictor-members"),
         (["train", ds, "-o", w / "r", "--frame-range", "50", "10"], "--frame-range"),
         (["train", ds, "-o", w / "r", "--audio-kind", "phones"], "no 'phones' audio features"),
         (["train", ds, "-o", w / "r", "--device", "gpu0"], "--device"),
-        (["train", ds, "-o", w / "r", "--predictor.select-after", "2"], "--predictor.select-after"),
-        (["train", ds, "-o", w / "r", "--predictor.room-tone-dbfs", "-50", "3"], "below 0 dBFS"),
-        (["train", ds, "-o", w / "r", "--predictor.room-tone-dbfs", "-50", "--predictor.silent-clip-s", "0"],
-         "--predictor.silent-clip-s"),
         (["train", ds, "-o", w / "r", "--predictor.other-speakers", w / "nobody"], "does not exist"),
         (["train", ds, "-o", w / "r", "--predictor.other-speakers", ds], "the training dataset itself"),
-        (["train", ds, "-o", w / "r", "--predictor.other-speakers", ds, "--model.conditioning", "audio"],
-         "needs --model.conditioning mouth_state"),
+        (["train", ds, "-o", w / "r", "--predictor.other-speakers", ds, "--preset", "original"],
+         "an audio-conditioned head (--preset original) has none"),
         (["train", ds, "-o", notes], "not a talkgs run"),
         (["train", ds, "-o", video], "is a file"),
         (["train", ds, "-o", ds], "dataset"),
@@ -375,7 +368,7 @@ def test_train_sigterm_resume_history_and_refusals(anchor_dataset, small_dataset
     assert hist[: len(hist0)] == hist0
     steps = [(h["stage"], h["step"]) for h in hist]
     assert steps[0] == ("mouth", 1) and steps[-1] == ("fuse", 2) and len(set(steps)) == len(steps), steps
-    assert len(steps) == 3 + 60 + 2  # log_every 1: every step of every stage exactly once
+    assert len(steps) == 3 + 20 + 2  # log_every 1: every step of every stage exactly once
 
     # Resuming a finished run says so and changes nothing.
     before = snapshot(run)

@@ -37,7 +37,7 @@ def _tiny_cfg(dataset, out, **kw) -> TrainConfig:
         # A short predictor fit with one copy of each kind of voice change (the default fits 3000
         # steps on ten copies: ~20 s on a GPU, minutes on a CPU).
         predictor=PredictorConfig(
-            steps=150, batch_size=128, eval_every=50, speeds=(1.1,), semitones=(-3.0,), gains_db=(),
+            steps=150, batch_size=128, speeds=(1.1,), semitones=(-3.0,), gains_db=(),
             noise_snr_db=(10.0,), silence_gaps=3,
         ),
         **kw,

@@ -16,8 +16,8 @@ instead, as measured in :mod:`talkgs.audio.whisper`):
 Memory must stay bounded whatever the stream's length. Kinds that can stream register a
 factory with :func:`register_stream`; :func:`open_stream` makes one for a run's kind, or
 says in one line that the kind cannot stream (e.g. ``hubert``, whose encoder looks at whole
-20 s chunks). The server and :func:`talkgs.render.renderer.stream_frames` only use this
-protocol, so a new streaming kind plugs in here without touching either. A kind whose
+20 s chunks). The server only uses this protocol, so a new streaming kind plugs in here
+without touching it. A kind whose
 features need a model on the device (whisper) is also a :class:`DeviceStream`: the server
 then runs that model once per tick for all sessions' streams instead of once per stream.
 """

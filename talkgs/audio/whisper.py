@@ -930,7 +930,7 @@ class WhisperStream:
         return out
 
 
-# open_stream(kind) for the server and stream_frames: the defaults (model from the environment
+# open_stream(kind) for the server: the defaults (model from the environment
 # variable or the pinned package, default layer and layout, CUDA when available).
 register_stream("whisper")(functools.partial(WhisperStream, "whisper"))
 register_stream("whisper_base")(functools.partial(WhisperStream, "whisper_base"))

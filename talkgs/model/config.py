@@ -33,8 +33,7 @@ class TriPlaneConfig:
     base_res: int = 16
     """Vertices per side at the coarsest level."""
     max_res: int = 64
-    """Vertices per side at the finest level (0.3 m / 64 ~ 4.8 mm cells with the default box;
-    the original's finest was ~38)."""
+    """Vertices per side at the finest level (0.3 m / 64 ~ 4.8 mm cells with the default box)."""
     n_features_per_level: int = 1
     """Feature channels per level and plane."""
     init_scale: float = 1e-4
@@ -87,17 +86,10 @@ class FaceMotionConfig:
     """Hidden width of the audio-attention MLP (the eye one uses half)."""
     xyz_scale: float = 0.01
     """Metres per unit of the MLP's position output."""
-    out_init_std: float | None = None
-    """Std of the MLP's output-layer weights at init; None = PyTorch's default (the original's).
-    The motion starts near zero anyway: tri-plane features start at ~1e-4 and the MLPs are bias-free."""
-    detach_features: bool = True
-    """Tri-plane lookups do not send gradients to the Gaussian means (positions learn from the
-    renders directly; gradients through bilinear weights are piecewise and noisy)."""
     lower_face_grid: bool = True
     """Append the features of a fine tri-plane over the lower face (``lower_face_triplane``) to
-    the head grid's (zero outside its box). The head grid's ~4.8 mm cells are as large as the
-    5.5 mm between the upper and lower inner lip: alone it cannot move the two lips apart.
-    False = the original's single grid."""
+    the head grid's (zero outside its box): the head grid's cells are about as large as the gap
+    between the inner lips. False = the head grid alone (the original)."""
     lower_face_triplane: TriPlaneConfig = TriPlaneConfig(
         bound=0.045, centre=(0.0, -0.06, 0.045), n_levels=8, base_res=16, max_res=64
     )
@@ -121,10 +113,6 @@ class MouthMotionConfig:
     """Metres per unit of the MLP's output."""
     xz_damping: float = 0.2
     """Factor on the x and z motion (the original's 1/5: mostly vertical motion)."""
-    out_init_std: float | None = None
-    """Std of the output-layer weights at init (None: PyTorch's default)."""
-    detach_features: bool = True
-    """See :class:`FaceMotionConfig`."""
 
     def setup(self, audio_dim: int) -> "MouthMotion":
         from talkgs.model.motion import MouthMotion
@@ -186,8 +174,7 @@ class MouthStateConfig:
     ``HeadConfig.conditioning`` is ``mouth_state``."""
 
     n_components: int = 8
-    """PCA coefficients of the lower face's landmark offsets (8 explain 95 % of the anchor clip's
-    variance and reconstruct its mouth opening with r 0.98 on unseen frames)."""
+    """PCA coefficients of the lower face's landmark offsets."""
     code_hidden: int = 64
     """Hidden width of each branch's state -> code net."""
     predictor_hidden: int = 128
@@ -196,8 +183,7 @@ class MouthStateConfig:
     """Dropout of the predictor while it trains."""
     predictor_members: int = 4
     """Networks in the predictor's ensemble, fitted side by side from different initialisations
-    (their mean predicts; each fits the targets on its own). Measured, NVIDIA H200, seeds 0 / 1:
-    rendered val mouth r 0.684 / 0.548 with one network, 0.731 / 0.754 with four."""
+    (their mean predicts; each fits the targets on its own)."""
     state_noise: float = 0.05
     """Std of Gaussian noise added to the measured states of training renders (state units), so
     the geometry also looks right for predicted states that are slightly off."""

@@ -39,7 +39,6 @@ from talkgs.errors import TalkgsError
 GaussianParams = nn.ParameterDict
 """A branch's canonical Gaussians: ParameterDict with the keys in the module docstring."""
 
-PARAM_KEYS = ("means", "quats", "scales", "opacities", "sh0", "shN")
 SH_C0 = 0.28209479177387814  # Y_0^0; colour = SH_C0 * sh0 + 0.5 (3DGS convention)
 
 INNER_LIP_IDX = landmarks.LIPS_INNER_IDX  # bounds the mouth interior
@@ -168,12 +167,6 @@ def init_from_points(
     )
 
 
-def empty_params(n: int, sh_degree: int = 2, device: torch.device | str = "cpu") -> GaussianParams:
-    """Placeholder parameters of ``n`` Gaussians (for loading a checkpoint of known size)."""
-    pts = torch.zeros(n, 3, device=device)
-    return init_from_points(pts, init_scale=1e-3, sh_degree=sh_degree)
-
-
 # ----------------------------------------------------------------------------- init points
 def load_canonical_face(device: torch.device | str = "cpu") -> torch.Tensor:
     """MediaPipe canonical face vertices ``[468, 3]`` in metres (head frame), float32
@@ -239,8 +232,7 @@ def init_face_surface(
     ears, cranium): from the chin to ``head_top`` above the mesh's top (the mesh stops at the
     forehead), ``head_side`` wider than the mesh on each side, ``head_depth`` deep from the nose
     tip back; only its part behind the face (z below the mesh's median) and above the mouth (no
-    neck) is kept. On the anchor clip this shell's projection covers about half of the hair pixels,
-    with <10 % of its points landing on background or torso (a shell just bounding the mesh: 11 %).
+    neck) is kept.
     """
     _check_canonical(canonical)
     if n < 1:

@@ -57,15 +57,13 @@ def eye_code(blink: torch.Tensor, eye_ratio: torch.Tensor, ratio_ref: torch.Tens
     return torch.cat([blink.clamp(0.0, 1.0)[:, None], ratios], dim=1)
 
 
-def mlp(dims: list[int], out_init_std: float | None = None) -> nn.Sequential:
-    """Bias-free Linear+ReLU stack with a linear last layer; optionally a small last layer."""
+def mlp(dims: list[int]) -> nn.Sequential:
+    """Bias-free Linear+ReLU stack with a linear last layer."""
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
         layers.append(nn.Linear(dims[i], dims[i + 1], bias=False))
         if i < len(dims) - 2:
             layers.append(nn.ReLU())
-    if out_init_std is not None:
-        nn.init.normal_(layers[-1].weight, std=out_init_std)
     return nn.Sequential(*layers)
 
 
@@ -112,7 +110,7 @@ class FaceMotion(nn.Module):
         self.eye_att = nn.Sequential(mlp([fd, max(cfg.att_hidden // 2, eye_dim), eye_dim]), nn.ReLU())
         # Deformation MLP; its first layer is split into feature / audio / eye column blocks so
         # the per-Gaussian feature part is computed once for all B frames.
-        self.deform = mlp([fd + audio_dim + eye_dim, cfg.hidden, cfg.hidden, 10], out_init_std=cfg.out_init_std)
+        self.deform = mlp([fd + audio_dim + eye_dim, cfg.hidden, cfg.hidden, 10])
 
     def grids(self) -> list[nn.Module]:
         """The spatial feature grids (head, and the fine lower-face one when configured)."""
@@ -120,8 +118,9 @@ class FaceMotion(nn.Module):
 
     def features(self, means: torch.Tensor) -> torch.Tensor:
         """Tri-plane feature ``[N, F]`` of canonical means ``[N, 3]`` (head grid, then the
-        lower-face grid, which is zero outside its box)."""
-        x = means.detach() if self.cfg.detach_features else means
+        lower-face grid, which is zero outside its box). The lookups send no gradient to the
+        means: positions learn from the renders, not through piecewise bilinear weights."""
+        x = means.detach()
         return torch.cat([g(x) for g in self.grids()], dim=-1)
 
     def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor | None = None) -> FaceDeltas:
@@ -142,7 +141,7 @@ class FaceMotion(nn.Module):
         # The first layer on [feat, a_aud * audio_b, a_eye * eye_b] is feat W_f + [a_aud, a_eye]
         # [diag(audio_b) W_a; diag(eye_b) W_e]: one [N, A + E] x [A + E, B H] matmul for all B
         # frames, laid out [N, B, H], instead of materialising the [B, N, A] attended codes and
-        # three [B, N, H] products (memory-bound at B = 32, N = 140k: bench/render_profile.py).
+        # three [B, N, H] products (memory-bound at large B and N).
         w = torch.cat([audio[:, :, None] * first[:, fd : fd + A].T[None],
                        eye[:, :, None] * first[:, fd + A :].T[None]], dim=1)  # [B, A + E, H]
         h = torch.cat([aud_weight, eye_weight], dim=1) @ w.permute(1, 0, 2).reshape(-1, b * hidden)
@@ -167,7 +166,7 @@ class MouthMotion(nn.Module):
         self.cfg = cfg
         self.audio_dim = audio_dim
         self.grid = cfg.triplane.setup()
-        self.deform = mlp([self.grid.out_dim + audio_dim, cfg.hidden, cfg.hidden, 3], out_init_std=cfg.out_init_std)
+        self.deform = mlp([self.grid.out_dim + audio_dim, cfg.hidden, cfg.hidden, 3])
         self.register_buffer(
             "axis_scale", torch.tensor([cfg.xz_damping, 1.0, cfg.xz_damping]) * cfg.xyz_scale, persistent=False
         )
@@ -175,7 +174,7 @@ class MouthMotion(nn.Module):
     def forward(self, means: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         if audio.ndim != 2 or audio.shape[1] != self.audio_dim:
             raise TalkgsError(f"mouth audio code must be [B, {self.audio_dim}], got {tuple(audio.shape)}")
-        feat = self.grid(means.detach() if self.cfg.detach_features else means)  # [N, F]
+        feat = self.grid(means.detach())  # [N, F], no gradient to the means (as the face field)
         first = self.deform[0].weight
         fd = feat.shape[1]
         h = (feat @ first[:, :fd].T)[None] + (audio @ first[:, fd:].T)[:, None, :]  # [B, N, H]

@@ -2,8 +2,7 @@
 temporal network that predicts it from audio.
 
 Why: a face branch that learns mouth motion only through the photometric loss on ~1 % of the
-image finds it cheaper to blur the lips than to move them apart (measured: even the exact lip
-shape as conditioning rendered barely parted lips). So the mouth gets a state that is
+image finds it cheaper to blur the lips than to move them apart. So the mouth gets a state that is
 
 * **measured** on every training frame from the tracked landmarks (:func:`talkgs.landmarks.measure_offsets`,
   :class:`MouthBasis`): the 2D landmarks of the lower face are lifted onto the person's own face

@@ -17,9 +17,8 @@ of frames and the per-frame features (~2.6 kB per frame for ``mel`` at float16: 
 minute); frames stream to the encoder as they are made.
 
 Python API: :class:`HeadRenderer` (load once, render batches), :func:`render_features`
-(a generator of uint8 frame batches for features of any length), :func:`stream_frames` (a
-generator of frames for audio arriving in chunks: the base of live streaming) and
-:func:`render_audio` (what the CLI runs).
+(a generator of uint8 frame batches for features of any length) and :func:`render_audio`
+(what the CLI runs).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -109,7 +108,7 @@ class HeadRenderer:
             raise TalkgsError(f"--mouth-amplitude must be in (0, {MAX_MOUTH_AMPLITUDE:g}], got {mouth_amplitude}")
         if mouth_amplitude != 1.0 and self.model.mouth_predictor is None:
             raise TalkgsError(
-                f"--mouth-amplitude needs a run trained with --model.conditioning mouth_state; {self.run} is audio-conditioned"
+                f"--mouth-amplitude needs a mouth-state run; {self.run} is audio-conditioned (--preset original)"
             )
         self.mouth_amplitude = float(mouth_amplitude)
         self.width = int(round(self.meta["width"] * self.scale))
@@ -234,7 +233,7 @@ class HeadRenderer:
 
         if self.model.mouth_basis is None:
             raise TalkgsError(
-                f"--drive-video needs a run trained with --model.conditioning mouth_state; {self.run} is audio-conditioned"
+                f"--drive-video needs a mouth-state run; {self.run} is audio-conditioned (--preset original)"
             )
         root = Path(root)
         meta = fmt.read_meta(root, check_files=False)
@@ -295,47 +294,6 @@ def render_features(
         pending = out
     if pending is not None:
         yield pending.cpu().numpy()
-
-
-def stream_frames(
-    renderer: HeadRenderer,
-    chunks: Iterable[np.ndarray],
-    batch_size: int = 1,
-) -> Iterator[np.ndarray]:
-    """Frames ``uint8 [H, W, 3]`` for mono 16 kHz float32 audio arriving in ``chunks``.
-
-    A frame is yielded as soon as the audio its features need has arrived: its own 40 ms,
-    the feature kind's lookahead (``mel``: 62.5 ms) and the 3 following frames of the
-    temporal attention window (``mel``: ~180 ms past the frame's end in all). The frames
-    equal :func:`render_features` over the whole audio (up to float rounding of different
-    batch sizes). Needs a run whose feature kind can stream (``talkgs.audio.open_stream``).
-    """
-    from talkgs.audio import open_stream
-    from talkgs.render.windows import FrameWindows
-
-    feats = open_stream(renderer.audio_kind)
-    wins = FrameWindows(renderer.audio_window, renderer.feature_shape)
-    pending: list[np.ndarray] = []  # windows of frames [done, done + len(pending))
-    done = 0  # frames yielded
-
-    def emit(final: bool):
-        nonlocal pending, done
-        while len(pending) >= batch_size or (final and pending):
-            b = min(batch_size, len(pending))
-            win = torch.as_tensor(np.stack(pending[:b]), device=renderer.device)
-            yield from renderer.render_batch(win, renderer.plan(b, done)).cpu().numpy()
-            pending = pending[b:]
-            done += b
-
-    for chunk in chunks:
-        _, w = wins.push(feats.push(np.asarray(chunk, np.float32)))
-        pending.extend(w)
-        yield from emit(False)
-    _, w = wins.push(feats.flush())
-    pending.extend(w)
-    _, w = wins.flush()
-    pending.extend(w)
-    yield from emit(True)
 
 
 def load_audio_for_render(path: str | Path) -> tuple[np.ndarray, np.ndarray, int, int]:

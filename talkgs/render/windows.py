@@ -42,10 +42,6 @@ class FrameWindows:
     def frames_emitted(self) -> int:
         return self._start
 
-    @property
-    def frames_received(self) -> int:
-        return self._n
-
     def push(self, feats: np.ndarray) -> tuple[int, np.ndarray]:
         if self._closed:
             raise AudioFeatureError("frame windows: push() after flush()")

@@ -3,13 +3,13 @@
 Training pairs are (feature windows, measured mouth state) of the training frames, for the
 clip's own audio and for augmented copies of it (:mod:`talkgs.audio.augment`: speed, pitch,
 gain, noise, inserted silences whose target is the person's closed mouth). The last
-``holdout`` fraction of every copy's frames is held out: it picks the best step and calibrates
-the output gain. Seconds on a GPU, about a minute on a 2-core CPU for mel features.
+``holdout`` fraction of every copy's frames is held out of the fit: the clean clip's calibrates
+the output gain, all of them give the reported held-out error. The final weights are kept.
+Seconds on a GPU, about a minute on a 2-core CPU for mel features.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from typing import Callable
@@ -62,12 +62,7 @@ def augmented_clips(
     if n_silent > 0:
         # Silence with no speech anywhere in reach (what a silent render, or a long pause,
         # feeds the features): the inserted gaps above always have speech around them.
-        shut = np.tile(closed, (n_silent, 1))
-        out.append(("silent", np.zeros(n_silent * SAMPLES_PER_FRAME, np.float32), shut))
-        # Pauses of real recordings are room noise, not zeros: the same closed mouth under it.
-        for i, db in enumerate(cfg.room_tone_dbfs):
-            colour = "pink" if i % 2 == 0 else "white"
-            out.append((f"room{colour}{db:g}dBFS", A.room_tone(n_silent * SAMPLES_PER_FRAME, db, rng, colour), shut))
+        out.append(("silent", np.zeros(n_silent * SAMPLES_PER_FRAME, np.float32), np.tile(closed, (n_silent, 1))))
     return out
 
 
@@ -109,19 +104,19 @@ def other_speaker_clips(
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str | None]:
     """Training pairs from other people: ``speakers = [(name, wav [n * 640], states [n, m],
     mouth_open [n])]`` with their motion already transferred into this person's states.
-    Returns ``([(name/copy, features [n, W, C], states [n, m])], note)``, every clip and (with
-    ``cfg.other_speakers_augment``) its voice-augmented copies, without the silent clip (the
-    person's own clips hold it). ``cfg.other_speakers_scale`` ``match`` rescales each speaker's
-    states to ``reference_states``' total variance (:func:`scale_to_reference`)."""
+    Returns ``([(name/copy, features [n, W, C], states [n, m])], note)``, every clip and its
+    voice-augmented copies, without the silent clip (the person's own clips hold it). Each
+    speaker's states are rescaled to ``reference_states``' total variance
+    (:func:`scale_to_reference`): people open their mouths more or less when they speak, and the
+    target is this person's range."""
     from talkgs.audio import extract
 
-    sub = dataclasses.replace(cfg, augment=cfg.augment and cfg.other_speakers_augment, silent_clip_s=0.0)
+    sub = dataclasses.replace(cfg, silent_clip_s=0.0)
     out, notes = [], []
     for name, wav, st, mouth_open in speakers:
         if stop is not None and stop():
             break
-        if cfg.other_speakers_scale == "match":
-            st = scale_to_reference(st, reference_states)
+        st = scale_to_reference(st, reference_states)
         clips, note = feature_clips(kind, wav, st, mouth_open, extract(kind, wav, len(st)), sub, seed, stop)
         out += [(f"{name}/{c}", f, s) for c, f, s in clips]
         if note:
@@ -140,29 +135,23 @@ def calibrate_gain(
     predictor: MouthPredictor, clips: list[tuple[str, np.ndarray, np.ndarray]], cfg: PredictorConfig,
     device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Set ``predictor.out_gain`` from the held-out frames (the last ``cfg.holdout`` of each
-    clip, ``clips`` as in :func:`fit_mouth_predictor`): a regression shrinks towards the mean,
-    the gain makes predicted states vary as much as measured ones (``cfg.gain_frames``,
-    ``gain_shared``, clipped to ``[1, max_gain]``), times ``cfg.amplitude``. Returns the clean clip's held-out
-    uncalibrated predictions and targets ``([n, m], [n, m])``."""
+    """Set ``predictor.out_gain`` from the clean clip's held-out frames (its last
+    ``cfg.holdout``; ``clips`` as in :func:`fit_mouth_predictor`): a regression shrinks towards
+    the mean, the gain makes each predicted state component vary as much as the measured one
+    (clipped to ``[1, max_gain]``), times ``cfg.amplitude``. Returns those frames' uncalibrated
+    predictions and targets ``([n, m], [n, m])``."""
     from talkgs.model.audio_encoder import gather_windows
 
     predictor.eval()
-    preds, targets = [], []
-    for _, f, s in clips if cfg.gain_frames == "all" else clips[:1]:
-        f = torch.as_tensor(f, dtype=torch.float16).to(device)  # the precision the fit trains on
-        rows = torch.arange(int(round(len(f) * (1.0 - cfg.holdout))), len(f), device=device)
-        preds.append(torch.cat([predictor.raw(gather_windows(f, i, predictor.frames).float())
-                                for i in rows.split(4096)]).cpu().numpy())
-        targets.append(np.asarray(s, np.float32)[rows.cpu().numpy()])
-    p, t = np.concatenate(preds), np.concatenate(targets)
-    if cfg.gain_shared:
-        ratio = np.full(t.shape[1], np.sqrt(t.var(0).sum() / max(float(p.var(0).sum()), 1e-18)))
-    else:
-        ratio = t.std(0) / np.maximum(p.std(0), 1e-9)
+    _, f, s = clips[0]
+    f = torch.as_tensor(f, dtype=torch.float16).to(device)  # the precision the fit trains on
+    rows = torch.arange(int(round(len(f) * (1.0 - cfg.holdout))), len(f), device=device)
+    p = torch.cat([predictor.raw(gather_windows(f, i, predictor.frames).float()) for i in rows.split(4096)]).cpu().numpy()
+    t = np.asarray(s, np.float32)[rows.cpu().numpy()]
+    ratio = t.std(0) / np.maximum(p.std(0), 1e-9)
     gain = np.clip(ratio, 1.0, cfg.max_gain) * cfg.amplitude
     predictor.out_gain.copy_(torch.as_tensor(gain, dtype=torch.float32))
-    return preds[0], targets[0]
+    return p, t
 
 
 def fit_mouth_predictor(
@@ -176,7 +165,8 @@ def fit_mouth_predictor(
 ) -> dict:
     """Train ``predictor`` in place on ``clips = [(name, features [n, W, C], states [n, m])]``
     (the first clip is the clean one: its training part sets the input statistics, its held-out
-    part the output gain). Returns a report (held-out r per state component, steps, seconds)."""
+    part the output gain). Returns a report (steps run, held-out error of the kept final weights,
+    held-out r per state component, gain, seconds)."""
     t0 = time.perf_counter()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     feats, targets, train_rows, hold_rows = [], [], [], []
@@ -205,7 +195,6 @@ def fit_mouth_predictor(
     win_idx, win_ok = torch.cat(win_idx), torch.cat(win_ok)
     y = torch.cat(targets)
     train_idx = torch.cat(train_rows)
-    clean_hold = hold_rows[0]
     all_hold = torch.cat(hold_rows)
     predictor.to(device)
     n_clean_train = len(train_rows[0])
@@ -223,24 +212,17 @@ def fit_mouth_predictor(
         opt, lambda k: 0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(k / max(cfg.steps, 1), 1.0)))
     )
 
-    def held_out_loss() -> float:
-        predictor.eval()
-        with torch.no_grad():
-            p = torch.cat([predictor.raw(windows(i)) for i in all_hold.to(device).split(4096)])
-            loss = float(((p - y[all_hold.to(device)]) ** 2).mean())
-        predictor.train()
-        return loss
-
-    best = (float("inf"), copy.deepcopy(predictor.state_dict()), 0)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, desc="predictor", leave=False)
     predictor.train()
+    steps = 0
     for step in range(1, cfg.steps + 1):
         if stop is not None and stop():
             break
+        steps = step
         rows = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)].to(device)
         # Each member fits the targets on its own (not their mean: members stay independent).
         loss = ((predictor.raw_members(windows(rows)) - y[rows][:, None]) ** 2).mean()
@@ -248,23 +230,22 @@ def fit_mouth_predictor(
         loss.backward()
         opt.step()
         sched.step()
-        if (step % cfg.eval_every == 0 or step == cfg.steps) and step >= cfg.select_after * cfg.steps:
-            h = held_out_loss()
-            if h < best[0]:
-                best = (h, copy.deepcopy(predictor.state_dict()), step)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    predictor.load_state_dict(best[1])
     predictor.eval()
+    with torch.no_grad():
+        hold = all_hold.to(device)
+        p = torch.cat([predictor.raw(windows(i)) for i in hold.split(4096)])
+        held_out_mse = float(((p - y[hold]) ** 2).mean())
     p, t = calibrate_gain(predictor, clips, cfg, device)
     r = _pearson_cols(p, t)
     return {
         "clips": [name for name, _, _ in clips],
         "frames": int(len(y)),
-        "best_step": int(best[2]),
-        "held_out_mse": float(best[0]),
+        "steps": steps,
+        "held_out_mse": held_out_mse,
         "held_out_r": [float(v) for v in r],
         "gain": [float(v) for v in predictor.out_gain.cpu()],
         "seconds": round(time.perf_counter() - t0, 2),

@@ -369,7 +369,7 @@ class Trainer:
         self.width, self.height = self.ds.width, self.ds.height
         gen = torch.Generator().manual_seed(cfg.seed)
         _, aw, ac = self.ds.audio.shape
-        self.model = cfg.resolved_model().setup(aw, ac, generator=gen).to(self.device)
+        self.model = cfg.model.setup(aw, ac, generator=gen).to(self.device)
         train_audio = self.ds.audio[input_stat_frames(self.ds)]
         for name in ("face", "mouth"):
             net = self.model.branch(name).audio
@@ -515,10 +515,10 @@ class Trainer:
         t0 = time.perf_counter()
         stop = lambda: self._stop  # noqa: E731  (Ctrl-C / SIGTERM: see run())
         clips, note = predictor_clips(
-            self.ds, self.cond.states, self.cfg.resolved_predictor(), self.cfg.seed, stop, basis=self.model.mouth_basis
+            self.ds, self.cond.states, self.cfg.predictor, self.cfg.seed, stop, basis=self.model.mouth_basis
         )
         report = fit_mouth_predictor(
-            self.model.mouth_predictor, clips, self.cfg.resolved_predictor(), self.device, self.cfg.seed,
+            self.model.mouth_predictor, clips, self.cfg.predictor, self.device, self.cfg.seed,
             progress=self.cfg.progress, stop=stop,
         )
         if self._stop:
