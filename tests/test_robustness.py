@@ -34,8 +34,8 @@ TINY_TRAIN = [
     "--device", "cpu", "--image-scale", "0.0625", "--frame-range", "1500", "1779", "--batch-size", "1",
     "--no-progress", "--no-tensorboard", "--log-every", "1", "--audio-kind", "mel",
     "--model.face-init.n", "64", "--model.mouth-init.n", "16",
-    "--mouth.iterations", "3", "--mouth.warmup-static", "1", "--mouth.no-densify",
-    "--face.iterations", "60", "--face.warmup-static", "1", "--face.no-densify",
+    "--mouth.iterations", "3", "--mouth.warmup-static", "1", "--mouth.densify.until", "0",
+    "--face.iterations", "60", "--face.warmup-static", "1", "--face.densify.until", "0",
     "--fuse.iterations", "2", "--predictor.steps", "60", "--predictor.eval-every", "20",
 ]
 
