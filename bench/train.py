@@ -27,17 +27,16 @@ def write_snapshot(trainer, path: Path, n: int = 4) -> None:
     import cv2
     import numpy as np
 
-    from talkgs.model.head import ground_truth_on_plate, torso_background
+    from talkgs.model.head import ground_truth_on_plate
 
-    ds, cond, model = trainer.ds, trainer.cond, trainer.model.eval()
+    ds, model = trainer.ds, trainer.model.eval()
     idx = ds.val_idx[torch.linspace(0, ds.val_idx.numel() - 1, n).long()]
-    viewmats, Ks = cond.cameras(idx)
-    bg = torso_background(ds.frames[idx], ds.labels[idx], ds.background)
-    full = model.render_frames(cond.audio(idx), cond.eye_all[idx], viewmats, Ks, ds.width, ds.height, bg).image
-    d = model.deform("face", cond.audio(idx), cond.eye_all[idx])
-    face = model.render_branch(d, viewmats, Ks, ds.width, ds.height)
-    d = model.deform("mouth", cond.audio(idx))
-    mouth = model.render_branch(d, viewmats, Ks, ds.width, ds.height)
+    x = trainer.frames.inputs(idx)
+    full = model.render_frames(x.audio, x.eye, x.viewmats, x.Ks, ds.width, ds.height, x.background).image
+    d = model.deform("face", x.audio, x.eye)
+    face = model.render_branch(d, x.viewmats, x.Ks, ds.width, ds.height)
+    d = model.deform("mouth", x.audio)
+    mouth = model.render_branch(d, x.viewmats, x.Ks, ds.width, ds.height)
     gt = ground_truth_on_plate(ds.frames[idx], ds.labels[idx], ds.background)
     rows = []
     for i in range(n):
@@ -84,7 +83,7 @@ def main() -> int:
     if args.time_budget_s:
         import threading
 
-        timer = threading.Timer(args.time_budget_s, lambda: setattr(trainer, "_stop", True))
+        timer = threading.Timer(args.time_budget_s, trainer.request_stop)
         timer.daemon = True  # never keeps a finished benchmark alive
         timer.start()
     interrupted = False
@@ -96,8 +95,8 @@ def main() -> int:
     peak = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else None
     stages = {s.name: s for s in trainer.stages}
     rows = []
-    for name, secs in trainer.stage_times.items():
-        n_steps = trainer.stage_steps.get(name, 0)
+    for name, secs in trainer.state.stage_times.items():
+        n_steps = trainer.state.stage_steps.get(name, 0)
         rows.append({"stage": name, "seconds": round(secs, 1), "iterations": stages[name].iterations,
                      "steps_run": n_steps, "batch": stages[name].batch_size,
                      "it_per_s": round(n_steps / secs, 1) if secs > 0 else None})

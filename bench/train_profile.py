@@ -15,6 +15,7 @@ unprofiled step slightly.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections import defaultdict
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+import talkgs.train.stages as S  # noqa: E402
 import talkgs.train.trainer as T
 from talkgs.train.config import PredictorConfig, TrainConfig
 
@@ -52,9 +54,10 @@ def main() -> int:
     dev = trainer.device
     stage_cfg = next(s for s in trainer.stages if s.name == args.stage)
     # Earlier stages run for only a few steps: they are not what is measured.
-    trainer.stages = [s if s.name == args.stage else
-                      T.dataclasses.replace(s, iterations=min(s.iterations, 20), warmup_static=min(s.warmup_static, 5))
-                      for s in trainer.stages]
+    trainer.state.stages = tuple(
+        s if s.name == args.stage else
+        dataclasses.replace(s, iterations=min(s.iterations, 20), warmup_static=min(s.warmup_static, 5))
+        for s in trainer.stages)
     first = stage_cfg.warmup_static + args.skip
     times: dict[str, list[float]] = defaultdict(list)
     state = {"prof": None, "t_step": None, "step_times": []}
@@ -78,8 +81,8 @@ def main() -> int:
     model = trainer.model
     model.deform = timed("deform", model.deform)
     model.render_branch = timed("rasterize", model.render_branch)
-    T.face_landmark_loss = timed("landmark loss", T.face_landmark_loss)
-    T.L.dssim = timed("dssim", T.L.dssim)
+    S.face_landmark_loss = timed("landmark loss", S.face_landmark_loss)
+    S.L.dssim = timed("dssim", S.L.dssim)
     inner_loss = timed("loss forward (all)", T.stage_loss)
 
     def stage_loss(model_, stage, batch, step, *a, **k):

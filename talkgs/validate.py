@@ -384,11 +384,12 @@ def _stage(stage) -> None:
     p = stage.name
     at_least(f"{p}.iterations", stage.iterations, 1)
     at_least(f"{p}.warmup_static", stage.warmup_static, 0)
-    for f in ("curriculum_until", "densify_until"):
-        within(f"{p}.{f}", getattr(stage, f), 0.0, 1.0)
+    within(f"{p}.curriculum_until", stage.curriculum_until, 0.0, 1.0)
     positive(f"{p}.lr_decay", stage.lr_decay)
-    positive(f"{p}.max_screen_radius", stage.max_screen_radius)
-    positive(f"{p}.max_world_scale_m", stage.max_world_scale_m)
+    if stage.densify is not None:
+        within(f"{p}.densify.until", stage.densify.until, 0.0, 1.0)
+        positive(f"{p}.densify.max_screen_radius", stage.densify.max_screen_radius)
+        positive(f"{p}.densify.max_world_scale_m", stage.densify.max_world_scale_m)
     for f in dataclasses.fields(stage.losses):
         v = getattr(stage.losses, f.name)
         if f.name == "lpips_start":

@@ -67,9 +67,9 @@ def trained(anchor_dataset, tmp_path_factory):
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("run") / "tiny"
     trainer = Trainer(_tiny_cfg(anchor_dataset, out))
-    before = _val_psnr(trainer.model, trainer.cond, trainer.ds)
+    before = _val_psnr(trainer.model, trainer.frames, trainer.ds)
     trainer.run()
-    after = _val_psnr(trainer.model, trainer.cond, trainer.ds)
+    after = _val_psnr(trainer.model, trainer.frames, trainer.ds)
     return trainer, before, after, out
 
 

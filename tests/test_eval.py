@@ -19,7 +19,6 @@ from talkgs.config import EvalConfig
 from talkgs.data import format as fmt
 from talkgs.data import load_dataset
 from talkgs.errors import TalkgsError
-from talkgs.metrics.image import psnr, ssim
 from talkgs.metrics.lips import amplitude_ratio, best_lag, lagged_correlations, lips_landmarks, pearson, sync_scores
 from talkgs.model.head import ground_truth_on_plate
 from talkgs.render.drive import DriveConfig, drive_plan
@@ -34,7 +33,6 @@ from talkgs.eval.evaluate import (
     val_range,
 )
 from talkgs.render.renderer import HeadRenderer
-from tests.train_utils import render_frames
 
 # Runs `talkgs` as on the GPU machine: MediaPipe (talkgs.prepare.track) and PyAV fail to import.
 NO_MEDIAPIPE = """
@@ -211,22 +209,6 @@ def test_saved_renders_complete_to_the_same_figures(report, tmp_path):
         ref = direct["sections"][name]
         assert e["lips"] == ref["lips"], name
         assert e["per_frame"]["mouth_open_render"] == ref["per_frame"]["mouth_open_render"], name
-
-
-def test_psnr_unchanged_by_the_move_to_the_renderer(report, trained):
-    """Eval renders through HeadRenderer; the figures equal the trainer's own render of the val
-    frames (its Conditioning: the old eval's path) composited the same way."""
-    m, _ = report
-    trainer = trained[0]
-    ds, cond = trainer.ds, trainer.cond
-    idx = ds.val_idx[: VAL[1] - VAL[0]]
-    assert int(idx[0]) + ds.frame_offset == VAL[0]
-    ref = render_frames(trainer.model.eval(), cond, idx, ds.width, ds.height)
-    gt = ground_truth_on_plate(ds.frames[idx], ds.labels[idx], ds.background)
-    pf = m["sections"]["val"]["per_frame"]
-    assert np.abs(np.array(pf["psnr"]) - psnr(ref, gt).numpy()).max() < 1e-3
-    assert np.abs(np.array(pf["ssim"]) - ssim(ref, gt).numpy()).max() < 1e-5
-    assert m["mean"]["psnr"] == pytest.approx(float(psnr(ref, gt).mean()), abs=1e-4)
 
 
 def test_report_completes_on_a_cpu_after_a_machine_without_mediapipe(report, trained, excerpt_dataset, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import pytest
@@ -449,22 +448,25 @@ def test_deform_with_landmarks_is_one_pass_of_the_same_field():
     assert (both.landmarks - head.neutral_landmarks).abs().max() > 1e-4  # the field moved them
 
 
-def test_checkpoint_from_before_the_predictor_ensemble_loads_with_one_network(tmp_path):
-    """A run saved before ``predictor_members`` existed (its config lacks the field) had a single
-    predictor network: it loads as one, not as today's default ensemble."""
-    from talkgs.configio import config_to_dict
-    from talkgs.model import checkpoint as ckpt
+def test_frame_inputs_of_a_batch():
+    """frame_inputs: float32 windows, eye codes from blink and the open-eye reference, one
+    camera per frame, the background as given; refuses mismatched frame counts."""
+    from talkgs.model.inputs import frame_inputs
 
-    cfg = dataclasses.replace(small_head_config(), mouth_state=dataclasses.replace(HeadConfig().mouth_state, predictor_members=1))
-    head = TalkingHead(cfg, audio_window=16, audio_channels=20, generator=torch.Generator().manual_seed(0))
-    model_cfg = config_to_dict(cfg)
-    del model_cfg["mouth_state"]["predictor_members"]
-    state = {"kind": ckpt.KIND, "format_version": ckpt.FORMAT_VERSION, "model_config": model_cfg,
-             "config": {"model": copy.deepcopy(model_cfg)}, "model": head.state_dict(),
-             "audio": {"kind": "mel", "window": 16, "channels": 20}}
-    torch.save(state, tmp_path / "old.pt")
-    loaded = ckpt.load(tmp_path / "old.pt")
-    assert loaded["config"]["model"]["mouth_state"]["predictor_members"] == 1
-    model = ckpt.build_model(loaded)
-    assert model.mouth_predictor.members == 1
-    assert HeadConfig().mouth_state.predictor_members > 1  # today's default differs
+    w2c = torch.eye(4).repeat(3, 1, 1)
+    w2c[:, 2, 3] = torch.tensor([0.5, 0.6, 0.7])
+    K = torch.tensor([[60.0, 0, 16], [0, 60.0, 16], [0, 0, 1]])
+    windows = torch.randn(3, 8, 16, 20).half()
+    blink = torch.tensor([0.0, 0.5, 1.0])
+    ratio = torch.tensor([[0.3, 0.3], [0.15, 0.2], [0.0, 0.6]])
+    bg = torch.rand(3, 4, 5, 3)
+    x = frame_inputs(windows, blink, ratio, torch.tensor([0.3, 0.3]), w2c, K, bg)
+    assert x.audio.dtype == torch.float32 and torch.equal(x.audio, windows.float())
+    torch.testing.assert_close(x.eye, torch.tensor([[0.0, 1.0, 1.0], [0.5, 0.5, 2 / 3], [1.0, 0.0, 1.5]]))
+    assert x.viewmats.shape == (3, 1, 4, 4) and torch.equal(x.viewmats[:, 0], w2c)
+    assert x.Ks.shape == (3, 1, 3, 3) and torch.equal(x.Ks[2, 0], K)
+    assert x.background is bg
+    audio, eye, viewmats, Ks, background = x  # unpacks in render_frames' order
+    assert eye is x.eye and background is bg
+    with pytest.raises(TalkgsError, match="3 audio windows"):
+        frame_inputs(windows, blink, ratio, torch.tensor([0.3, 0.3]), w2c[:2], K)

@@ -90,8 +90,8 @@ def mini_run(anchor_dataset, tmp_path_factory):
         cfg,
         image_scale=1 / 16,
         model=HeadConfig(face_init=BranchInitConfig(n=64, kind="surface"), mouth_init=BranchInitConfig(n=16, kind="cavity")),
-        mouth=dataclasses.replace(cfg.mouth, iterations=3, warmup_static=1, densify=False),
-        face=dataclasses.replace(cfg.face, iterations=3, warmup_static=1, densify=False),
+        mouth=dataclasses.replace(cfg.mouth, iterations=3, warmup_static=1, densify=None),
+        face=dataclasses.replace(cfg.face, iterations=3, warmup_static=1, densify=None),
         fuse=dataclasses.replace(cfg.fuse, iterations=2),
     )
     Trainer(cfg).run()

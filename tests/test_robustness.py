@@ -33,7 +33,7 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHO
 TINY_TRAIN = [
     "--device", "cpu", "--image-scale", "0.0625", "--frame-range", "1500", "1779", "--batch-size", "1",
     "--no-progress", "--no-tensorboard", "--log-every", "1", "--audio-kind", "mel", "--preset", "quick",
-    "--mouth.iterations", "3", "--mouth.no-densify", "--face.iterations", "20", "--face.no-densify",
+    "--mouth.iterations", "3", "--mouth.densify.until", "0", "--face.iterations", "20", "--face.densify.until", "0",
     "--fuse.iterations", "2",
 ]
 

@@ -10,6 +10,7 @@ from talkgs.train.sampler import (
     FACE_EVERY,
     MIN_MOUTH_AREA_PX,
     MOUTH_EVERY,
+    Curriculum,
     FrameSampler,
     Window,
     blink_curriculum,
@@ -200,6 +201,37 @@ def test_deterministic_given_seed_and_resumable():
     resumed = FrameSampler(train, sig, seed=999)
     resumed.load_state_dict(state)
     assert first + run(resumed, range(17, 40)) == a and first + rest == a
+
+
+def test_curriculum_windows_of_each_stage():
+    c = Curriculum(mouth_p25=0.02, mouth_ub=0.1)
+    assert c.window("mouth", 0.8, 0.0) == (Window("mouth_open", 0.1, 0.1, only="mouth_visible"), MOUTH_EVERY)
+    w, every = c.window("mouth", 0.8, 0.4)  # half-way through the curriculum
+    assert (w.lo, w.hi, every) == (pytest.approx(0.06), 0.1, MOUTH_EVERY)
+    w, every = c.window("face", 0.8, 0.4)
+    assert (w.key, (w.lo, w.hi), every) == ("blink", pytest.approx(blink_curriculum(0.5)), FACE_EVERY)
+    assert c.window("face", 0.8, 0.8) == (None, 1) and c.window("fuse", 0.8, 0.1) == (None, 1)
+    assert c.window("mouth", 0.0, 0.0) == (None, 1)  # no curriculum: uniform from the start
+
+
+def test_processes_share_each_draw_without_overlap():
+    """Two processes (ranks 0 and 1) draw disjoint halves of what one process draws with twice the
+    batch, uniform and windowed alike; one process of one gets the whole draw."""
+    sig = _signals()
+    train = _train_idx()
+    w = Window("blink", 0.1, 0.6)
+    ranks = [FrameSampler(train, sig, seed=5, rank=r, world_size=2) for r in range(2)]
+    whole = FrameSampler(train, sig, seed=5)
+    for k in range(40):
+        both = whole.draw(6, k, w, 3)
+        parts = [s.draw(3, k, w, 3) for s in ranks]
+        assert np.array_equal(np.concatenate(parts), both), k
+        if not uses_window(k, 3):  # uniform draws are without replacement
+            assert not set(parts[0].tolist()) & set(parts[1].tolist())
+    one = FrameSampler(train, sig, seed=5, rank=0, world_size=1)
+    assert np.array_equal(one.draw(4, 1, None, 1), FrameSampler(train, sig, seed=5).draw(4, 1, None, 1))
+    with pytest.raises(TalkgsError, match="rank 2"):
+        FrameSampler(train, sig, rank=2, world_size=2)
 
 
 def test_bad_inputs_raise_talkgs_errors():

@@ -8,10 +8,16 @@ import pytest
 import torch
 
 from talkgs.model.gaussians import init_from_points, make_optimizers
-from talkgs.train.strategy import DensifyStrategy, duplicate, quat_to_rotmat, remove, render_info
+from talkgs.train.config import DensifyConfig
+from talkgs.train.strategy import DensifyStrategy, RefineSchedule, duplicate, quat_to_rotmat, remove, render_info
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 W = H = 100  # a gradient g on means2d counts as |g| * 50 in half-image units
+
+
+def strategy(start=0, stop=100, every=1, screen_prune_start=3000, **config) -> DensifyStrategy:
+    """A strategy refining every ``every`` steps in ``(start, stop)`` with ``config``'s thresholds."""
+    return DensifyStrategy(DensifyConfig(**config), RefineSchedule(start, stop, every, screen_prune_start))
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +89,7 @@ def test_clone_split_prune_keep_adam_rows_aligned(device):
     # 0: small + high grad -> clone; 1: large + high grad -> split; 2: untouched; 3: low opacity -> pruned
     params, opts = make_gaussians([0.001, 0.01, 0.001, 0.001], [0.9, 0.9, 0.9, 0.01], device)
     parent_mean = params["means"][1].detach().clone()
-    strat = DensifyStrategy(grad_threshold=2e-4, grow_scale_m=0.002, refine_start=0, refine_every=1,
-                            refine_stop=100, prune_opacity_start=0.05, prune_opacity_end=0.05)
+    strat = strategy(grad_threshold=2e-4, grow_scale_m=0.002, prune_opacity=(0.05, 0.05))
     state = strat.initialize_state(params)
     info = fake_info(torch.tensor([[1e-3, 1e-3, 1e-6, 1e-6]], device=device), torch.ones(1, 4, device=device))
     strat.step_pre_backward(params, opts, state, 1, info)
@@ -113,8 +118,7 @@ def test_clone_split_prune_keep_adam_rows_aligned(device):
 
 def test_cap_on_the_number_of_gaussians_keeps_the_strongest():
     params, opts = make_gaussians([0.001] * 4, [0.9] * 4)
-    strat = DensifyStrategy(refine_start=0, refine_every=1, refine_stop=100, max_gaussians=6,
-                            prune_opacity_start=0.0, prune_opacity_end=0.0)
+    strat = strategy(max_gaussians=6, prune_opacity=(0.0, 0.0))
     state = strat.initialize_state(params)
     info = fake_info(torch.tensor([[1e-3, 5e-3, 2e-3, 4e-3]]), torch.ones(1, 4))
     strat.step_post_backward(params, opts, state, 1, info)
@@ -129,7 +133,7 @@ def test_cap_on_the_number_of_gaussians_keeps_the_strongest():
 
 def test_batched_statistics_count_visible_views_only():
     params, opts = make_gaussians([0.001] * 3, [0.9] * 3)
-    strat = DensifyStrategy(refine_start=1000, refine_stop=2000)
+    strat = strategy(start=1000, stop=2000, every=100)
     state = strat.initialize_state(params)
     grad = torch.tensor([[1e-3, 2e-3, 5e-3], [3e-3, 4e-3, 5e-3]])  # 2 views (frames)
     radii = torch.tensor([[2, 3, 0], [4, 0, 0]], dtype=torch.int32)
@@ -146,9 +150,8 @@ def test_batched_statistics_count_visible_views_only():
 
 
 def test_size_pruning_starts_late_and_opacity_threshold_ramps():
-    strat = DensifyStrategy(refine_start=0, refine_every=1, refine_stop=100, screen_prune_start=50,
-                            max_screen_radius_px=20, max_world_scale_m=0.015, grad_threshold=1.0,
-                            prune_opacity_start=0.05, prune_opacity_end=0.3)
+    strat = strategy(screen_prune_start=50, max_screen_radius=0.2, max_world_scale_m=0.015, grad_threshold=1.0,
+                     prune_opacity=(0.05, 0.3))  # 20 px of the 100 px image
     assert strat.prune_opacity(0) == pytest.approx(0.05) and strat.prune_opacity(50) == pytest.approx(0.175)
     assert strat.prune_opacity(1000) == pytest.approx(0.3)
     # 0: huge on screen, 1: too big in the world, 2: fine
@@ -168,7 +171,7 @@ def test_public_ops_and_never_empty():
     remove(params, opts, state, torch.tensor([True, False, False, False]))
     assert row_tags(params).tolist() == [2, 3, 2] and state["x"].tolist() == [1.0, 2.0, 1.0]
     assert_adam_aligned(params, opts, new_tags={2})
-    strat = DensifyStrategy(refine_start=0, refine_every=1, refine_stop=10)
+    strat = strategy(stop=10, prune_opacity=(0.05, 0.3))
     st = strat.initialize_state(params)
     strat.step_post_backward(params, opts, st, 1, fake_info(torch.zeros(1, 3), torch.ones(1, 3)))
     assert params["means"].shape[0] == 3  # all below the opacity threshold: the branch is kept
@@ -187,7 +190,7 @@ def test_with_real_renders_and_batch():
     pts = (torch.rand(n, 3) - 0.5) * 0.08
     params = init_from_points(pts, init_scale=0.004, init_opacity=0.8, sh_degree=0)
     opts = make_optimizers(params, {"means": 1e-4, "quats": 1e-3, "scales": 5e-3, "opacities": 5e-2, "sh0": 1e-2, "shN": 1e-3})
-    strat = DensifyStrategy(refine_start=2, refine_every=3, refine_stop=100, grow_scale_m=0.002, grad_threshold=1e-5)
+    strat = strategy(start=2, every=3, grow_scale_m=0.002, grad_threshold=1e-5)
     state = strat.initialize_state(params)
     V = torch.eye(4).repeat(2, 1, 1, 1)
     V[..., 1, 1] = V[..., 2, 2] = -1.0
@@ -215,3 +218,20 @@ def test_with_real_renders_and_batch():
         counts.append(params["means"].shape[0])
         assert all(v.shape[0] == counts[-1] for v in state.values())
     assert counts[-1] > n  # the large (4 mm) Gaussians under a strong loss were split
+
+
+def test_refine_schedule_follows_the_stage_length():
+    """Every 100 steps in long stages, 20 refinements in short ones (at least 5 steps apart); from
+    a tenth of the densification period (at most step 500); size pruning from its half."""
+    assert RefineSchedule.for_stage(0.9, 4500) == RefineSchedule(start=405, stop=4050, every=100, screen_prune_start=2025)
+    assert RefineSchedule.for_stage(0.9, 60_000) == RefineSchedule(start=500, stop=54_000, every=100, screen_prune_start=27_000)
+    assert RefineSchedule.for_stage(0.9, 160) == RefineSchedule(start=14, stop=144, every=8, screen_prune_start=72)
+    assert RefineSchedule.for_stage(0.5, 60) == RefineSchedule(start=3, stop=30, every=5, screen_prune_start=15)
+    # until 0: no step refines or collects statistics.
+    params, opts = make_gaussians([0.001, 0.01], [0.9, 0.01])
+    strat = DensifyStrategy(DensifyConfig(until=0.0), RefineSchedule.for_stage(0.0, 100))
+    state = strat.initialize_state(params)
+    for step in range(100):
+        info = fake_info(torch.full((1, 2), 1.0), torch.ones(1, 2))
+        assert strat.step_post_backward(params, opts, state, step, info) == {"cloned": 0, "split": 0, "pruned": 0}
+    assert params["means"].shape[0] == 2 and state["count"].sum() == 0

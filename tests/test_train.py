@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from talkgs.errors import CheckpointError, TalkgsError
+from talkgs import validate
+from talkgs.errors import CheckpointError, Interrupted, TalkgsError
 from talkgs.model import checkpoint as ckpt
 from talkgs.train.checkpoint import save as save_checkpoint
-from talkgs.train.trainer import Trainer, train
+from talkgs.train.state import TrainState, training_sampler
+from talkgs.train.trainer import Trainer, resume_trainer, train
 
+from tests.conftest import REPO
 from tests.train_utils import _tiny_cfg, render_frames
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def test_val_psnr_rises_well_above_the_initial_render(trained):
@@ -49,14 +58,23 @@ def test_checkpoint_round_trips_bit_exactly(trained, tmp_path):
         assert torch.equal(ref[k].cpu(), got[k]), k
     idx = trainer.ds.val_idx[:3]
     with torch.no_grad():
-        a = render_frames(trainer.model.eval(), trainer.cond, idx, trainer.width, trainer.height)
-        b = render_frames(model, trainer.cond, idx, trainer.width, trainer.height)
+        a = render_frames(trainer.model.eval(), trainer.frames, idx, trainer.width, trainer.height)
+        b = render_frames(model, trainer.frames, idx, trainer.width, trainer.height)
     assert torch.equal(a, b)
-    # Saving the reloaded model again gives the same tensors.
-    trainer.model = model
-    again = ckpt.load(save_checkpoint(trainer, "again"))
+    # A training state loaded from the checkpoint saves the same checkpoint again.
+    sampler, _ = training_sampler(trainer.ds, 1, trainer.cfg.image_scale)
+    loaded = TrainState(model.train(), sampler, torch.zeros(2), trainer.stages, seed=1)
+    loaded.load_state_dict(state)
+    again = ckpt.load(save_checkpoint(tmp_path / "again.pt", trainer.cfg, trainer.ds, loaded))
+    assert again.keys() == state.keys()
     for k in ref:
         assert torch.equal(again["model"][k], state["model"][k]), k
+    for k in ("eye_ratio_ref", "torch_rng"):
+        assert torch.equal(again[k], state[k]), k
+    assert torch.equal(again["sampler"]["queue"], state["sampler"]["queue"])
+    for k in ("completed", "stage_index", "stage_step", "global_step", "history", "predictor_report", "stage_steps"):
+        assert again[k] == state[k], k
+    assert state["completed"] == ["mouth", "face", "fuse"] and state["optimizers"] is None
 
 
 def test_corrupt_and_foreign_checkpoints_fail_in_one_line(trained, tmp_path):
@@ -75,21 +93,125 @@ def test_corrupt_and_foreign_checkpoints_fail_in_one_line(trained, tmp_path):
         ckpt.load(tmp_path / "missing.pt")
 
 
-def test_resume_refuses_without_flag_and_continues_with_it(anchor_dataset, tmp_path):
-    cfg = _tiny_cfg(anchor_dataset, tmp_path / "r")
-    cfg = dataclasses.replace(
+def _short_cfg(dataset, out, **kw):
+    """The tiny config with stages of a few steps and a short predictor fit."""
+    cfg = _tiny_cfg(dataset, out)
+    return dataclasses.replace(
         cfg,
         mouth=dataclasses.replace(cfg.mouth, iterations=6, warmup_static=2),
         face=dataclasses.replace(cfg.face, iterations=6, warmup_static=2),
         fuse=dataclasses.replace(cfg.fuse, iterations=4),
-        checkpoint_every=3,
+        predictor=dataclasses.replace(cfg.predictor, steps=20, eval_every=10, augment=False),
+        **{"checkpoint_every": 3, "log_every": 2, **kw},
     )
-    trainer = Trainer(cfg)
-    trainer.stages = trainer.stages[:1]  # stop after the mouth stage, as an interrupted run
+
+
+class StopAt(Trainer):
+    """A trainer that stops (as on Ctrl-C) after step ``at`` of stage ``stage``."""
+
+    def __init__(self, cfg, stage: str, at: int, **kw):
+        super().__init__(cfg, **kw)
+        self.stop_stage, self.stop_step = stage, at
+
+    def after_step(self, stage, out):
+        super().after_step(stage, out)
+        if stage.name == self.stop_stage and self.state.stage_step == self.stop_step:
+            self.request_stop()
+
+
+def _saved_optimizer_tensors(saved: dict) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's ``optimizers`` entry by a dotted name."""
+    flat = {}
+
+    def walk(prefix, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}", x)
+        elif torch.is_tensor(v):
+            flat[prefix] = v.cpu()
+
+    walk("optimizers", saved)
+    return flat
+
+
+def test_resumed_run_continues_where_it_stopped_and_ends_as_an_uninterrupted_one(anchor_dataset, tmp_path):
+    """A run stopped in the middle of the face stage saves its whole training state (optimisers,
+    densification statistics, sampler, generators); the resumed trainer holds exactly that state,
+    continues at the same step and ends with the very model and history of a run that was never
+    interrupted."""
+    torch.manual_seed(0)
+    whole = _short_cfg(anchor_dataset, tmp_path / "whole")
+    Trainer(whole).run()
+    cfg = _short_cfg(anchor_dataset, tmp_path / "stopped")
+    torch.manual_seed(0)
+    with pytest.raises(Interrupted, match="face step 3/6"):
+        StopAt(cfg, "face", 3).run()
+    saved = ckpt.load(cfg.output / "checkpoints" / "latest.pt")
+    assert (saved["stage_index"], saved["stage_step"], saved["completed"]) == (1, 3, ["mouth"])
+    assert saved["optimizers"]["densify"]["face"]["grad2d"].abs().sum() > 0  # statistics mid-period
+    with pytest.raises(TalkgsError, match="--resume"):  # the command line refuses a run without --resume
+        validate.train(cfg)
+    resumed = resume_trainer(dataclasses.replace(cfg, resume=True))
+    st = resumed.state
+    assert (st.stage_index, st.stage_step, st.global_step, st.in_stage) == (1, 3, saved["global_step"], True)
+    assert np.array_equal(st.sampler.state_dict()["queue"], saved["sampler"]["queue"].numpy())
+    restored = _saved_optimizer_tensors(st.state_dict()["optimizers"])
+    want = _saved_optimizer_tensors(saved["optimizers"])
+    assert restored.keys() == want.keys() and any("exp_avg_sq" in k for k in want)
+    for k in want:
+        assert torch.equal(restored[k], want[k]), k
+    assert [(r["stage"], r["step"]) for r in st.history] == [("mouth", s) for s in (2, 4, 6)] + [("face", 2)]
+    path = resumed.run()
+    a, b = ckpt.load(path), ckpt.load(whole.output / "checkpoints" / "latest.pt")
+    assert a["completed"] == b["completed"] == ["mouth", "face", "fuse"]
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    keep = ("stage", "step", "loss", "psnr", "n_face", "n_mouth")
+    assert [{k: r[k] for k in keep} for r in a["history"]] == [{k: r[k] for k in keep} for r in b["history"]]
+    assert json.loads((cfg.output / "train_history.json").read_text()) == a["history"]
+    # Resuming a finished run changes nothing.
+    before = (cfg.output / "checkpoints" / "latest.pt").stat().st_mtime_ns
+    assert train(dataclasses.replace(cfg, resume=True)) == cfg.output / "checkpoints" / "latest.pt"
+    assert (cfg.output / "checkpoints" / "latest.pt").stat().st_mtime_ns == before
+
+
+def test_a_process_of_world_rank_1_writes_and_prints_nothing(anchor_dataset, tmp_path, capsys):
+    cfg = _short_cfg(anchor_dataset, tmp_path / "rank1", progress=True)
+    trainer = Trainer(cfg, local_rank=1, world_rank=1, world_size=2)
     trainer.run()
-    with pytest.raises(TalkgsError, match="--resume"):
-        train(cfg)
-    path = train(dataclasses.replace(cfg, resume=True))
-    state = ckpt.load(path)
-    assert state["completed"] == ["mouth", "face", "fuse"]
-    assert np.isfinite(float(state["model"]["branches.face.gaussians.means"].abs().sum()))
+    assert trainer.state.completed == ["mouth", "face", "fuse"] and trainer.state.history
+    assert not cfg.output.exists()
+    assert capsys.readouterr().out == ""
+
+
+PROGRESS = """
+import sys
+from pathlib import Path
+from tests.test_train import _short_cfg
+from talkgs.train.trainer import train
+train(_short_cfg(Path(sys.argv[1]), Path(sys.argv[2]), progress=True, log_every=1))
+"""
+
+
+def test_progress_is_printed_as_lines_while_training_when_stdout_is_a_pipe(anchor_dataset, tmp_path):
+    """Piped (not a terminal), training prints a plain, labelled line per logged step as it goes:
+    the first arrives while the run is still in its first stage."""
+    out = tmp_path / "piped"
+    proc = subprocess.Popen([sys.executable, "-c", PROGRESS, str(anchor_dataset), str(out)], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, early = [], None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("[train] mouth step 1/6"):
+            early = not (out / "checkpoints" / "mouth.pt").exists()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert early, "the first step's line arrived only after the mouth stage had ended"
+    steps = [i for i, x in enumerate(lines) if re.match(r"\[train\] \w+ step \d+/\d+  ", x)]
+    assert len(steps) == 6 + 6 + 4, lines
+    assert re.fullmatch(r"\[train\] face step 3/6  loss \d+\.\d{4}  psnr \d+\.\d\d dB  \d+\.\d steps/s  "
+                        r"gaussians face \d+ mouth \d+  eta \d+:\d\d", lines[steps[8]]), lines[steps[8]]
+    assert lines[0] == "[train] predictor: fitting 20 steps on the voice", lines
+    mouth_end = next(i for i, x in enumerate(lines) if x.startswith("[train] stage mouth: "))
+    assert steps[5] < mouth_end < steps[6]

@@ -9,7 +9,7 @@ import torch
 from talkgs.train.config import PredictorConfig, TrainConfig
 from talkgs.metrics.image import psnr
 from talkgs.model.config import BranchInitConfig, HeadConfig
-from talkgs.model.head import ground_truth_on_plate, torso_background
+from talkgs.model.head import ground_truth_on_plate
 
 FRAMES = (1500, 1779)  # the last shot: its end is the val split (last 1/11 of the clip)
 
@@ -51,20 +51,17 @@ def _tiny_cfg(dataset, out, **kw) -> TrainConfig:
 
 
 @torch.no_grad()
-def render_frames(model, cond, idx: torch.Tensor, width: int, height: int) -> torch.Tensor:
+def render_frames(model, frames, idx: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Frames ``[B, H, W, 3]`` in [0, 1] of dataset frames ``idx`` with their own audio, eyes,
-    cameras and torso, straight from the trainer's Conditioning: the reference that `talkgs eval`
-    (which renders through HeadRenderer) must reproduce."""
-    ds = cond.ds
-    viewmats, Ks = cond.cameras(idx)
-    bg = torso_background(ds.frames[idx], ds.labels[idx], ds.background)
-    out = model.render_frames(cond.audio(idx), cond.eye_all[idx], viewmats, Ks, width, height, bg)
+    cameras and torso (``frames``: the trainer's TrainingFrames)."""
+    x = frames.inputs(idx)
+    out = model.render_frames(x.audio, x.eye, x.viewmats, x.Ks, width, height, x.background)
     return out.image.clamp(0.0, 1.0)
 
 
-def _val_psnr(model, cond, ds) -> float:
+def _val_psnr(model, frames, ds) -> float:
     with torch.no_grad():
-        pred = render_frames(model, cond, ds.val_idx, ds.width, ds.height)
+        pred = render_frames(model, frames, ds.val_idx, ds.width, ds.height)
         gt = ground_truth_on_plate(ds.frames[ds.val_idx], ds.labels[ds.val_idx], ds.background)
         return float(psnr(pred, gt).mean())
 
@@ -75,7 +72,7 @@ def _live_cfg(dataset, out) -> TrainConfig:
     return dataclasses.replace(
         cfg,
         model=HeadConfig(face_init=BranchInitConfig(n=300, kind="surface"), mouth_init=BranchInitConfig(n=80, kind="cavity")),
-        mouth=dataclasses.replace(cfg.mouth, iterations=30, warmup_static=5, densify=False),
-        face=dataclasses.replace(cfg.face, iterations=60, warmup_static=10, densify=False),
+        mouth=dataclasses.replace(cfg.mouth, iterations=30, warmup_static=5, densify=None),
+        face=dataclasses.replace(cfg.face, iterations=60, warmup_static=10, densify=None),
         fuse=dataclasses.replace(cfg.fuse, iterations=20),
     )

@@ -5,7 +5,9 @@ users of a trained run (``talkgs.render`` (render, evaluate), ``talkgs serve``),
 of those imports the trainer.
 
 A checkpoint is a ``torch.save`` dict of tensors and plain values only (loadable with
-``weights_only=True``) with ``kind`` = :data:`KIND` and a ``format_version``.
+``weights_only=True``) with ``kind`` = :data:`KIND` and a ``format_version``; its layout is in
+:mod:`talkgs.train.checkpoint`. Readers use ``config``, ``model_config``, ``audio``, ``dataset``,
+``model`` and ``eye_ratio_ref``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from talkgs.configio import config_from_dict, config_to_dict  # noqa: F401
 from talkgs.errors import CheckpointError, short
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KIND = "talkgs-head"
 
 
@@ -44,17 +46,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
             f"checkpoint {path} has format version {state.get('format_version')!r}; this talkgs reads {FORMAT_VERSION}"
         )
     state["path"] = str(path)
-    for cfg in (state.get("model_config"), (state.get("config") or {}).get("model")):
-        _fill_legacy(cfg)
     return state
-
-
-def _fill_legacy(model_cfg: dict | None) -> None:
-    """Fields added to the model config after checkpoints were first written, set to what those
-    checkpoints' models had (a missing field would otherwise take today's default)."""
-    ms = model_cfg.get("mouth_state") if isinstance(model_cfg, dict) else None
-    if isinstance(ms, dict):
-        ms.setdefault("predictor_members", 1)  # a single predictor network until the ensemble
 
 
 def build_model(state: dict, device: str | torch.device = "cpu"):

@@ -39,7 +39,7 @@ from talkgs.data.loader import lifted_offsets
 from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import FrameRender, torso_background
-from talkgs.model.motion import eye_code
+from talkgs.model.inputs import FrameInputs, frame_inputs
 from talkgs.render.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
 from talkgs.model import checkpoint as ckpt
 from talkgs.device import resolve_device
@@ -186,32 +186,24 @@ class HeadRenderer:
         audio windows ``[B, 8, W, C]`` and the matching slice of a drive plan; ``states [B, m]``:
         mouth states to use instead of the ones predicted from the audio (mouth_state runs;
         predicted ones are scaled by ``self.mouth_amplitude``)."""
-        windows, eye, viewmats, Ks, bg = self.inputs(windows, plan)
-        return self.model.render_frames(windows, eye, viewmats, Ks, self.width, self.height, bg, backend=self.backend,
-                                        states=states, mouth_amplitude=self.mouth_amplitude)
+        x = self.inputs(windows, plan)
+        return self.model.render_frames(x.audio, x.eye, x.viewmats, x.Ks, self.width, self.height, x.background,
+                                        backend=self.backend, states=states, mouth_amplitude=self.mouth_amplitude)
 
-    def inputs(self, windows: torch.Tensor, plan: DrivePlan):
-        """What :meth:`TalkingHead.render_frames` takes for audio windows ``[B, 8, W, C]`` and the
-        matching slice of a drive plan, on the device: ``(windows [B, 8, W, C], eye [B, E],
-        viewmats [B, 1, 4, 4], Ks [B, 1, 3, 3], background [B, H, W, 3])``."""
+    def inputs(self, windows: torch.Tensor, plan: DrivePlan) -> FrameInputs:
+        """What :meth:`TalkingHead.render_frames` takes (:func:`talkgs.model.inputs.frame_inputs`,
+        as training builds it) for audio windows ``[B, 8, W, C]`` and the matching slice of a
+        drive plan: its drive frames' cameras and torso backgrounds, its eyes."""
         b = windows.shape[0]
         if len(plan) != b:
             raise TalkgsError(f"render_batch: {b} audio windows but {len(plan)} drive frames")
         dev = self.device
-        frames = torch.as_tensor(plan.frames, device=dev)
-        local = frames - self.segment[0]
+        local = torch.as_tensor(plan.frames, device=dev) - self.segment[0]
         if self.drive.pose == "still":
             local = torch.zeros_like(local)
-        viewmats = self.w2c[local][:, None]
-        Ks = self.K.expand(b, 1, 3, 3)
-        eye = eye_code(
-            torch.as_tensor(plan.blink, device=dev),
-            torch.as_tensor(plan.eye_ratio, device=dev),
-            self.eye_ratio_ref,
-        )
-        windows = windows.to(dev, torch.float32)
         bg = self.backgrounds[local].float() / 255.0
-        return windows, eye, viewmats, Ks, bg
+        return frame_inputs(windows, torch.as_tensor(plan.blink, device=dev), torch.as_tensor(plan.eye_ratio, device=dev),
+                            self.eye_ratio_ref, self.w2c[local], self.K, bg)
 
     def measured_mouth_states(self, a: int, b: int) -> torch.Tensor:
         """States ``[b - a, m]`` (on the device) measured from this run's own dataset frames

@@ -9,24 +9,29 @@ Layout of ``RUN/``::
     logs/                    TensorBoard
 
 A checkpoint is a ``torch.save`` dict of tensors and plain values only (loadable with
-``weights_only=True``) with a ``format_version``. Files are written atomically. Reading one back
-(``load``, ``build_model``) lives in :mod:`talkgs.model.checkpoint`, below every user of a run;
-resuming a run is :func:`talkgs.train.trainer.resume_trainer`. This module never imports the
-trainer: it reads what it saves from the trainer object it is given.
+``weights_only=True``): ``kind``, ``format_version``, what a reader of the run needs besides the
+model (``config``, ``model_config``, ``audio``, ``dataset``, ``num_gaussians``), and the
+:meth:`talkgs.train.state.TrainState.state_dict` of the run (``model``, ``eye_ratio_ref``, the
+position in the schedule, optimisers, sampler, generators, history). Files are written
+atomically. Reading one back (``load``, ``build_model``) lives in :mod:`talkgs.model.checkpoint`,
+below every user of a run.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from talkgs.train.config import TrainConfig
+from talkgs.configio import config_from_dict
+from talkgs.data import Dataset
+from talkgs.errors import UsageError
 from talkgs.fsutil import atomic_path, write_json
 from talkgs.model.checkpoint import FORMAT_VERSION, KIND, config_to_dict
 from talkgs.provenance import RUN_CONFIG, RUN_FORMAT_VERSION, RUN_KIND
+from talkgs.train.config import TrainConfig
+from talkgs.train.state import TrainState
 
 
 def save_config(run: Path, cfg: TrainConfig, dataset_sha256: str | None = None) -> None:
@@ -36,67 +41,54 @@ def save_config(run: Path, cfg: TrainConfig, dataset_sha256: str | None = None) 
     write_json(Path(run) / RUN_CONFIG, {**mark, **config_to_dict(cfg)})
 
 
-# --------------------------------------------------------------------------- save
-
-
-def _optimizer_states(trainer) -> dict:
-    gauss = getattr(trainer, "_gauss_opts", None) or {}
-    net = getattr(trainer, "_net_opt", None)
-    strategies = getattr(trainer, "_strategies_live", None) or {}
-    return {
-        "gaussians": {b: {k: o.state_dict() for k, o in opts.items()} for b, opts in gauss.items()},
-        "networks": net.state_dict() if net is not None else None,
-        "strategies": {b: state for b, (_, state) in strategies.items()},
-    }
-
-
-def save(trainer, tag: str) -> Path:
-    """Write ``RUN/checkpoints/<tag>.pt`` atomically and return its path."""
-    path = Path(trainer.out) / "checkpoints" / f"{tag}.pt"
-    sampler = trainer.sampler.state_dict()
-    state = {
+def save(path: Path, cfg: TrainConfig, ds: Dataset, state: TrainState) -> Path:
+    """Write the checkpoint of ``state`` (a run of ``cfg`` on ``ds``) to ``path`` atomically
+    and return ``path``."""
+    header = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
-        "config": config_to_dict(trainer.cfg),
-        "model_config": config_to_dict(trainer.model.cfg),
-        "stage_index": trainer.stage_index,
-        "stage_step": trainer.stage_step,
-        "completed": list(trainer.completed),
-        "global_step": trainer.global_step,
-        "model": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-        "num_gaussians": trainer.model.num_gaussians(),
-        "audio": {
-            "kind": trainer.cfg.audio_kind,
-            "window": int(trainer.ds.audio.shape[1]),
-            "channels": int(trainer.ds.audio.shape[2]),
-        },
-        "eye_ratio_ref": trainer.eye_ratio_ref.detach().cpu().clone(),
-        "dataset": {"path": str(Path(trainer.cfg.dataset).resolve()), "sha256": trainer.ds.meta["source"]["sha256"]},
-        "optimizers": _optimizer_states(trainer) if tag == "latest" else None,
-        "sampler": {"rng": json.dumps(sampler["rng"]), "queue": torch.as_tensor(np.asarray(sampler["queue"]))},
-        "torch_rng": torch.get_rng_state(),
-        "predictor_report": json.dumps(getattr(trainer, "predictor_report", None)),
+        "config": config_to_dict(cfg),
+        "model_config": config_to_dict(state.model.cfg),
+        "audio": {"kind": cfg.audio_kind, "window": int(ds.audio.shape[1]), "channels": int(ds.audio.shape[2])},
+        "dataset": {"path": str(Path(cfg.dataset).resolve()), "sha256": ds.meta["source"]["sha256"]},
+        "num_gaussians": state.model.num_gaussians(),
     }
+    path = Path(path)
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+        torch.save({**header, **state.state_dict()}, tmp)
     return path
 
 
-def restore_optimizers(trainer, gauss_opts: dict, net_opt, strategies: dict) -> None:
-    """Load saved optimiser and densification state into a resumed stage's fresh optimisers."""
-    saved = trainer._pending_opt_state
-    trainer._pending_opt_state = None
-    if not saved:
-        return
-    for b, opts in gauss_opts.items():
-        for k, o in opts.items():
-            s = saved["gaussians"].get(b, {}).get(k)
-            if s is not None:
-                o.load_state_dict(s)
-    if net_opt is not None and saved.get("networks") is not None:
-        net_opt.load_state_dict(saved["networks"])
-    for b, (strat, state) in strategies.items():
-        s = saved["strategies"].get(b)
-        if s is not None:
-            for k in state:
-                state[k] = s[k].to(state[k].device)
+def run_complete(checkpoint: dict) -> bool:
+    """Whether a checkpoint's run has finished every stage of its schedule."""
+    cfg = config_from_dict(TrainConfig, checkpoint["config"])
+    return len(checkpoint["completed"]) >= len(cfg.resolved_stages())
+
+
+def resumed_config(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
+    """The config a resumed run trains with: the run's own (``checkpoint``'s) settings, with only
+    how it runs taken from ``cfg`` (dataset path, output, device, backend, logging, checkpoint
+    interval, schedule_scale when given). The dataset must be the run's (the same source video;
+    it may have moved); output stays ``cfg.output`` (a moved run folder resumes where it is)."""
+    from talkgs.data import format as fmt
+
+    saved = config_from_dict(TrainConfig, checkpoint["config"])
+    sha = (checkpoint.get("dataset") or {}).get("sha256")
+    if sha and fmt.read_meta(cfg.dataset).get("source", {}).get("sha256") != sha:
+        raise UsageError(
+            f"--resume: dataset {cfg.dataset} is not the one run {cfg.output} was trained on "
+            f"({checkpoint['dataset'].get('path')}); resume with that dataset or train a new run"
+        )
+    return dataclasses.replace(
+        saved,
+        dataset=cfg.dataset,
+        output=cfg.output,
+        resume=True,
+        device=cfg.device,
+        backend=cfg.backend,
+        progress=cfg.progress,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        tensorboard=cfg.tensorboard,
+        schedule_scale=cfg.schedule_scale if cfg.schedule_scale != 1.0 else saved.schedule_scale,
+    )

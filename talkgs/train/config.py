@@ -52,6 +52,34 @@ class LossWeights:
 
 
 @dataclasses.dataclass(frozen=True)
+class DensifyConfig:
+    """Adaptive density control of a stage's trained branches (clone, split, prune; see
+    `talkgs.train.strategy`). The refinement steps follow from the stage's length."""
+
+    until: float = 0.9
+    """Fraction of the stage after which the Gaussian count is frozen (0 = never densify)."""
+    grad_threshold: float = 2e-4
+    """Mean screen-space gradient of a Gaussian's projected mean (half-image units, as
+    3DGS/gsplat) above which it is cloned or split."""
+    grow_scale_m: float = 0.002
+    """Largest scale (metres) up to which a growing Gaussian is cloned; above it, split."""
+    split_factor: float = 1.6
+    """A split Gaussian's two children have its scales divided by this (3DGS: 0.8 x 2)."""
+    prune_opacity: tuple[float, float] = (0.005, 0.05)
+    """Opacity below which Gaussians are pruned, ramped linearly from the first to the second
+    value over the densification period. Lower than the original's 0.05 -> 0.30, whose stages
+    are ~10x longer: a steep ramp removes still-forming Gaussians before they become opaque."""
+    max_screen_radius: float = 0.15
+    """Prune Gaussians whose screen radius exceeds this fraction of the image size (from half
+    the densification period on)."""
+    max_world_scale_m: float = 0.05
+    """Prune Gaussians whose largest scale exceeds this (metres; a head is ~0.2 m; from half the
+    densification period on)."""
+    max_gaussians: int = 200_000
+    """Growth never takes a branch above this many Gaussians."""
+
+
+@dataclasses.dataclass(frozen=True)
 class StageConfig:
     """One stage of the schedule. All stages run through the same trainer loop; they differ only
     in these values (which branch renders, what the target is, what trains)."""
@@ -68,20 +96,8 @@ class StageConfig:
     """First steps render the canonical Gaussians without deformation."""
     curriculum_until: Hidden[float] = 0.8
     """Fraction of the stage during which incremental sampling is applied (0 = uniform only)."""
-    densify: bool = True
-    """Clone/split/prune the trained branch (never in fuse)."""
-    densify_until: float = 0.9
-    """Fraction of the stage after which the Gaussian count is frozen."""
-    grad_threshold: float = 2e-4
-    """Screen-space gradient (3DGS units) above which a Gaussian is cloned or split."""
-    prune_opacity: tuple[float, float] = (0.005, 0.05)
-    """Opacity pruning threshold, ramped linearly over the densification period. Lower than the
-    original's 0.05 -> 0.30: our stages are ~10x shorter, and an aggressive ramp removed
-    still-forming Gaussians faster than they became opaque (measured: the face collapsed)."""
-    max_screen_radius: float = 0.15
-    """Prune Gaussians whose screen radius exceeds this fraction of the image size."""
-    max_world_scale_m: float = 0.05
-    """Prune Gaussians whose largest scale exceeds this (metres; a head is ~0.2 m)."""
+    densify: tyro.conf.AvoidSubcommands[DensifyConfig | None] = DensifyConfig()
+    """Clone/split/prune of the trained branches (None: the Gaussian count stays as it is; fuse)."""
     lr_decay: Hidden[float] = 0.01
     """Position and network learning rates fall log-linearly to this factor over the stage."""
     random_background: Hidden[bool] = True
@@ -92,7 +108,7 @@ class StageConfig:
 # The default schedule (steps per stage; warm-ups about 5-8 % of them).
 MOUTH_STAGE = StageConfig("mouth", iterations=4500, warmup_static=225)
 FACE_STAGE = StageConfig("face", iterations=4500, warmup_static=375)
-FUSE_STAGE = StageConfig("fuse", iterations=1125, densify=False, curriculum_until=0.0, random_background=False)
+FUSE_STAGE = StageConfig("fuse", iterations=1125, densify=None, curriculum_until=0.0, random_background=False)
 
 
 def scale_stage(stage: StageConfig, scale: float, batch_size: int | None = None) -> StageConfig:

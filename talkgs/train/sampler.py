@@ -10,6 +10,10 @@ window is widened to the ``batch_size`` eligible frames nearest to it by signal 
 
 Frame indices are global (rows of ``tracks.npz``); signals are ``[N]`` arrays over all
 frames; only indices from ``train_idx`` are ever returned.
+
+Several processes (``world_size``) share one sequence of draws: every process draws the batch of
+all of them from the same seed and keeps its own ``rank``'s slice, so within an epoch no two
+processes get the same frame. With one process (the default) a draw is the whole batch.
 """
 
 from __future__ import annotations
@@ -79,6 +83,29 @@ def cap_signal(values: np.ndarray, train_idx: np.ndarray, q: float = MOUTH_CAP_P
     return np.minimum(v, ub), p25, ub
 
 
+@dataclass(frozen=True)
+class Curriculum:
+    """The incremental-sampling windows of the mouth and face stages over their first
+    ``until`` fraction: the mouth opening (``mouth_open``, capped at ``mouth_ub``, its 25th
+    percentile ``mouth_p25``; see :func:`cap_signal`) and the blink."""
+
+    mouth_p25: float
+    mouth_ub: float
+
+    def window(self, stage: str, until: float, p: float) -> tuple[Window | None, int]:
+        """``(window, every)`` of stage ``stage`` at progress ``p`` in [0, 1] (None, 1: uniform)."""
+        if p >= until:
+            return None, 1
+        q = p / max(until, 1e-9)
+        if stage == "mouth":
+            lo, hi = mouth_curriculum(q, self.mouth_p25, self.mouth_ub)
+            return Window("mouth_open", lo, hi, only="mouth_visible"), MOUTH_EVERY
+        if stage == "face":
+            lo, hi = blink_curriculum(q)
+            return Window("blink", lo, hi), FACE_EVERY
+        return None, 1
+
+
 def uses_window(step: int, every: int) -> bool:
     """Whether iteration ``step`` makes a windowed draw (every ``every``-th; 0 = never)."""
     return every > 0 and step % every == 0
@@ -92,6 +119,7 @@ class FrameSampler:
     masks: name -> ``[N]`` bool eligibility masks for windowed draws, precomputed once
     (e.g. ``{"mouth_visible": mouth_area >= 20}``) instead of rejecting frames in a loop.
     seed: the only source of randomness; the same seed gives the same sequence of draws.
+    rank, world_size: this process's share of each draw (see the module docstring).
 
     After each draw ``last_fallback`` says what happened: None (as asked), ``"widened"``
     (too few frames in the window), ``"mask_empty"`` (the mask left no train frame, so it
@@ -104,7 +132,12 @@ class FrameSampler:
         signals: Mapping[str, np.ndarray] | None = None,
         seed: int = 0,
         masks: Mapping[str, np.ndarray] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
+        if not 0 <= rank < world_size:
+            raise TalkgsError(f"sampler rank {rank} is not in [0, world_size {world_size})")
+        self.rank, self.world_size = rank, world_size
         idx = np.asarray(train_idx)
         if idx.ndim != 1 or idx.size == 0:
             raise TalkgsError(f"train_idx must be a non-empty [M] array of frame indices, got shape {idx.shape}")
@@ -137,6 +170,10 @@ class FrameSampler:
 
     # ---- uniform -------------------------------------------------------------------
 
+    def _share(self, draw: np.ndarray, batch_size: int) -> np.ndarray:
+        """This process's ``batch_size`` frames of a draw for all processes."""
+        return draw[self.rank * batch_size : (self.rank + 1) * batch_size]
+
     def uniform(self, batch_size: int = 1) -> np.ndarray:
         """``[batch_size]`` train frame indices, without replacement within an epoch.
 
@@ -146,7 +183,7 @@ class FrameSampler:
         self._check_batch(batch_size)
         self.last_fallback = None
         parts = []
-        need = batch_size
+        need = batch_size * self.world_size
         while need > 0:  # bounded: each pass takes >= 1 frame (M >= 1)
             if self._queue.size == 0:
                 self._queue = self._rng.permutation(self.train_idx.size)
@@ -154,7 +191,7 @@ class FrameSampler:
             self._queue = self._queue[need:]
             parts.append(take)
             need -= take.size
-        return self.train_idx[np.concatenate(parts)]
+        return self._share(self.train_idx[np.concatenate(parts)], batch_size)
 
     # ---- windowed ------------------------------------------------------------------
 
@@ -169,6 +206,9 @@ class FrameSampler:
         the window (they sort last).
         """
         self._check_batch(batch_size)
+        return self._share(self._windowed(batch_size * self.world_size, key, lo, hi, only), batch_size)
+
+    def _windowed(self, batch_size: int, key: str, lo: float, hi: float, only: str | None) -> np.ndarray:
         if key not in self.signals:
             raise TalkgsError(f"unknown sampling signal {key!r}; have {sorted(self.signals)}")
         if not lo <= hi:

@@ -1,6 +1,8 @@
 """Adaptive density control of one branch's Gaussians: clone, split, prune (3DGS, gsplat-style).
 
-One :class:`DensifyStrategy` per branch. The trainer calls, every step::
+One :class:`DensifyStrategy` per branch, made from the stage's
+:class:`talkgs.train.config.DensifyConfig` (the thresholds) and a :class:`RefineSchedule` (the
+steps, from the stage's length). The trainer calls, every step::
 
     info = render_info(out, width, height)          # out: RenderOutput of this branch
     strategy.step_pre_backward(params, optimizers, state, step, info)
@@ -12,14 +14,15 @@ Statistics: the screen-space gradient of each Gaussian's projected mean, in "hal
 averaged over the views where the Gaussian was visible. With a batch of ``B`` frames (each frame
 its own deformed copy of the Gaussians) every frame is one view.
 
-Every refinement (``refine_every`` steps in ``(refine_start, refine_stop)``):
+Every refinement (every ``schedule.every`` steps in ``(schedule.start, schedule.stop)``):
 
 * grow: Gaussians whose mean gradient exceeds ``grad_threshold`` are cloned when their largest
   scale is <= ``grow_scale_m`` metres, else split in two (children sampled from the parent,
   scales / ``split_factor``); the total never exceeds ``max_gaussians`` (highest gradients first);
-* prune: opacity below a threshold that ramps from ``prune_opacity_start`` to ``prune_opacity_end``
-  over ``[0, refine_stop]`` (the original's 0.05 -> 0.30), and after ``screen_prune_start``
-  screen radius > ``max_screen_radius_px`` or largest scale > ``max_world_scale_m``.
+* prune: opacity below a threshold that ramps linearly over ``[0, schedule.stop]`` between the two
+  values of ``prune_opacity`` (the original: 0.05 -> 0.30), and after
+  ``schedule.screen_prune_start`` screen radius > ``max_screen_radius`` x the image size or
+  largest scale > ``max_world_scale_m``.
 
 Size thresholds are absolute head-frame metres, not multiples of the original's camera extent
 (which shrinks with a still head). Every edit updates the ParameterDict, each parameter's Adam
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talkgs.errors import TalkgsError
+from talkgs.train.config import DensifyConfig
 
 Params = nn.ParameterDict
 Optimizers = Mapping[str, torch.optim.Optimizer]
@@ -165,42 +169,50 @@ def render_info(out: Any, width: int, height: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- strategy
-@dataclasses.dataclass
-class DensifyStrategy:
-    """Thresholds of clone / split / prune for one branch (see the module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class RefineSchedule:
+    """The steps of one stage at which a :class:`DensifyStrategy` refines."""
 
-    grad_threshold: float = 2e-4
-    """Mean screen-space gradient (half-image units, as 3DGS/gsplat) above which a Gaussian grows."""
-    grow_scale_m: float = 0.002
-    """Largest scale (metres) up to which a growing Gaussian is cloned; above it, split."""
-    split_factor: float = 1.6
-    """Children's scales are the parent's divided by this (3DGS: 0.8 * 2)."""
-    prune_opacity_start: float = 0.05
-    """Opacity pruning threshold at step 0 ..."""
-    prune_opacity_end: float = 0.30
-    """... rising linearly to this at refine_stop (the original's ramp)."""
-    max_screen_radius_px: float = 20.0
-    """Prune Gaussians whose screen radius exceeded this (pixels) since the last refinement."""
-    max_world_scale_m: float = 0.015
-    """Prune Gaussians whose largest scale exceeds this (metres; a head is ~0.15-0.2 m)."""
-    screen_prune_start: int = 3000
-    """Size-based pruning only after this step (the original's 3000)."""
-    refine_start: int = 500
+    start: int
     """First step (exclusive) at which to refine."""
-    refine_stop: int = 45_000
+    stop: int
     """No refinement from this step on (also ends statistics collection)."""
-    refine_every: int = 100
+    every: int
     """Refine every this many steps."""
-    max_gaussians: int = 200_000
-    """Growth never takes the branch above this many Gaussians."""
-    loss_averaged_over_views: bool = True
-    """The loss is a mean over the B x C rendered views: multiply gradients by the view count so
-    the threshold does not depend on the batch size (gsplat's ``n_cameras`` factor)."""
+    screen_prune_start: int
+    """Size-based pruning only after this step."""
+
+    @classmethod
+    def for_stage(cls, until: float, iterations: int) -> "RefineSchedule":
+        """The schedule of a stage of ``iterations`` steps that densifies for the fraction
+        ``until`` of them: every 100 steps (more often in short stages), from a tenth of the
+        period (at most step 500) on, size pruning from half of it on."""
+        stop = int(iterations * until)
+        return cls(
+            start=min(500, max(1, stop // 10)),
+            stop=stop,
+            every=100 if iterations >= 2000 else max(5, iterations // 20),
+            screen_prune_start=stop // 2,
+        )
+
+
+class DensifyStrategy:
+    """Clone / split / prune of one branch with the thresholds of ``config`` at the steps of
+    ``schedule`` (see the module docstring).
+
+    Gradients are multiplied by the number of rendered views: the loss is a mean over the
+    ``B x C`` views, and the threshold must not depend on the batch size (gsplat's
+    ``n_cameras`` factor)."""
+
+    def __init__(self, config: DensifyConfig, schedule: RefineSchedule):
+        self.config = config
+        self.schedule = schedule
 
     def prune_opacity(self, step: int) -> float:
-        """Opacity threshold at ``step`` (linear ramp over ``[0, refine_stop]``)."""
-        t = min(max(step / max(self.refine_stop, 1), 0.0), 1.0)
-        return self.prune_opacity_start + (self.prune_opacity_end - self.prune_opacity_start) * t
+        """Opacity threshold at ``step`` (linear ramp over ``[0, schedule.stop]``)."""
+        t = min(max(step / max(self.schedule.stop, 1), 0.0), 1.0)
+        start, end = self.config.prune_opacity
+        return start + (end - start) * t
 
     def initialize_state(self, params: Params) -> dict:
         """Per-Gaussian statistics: accumulated gradient norm, visible count, max screen radius (px)."""
@@ -215,7 +227,7 @@ class DensifyStrategy:
     def step_pre_backward(self, params: Params, optimizers: Optimizers, state: dict, step: int, info: Mapping) -> None:
         """Keep the gradient of the projected means (call before ``loss.backward()``)."""
         means2d = info["means2d"]
-        if step < self.refine_stop and means2d.requires_grad:
+        if step < self.schedule.stop and means2d.requires_grad:
             means2d.retain_grad()
 
     @torch.no_grad()
@@ -230,12 +242,12 @@ class DensifyStrategy:
     ) -> dict[str, int]:
         """Accumulate statistics; on refinement steps grow and prune. Returns counts of what changed."""
         report = {"cloned": 0, "split": 0, "pruned": 0}
-        if step >= self.refine_stop:
+        if step >= self.schedule.stop:
             return report
         self._accumulate(params, state, info)
-        if step > self.refine_start and step % self.refine_every == 0:
+        if step > self.schedule.start and step % self.schedule.every == 0:
             report["cloned"], report["split"] = self._grow(params, optimizers, state, generator)
-            report["pruned"] = self._prune(params, optimizers, state, step)
+            report["pruned"] = self._prune(params, optimizers, state, step, info)
             for v in state.values():
                 v.zero_()
         return report
@@ -253,8 +265,7 @@ class DensifyStrategy:
             raise TalkgsError(f"strategy state has {state['grad2d'].shape[0]} rows for {n} Gaussians")
         half = grad.new_tensor([info["width"] / 2.0, info["height"] / 2.0])
         g = grad.reshape(-1, n, 2) * half  # [V, N, 2], V = all batch and camera views
-        if self.loss_averaged_over_views:
-            g = g * g.shape[0]
+        g = g * g.shape[0]  # the loss is a mean over the views
         radii = info["radii"]
         if radii.ndim == grad.ndim:  # per-axis radii [..., N, 2] (gsplat >= 1.5)
             radii = radii.amax(dim=-1)
@@ -267,15 +278,15 @@ class DensifyStrategy:
     def _grow(self, params: Params, optimizers: Optimizers, state: dict, generator) -> tuple[int, int]:
         n = params["means"].shape[0]
         avg = state["grad2d"] / state["count"].clamp_min(1.0)
-        high = avg > self.grad_threshold
-        budget = max(self.max_gaussians - n, 0)
+        high = avg > self.config.grad_threshold
+        budget = max(self.config.max_gaussians - n, 0)
         if int(high.sum()) > budget:
             # Each clone or split adds one Gaussian: keep the strongest `budget` candidates.
             keep = torch.zeros_like(high)
             if budget > 0:
                 keep[torch.topk(torch.where(high, avg, -1.0), budget).indices] = True
             high = keep
-        small = torch.exp(params["scales"]).amax(dim=-1) <= self.grow_scale_m
+        small = torch.exp(params["scales"]).amax(dim=-1) <= self.config.grow_scale_m
         is_clone = high & small
         is_split = high & ~small
         n_clone, n_split = int(is_clone.sum()), int(is_split.sum())
@@ -283,14 +294,16 @@ class DensifyStrategy:
             duplicate(params, optimizers, state, is_clone)
             is_split = torch.cat([is_split, is_split.new_zeros(n_clone)])
         if n_split:
-            split(params, optimizers, state, is_split, self.split_factor, generator)
+            split(params, optimizers, state, is_split, self.config.split_factor, generator)
         return n_clone, n_split
 
-    def _prune(self, params: Params, optimizers: Optimizers, state: dict, step: int) -> int:
+    def _prune(self, params: Params, optimizers: Optimizers, state: dict, step: int, info: Mapping) -> int:
         prune = torch.sigmoid(params["opacities"]) < self.prune_opacity(step)
-        if step > self.screen_prune_start:
-            prune |= state["radii"] > self.max_screen_radius_px
-            prune |= torch.exp(params["scales"]).amax(dim=-1) > self.max_world_scale_m
+        if step > self.schedule.screen_prune_start:
+            # Relative to the image, so the rule means the same at any training resolution.
+            max_radius_px = self.config.max_screen_radius * max(info["width"], info["height"])
+            prune |= state["radii"] > max_radius_px
+            prune |= torch.exp(params["scales"]).amax(dim=-1) > self.config.max_world_scale_m
         n_prune = int(prune.sum())
         if n_prune == params["means"].shape[0]:
             return 0  # never empty a branch: a later refinement can still prune
