@@ -72,7 +72,8 @@ from talkgs.model.config import AudioNetConfig, MouthStateConfig  # noqa: E402
 from talkgs.landmarks import measure_offsets  # noqa: E402
 from talkgs.model.mouth import MouthBasis, MouthPredictor, transfer_states  # noqa: E402
 from talkgs.train.mouth_predictor import calibrate_gain, fit_mouth_predictor  # noqa: E402
-from talkgs.train.trainer import fit_face_model, predictor_clips  # noqa: E402
+from talkgs.train.predictor_data import predictor_clips  # noqa: E402
+from talkgs.train.state import fit_face_model  # noqa: E402
 
 DRIVES = ("german", "obama", "trump", "may")
 MAX_LAG = 5

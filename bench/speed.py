@@ -40,7 +40,8 @@ from talkgs.model.config import BranchInitConfig, HeadConfig
 from talkgs.model.head import BRANCHES, TalkingHead
 from talkgs.model.mouth import landmark_weights
 from talkgs.train.config import FACE_STAGE, FUSE_STAGE, MOUTH_STAGE
-from talkgs.train.trainer import Batch, stage_loss, trainable, trained_branches
+from talkgs.train.batch import Batch
+from talkgs.train.stages import stage_loss, trainable, trained_branches
 
 # Device-dependent defaults: a trained head's size on a GPU; a size a 2-core CPU times in minutes.
 DEFAULTS = {

@@ -313,7 +313,8 @@ def test_another_clips_mouth_joins_the_predictor_pairs_in_this_persons_states(an
     from talkgs.data.loader import load_dataset
     from talkgs.media import read_wav
     from talkgs.train.mouth_predictor import scale_to_reference
-    from talkgs.train.trainer import fit_face_model, other_speaker, predictor_clips
+    from talkgs.train.predictor_data import other_speaker, predictor_clips
+    from talkgs.train.state import fit_face_model
 
     ds = load_dataset(anchor_dataset, "cpu", audio_kind="mel", load_images=False)
     face = SimpleNamespace(neutral_landmarks=torch.zeros(468, 3), mouth_basis=MouthBasis(8))

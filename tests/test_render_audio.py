@@ -317,7 +317,7 @@ def test_measured_mouth_states_and_mouth_amplitude(mini_run, anchor_dataset):
 
     from talkgs.metrics.lips import lips_landmarks
     from talkgs.model.audio_encoder import gather_windows
-    from talkgs.train.trainer import fit_face_model
+    from talkgs.train.state import fit_face_model
 
     n = 16
     seg = DriveConfig(segment=(1500, 1500 + n))  # the start of the run's frames (1500..1779)

@@ -53,26 +53,25 @@ class LossWeights:
 
 @dataclasses.dataclass(frozen=True)
 class DensifyConfig:
-    """Adaptive density control of a stage's trained branches (clone, split, prune; see
-    `talkgs.train.strategy`). The refinement steps follow from the stage's length."""
+    """Adaptive density control (clone, split, prune) of a stage's trained branches."""
 
     until: float = 0.9
     """Fraction of the stage after which the Gaussian count is frozen (0 = never densify)."""
-    grad_threshold: float = 2e-4
-    """Mean screen-space gradient of a Gaussian's projected mean (half-image units, as
-    3DGS/gsplat) above which it is cloned or split."""
-    grow_scale_m: float = 0.002
+    grad_threshold: Hidden[float] = 2e-4
+    """Mean screen-space gradient of a Gaussian's projected mean (half-image units, as 3DGS and
+    gsplat) above which it is cloned or split."""
+    grow_scale_m: Hidden[float] = 0.002
     """Largest scale (metres) up to which a growing Gaussian is cloned; above it, split."""
-    split_factor: float = 1.6
+    split_factor: Hidden[float] = 1.6
     """A split Gaussian's two children have its scales divided by this (3DGS: 0.8 x 2)."""
-    prune_opacity: tuple[float, float] = (0.005, 0.05)
-    """Opacity below which Gaussians are pruned, ramped linearly from the first to the second
-    value over the densification period. Lower than the original's 0.05 -> 0.30, whose stages
-    are ~10x longer: a steep ramp removes still-forming Gaussians before they become opaque."""
-    max_screen_radius: float = 0.15
-    """Prune Gaussians whose screen radius exceeds this fraction of the image size (from half
-    the densification period on)."""
-    max_world_scale_m: float = 0.05
+    prune_opacity: Hidden[tuple[float, float]] = (0.005, 0.05)
+    """Opacity below which Gaussians are pruned, ramped linearly from the first to the second value
+    over the densification period (gentler than the original's 0.05 -> 0.30: the stages are ~10x
+    shorter, so Gaussians have less time to become opaque)."""
+    max_screen_radius: Hidden[float] = 0.15
+    """Prune Gaussians whose screen radius exceeds this fraction of the image size (from half the
+    densification period on)."""
+    max_world_scale_m: Hidden[float] = 0.05
     """Prune Gaussians whose largest scale exceeds this (metres; a head is ~0.2 m; from half the
     densification period on)."""
     max_gaussians: int = 200_000
