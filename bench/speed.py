@@ -40,6 +40,7 @@ from talkgs.model.config import BranchInitConfig, HeadConfig
 from talkgs.model.head import BRANCHES, TalkingHead
 from talkgs.model.mouth import landmark_weights
 from talkgs.train.config import FACE_STAGE, FUSE_STAGE, MOUTH_STAGE
+from talkgs.model.inputs import FrameInputs
 from talkgs.train.batch import Batch
 from talkgs.train.stages import stage_loss, trainable, trained_branches
 
@@ -94,10 +95,11 @@ def synthetic_batch(model: TalkingHead, b: int, size: int, window: tuple[int, in
         return torch.rand(*shape, generator=gen).to(device)
 
     m = model.cfg.mouth_state.n_components
+    inputs = FrameInputs(audio=rand(b, 8, *window), eye=rand(b, model.cfg.eye_dim), viewmats=viewmats, Ks=Ks,
+                         background=rand(b, size, size, 3))
     return Batch(
-        idx=torch.arange(b, device=device), gt=rand(b, size, size, 3), labels=labels, viewmats=viewmats, Ks=Ks,
-        audio=rand(b, 8, *window), eye=rand(b, model.cfg.eye_dim), lips_box=torch.cat([lips_lo, lips_hi], 1),
-        background=rand(b, size, size, 3), states=0.1 * torch.randn(b, m, generator=gen).to(device),
+        idx=torch.arange(b, device=device), inputs=inputs, gt=rand(b, size, size, 3), labels=labels,
+        lips_box=torch.cat([lips_lo, lips_hi], 1), states=0.1 * torch.randn(b, m, generator=gen).to(device),
         landmarks=lm + rand(b, lm.shape[1], 2), landmark_weights=torch.as_tensor(landmark_weights(), device=device),
     )
 
@@ -187,7 +189,7 @@ def main() -> int:
 
     n = model.num_gaussians()
     with torch.no_grad():
-        w, eye, vm, Ks, bg = batch.audio, batch.eye, batch.viewmats, batch.Ks, batch.background
+        w, eye, vm, Ks, bg = batch.inputs
         states = model.predict_states(w)
         add("mouth-state prediction", f"audio windows [{b}, 8, {window[0]}, {window[1]}] -> states", lambda: model.predict_states(w))
         d = {}
