@@ -23,7 +23,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from talkgs.config import ExportTGConfig, ImportTGConfig, PrepareConfig, TrainConfig  # noqa: E402
+from talkgs.commands.export_tg import ExportTGConfig  # noqa: E402
+from talkgs.commands.import_tg import ImportTGConfig  # noqa: E402
+from talkgs.commands.prepare import PrepareConfig  # noqa: E402
+from talkgs.train.config import TrainConfig  # noqa: E402
 from talkgs.data import format as fmt  # noqa: E402
 from talkgs.interop.export_tg import export_tg  # noqa: E402
 from talkgs.interop.import_tg import import_tg  # noqa: E402

@@ -349,7 +349,7 @@ def main() -> None:
 
     import torch
 
-    from talkgs.config import ServeConfig
+    from talkgs.commands.serve import ServeConfig
     from talkgs.serve.app import head_names, load_heads
 
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)

@@ -21,7 +21,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from talkgs.config import EvalConfig, TrainConfig  # noqa: E402
+from talkgs.commands.eval import EvalConfig  # noqa: E402
+from talkgs.train.config import TrainConfig  # noqa: E402
 from talkgs.eval.evaluate import evaluate  # noqa: E402
 from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
 

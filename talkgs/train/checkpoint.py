@@ -69,6 +69,8 @@ def save(trainer, tag: str) -> Path:
             "kind": trainer.cfg.audio_kind,
             "window": int(trainer.ds.audio.shape[1]),
             "channels": int(trainer.ds.audio.shape[2]),
+            # The options the dataset's features were computed with (talkgs.audio.recorded_options).
+            "options": dict((trainer.ds.meta["audio"]["features"][trainer.cfg.audio_kind]).get("options") or {}),
         },
         "eye_ratio_ref": trainer.eye_ratio_ref.detach().cpu().clone(),
         "dataset": {"path": str(Path(trainer.cfg.dataset).resolve()), "sha256": trainer.ds.meta["source"]["sha256"]},

@@ -1,6 +1,6 @@
 """One trainer loop for every stage of the talking head (mouth, face, fuse).
 
-A stage is a :class:`talkgs.config.StageConfig`; what differs between stages is data, not
+A stage is a :class:`talkgs.train.config.StageConfig`; what differs between stages is data, not
 code: which branch is rendered, what the target image is (:func:`stage_loss`), which
 parameters train (:func:`trainable`), whether Gaussians densify, and the sampling curriculum.
 
@@ -781,12 +781,9 @@ def resume_trainer(cfg: TrainConfig, state: dict | None = None):
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) a run; returns the final checkpoint path. Arguments and the output
-    folder are checked first (``talkgs.validate.train``); the dataset is recorded as an
-    absolute path. Resuming a finished run says so and changes nothing."""
-    from talkgs import validate
-
-    cfg = validate.train(cfg)
+    """Train (or resume) a run checked by ``talkgs.commands.train.check`` (which records the
+    dataset as an absolute path); returns the final checkpoint path. Resuming a finished run
+    says so and changes nothing."""
     latest = Path(cfg.output) / "checkpoints" / "latest.pt"
     if cfg.resume:
         state = load_checkpoint(latest)
