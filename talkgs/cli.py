@@ -58,12 +58,13 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _end_progress_line() -> None:
-    """End the line of a progress bar left open on stderr, so the message starts a line."""
+    """Close the progress bars left open (they stay on screen, as where they stopped, and end
+    their line), so the message that follows starts a line of its own."""
     tqdm = sys.modules.get("tqdm")
-    bars = [b for b in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []) if not b.disable]
-    if bars:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        if not bar.disable:
+            bar.leave = True
+            bar.close()
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def test_every_command_is_checked_once_on_refusal_and_on_success(small, mel_run,
     refused("export-tg", small, "-o", small, "--force", needle="the dataset itself")
 
     # Successes with the real engines (which no longer check), each check still once.
-    assert run_cli("prepare", excerpt, "-o", small, "--no-progress") == 0  # the same video: nothing to do
+    assert run_cli("prepare", excerpt, "-o", small) == 0  # the same video: nothing to do
     assert "already prepared" in capsys.readouterr().out
     assert run_cli("inspect", small, "-o", tmp_path / "insp", "--max-frames", "2", "--no-progress") == 0
     view = dataset_view(small, tmp_path / "view")
@@ -263,8 +263,8 @@ def test_the_printed_resume_command_is_accepted_for_a_run_of_another_kind(small,
     assert "already complete" in capsys.readouterr().out
     assert snapshot(mel_run) == before
     # A flag that changes what the run trains is still refused.
-    assert run_cli("train", small, "-o", mel_run, "--resume", "--audio-kind", "whisper") == 2
-    assert "--audio-kind whisper differs from the run's mel" in capsys.readouterr().err
+    assert run_cli("train", small, "-o", mel_run, "--resume", "--audio-kind", "hubert") == 2
+    assert "--audio-kind hubert differs from the run's mel" in capsys.readouterr().err
 
 
 def test_a_2_s_mp3_renders_50_frames(mel_run, tmp_path):
@@ -355,7 +355,7 @@ def test_eval_names_the_drive_argument(mel_run, tmp_path):
     assert str(tmp_path / "notes") in msg and "meta.json" in msg
 
 
-def test_serve_advice_for_a_moved_dataset_is_true_for_serve(mel_run, tmp_path):
+def test_serve_advice_for_a_moved_dataset_is_true_for_serve(mel_run, small, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(mel_run, run)
     doc = json.loads((run / "config.json").read_text())
@@ -364,8 +364,8 @@ def test_serve_advice_for_a_moved_dataset_is_true_for_serve(mel_run, tmp_path):
     msg = one_line_refusal(talkgs("serve", run, importtime=True), "put the dataset back at that path")
     assert "pass --dataset" not in msg and "gone" in msg
     # render does take --dataset, and says so.
-    msg = one_line_refusal(talkgs("render", run, "--audio", tmp_path / "a.wav", "-o", tmp_path / "o.mp4", importtime=True),
-                           "pass --dataset DIR")
+    one_line_refusal(talkgs("render", run, "--audio", small / fmt.AUDIO, "-o", tmp_path / "o.mp4", importtime=True),
+                     "pass --dataset DIR")
 
 
 def test_the_interruption_message_starts_a_line_after_a_progress_bar(mel_run, small, tmp_path):
