@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
-from talkgs.config import ExportTGConfig, ImportTGConfig, PrepareConfig
+from talkgs.commands.export_tg import ExportTGConfig
+from talkgs.commands.import_tg import ImportTGConfig
+from talkgs.commands.prepare import PrepareConfig
 from talkgs.data import format as fmt
 from talkgs.interop.export_tg import export_tg
 from talkgs.interop.import_tg import import_tg

@@ -344,7 +344,7 @@ def main() -> None:
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
 
-    from talkgs.config import ServeConfig
+    from talkgs.commands.serve import ServeConfig
     from talkgs.serve.app import head_names, load_heads
 
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)

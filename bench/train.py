@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
-from talkgs.config import EvalConfig, TrainConfig  # noqa: E402
+from talkgs.commands.eval import EvalConfig  # noqa: E402
+from talkgs.train.config import TrainConfig  # noqa: E402
 from talkgs.eval.evaluate import evaluate  # noqa: E402
 from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
 

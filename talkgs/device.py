@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import torch
+import re
 
-from talkgs.errors import TalkgsError
+from talkgs.errors import TalkgsError, UsageError
+
+_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
-def resolve_device(name: str) -> torch.device:
+def check_name(name: str, flag: str = "--device") -> None:
+    """One-line UsageError unless ``name`` is a device name (checked without torch)."""
+    if not _NAMES.fullmatch(str(name)):
+        raise UsageError(f"{flag} {name!r} is not a device; use auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(name: str):
     """``auto`` -> CUDA when available, else CPU; a named device is checked to exist."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

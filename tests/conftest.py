@@ -28,7 +28,7 @@ def anchor_path() -> Path:
 @pytest.fixture(scope="session")
 def anchor_dataset(tmp_path_factory) -> Path:
     """The whole anchor clip prepared once per test session (~30-60 s on 2 cores)."""
-    from talkgs.config import PrepareConfig
+    from talkgs.commands.prepare import PrepareConfig
     from talkgs.prepare.pipeline import prepare
 
     src = _require_anchor()
@@ -98,7 +98,7 @@ def live_run(anchor_dataset, tmp_path_factory) -> Path:
 def excerpt_dataset(anchor_excerpt, tmp_path_factory) -> Path:
     """A second, small prepared dataset: 6 s of the anchor clip (from 10 s, 150 frames) prepared
     on its own (its own tracks, labels and features). `talkgs eval --drive` uses it as another clip."""
-    from talkgs.config import PrepareConfig
+    from talkgs.commands.prepare import PrepareConfig
     from talkgs.prepare.pipeline import prepare
 
     out = tmp_path_factory.mktemp("excerpt_ds") / "excerpt"

@@ -37,11 +37,42 @@ def test_every_kind_is_registered_without_importing_heavy_modules():
         "print(sorted(A.REGISTRY), 'pocketsphinx' in sys.modules, 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['deepspeech', 'hubert', 'mel', 'phones', 'phones_mel', 'whisper', 'whisper_base'] False False"
+    assert out.strip() == (
+        "['deepspeech', 'esperanto', 'hubert', 'mel', 'phones', 'phones_mel', 'whisper', 'whisper_base'] False False"
+    )
     assert REGISTRY["phones"].requires == ("pocketsphinx",)
     assert REGISTRY["hubert"].requires == ("transformers",)
-    shapes = {k: REGISTRY[k].shape for k in ("phones", "phones_mel", "hubert", "deepspeech")}
-    assert shapes == {"phones": (16, 41), "phones_mel": (16, 121), "hubert": (2, 1024), "deepspeech": (16, 29)}
+    shapes = {k: REGISTRY[k].shape for k in ("phones", "phones_mel", "hubert", "deepspeech", "esperanto")}
+    assert shapes == {"phones": (16, 41), "phones_mel": (16, 121), "hubert": (2, 1024), "deepspeech": (16, 29),
+                      "esperanto": (16, 44)}
+    # The original's file names come with the kinds (talkgs.interop.tg_layout reads them).
+    from talkgs.interop import tg_layout as tg
+
+    assert tg.FEATURE_FILES == {"deepspeech": ("aud_ds.npy", "aud.npy"), "esperanto": ("aud_eo.npy",), "hubert": ("aud_hu.npy",)}
+
+
+def test_a_kind_owns_its_options_and_their_checks(tmp_path, monkeypatch):
+    from talkgs.audio import check_kinds, options_of, recorded_options
+    from talkgs.audio.hubert import HubertOptions
+    from talkgs.audio.whisper import WhisperOptions
+    from talkgs.errors import TalkgsError
+
+    assert REGISTRY["whisper"].options is REGISTRY["whisper_base"].options is WhisperOptions
+    assert REGISTRY["hubert"].options is HubertOptions
+    assert all(REGISTRY[k].options is None for k in ("mel", "phones", "phones_mel", "deepspeech", "esperanto"))
+    opts = options_of("whisper", {"layer": 2, "device": "cpu"})
+    assert opts == WhisperOptions(model=None, layer=2, device="cpu")
+    assert recorded_options(opts) == {"layer": 2}  # the device says how it ran, not what it computed
+    with pytest.raises(AudioFeatureError, match="no option 'channels'"):
+        options_of("whisper", {"channels": 3})
+    with pytest.raises(AudioFeatureError, match="has no options"):
+        options_of("mel", {"layer": 1})
+    monkeypatch.setenv("TALKGS_HUBERT_MODEL", str(tmp_path / "no_model"))
+    for kind, given, needle in (("whisper", {"layer": -1}, "--whisper.layer"), ("whisper_base", {"device": "gpu"}, "--whisper-base.device"),
+                                ("whisper", {"model": str(tmp_path / "nope")}, "nope"), ("hubert", {}, "no_model")):
+        with pytest.raises(TalkgsError, match=needle) as e:
+            check_kinds([kind], options={kind: given})
+        one_line(e.value)
 
 
 # ------------------------------------------------------------------------------ phones
@@ -473,7 +504,7 @@ def test_features_command_imports_and_replaces_with_force(dataset_copy, capsys, 
 def test_prepare_accepts_several_audio_kinds():
     import tyro
 
-    from talkgs.config import PrepareConfig
+    from talkgs.commands.prepare import PrepareConfig
 
     cfg = tyro.cli(PrepareConfig, args=["clip.mp4", "-o", "out", "--audio-features", "mel", "phones"])
     assert cfg.audio_features == ("mel", "phones")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkgs.config import EvalConfig
+from talkgs.commands.eval import EvalConfig
 from talkgs.data import format as fmt
 from talkgs.data import load_dataset
 from talkgs.errors import TalkgsError

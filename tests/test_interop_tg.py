@@ -21,7 +21,8 @@ import pytest
 
 from talkgs import conventions
 from talkgs.cli import main
-from talkgs.config import ExportTGConfig, ImportTGConfig
+from talkgs.commands.export_tg import ExportTGConfig
+from talkgs.commands.import_tg import ImportTGConfig
 from talkgs.data import format as fmt
 from talkgs.data import load_dataset
 from talkgs.errors import DatasetError, OutputError

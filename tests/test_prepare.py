@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from talkgs import conventions
-from talkgs.config import PrepareConfig
+from talkgs.commands.prepare import PrepareConfig
 from talkgs.data import LABEL_BACKGROUND, LABEL_MOUTH, load_dataset, read_meta
 from talkgs.data.format import load_labels
 from talkgs.errors import MediaError, OutputError, PrepareError

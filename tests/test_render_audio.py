@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from talkgs.audio import extract
-from talkgs.config import RenderConfig
+from talkgs.commands.render import RenderConfig
 from talkgs.data import load_dataset
 from talkgs.data import format as fmt
 from talkgs.errors import AudioFeatureError, TalkgsError

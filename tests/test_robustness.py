@@ -182,18 +182,11 @@ def _refusal_cases(w: Path, ds: Path, run: Path):
 def test_bad_arguments_and_paths_are_refused_in_one_line_before_torch(world, anchor_dataset, trained):
     run = trained[3]
     before = snapshot(world, anchor_dataset, run)
-    cases = _refusal_cases(world, anchor_dataset, run)
-    slow = []
-    for args, needle in cases:
-        t0 = time.perf_counter()
-        r = talkgs(*args, importtime=True)
-        one_line_refusal(r, needle)
-        slow.append((time.perf_counter() - t0, args[0]))
+    # No torch before a refusal (one_line_refusal): bench/cli_latency.py measures how quick they are.
+    for args, needle in _refusal_cases(world, anchor_dataset, run):
+        one_line_refusal(talkgs(*args, importtime=True), needle)
     assert snapshot(world, anchor_dataset, run) == before, "a refused command changed a file"
     assert sorted(p.name for p in world.iterdir()) == ["features.npy", "notes", "talk.mp4"], "a refusal left files"
-    # No model loading: even on a busy 2-core machine a refusal is quick (bench/cli_latency.py
-    # measures it properly).
-    assert max(slow)[0] < 10.0, max(slow)
 
 
 def test_a_text_file_given_as_npy_is_named_for_what_it_is(world, small_dataset):
@@ -387,16 +380,20 @@ def test_train_sigterm_resume_history_and_refusals(anchor_dataset, small_dataset
 
 
 def test_checkpoint_dataset_lookup_mentions_dataset_flag(trained, tmp_path):
+    from talkgs.data.runs import check_checkpoint, run_dataset
     from talkgs.errors import DatasetError
     from talkgs.model import checkpoint as ckpt
 
     state = ckpt.load(trained[3])
-    assert ckpt.run_dataset(state) == Path(state["dataset"]["path"])
+    assert run_dataset(state) == Path(state["dataset"]["path"])
+    # The torch-free reading of the checkpoint holds the same plain values.
+    header = check_checkpoint(trained[3] / "checkpoints" / "latest.pt")
+    assert header["dataset"] == state["dataset"] and header["audio"] == state["audio"]
     state["dataset"]["path"] = str(tmp_path / "gone")
     with pytest.raises(DatasetError, match="--dataset"):
-        ckpt.run_dataset(state)
+        run_dataset(state)
     with pytest.raises(DatasetError, match="--dataset"):
-        ckpt.run_dataset(state, tmp_path / "also_gone")
+        run_dataset(state, tmp_path / "also_gone")
 
 
 def test_prepare_sigint_keeps_the_work_folder_and_says_how_to_resume(anchor_excerpt, tmp_path):

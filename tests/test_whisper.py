@@ -495,7 +495,7 @@ def test_real_tiny_en_chunked_and_streamed_stay_close_to_the_offline_states(anch
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory, request):
     """A dataset prepared from a 6 s excerpt of the real clip."""
-    from talkgs.config import PrepareConfig
+    from talkgs.commands.prepare import PrepareConfig
     from talkgs.prepare.pipeline import prepare
 
     clip = request.getfixturevalue("anchor_excerpt")(start=20.0, duration=6.0)
@@ -509,8 +509,8 @@ def test_features_command_adds_whisper(rand_whisper, small_dataset, capsys):
 
     root = small_dataset
     n = json.loads((root / "meta.json").read_text())["n_frames"]
-    rc = main(["features", str(root), "--kind", "whisper", "--whisper-model", str(rand_whisper["hf"]), "--whisper-layer", "1",
-               "--device", "cpu", "--no-progress"])
+    rc = main(["features", str(root), "--kind", "whisper", "--whisper.model", str(rand_whisper["hf"]), "--whisper.layer", "1",
+               "--whisper.device", "cpu", "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "audio_whisper.npy" in out
@@ -526,7 +526,7 @@ def test_features_command_adds_whisper(rand_whisper, small_dataset, capsys):
     ref = extract("whisper", wav, n, model=rand_whisper["hf"], layer=1, device="cpu")
     np.testing.assert_allclose(arr.astype(np.float32), ref, rtol=2e-3, atol=2e-3)
     # A missing model: one line, nothing written.
-    rc = main(["features", str(root), "--kind", "whisper", "--force", "--whisper-model", str(root / "nope"), "--no-progress"])
+    rc = main(["features", str(root), "--kind", "whisper", "--force", "--whisper.model", str(root / "nope"), "--no-progress"])
     _, err = capsys.readouterr()
     assert rc == 2 and err.startswith("talkgs: ") and err.count("\n") == 1 and "nope" in err
     np.testing.assert_array_equal(np.load(root / "audio_whisper.npy"), arr)

@@ -9,6 +9,7 @@ dataset changes. An existing kind is only replaced with ``force``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -48,12 +49,14 @@ def add_features(
 ) -> dict[str, dict]:
     """Compute (or, with ``import_path``, import) ``kinds`` into ``dataset``.
 
-    ``options`` maps a kind to keyword options for its extractor (e.g.
-    ``{"hubert": {"model": DIR}}``). Returns ``{kind: {"file", "shape", "seconds"}}``.
+    ``options`` maps a kind to its options (an instance of the kind's options dataclass, or a
+    dict of some of its fields, e.g. ``{"hubert": {"model": DIR}}``); meta.json records the
+    options each kind was computed with (:func:`talkgs.audio.registry.recorded_options`).
+    Returns ``{kind: {"file", "shape", "seconds"}}``.
     Every kind is checked before any work starts: unknown or unavailable kinds, and kinds
     already present without ``force``, are one-line errors and leave the dataset untouched.
     """
-    from talkgs.audio.registry import REGISTRY, get_kind
+    from talkgs.audio.registry import REGISTRY, get_kind, options_of, recorded_options
 
     root = Path(dataset)
     meta = fmt.read_meta(root)
@@ -94,7 +97,8 @@ def add_features(
                 wav, sr = read_wav(root / fmt.AUDIO)
                 if sr != 16000:
                     raise DatasetError(f"{root / fmt.AUDIO} is {sr} Hz; a talkgs dataset stores 16 kHz audio")
-            opts = dict((options or {}).get(kind, {}))
+            chosen = options_of(kind, (options or {}).get(kind))
+            opts = dataclasses.asdict(chosen) if chosen is not None else {}
             if progress and _accepts(REGISTRY[kind].extract, "progress"):
                 opts.setdefault("progress", True)
             feats = extract(kind, wav, n, **opts)
@@ -104,10 +108,9 @@ def add_features(
         meta = json.loads((root / fmt.META).read_text())
         audio = meta.setdefault("audio", {"sample_rate": 16000, "features": {}})
         entry = {"file": path.name, "shape": list(feats.shape)}
-        chosen = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in opts.items()
-                  if v is not None and k not in ("device", "progress")} if import_path is None else {}
-        if chosen:
-            entry["options"] = chosen  # e.g. a non-default model or layer: render needs the same
+        recorded = recorded_options(chosen) if import_path is None else {}
+        if recorded:
+            entry["options"] = recorded  # e.g. a non-default model or layer: the run copies them
         if import_path is not None:
             entry["from"] = "imported"  # as talkgs.interop.import_tg marks imported kinds
         audio.setdefault("features", {})[kind] = entry

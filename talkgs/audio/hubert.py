@@ -33,6 +33,7 @@ Long audio (bounded memory)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkgs.audio.registry import register
+from talkgs.audio.registry import RUNTIME, register
 from talkgs.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
 
@@ -186,12 +187,32 @@ def hubert_states(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class HubertOptions:
+    """Options of the ``hubert`` kind."""
+
+    model: str | None = None
+    """Weights: a saved model folder or a hub id in the local Hugging Face cache; never downloaded
+    (default: $TALKGS_HUBERT_MODEL, else facebook/hubert-large-ls960-ft)."""
+    device: str = dataclasses.field(default="auto", metadata=RUNTIME)
+    """Where the model runs: cuda, cpu or auto."""
+
+    def check(self, kind: str) -> None:
+        """One line for a bad device or weights that are not here (no torch)."""
+        from talkgs.device import check_name
+
+        check_name(self.device, f"--{kind}.device")
+        resolve_model(self.model)
+
+
 @register(
     "hubert",
     window=STATES_PER_FRAME,
     channels=HIDDEN,
     description="HuBERT-large last hidden state, 2 x 20 ms per video frame (needs local weights)",
     requires=("transformers",),
+    options=HubertOptions,
+    tg_files=("aud_hu.npy",),
 )
 def extract_hubert(
     wav: np.ndarray,

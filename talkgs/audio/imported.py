@@ -1,9 +1,10 @@
-"""Features computed elsewhere, imported from ``.npy`` files (kinds ``deepspeech``, ``hubert``, ...).
+"""Features computed elsewhere, imported from ``.npy`` files (kinds ``deepspeech``, ``esperanto``,
+``hubert``, ...).
 
 ``deepspeech`` ``[N, 16, 29]`` (the original TalkingGaussian's ``aud_ds.npy``: 16 windows of
-29 character logits per video frame) can only be imported: no DeepSpeech model runs here. Any
-registered kind can be imported the same way, e.g. ``hubert`` from the original's ``aud_hu.npy``
-``[N, 2, 1024]``.
+29 character logits per video frame) and ``esperanto`` ``[N, 16, 44]`` (its ``aud_eo.npy``) can
+only be imported: neither model runs here. Any registered kind can be imported the same way,
+e.g. ``hubert`` from the original's ``aud_hu.npy`` ``[N, 2, 1024]``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from talkgs.errors import AudioFeatureError, short
 
 DEEPSPEECH_WINDOW = 16
 DEEPSPEECH_CHANNELS = 29
+ESPERANTO_WINDOW = 16
+ESPERANTO_CHANNELS = 44
 
 
 @register(
@@ -26,12 +29,30 @@ DEEPSPEECH_CHANNELS = 29
     channels=DEEPSPEECH_CHANNELS,
     description="DeepSpeech logits, 16 x 29 per video frame (import only, e.g. the original's aud_ds.npy)",
     import_only=True,
+    # The original's process.py writes aud.npy, its trainers read aud_ds.npy.
+    tg_files=("aud_ds.npy", "aud.npy"),
 )
 def extract_deepspeech(wav: np.ndarray, n_frames: int, **_opts) -> np.ndarray:
     """Never computes: DeepSpeech features can only be imported."""
     raise AudioFeatureError(
         "deepspeech features cannot be computed here; import them from a .npy "
         "(e.g. the original's aud_ds.npy): talkgs features DATASET --kind deepspeech --import aud_ds.npy"
+    )
+
+
+@register(
+    "esperanto",
+    window=ESPERANTO_WINDOW,
+    channels=ESPERANTO_CHANNELS,
+    description="Esperanto ASR logits, 16 x 44 per video frame (import only, the original's aud_eo.npy)",
+    import_only=True,
+    tg_files=("aud_eo.npy",),
+)
+def extract_esperanto(wav: np.ndarray, n_frames: int, **_opts) -> np.ndarray:
+    """Never computes: Esperanto ASR features can only be imported."""
+    raise AudioFeatureError(
+        "esperanto features cannot be computed here; import them from a .npy "
+        "(the original's aud_eo.npy): talkgs features DATASET --kind esperanto --import aud_eo.npy"
     )
 
 

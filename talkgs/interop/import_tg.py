@@ -180,34 +180,16 @@ def _read_au(path: Path, ids: list[int], notes: list[str]) -> tuple[np.ndarray, 
 
 
 def _load_features(path: Path, kind: str, notes: list[str]) -> np.ndarray | None:
-    """``[M, W, C]`` features of ``kind`` from an .npy file, or None (with a note) when unusable.
-
-    Registered kinds go through ``talkgs.audio.load_feature_file`` (which also accepts the
-    transposed [M, C, W] layout); ``esperanto`` (not a talkgs kind) is checked here."""
-    from talkgs.audio import REGISTRY, load_feature_file
+    """``[M, W, C]`` features of ``kind`` from an .npy file (``talkgs.audio.load_feature_file``,
+    which also accepts the transposed [M, C, W] layout), or None (with a note) when unusable."""
+    from talkgs.audio import load_feature_file
     from talkgs.errors import AudioFeatureError
 
-    if kind in REGISTRY:
-        try:
-            return load_feature_file(path, kind)
-        except AudioFeatureError as e:
-            notes.append(f"{kind} features not imported: {e}")
-            return None
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        notes.append(f"{path.name} is unreadable ({e}); {kind} features not imported")
+        return load_feature_file(path, kind)
+    except AudioFeatureError as e:
+        notes.append(f"{kind} features not imported: {e}")
         return None
-    want = tg.FEATURE_SHAPES[kind]
-    if arr.ndim != 3 or tuple(arr.shape[1:]) != want or not np.issubdtype(arr.dtype, np.floating):
-        notes.append(
-            f"{path.name} has shape {arr.shape} {arr.dtype}, expected [N, {want[0]}, {want[1]}] float; not imported"
-        )
-        return None
-    if not np.all(np.isfinite(arr)):
-        notes.append(f"{path.name} contains NaN/inf; {kind} features not imported")
-        return None
-    return arr.astype(np.float32)
 
 
 # Feature rows may fall short of the frames by this many (the original's DeepSpeech count is
@@ -352,7 +334,6 @@ def import_tg(cfg) -> ImportResult:
 
     t_start = time.perf_counter()
     src, out = Path(cfg.source), Path(cfg.output)
-    validate.import_tg(cfg)
     missing: list[str] = []
     notes: list[str] = []
     say = (lambda m: print(f"[import-tg] {m}", flush=True)) if cfg.progress else (lambda m: None)
@@ -371,11 +352,12 @@ def import_tg(cfg) -> ImportResult:
         arr = _load_features(found[0], kind, notes)
         if arr is not None:
             features[kind] = arr
-    if not any((src / nm).is_file() for names in tg.FEATURE_FILES.values() for nm in names):
-        missing.append("audio feature files (aud_ds.npy / aud.npy / aud_hu.npy / aud_eo.npy)")
+    feature_names = [nm for names in tg.FEATURE_FILES.values() for nm in names]
+    if not any((src / nm).is_file() for nm in feature_names):
+        missing.append(f"audio feature files ({' / '.join(feature_names)})")
     if wav is None and not features:
         raise DatasetError(
-            f"{src} has no audio: no {tg.AUDIO_WAV}, no <ID>.mp4 and no aud_ds/aud/aud_hu/aud_eo.npy features"
+            f"{src} has no audio: no {tg.AUDIO_WAV}, no <ID>.mp4 and no {' / '.join(feature_names)} features"
         )
 
     first = _imread_rgb(image_paths[0])

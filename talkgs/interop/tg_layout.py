@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import talkgs.audio  # noqa: F401  (registers every feature kind)
 from talkgs import conventions
+from talkgs.audio.registry import REGISTRY
 from talkgs.data import format as fmt
 
 # --------------------------------------------------------------------------------- file names
@@ -45,19 +47,9 @@ BACKGROUND = "bc.jpg"
 AU_CSV = "au.csv"
 AUDIO_WAV = "aud.wav"
 
-# Audio feature kinds and the files that hold them, in the order they are looked for.
-# process.py writes DeepSpeech as aud.npy, the trainers read aud_ds.npy: both are accepted.
-FEATURE_FILES: dict[str, tuple[str, ...]] = {
-    "deepspeech": ("aud_ds.npy", "aud.npy"),
-    "hubert": ("aud_hu.npy",),
-    "esperanto": ("aud_eo.npy",),
-}
-# Per-frame (window, channels) of each kind, as stored: [N, W, C] (the trainers transpose).
-FEATURE_SHAPES: dict[str, tuple[int, int]] = {
-    "deepspeech": (16, 29),
-    "hubert": (2, 1024),
-    "esperanto": (16, 44),
-}
+# Audio feature kinds and the files that hold them, in the order they are looked for: every
+# registered kind that names its files in the original's layout (talkgs.audio, ``tg_files``).
+FEATURE_FILES: dict[str, tuple[str, ...]] = {k: fk.tg_files for k, fk in sorted(REGISTRY.items()) if fk.tg_files}
 
 # Top-level key that `talkgs export-tg` adds to the transforms files (the original reads only
 # focal_len and frames): it records the world change, so import-tg undoes it exactly.

@@ -46,7 +46,7 @@ def _read_audio_av(p, sample_rate: int) -> np.ndarray:
         if not container.streams.audio:
             raise MediaError(f"{p}: no audio stream")
         stream = container.streams.audio[0]
-        origin = 0.0
+        origin = None  # without video: the first audio sample (an mp3's start time is its encoder delay)
         if container.streams.video:
             v = container.streams.video[0]
             origin = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
@@ -80,7 +80,7 @@ def _read_audio_av(p, sample_rate: int) -> np.ndarray:
             got, want = first_s + wav.shape[0] / sample_rate, end_s
             raise MediaError(f"{p}: truncated or corrupt audio: it ends at {got:.2f} s, the container says {want:.2f} s")
         wav = wav[: max(keep, 0)]
-    shift = int(round((first_s - origin) * sample_rate))
+    shift = int(round((first_s - (first_s if origin is None else origin)) * sample_rate))
     if shift > 0:
         wav = np.concatenate([np.zeros(shift, np.float32), wav])
     elif shift < 0:

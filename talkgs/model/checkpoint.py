@@ -77,14 +77,3 @@ def build_model(state: dict, device: str | torch.device = "cpu"):
             f"checkpoint {state.get('path')} does not match this talkgs model ({short(e, 200)})"
         ) from None
     return model.to(device).eval()
-
-
-def run_dataset(state: dict, override: str | Path | None = None) -> Path:
-    """The dataset a loaded run uses: ``override`` (``--dataset``) when given, else the one the
-    run recorded. One-line DatasetError mentioning ``--dataset`` when it is missing or holds
-    another video's dataset (see :func:`talkgs.validate.run_dataset_path`)."""
-    from talkgs.validate import run_dataset_path
-
-    recorded = (state.get("dataset") or {}).get("path") or (state.get("config") or {}).get("dataset")
-    sha = (state.get("dataset") or {}).get("sha256")
-    return run_dataset_path(state.get("path", "the run"), recorded, sha, override)

@@ -1,6 +1,6 @@
 """Configuration of the talking-head model: frozen dataclasses, torch-free.
 
-Every model part has its config here, so the command line (``talkgs.config``, tyro) can be
+Every model part has its config here, so the command line (``talkgs.commands``, tyro) can be
 built, parsed and validated without importing torch; each config's ``setup()`` imports its
 module and builds the part.
 """

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from talkgs import __version__, conventions
-from talkgs.config import PrepareConfig
+from talkgs.commands.prepare import PrepareConfig
 from talkgs.data import format as fmt
 from talkgs.errors import Interrupted, MediaError, PrepareError, TalkgsError
 from talkgs.fsutil import atomic_path, move_into, sha256_file, write_json
@@ -328,9 +328,8 @@ def prepare(cfg: PrepareConfig) -> Path:
     stay too when the video is the same. A refused input leaves nothing behind; Ctrl-C or
     SIGTERM keeps OUTPUT.partial, from which the same command resumes.
     """
-    from talkgs import provenance as owner, validate
+    from talkgs import provenance as owner
 
-    validate.prepare(cfg)
     out = Path(cfg.output)
     video = Path(cfg.video)
     sha = sha256_file(video)

@@ -36,6 +36,7 @@ import torch
 from talkgs.conventions import FPS, MAX_MOUTH_AMPLITUDE, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.data import format as fmt
 from talkgs.data.loader import lifted_offsets
+from talkgs.data.runs import run_dataset
 from talkgs.errors import AudioFeatureError, MediaError, TalkgsError
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import FrameRender, torso_background
@@ -94,7 +95,7 @@ class HeadRenderer:
         self.audio_kind: str = state["audio"]["kind"]
         self.feature_shape = (int(state["audio"]["window"]), int(state["audio"]["channels"]))
         train_cfg = state["config"]
-        self.root = ckpt.run_dataset(state, dataset)
+        self.root = run_dataset(state, dataset)
         self.meta = fmt.read_meta(self.root)
         fr = train_cfg.get("frame_range")
         self.frame_range = (int(fr[0]), int(fr[1])) if fr else None
@@ -368,14 +369,14 @@ class _EncoderThread:
 
 
 def render_audio(cfg) -> dict:
-    """Run a :class:`talkgs.config.RenderConfig`: write ``cfg.output`` and return a summary."""
+    """Run a checked :class:`talkgs.commands.render.RenderConfig` (``talkgs.commands.render.check``:
+    -o is never an input, and replaces only an earlier render): write ``cfg.output`` and return
+    a summary."""
     from tqdm import tqdm
 
-    from talkgs import validate
     from talkgs.media import VideoWriter
     from talkgs.provenance import made_by
 
-    validate.render(cfg)  # -o is never an input, and replaces only an earlier render (--force)
     out = Path(cfg.output)
     t0 = time.perf_counter()
     renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale,

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Callable
 
 from talkgs.errors import TalkgsError
-from talkgs.validate import serve as check_config
 
 log = logging.getLogger("talkgs.serve")
 
@@ -364,8 +363,7 @@ class LiveServer:
 
 
 def serve(cfg) -> None:
-    """Run a :class:`talkgs.config.ServeConfig` until interrupted."""
-    check_config(cfg)  # again: serve() is also called from Python (benchmarks)
+    """Run a checked :class:`talkgs.commands.serve.ServeConfig` until interrupted."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO if cfg.verbose else logging.WARNING)
     try:

@@ -49,7 +49,13 @@ def save(path: Path, cfg: TrainConfig, ds: Dataset, state: TrainState) -> Path:
         "format_version": FORMAT_VERSION,
         "config": config_to_dict(cfg),
         "model_config": config_to_dict(state.model.cfg),
-        "audio": {"kind": cfg.audio_kind, "window": int(ds.audio.shape[1]), "channels": int(ds.audio.shape[2])},
+        "audio": {
+            "kind": cfg.audio_kind,
+            "window": int(ds.audio.shape[1]),
+            "channels": int(ds.audio.shape[2]),
+            # The options the dataset's features were computed with (talkgs.audio.recorded_options).
+            "options": dict((ds.meta["audio"]["features"][cfg.audio_kind]).get("options") or {}),
+        },
         "dataset": {"path": str(Path(cfg.dataset).resolve()), "sha256": ds.meta["source"]["sha256"]},
         "num_gaussians": state.model.num_gaussians(),
     }

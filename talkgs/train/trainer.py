@@ -276,9 +276,9 @@ def resume_trainer(cfg: TrainConfig, checkpoint: dict | None = None, **ranks) ->
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or, with ``cfg.resume``, continue) a run; returns the final checkpoint path.
-    Expects arguments already checked (``talkgs.validate.train``, which the command line runs
-    first). Resuming a finished run says so and changes nothing."""
+    """Train (or resume) a run checked by ``talkgs.commands.train.check`` (which records the
+    dataset as an absolute path); returns the final checkpoint path. Resuming a finished run
+    says so and changes nothing."""
     latest = Path(cfg.output) / "checkpoints" / "latest.pt"
     if not cfg.resume:
         return Trainer(cfg).run()

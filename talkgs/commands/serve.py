@@ -1,0 +1,108 @@
+"""``talkgs serve``: trained heads live in a browser over WebRTC."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from talkgs.commands.common import at_least, device, input_run, mouth_amplitude, positive, run_dataset, within
+from talkgs.data import runs
+from talkgs.errors import AudioFeatureError, UsageError
+from talkgs.render.drive import DriveConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """Serve trained heads live in a browser: speech in (microphone or a file played by the page),
+    the head's video with that speech out, over WebRTC; sessions share the device in batches."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run folders written by `talkgs train`; the page offers exactly these heads (by folder name).
+    Each run's dataset is read from the path the run recorded."""
+    host: str = "127.0.0.1"
+    """Address to listen on. Anything but loopback needs --token."""
+    port: int = 8080
+    """TCP port of the page and its API (WebRTC media uses UDP ports chosen by the system)."""
+    token: str | None = None
+    """Secret the page must present (open http://HOST:PORT/?token=...), at least 8 characters;
+    required unless the host is loopback."""
+    max_sessions: int = 16
+    """Live sessions at once; the next one is refused with a message (not served worse)."""
+    max_batch: int = 32
+    """Most frames rendered in one device call."""
+    idle_timeout_s: float = 10.0
+    """A session whose audio stops arriving for this many seconds is closed."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+    backend: Literal["auto", "gsplat", "torch"] = "auto"
+    """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
+    mouth_amplitude: float = 1.0
+    """Scale of the mouth motion predicted from the audio, around the person's mean mouth: 1 as
+    the run was trained, above 1 livelier, below 1 calmer (mouth_state runs; at most 3)."""
+    drive: DriveConfig = DriveConfig()
+    """Head pose, eyes and torso of every session (each session walks its own copy of the plan)."""
+    cpu_threads: int = 1
+    """Torch threads rendering on a CPU device (the network, audio and video-encoder threads need
+    the other cores)."""
+    verbose: bool = False
+    """Log every session's start, end and statistics."""
+
+
+Config = ServeConfig
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check(cfg: ServeConfig) -> ServeConfig:
+    from talkgs.audio import stream_kinds
+
+    if not cfg.runs:
+        raise UsageError("name at least one run to serve")
+    states = [(run, input_run(run)[1]) for run in cfg.runs]
+    mouth_amplitude(cfg.mouth_amplitude, states)
+    device(cfg.device)
+    if not is_loopback(cfg.host) and not cfg.token:
+        raise UsageError(
+            f"serving on {cfg.host} (not loopback) needs --token SECRET; the page is then opened as "
+            f"http://{cfg.host}:{cfg.port}/?token=SECRET"
+        )
+    if cfg.token is not None and len(cfg.token) < 8:
+        raise UsageError("--token must be at least 8 characters")
+    within("max_sessions", cfg.max_sessions, 1, 1024)
+    within("max_batch", cfg.max_batch, 1, 1024)
+    within("port", cfg.port, 1, 65535)
+    positive("idle_timeout_s", cfg.idle_timeout_s)
+    at_least("cpu_threads", cfg.cpu_threads, 1)
+    for run, state in states:
+        kind = (state.get("audio") or {}).get("kind")
+        if kind is not None and kind not in stream_kinds():
+            raise AudioFeatureError(f"run {run} uses '{kind}' audio features, which cannot be computed from live "
+                                    f"audio (streaming kinds: {', '.join(stream_kinds())})")
+        run_dataset(run, state, advice=runs.PUT_BACK)
+    # The port is checked now, not after minutes of loading.
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((cfg.host, cfg.port))
+        except OSError as e:
+            raise UsageError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+    return cfg
+
+
+def run(cfg: ServeConfig) -> None:
+    from talkgs.serve.app import serve
+
+    serve(cfg)
