@@ -35,16 +35,11 @@ from talkgs.data import format as fmt
 from talkgs.errors import UsageError
 from tests.test_robustness import ENV, one_line_refusal, snapshot, talkgs
 
-# A head trained in seconds on a CPU: 32x32 pixels, 80 Gaussians, a few steps per stage, a tiny
-# mouth-state predictor without voice augmentation.
+# A head trained in seconds on a CPU: 32x32 pixels, the quick preset with a few steps per stage.
 TINY = [
     "--device", "cpu", "--image-scale", "0.0625", "--batch-size", "1", "--no-progress", "--no-tensorboard",
-    "--log-every", "1", "--model.face-init.n", "64", "--model.mouth-init.n", "16",
-    "--mouth.iterations", "2", "--mouth.warmup-static", "1", "--mouth.no-densify",
-    "--face.iterations", "4", "--face.warmup-static", "1", "--face.no-densify", "--fuse.iterations", "2",
-    "--predictor.steps", "4", "--predictor.eval-every", "2", "--predictor.no-augment", "--predictor.silence-gaps", "0",
-    "--predictor.silent-clip-s", "0", "--model.mouth-state.predictor-members", "1",
-    "--model.mouth-state.predictor-hidden", "16",
+    "--log-every", "1", "--preset", "quick", "--mouth.iterations", "2", "--mouth.densify.until", "0",
+    "--face.iterations", "4", "--face.densify.until", "0", "--fuse.iterations", "2",
 ]
 
 

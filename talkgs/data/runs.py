@@ -22,8 +22,8 @@ from talkgs import provenance as owner
 from talkgs.data import format as fmt
 from talkgs.errors import CheckpointError, DatasetError, short
 
-CHECKPOINT_KIND = owner.CHECKPOINT_KIND.decode()  # talkgs.model.checkpoint.KIND
-CHECKPOINT_FORMAT_VERSION = 1  # talkgs.model.checkpoint.FORMAT_VERSION
+CHECKPOINT_KIND = owner.CHECKPOINT_KIND.decode()
+CHECKPOINT_FORMAT_VERSION = 2  # the layout of talkgs.train.checkpoint.save (TrainState.state_dict)
 
 
 # ----------------------------------------------------------------------------------- checkpoint

@@ -21,8 +21,8 @@ import torch
 from talkgs.configio import config_from_dict, config_to_dict  # noqa: F401
 from talkgs.errors import CheckpointError, short
 
-FORMAT_VERSION = 2
-KIND = "talkgs-head"
+from talkgs.data.runs import CHECKPOINT_FORMAT_VERSION as FORMAT_VERSION
+from talkgs.data.runs import CHECKPOINT_KIND as KIND
 
 
 # --------------------------------------------------------------------------- load
