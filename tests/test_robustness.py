@@ -190,17 +190,12 @@ def test_bad_arguments_and_paths_are_refused_in_one_line_before_torch(world, anc
     run = trained[3]
     before = snapshot(world, anchor_dataset, run)
     cases = _refusal_cases(world, anchor_dataset, run)
-    slow = []
     for args, needle in cases:
-        t0 = time.perf_counter()
-        r = talkgs(*args, importtime=True)
-        one_line_refusal(r, needle)
-        slow.append((time.perf_counter() - t0, args[0]))
+        # Before any heavy work: one_line_refusal checks (-X importtime) that torch was never
+        # imported; how quick that is, bench/cli_latency.py measures.
+        one_line_refusal(talkgs(*args, importtime=True), needle)
     assert snapshot(world, anchor_dataset, run) == before, "a refused command changed a file"
     assert sorted(p.name for p in world.iterdir()) == ["features.npy", "notes", "talk.mp4"], "a refusal left files"
-    # No model loading: even on a busy 2-core machine a refusal is quick (bench/cli_latency.py
-    # measures it properly).
-    assert max(slow)[0] < 10.0, max(slow)
 
 
 def test_a_text_file_given_as_npy_is_named_for_what_it_is(world, small_dataset):
