@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 
-def _default_mode() -> int:
-    """0666 minus the process umask (what a plain open() would give)."""
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def _default_mode() -> int:
+    """0666 minus the process umask (what a plain open() would give)."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -46,6 +50,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp_path.unlink()
 
 
+def partial_dir(path: str | os.PathLike) -> Path:
+    """A new, empty temporary folder beside ``path`` (``.NAME.XXXX.partial``), with the mode a
+    plain mkdir would give (mkdtemp makes 0700), so that renamed to ``path`` it is an ordinary
+    folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success rename it to ``path``.
@@ -53,8 +68,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     ``path`` must not exist when the block ends (callers decide about --force first).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = partial_dir(path)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -2,7 +2,8 @@
 
 A small client on aiohttp's websocket (already a dependency of the server): one browser
 connection, pages attached with flat sessions. Only what the tests need: open a page,
-evaluate JavaScript (as a user gesture), set permissions and file inputs.
+evaluate JavaScript (as a user gesture), set permissions and file inputs, read the console's
+entries (``Browser.events``).
 
 The browser is kept off the network: no background services, and every host name but the
 local ones resolves to nothing.
@@ -153,6 +154,7 @@ class Browser:
         page = Page(self, sid, target)
         await page.send("Runtime.enable")
         await page.send("Page.enable")
+        await page.send("Log.enable")  # the console's entries (a failed request, ...) arrive as events
         await page.send("Page.navigate", url=url)
         await page.wait_for("document.readyState === 'complete'")
         return page

@@ -10,7 +10,9 @@ the export -> import round trip, and how missing parts are reported.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -306,7 +308,12 @@ def test_camera_conversion_inverts_for_any_similarity():
 def test_export_then_import_round_trips(synthetic, imported, tmp_path):
     out, _ = imported
     exp = tmp_path / "exported"
-    res = export_tg(ExportTGConfig(dataset=out, output=exp, progress=False))
+    mask = os.umask(0o027)
+    try:
+        res = export_tg(ExportTGConfig(dataset=out, output=exp, progress=False))
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(exp.stat().st_mode) == 0o750  # the umask's mode, as mkdir gives
     for name in (tg.TRANSFORMS_TRAIN, tg.TRANSFORMS_VAL, tg.BACKGROUND, tg.AU_CSV, tg.AUDIO_WAV, "aud_ds.npy",
                  "aud.npy", "aud_hu.npy", tg.ORI_IMGS, tg.GT_IMGS, tg.PARSING, tg.TORSO_IMGS, tg.TEETH_MASK):
         assert (exp / name).exists(), name
@@ -326,7 +333,12 @@ def test_export_then_import_round_trips(synthetic, imported, tmp_path):
         assert np.array_equal(((p == 100).all(-1)) | teeth, lab0[i] == fmt.LABEL_MOUTH)
 
     back = tmp_path / "back"
-    res2 = import_tg(ImportTGConfig(source=exp, output=back, progress=False))
+    mask = os.umask(0o002)
+    try:
+        res2 = import_tg(ImportTGConfig(source=exp, output=back, progress=False))
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(back.stat().st_mode) == 0o775
     assert res2.alignment == "marker"
     with np.load(out / fmt.TRACKS) as a, np.load(back / fmt.TRACKS) as b:
         np.testing.assert_allclose(b["w2c"], a["w2c"], atol=1e-5, rtol=0)

@@ -108,11 +108,14 @@ def test_loader_rescales_consistently(anchor_dataset):
     assert set(full.labels.unique().tolist()) <= {0, 1, 2, 3, 4}
 
 
-def test_rerun_skips_and_other_source_is_refused(anchor_dataset, anchor_excerpt):
+def test_rerun_skips_and_other_source_is_refused(anchor_dataset, anchor_excerpt, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in anchor_dataset.iterdir()}
     from tests.conftest import ANCHOR
 
+    capsys.readouterr()
     prepare(_cfg(ANCHOR, anchor_dataset))
+    # --no-progress hides progress, not the outcome.
+    assert capsys.readouterr().out == f"[prepare] {anchor_dataset} is already prepared from this video (use --force to redo)\n"
     after = {p.name: p.stat().st_mtime_ns for p in anchor_dataset.iterdir()}
     assert before == after, "a finished dataset was rewritten without --force"
     with pytest.raises(PrepareError, match="another video"):
@@ -175,9 +178,12 @@ def test_face_missing_in_part_of_the_clip_names_the_first_bad_frames(tmp_path, a
     assert not (tmp_path / "out").exists()
 
 
-def test_30fps_clip_is_resampled(tmp_path, anchor_excerpt):
+def test_30fps_clip_is_resampled(tmp_path, anchor_excerpt, capsys):
     clip = anchor_excerpt(duration=6.0, fps=30)
+    capsys.readouterr()
     out = prepare(_cfg(clip, tmp_path / "ds"))
+    # Without progress, the outcome alone.
+    assert capsys.readouterr().out == f"[prepare] dataset written to {out}\n"
     meta = read_meta(out)
     assert meta["n_frames"] == 150
     assert meta["source"]["resampled"] is True and abs(meta["source"]["fps"] - 30) < 0.01

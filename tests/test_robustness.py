@@ -182,8 +182,10 @@ def _refusal_cases(w: Path, ds: Path, run: Path):
 def test_bad_arguments_and_paths_are_refused_in_one_line_before_torch(world, anchor_dataset, trained):
     run = trained[3]
     before = snapshot(world, anchor_dataset, run)
-    # No torch before a refusal (one_line_refusal): bench/cli_latency.py measures how quick they are.
-    for args, needle in _refusal_cases(world, anchor_dataset, run):
+    cases = _refusal_cases(world, anchor_dataset, run)
+    for args, needle in cases:
+        # Before any heavy work: one_line_refusal checks (-X importtime) that torch was never
+        # imported; how quick that is, bench/cli_latency.py measures.
         one_line_refusal(talkgs(*args, importtime=True), needle)
     assert snapshot(world, anchor_dataset, run) == before, "a refused command changed a file"
     assert sorted(p.name for p in world.iterdir()) == ["features.npy", "notes", "talk.mp4"], "a refusal left files"

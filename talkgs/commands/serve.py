@@ -76,7 +76,7 @@ def check(cfg: ServeConfig) -> ServeConfig:
     if not is_loopback(cfg.host) and not cfg.token:
         raise UsageError(
             f"serving on {cfg.host} (not loopback) needs --token SECRET; the page is then opened as "
-            f"http://{cfg.host}:{cfg.port}/?token=SECRET"
+            f"http://{f'[{cfg.host}]' if ':' in cfg.host else cfg.host}:{cfg.port}/?token=SECRET"
         )
     if cfg.token is not None and len(cfg.token) < 8:
         raise UsageError("--token must be at least 8 characters")

@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ from talkgs.conventions import SAMPLE_RATE
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, load_dataset
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, TalkgsError
-from talkgs.fsutil import write_json
+from talkgs.fsutil import move_into, partial_dir, write_json
 from talkgs.metrics.image import psnr, ssim
 from talkgs.metrics.lips import lips_landmarks, lmd, sync_scores
 from talkgs.model.audio_encoder import gather_windows
@@ -461,90 +462,94 @@ def evaluate(cfg: EvalConfig) -> dict:
     save = cfg.save_renders or (mp_missing is not None and cfg.lip_metrics)
 
     out_dir = run / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lips_dir = out_dir / LIPS_DIR
-    if lips_dir.is_dir():  # renders of an earlier eval must not be completed against this one
-        for p in lips_dir.iterdir():
-            if p.suffix in (".mp4", ".avi", ".npz"):
-                p.unlink()
-    metrics = {
-        "run": str(run),
-        "checkpoint": renderer.state["path"],
-        "dataset": str(renderer.root),
-        "image_scale": renderer.scale,
-        "frame_range": [lo, hi] if renderer.frame_range else None,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "n_val_frames": vr[1] - vr[0],
-        "image_size": [renderer.width, renderer.height],
-        "protocol": "replayed sections (val, train): own audio/eyes/camera; composited over the GT torso on the "
-        "plate; ground truth = frame with background-labelled pixels replaced by the plate (the original's gt_imgs). "
-        "drive sections: another clip's audio, this head's default drive plan; lip metrics on the "
-        f"{cfg.render_crop} {'crop' if cfg.render_crop == 'face' else 'frame'}",
-        "offset_sign": "offset > 0: the render's mouth moves later than the ground truth's (frames)",
-        "max_lag": cfg.max_lag,
-        "mouth": {"replayed_sections": cfg.mouth_states, "amplitude": cfg.mouth_amplitude}
-        if renderer.model.mouth_basis is not None else {"replayed_sections": "audio"},
-        "notes": {},
-        "sections": {},
-    }
-    if lp is None:
-        metrics["notes"]["lpips"] = f"ST-LPIPS skipped: {lp_note}"
-    inputs: dict[str, np.ndarray] = {}
-
-    def finish(sec: Section) -> None:
-        """Score one section and let its frames go (sections are rendered one at a time)."""
-        entry = dict(sec.info)
-        if sec.image is not None:
-            entry["image"] = {k: float(np.mean(v)) for k, v in sec.image.items()}
-        entry["label_area"] = label_area_scores(sec, cfg.max_lag)
-        entry["per_frame"] = {
-            "visible_mouth_area": [float(x) for x in sec.area],
-            **({"label_area": [float(x) for x in sec.gt_area]} if sec.gt_area is not None else {}),
-            "mouth_open_gt": [float(x) for x in sec.gt_open],
-            **(sec.image or {}),
+    # Built beside RUN/eval and moved in when complete: a failure or Ctrl-C leaves RUN/eval as it was.
+    work = partial_dir(out_dir)
+    lips_dir = work / LIPS_DIR
+    try:
+        metrics = {
+            "run": str(run),
+            "checkpoint": renderer.state["path"],
+            "dataset": str(renderer.root),
+            "image_scale": renderer.scale,
+            "frame_range": [lo, hi] if renderer.frame_range else None,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "n_val_frames": vr[1] - vr[0],
+            "image_size": [renderer.width, renderer.height],
+            "protocol": "replayed sections (val, train): own audio/eyes/camera; composited over the GT torso on the "
+            "plate; ground truth = frame with background-labelled pixels replaced by the plate (the original's gt_imgs). "
+            "drive sections: another clip's audio, this head's default drive plan; lip metrics on the "
+            f"{cfg.render_crop} {'crop' if cfg.render_crop == 'face' else 'frame'}",
+            "offset_sign": "offset > 0: the render's mouth moves later than the ground truth's (frames)",
+            "max_lag": cfg.max_lag,
+            "mouth": {"replayed_sections": cfg.mouth_states, "amplitude": cfg.mouth_amplitude}
+            if renderer.model.mouth_basis is not None else {"replayed_sections": "audio"},
+            "notes": {},
+            "sections": {},
         }
-        crop = _crop(sec, cfg.render_crop)
-        if mp_missing is None:
-            scores, pf = lip_scores(crop, sec.gt_open, sec.gt_lips, renderer.scale, cfg.max_lag)
-            entry["lips"] = scores
-            entry["per_frame"].update(pf)
-        if save:
-            lips_dir.mkdir(exist_ok=True)
-            rel = save_render(lips_dir / sec.file_key, crop, cfg.lips_codec).relative_to(out_dir).as_posix()
-            box = sec.face_box if cfg.render_crop == "face" else (0, 0, renderer.width, renderer.height)
-            entry["lips_render"] = {"file": rel, "size": [int(crop.shape[2]), int(crop.shape[1])], "box": list(box)}
-            inputs[f"{sec.file_key}__mouth_open"] = sec.gt_open
-            if sec.gt_lips is not None:
-                inputs[f"{sec.file_key}__lips"] = sec.gt_lips
-        metrics["sections"][sec.name] = entry
+        if lp is None:
+            metrics["notes"]["lpips"] = f"ST-LPIPS skipped: {lp_note}"
+        inputs: dict[str, np.ndarray] = {}
 
-    val = render_replay(renderer, "val", vr, feats, lo, cfg, lp)
-    metrics["mean"] = {k: float(np.mean(v)) for k, v in val.image.items()}
-    metrics["render_fps"] = float(val.info["n_frames"] / max(val.render_s, 1e-9))
-    if cfg.video:
-        _write_videos(out_dir, renderer.root, val.frames_u8, vr, renderer.scale, metrics["notes"],
-                      gt_u8=renderer.images.frames.cpu().numpy())
-    finish(val)
-    del val
-    if tr_b > tr_a:
-        finish(render_replay(renderer, "train", (tr_a, tr_b), feats, lo, cfg, lp))
-    for (name, root), f in zip(drives, drive_feats):
-        finish(render_drive(renderer, name, root, f, cfg))
-    if inputs:
-        np.savez_compressed(lips_dir / "inputs.npz", **inputs)
-    if mp_missing is not None and save:
-        size = sum(p.stat().st_size for p in lips_dir.iterdir())
-        size_s = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} kB"
-        metrics["notes"]["lips"] = (
-            f"lip metrics pending: {mp_missing}. The renders they need are in {lips_dir} ({size_s}, "
-            f"{cfg.render_crop} {'crop' if cfg.render_crop == 'face' else 'frames'}, {cfg.lips_codec}); complete the report on a "
-            f"machine with talkgs[prepare] (MediaPipe), from {out_dir} alone: talkgs eval {run} --lips-only"
-        )
-        metrics["lips_pending"] = True
-    elif mp_missing is not None:
-        metrics["notes"]["lips"] = f"lip metrics skipped: {mp_missing}"
-    metrics["eval_s"] = round(time.perf_counter() - t0, 2)
-    write_json(out_dir / "metrics.json", metrics)
+        def finish(sec: Section) -> None:
+            """Score one section and let its frames go (sections are rendered one at a time)."""
+            entry = dict(sec.info)
+            if sec.image is not None:
+                entry["image"] = {k: float(np.mean(v)) for k, v in sec.image.items()}
+            entry["label_area"] = label_area_scores(sec, cfg.max_lag)
+            entry["per_frame"] = {
+                "visible_mouth_area": [float(x) for x in sec.area],
+                **({"label_area": [float(x) for x in sec.gt_area]} if sec.gt_area is not None else {}),
+                "mouth_open_gt": [float(x) for x in sec.gt_open],
+                **(sec.image or {}),
+            }
+            crop = _crop(sec, cfg.render_crop)
+            if mp_missing is None:
+                scores, pf = lip_scores(crop, sec.gt_open, sec.gt_lips, renderer.scale, cfg.max_lag)
+                entry["lips"] = scores
+                entry["per_frame"].update(pf)
+            if save:
+                lips_dir.mkdir(exist_ok=True)
+                rel = save_render(lips_dir / sec.file_key, crop, cfg.lips_codec).relative_to(work).as_posix()
+                box = sec.face_box if cfg.render_crop == "face" else (0, 0, renderer.width, renderer.height)
+                entry["lips_render"] = {"file": rel, "size": [int(crop.shape[2]), int(crop.shape[1])], "box": list(box)}
+                inputs[f"{sec.file_key}__mouth_open"] = sec.gt_open
+                if sec.gt_lips is not None:
+                    inputs[f"{sec.file_key}__lips"] = sec.gt_lips
+            metrics["sections"][sec.name] = entry
+
+        val = render_replay(renderer, "val", vr, feats, lo, cfg, lp)
+        metrics["mean"] = {k: float(np.mean(v)) for k, v in val.image.items()}
+        metrics["render_fps"] = float(val.info["n_frames"] / max(val.render_s, 1e-9))
+        if cfg.video:
+            _write_videos(work, renderer.root, val.frames_u8, vr, renderer.scale, metrics["notes"],
+                          gt_u8=renderer.images.frames.cpu().numpy())
+        finish(val)
+        del val
+        if tr_b > tr_a:
+            finish(render_replay(renderer, "train", (tr_a, tr_b), feats, lo, cfg, lp))
+        for (name, root), f in zip(drives, drive_feats):
+            finish(render_drive(renderer, name, root, f, cfg))
+        if inputs:
+            np.savez_compressed(lips_dir / "inputs.npz", **inputs)
+        if mp_missing is not None and save:
+            size = sum(p.stat().st_size for p in lips_dir.iterdir())
+            size_s = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.0f} kB"
+            metrics["notes"]["lips"] = (
+                f"lip metrics pending: {mp_missing}. The renders they need are in {out_dir / LIPS_DIR} ({size_s}, "
+                f"{cfg.render_crop} {'crop' if cfg.render_crop == 'face' else 'frames'}, {cfg.lips_codec}); complete the report on a "
+                f"machine with talkgs[prepare] (MediaPipe), from {out_dir} alone: talkgs eval {run} --lips-only"
+            )
+            metrics["lips_pending"] = True
+        elif mp_missing is not None:
+            metrics["notes"]["lips"] = f"lip metrics skipped: {mp_missing}"
+        metrics["eval_s"] = round(time.perf_counter() - t0, 2)
+        write_json(work / "metrics.json", metrics)
+        # An earlier eval's lips/ goes even when this one saves none: its renders must not be
+        # completed against these metrics. Other entries of RUN/eval stay.
+        move_into(work, out_dir, replace=sorted({p.name for p in work.iterdir()} | {LIPS_DIR}), last="metrics.json")
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
     print_summary(metrics)
     return metrics
 

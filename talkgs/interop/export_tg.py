@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from talkgs import conventions
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError
-from talkgs.fsutil import atomic_path, move_into
+from talkgs.fsutil import atomic_path, move_into, partial_dir
 from talkgs.interop import tg_layout as tg
 
 
@@ -111,8 +110,7 @@ def export_tg(cfg) -> ExportResult:
         notes.append(".lms are MediaPipe landmarks at the FAN-68 positions (tg_layout.FAN68_TO_MEDIAPIPE), not FAN output")
     fan_idx = fan - tg.PIXEL_OFFSET
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = partial_dir(out)
     try:
         for d in (tg.ORI_IMGS, tg.GT_IMGS, tg.PARSING, tg.TORSO_IMGS, tg.TEETH_MASK):
             (tmp / d).mkdir()

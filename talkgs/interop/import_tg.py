@@ -25,7 +25,6 @@ import hashlib
 import json
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 from talkgs import __version__, conventions
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, MediaError
-from talkgs.fsutil import atomic_path, move_into, write_json
+from talkgs.fsutil import atomic_path, move_into, partial_dir, write_json
 from talkgs.interop import tg_layout as tg
 
 
@@ -374,8 +373,7 @@ def import_tg(cfg) -> ImportResult:
     lms_all = []
     have_lms = True
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = partial_dir(out)
     timings: dict[str, float] = {}
     try:
         # ---- frames, labels, landmarks: one pass over the images

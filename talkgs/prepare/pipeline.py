@@ -56,8 +56,14 @@ class _Ctx:
         return self.frames_cache
 
     def say(self, msg: str) -> None:
+        """A step's progress (hidden by --no-progress)."""
         if self.cfg.progress:
             print(f"[prepare] {msg}", flush=True)
+
+    @staticmethod
+    def tell(msg: str) -> None:
+        """An outcome the user must see: printed with or without --no-progress."""
+        print(f"[prepare] {msg}", flush=True)
 
 
 def _save_npz(path: Path, compressed: bool = False, **arrays) -> None:
@@ -337,8 +343,7 @@ def prepare(cfg: PrepareConfig) -> Path:
     old_meta = owner.dataset_meta(out) if out.exists() else None
     if old_meta is not None and not cfg.force:
         if old_meta.get("source", {}).get("sha256") == sha:
-            if cfg.progress:
-                print(f"[prepare] {out} is already prepared from this video (use --force to redo)")
+            _Ctx.tell(f"{out} is already prepared from this video (use --force to redo)")
             return out
         raise PrepareError(
             f"output {out} holds a dataset of another video; pass --force to replace it or choose another folder"
@@ -385,7 +390,7 @@ def prepare(cfg: PrepareConfig) -> Path:
     if old_meta is not None:
         replace = _keep_added_features(work, out, old_meta, sha, replace, ctx)
     move_into(work, out, replace=replace, last=fmt.META)
-    ctx.say(f"dataset written to {out}")
+    ctx.tell(f"dataset written to {out}")
     return out
 
 
@@ -425,7 +430,7 @@ def _keep_added_features(work: Path, out: Path, old_meta: dict, sha: str, replac
             new_feats[kind] = info
             kept.append(name)
         else:
-            ctx.say(f"removing {name}: its '{kind}' features belong to the previous video")
+            ctx.tell(f"removing {name}: its '{kind}' features belong to the previous video")
     if kept:
         write_json(work / fmt.META, new_meta)
     return [r for r in replace if r not in kept]

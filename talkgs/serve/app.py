@@ -12,10 +12,11 @@ query ``token``):
   ``first_frame``, ``stats`` (twice a second) and ``error`` messages.
 - ``POST /api/close`` ``{"session"}``: end a session now (closing the connection does too).
 - ``GET /api/status``: sessions and batches (monitoring, benchmarks).
+- ``GET /favicon.ico``: 204 (no icon).
 
-Refusals are JSON ``{"error": "..."}`` with a status: 400 bad request (not JSON, not an offer,
-no audio or video in it, a broken SDP), 401 wrong or missing token, 404 unknown head, 503 the
-server is full (``--max-sessions``). A session ends when its connection fails or closes, when
+Refusals are JSON ``{"error": "..."}`` with a status: 400 bad request (not JSON, nested too
+deeply to parse, not an offer, no audio or video in it, a broken SDP), 401 wrong or missing
+token, 404 unknown head, 413 a body over 64 kB, 503 the server is full (``--max-sessions``). A session ends when its connection fails or closes, when
 its audio stops for ``--idle-timeout-s``, or when its audio cannot be decoded; the others go on.
 """
 
@@ -26,12 +27,14 @@ import hmac
 import json
 import logging
 import secrets
+import signal
+import threading
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from talkgs.errors import TalkgsError
+from talkgs.errors import Interrupted, TalkgsError
 
 log = logging.getLogger("talkgs.serve")
 
@@ -126,6 +129,7 @@ class LiveServer:
 
         app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[json_errors])
         app.router.add_get("/", self._index)
+        app.router.add_get("/favicon.ico", self._no_icon)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/heads", self._heads)
         app.router.add_post("/api/offer", self._offer)
@@ -161,6 +165,11 @@ class LiveServer:
     # ------------------------------------------------------------------ routes
     async def _index(self, request):
         return await self._static_file("index.html")
+
+    async def _no_icon(self, request):
+        from aiohttp import web
+
+        return web.Response(status=204)  # no icon; a 404 would show as an error in the console
 
     async def _static(self, request):
         return await self._static_file(request.match_info["name"])
@@ -220,9 +229,10 @@ class LiveServer:
         return web.json_response({"closed": sid})
 
     async def _json(self, request):
+        raw = await request.read()  # at most MAX_REQUEST_BYTES (beyond: 413)
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
             return self._error(400, "the request body is not JSON")
         if not isinstance(body, dict):
             return self._error(400, "the request body must be a JSON object")
@@ -362,8 +372,16 @@ class LiveServer:
             log.info("session %s closed%s (%d live)", sid, f": {reason}" if reason else "", len(self.peers))
 
 
+def page_url(host: str, port: int, token: str | None = None) -> str:
+    """The page's address; an IPv6 literal in brackets (``http://[::1]:8080/``)."""
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    return url + (f"?token={token}" if token else "")
+
+
 def serve(cfg) -> None:
-    """Run a checked :class:`talkgs.commands.serve.ServeConfig` until interrupted."""
+    """Run a checked :class:`talkgs.commands.serve.ServeConfig` until SIGINT or SIGTERM, then close
+    every session and raise :class:`talkgs.errors.Interrupted` with that signal (the CLI exits
+    128 + it)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO if cfg.verbose else logging.WARNING)
     try:
@@ -378,16 +396,28 @@ def serve(cfg) -> None:
     heads = load_heads(cfg)
     restrict_ice_addresses(cfg.host)
     server = LiveServer(heads, cfg.max_sessions, cfg.max_batch, cfg.token, cfg.idle_timeout_s)
-    url = f"http://{cfg.host if ':' not in cfg.host else f'[{cfg.host}]'}:{cfg.port}/"
-    if cfg.token:
-        url += f"?token={cfg.token}"
+    url = page_url(cfg.host, cfg.port, cfg.token)
     dev = next(iter(heads.values())).device
     print(f"[serve] {len(heads)} head(s) on {dev} ({', '.join(heads)}), loaded in {time.perf_counter() - t0:.1f} s; "
           f"at most {cfg.max_sessions} sessions", flush=True)
     # The page opens once the batch loop has run every batch shape (on_startup, before listening).
     server.on_ready = lambda: print(f"[serve] open {url} (warmed up in {server.loop.warm_up_s:.1f} s)", flush=True)
+    loop = asyncio.new_event_loop()
+    caught: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        # aiohttp's own handlers would return normally; ours note the signal, then stop the same
+        # way (GracefulExit: sessions closed, the batch loop stopped).
+        def stop(signum: int) -> None:
+            caught.append(signum)
+            raise web.GracefulExit()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
     try:
         web.run_app(server.app(), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                    handle_signals=True, shutdown_timeout=2.0)
+                    handle_signals=False, shutdown_timeout=2.0, loop=loop)
     except OSError as e:
         raise TalkgsError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
+    if caught:
+        what = "stopped (SIGTERM)" if caught[0] == signal.SIGTERM else "stopped (Ctrl-C)"
+        raise Interrupted(f"{what}; every session was closed", caught[0])

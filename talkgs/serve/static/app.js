@@ -58,6 +58,16 @@ async function loadHeads() {
 
 let cleanup = null; // stops what feeds the current session (microphone, file player)
 let statsTimer = null;
+// Each microphone or file the user picks gets a new number; events of an earlier pick (its
+// file ending, its decoding finishing late) are ignored.
+let pick = 0;
+
+const FIGURES = ["st-fps", "st-lat", "st-ahead", "st-first", "st-drop", "st-server"];
+
+function resetFigures() {
+  for (const id of FIGURES) $(id).textContent = "-";
+  T.fps = 0; T.shown = 0; T.stats = null; T.hello = null; T.firstFrame = null; T.browserDelayMs = null;
+}
 
 async function stop(reason) {
   if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
@@ -69,6 +79,7 @@ async function stop(reason) {
     pc.close();
     setState("closed");
   }
+  resetFigures();
   if (reason) say(reason);
 }
 
@@ -115,11 +126,11 @@ async function pollStats() {
   });
 }
 
-function countFrames(video) {
+function countFrames(video, pc) {
   // Frames actually shown, counted per second.
   let n = 0, t0 = performance.now();
   const tick = () => {
-    if (!T.pc) return;
+    if (T.pc !== pc) return;
     n += 1; T.shown += 1;
     const now = performance.now();
     if (now - t0 >= 1000) {
@@ -136,12 +147,15 @@ async function start(track, onConnected, stopFeed, hearIt) {
   cleanup = stopFeed;
   const head = $("head").value;
   const pc = new RTCPeerConnection({ iceServers: [] });
-  T.pc = pc; T.shown = 0; T.firstFrame = null; T.stats = null; T.hello = null;
+  T.pc = pc;
   setState("connecting");
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTrack(track, new MediaStream([track]));
   const dc = pc.createDataChannel("talkgs");
-  dc.onmessage = (e) => { try { onServerMessage(JSON.parse(e.data)); } catch (err) { /* ignore */ } };
+  dc.onmessage = (e) => {
+    if (T.pc !== pc) return; // a message of a session already stopped
+    try { onServerMessage(JSON.parse(e.data)); } catch (err) { /* ignore */ }
+  };
   const video = $("video");
   video.muted = !hearIt;
   pc.ontrack = (e) => {
@@ -157,7 +171,7 @@ async function start(track, onConnected, stopFeed, hearIt) {
     setState(pc.connectionState);
     if (pc.connectionState === "connected") {
       if (onConnected) onConnected();
-      countFrames(video);
+      countFrames(video, pc);
     } else if (pc.connectionState === "failed") {
       stop("The connection to the server was lost.");
     }
@@ -171,6 +185,7 @@ async function start(track, onConnected, stopFeed, hearIt) {
     await pc.setRemoteDescription({ type: ans.type, sdp: ans.sdp });
     statsTimer = setInterval(pollStats, 500);
   } catch (e) {
+    if (T.pc !== pc) return;
     await stop();
     setState("idle");
     say(e.message);
@@ -178,6 +193,7 @@ async function start(track, onConnected, stopFeed, hearIt) {
 }
 
 async function startMic() {
+  const mine = ++pick;
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     say("The microphone needs https or localhost: play an audio file instead.");
     return;
@@ -186,6 +202,7 @@ async function startMic() {
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
   } catch (e) {
+    if (mine !== pick) return;
     if (e.name === "NotAllowedError" || e.name === "SecurityError") {
       say("Microphone permission was denied: allow the microphone for this page, or play an audio file instead.");
     } else if (e.name === "NotFoundError" || e.name === "OverconstrainedError") {
@@ -195,6 +212,7 @@ async function startMic() {
     }
     return;
   }
+  if (mine !== pick) { stream.getTracks().forEach((t) => t.stop()); return; }
   say("Listening: speak.", true);
   const track = stream.getAudioTracks()[0];
   // Your own voice played back late makes speaking hard: the head's sound starts muted.
@@ -202,20 +220,24 @@ async function startMic() {
 }
 
 async function startFile(file) {
+  const mine = ++pick;
   const ctx = new AudioContext();
   let buffer;
   try {
     buffer = await ctx.decodeAudioData(await file.arrayBuffer());
   } catch (e) {
     ctx.close();
-    say(`${file.name} is not an audio file this browser can decode.`);
+    if (mine === pick) say(`${file.name} is not an audio file this browser can decode.`);
     return;
   }
+  if (mine !== pick) { ctx.close(); return; } // another file or the microphone was picked meanwhile
   const dest = ctx.createMediaStreamDestination();
   const src = ctx.createBufferSource();
   src.buffer = buffer;
   src.connect(dest);
-  src.onended = () => { if (T.pc) say(`${file.name} has finished; the head rests until you stop.`, true); };
+  src.onended = () => {
+    if (mine === pick && T.pc) say(`${file.name} has finished; the head rests until you stop.`, true);
+  };
   say(`Playing ${file.name} (${buffer.duration.toFixed(1)} s).`, true);
   await start(dest.stream.getAudioTracks()[0], () => src.start(), () => { try { src.stop(); } catch (e) {} ctx.close(); }, true);
 }
