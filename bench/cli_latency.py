@@ -4,8 +4,10 @@ Every refusal must answer in well under a second on a 2-core CPU: each command's
 (talkgs.commands.<name>.check) reads arguments, paths and the inputs' contents (PyAV probe,
 numpy headers, zip directories) before torch is imported. Each case runs ``--repeat`` times as
 a fresh process (the way a user runs it); a row holds the median and fastest wall time, the
-message, and whether the process imported torch (``-X importtime``, one extra run). The script
-stops at a refusal that does not exit 2 with one line, or that imports torch.
+median CPU time of the process (user + system: what the wall time is on an idle machine with
+a core to spare, whatever the load while measuring), the message, and whether the process
+imported torch (``-X importtime``, one extra run). The script stops at a refusal that does not
+exit 2 with one line, or that imports torch.
 
     python bench/cli_latency.py --dataset DATASET --run RUN [--repeat 7]
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,10 +37,15 @@ from talkgs.data.runs import check_checkpoint
 REPO = _harness.REPO
 
 
-def _run(args: list[str], env: dict) -> tuple[float, int, str]:
+def _run(args: list[str], env: dict) -> tuple[float, float, int, str]:
+    """(wall s, CPU s of the process, exit status, stderr) of one ``talkgs ARGS``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "talkgs.cli", *args], capture_output=True, text=True, env=env, cwd=REPO)
-    return time.perf_counter() - t0, r.returncode, r.stderr
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, r.returncode, r.stderr
 
 
 def _imports_torch(args: list[str], env: dict) -> bool:
@@ -118,7 +126,7 @@ def main() -> None:
         ("export-tg: damaged tracks.npz", ["export-tg", p["cut_tracks"], "-o", str(tmp / "tg")], 2),
         ("features: bad --whisper.layer", ["features", str(ds), "--kind", "whisper", "--whisper.layer", "-1", "--force"], 2),
         ("render: missing --audio", [*render, "--audio", p["missing.wav"]], 2),
-        ("render: -o is the --audio", ["render", str(run), "--audio", p["speech.wav"], "-o", p["speech.wav"]], 2),
+        ("render: -o is the --audio", ["render", str(run), "--audio", p["silent.mp4"], "-o", p["silent.mp4"]], 2),
         ("render: other --audio-kind", [*render, "--audio", p["speech.wav"], "--audio-kind", other], 2),
         ("render: empty --audio", [*render, "--audio", p["empty.wav"]], 2),
         ("render: --audio not media", [*render, "--audio", p["text.mp3"]], 2),
@@ -138,12 +146,13 @@ def main() -> None:
     try:
         for name, args, want in cases:
             _run(args, env)  # warm the file cache
-            times, lines = [], ""
+            times, cpus, lines = [], [], ""
             for _ in range(a.repeat):
-                dt, rc, err = _run(args, env)
+                dt, cpu, rc, err = _run(args, env)
                 if rc != want:
                     raise SystemExit(f"{name}: exit {rc}, expected {want}: {err.strip()[-300:]}")
                 times.append(dt)
+                cpus.append(cpu)
                 lines = err.strip()
             if want == 2 and (len(lines.splitlines()) != 1 or not lines.startswith("talkgs: ")):
                 raise SystemExit(f"{name}: not a one-line refusal: {lines!r}")
@@ -156,6 +165,7 @@ def main() -> None:
                 "exit": want,
                 "median_s": round(statistics.median(times), 3),
                 "min_s": round(min(times), 3),
+                "median_cpu_s": round(statistics.median(cpus), 3),
                 "imports_torch": torch,
                 "message": lines.replace(str(tmp), "TMP").replace(str(ds), "DATASET").replace(str(run), "RUN")
                 if want == 2 else None,
@@ -163,9 +173,9 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
-    print(f"{'case':<34}{'median s':>10}{'min s':>8}  message")
+    print(f"{'case':<34}{'median s':>10}{'min s':>8}{'cpu s':>8}  message")
     for r in rows:
-        print(f"{r['case']:<34}{r['median_s']:>10.3f}{r['min_s']:>8.3f}  {r['message'] or ''}")
+        print(f"{r['case']:<34}{r['median_s']:>10.3f}{r['min_s']:>8.3f}{r['median_cpu_s']:>8.3f}  {r['message'] or ''}")
     print(f"load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} ({os.cpu_count()} CPUs)")
     params = {"dataset": str(a.dataset), "run": str(a.run), "repeat": a.repeat, "cpus": os.cpu_count(),
               "load_avg_1_5_15": [round(x, 2) for x in load]}

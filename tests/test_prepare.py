@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from talkgs import conventions
+from talkgs.commands import prepare as prepare_command
 from talkgs.commands.prepare import PrepareConfig
 from talkgs.data import LABEL_BACKGROUND, LABEL_MOUTH, load_dataset, read_meta
 from talkgs.data.format import load_labels
 from talkgs.errors import MediaError, OutputError, PrepareError
-from talkgs.prepare.pipeline import prepare
+from talkgs.prepare import pipeline
 from tests.media_utils import tone, write_clip
 
 # The rigid fit's mean reprojection error on the anchor clip is ~2.5 px (notes.md; the gap between
@@ -26,6 +27,11 @@ REPROJ_BOUND_PX = 4.0
 
 def _cfg(video, out, **kw):
     return PrepareConfig(video=video, output=out, progress=False, **kw)
+
+
+def prepare(cfg: PrepareConfig):
+    """`talkgs prepare` from Python: the command's checks, then the pipeline."""
+    return pipeline.prepare(prepare_command.check(cfg))
 
 
 # ---- the real clip ---------------------------------------------------------------------------

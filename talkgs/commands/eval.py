@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import tyro
 
 from talkgs import validate
-from talkgs.commands.common import at_least, device, input_run, mouth_amplitude, mouth_state_option, run_dataset
+from talkgs.commands.common import at_least, device, flag, input_run, mouth_amplitude, mouth_state_option, run_dataset
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, UsageError
 
@@ -24,8 +24,8 @@ class EvalConfig:
     dataset: Path | None = None
     """The run's dataset, where it is no longer at the path the run recorded."""
     drive: Annotated[tuple[Path, ...], tyro.conf.UseAppendAction] = ()
-    """Another prepared dataset whose audio drives this head (its own poses, eyes and torso);
-    lip sync is scored against that clip's own mouth opening. Repeatable."""
+    """Another prepared dataset whose audio drives this head (with this head's poses); lip sync
+    is scored against that clip's own mouth opening. Repeatable."""
     val_frames: tuple[int, int] | None = None
     """Only these val frames [start, stop) (default: the whole val split; a part is for quick checks)."""
     train_frames: tuple[int, int] | None = None
@@ -36,12 +36,11 @@ class EvalConfig:
     drive_frames: int | None = None
     """At most this many frames (from the start) of each --drive clip (default: all of them)."""
     mouth_amplitude: float = 1.0
-    """Scale of the mouth motion predicted from the audio, around the person's mean mouth: 1 as
-    the run was trained, above 1 livelier, below 1 calmer (mouth_state runs; at most 3)."""
+    """Scale of the predicted mouth motion around the person's mean mouth: 1 as trained, above 1
+    livelier, below 1 calmer (mouth_state runs; at most 3)."""
     mouth_states: Literal["audio", "measured"] = "audio"
-    """Mouth states of the replayed sections (val, train): predicted from their audio, or
-    measured from their tracked landmarks (as training rendered them): the renderer's own
-    ceiling, without the audio -> mouth predictor (mouth_state runs; --drive keeps the audio)."""
+    """Mouth states of the val and train sections: predicted from their audio, or measured from
+    their tracked lips (the renderer without the audio -> mouth predictor; mouth_state runs)."""
     max_lag: int = 8
     """Audio-video offsets searched, in frames either side."""
     device: str = "auto"
@@ -51,19 +50,18 @@ class EvalConfig:
     lpips: bool = True
     """Compute ST-LPIPS (needs talkgs[metrics]); skipped with a note when unavailable."""
     lip_metrics: bool = True
-    """Mouth-opening r, amplitude, offset and LMD (need MediaPipe, i.e. talkgs[prepare]). Where
-    MediaPipe is missing the renders they need are saved in RUN/eval/lips/ and
-    `talkgs eval RUN --lips-only` completes them where it is installed."""
+    """Mouth-opening r, amplitude, offset and LMD (need MediaPipe); without it the renders are
+    saved in RUN/eval/lips/ for `talkgs eval RUN --lips-only` where it is installed."""
     lips_only: bool = False
     """Only compute the lip metrics from the renders saved by an earlier eval (needs only RUN/eval)."""
     render_crop: Literal["face", "full"] = "face"
-    """Where MediaPipe looks: the face region at 1:1 pixel scale (the union of the section's face
-    boxes, padded; compact to save) or the full frame."""
+    """Where MediaPipe looks: the section's face region (the union of its face boxes, padded) at
+    1:1 pixel scale, or the full frame."""
     save_renders: bool = False
     """Save the renders for --lips-only even where MediaPipe is installed (to check that path)."""
     lips_codec: Literal["compact", "lossless"] = "compact"
-    """How those renders are saved: compact (H.264 with PyAV, else MPEG-4 Part 2 through OpenCV;
-    lossy, slightly perturbs MediaPipe) or lossless (FFV1, bit-exact, much larger)."""
+    """How those renders are saved: compact (H.264, or MPEG-4 Part 2 without PyAV; lossy) or
+    lossless (FFV1, bit-exact, larger)."""
     video: bool = True
     """Write the side-by-side val video (ground truth | render) with the audio."""
     progress: bool = True
@@ -85,7 +83,7 @@ def check(cfg: EvalConfig) -> EvalConfig:
         at_least("drive_frames", cfg.drive_frames, 1)
     for name, rng in (("val_frames", cfg.val_frames), ("train_frames", cfg.train_frames)):
         if rng is not None and not (0 <= rng[0] < rng[1]):
-            raise UsageError(f"--{name.replace('_', '-')} {rng[0]} {rng[1]} is not a frame range [start, stop)")
+            raise UsageError(f"{flag(name)} {rng[0]} {rng[1]} is not a frame range [start, stop)")
     if cfg.lips_only:
         if cfg.mouth_amplitude != 1.0 or cfg.mouth_states != "audio":
             raise UsageError(

@@ -24,10 +24,8 @@ class ImportTGConfig:
     """Replace the dataset files of a talkgs dataset at OUTPUT (other files there are kept; a
     folder that is not a talkgs dataset is never replaced)."""
     align: Literal["auto", "landmarks", "centroid", "marker", "none"] = "auto"
-    """How the original's world (BFM face, metres) becomes ours (MediaPipe canonical face):
-    landmarks: fit a similarity to the ori_imgs/*.lms points; centroid: shift by the face-mesh
-    centroid; marker: undo what `talkgs export-tg` recorded; none: keep the world as is.
-    auto: marker if present, else landmarks if every frame has .lms, else centroid."""
+    """The original's world (BFM face) to ours: landmarks (a similarity fit to ori_imgs/*.lms),
+    centroid (a shift), marker (undo export-tg), none; auto: marker, else landmarks, else centroid."""
     audio_features: tuple[str, ...] = ("mel", "whisper")
     """Feature kinds to compute from the waveform, with their default options (the original's
     feature files are imported too)."""

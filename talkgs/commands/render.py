@@ -35,28 +35,24 @@ class RenderConfig:
     run: tyro.conf.Positional[Path]
     """A run folder written by `talkgs train` (or a checkpoint file)."""
     audio: Path
-    """Speech to say: any file PyAV decodes (wav, mp3, m4a, flac, or a video's audio track). The
-    video has round(duration x 25) frames."""
+    """Speech to say: any file PyAV decodes (wav, mp3, m4a, flac, a video's audio track); the
+    video gets round(duration in s x 25) frames."""
     output: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
     """The .mp4 to write (appears only when complete; never one of the inputs)."""
     force: bool = False
     """Replace OUTPUT when it is a video written by an earlier `talkgs render` (any other file is
     never replaced)."""
     features: Path | None = None
-    """Pre-extracted features (.npy, [N, W, C] of the run's kind, N within one frame of the
-    audio's) to use instead of extracting them from AUDIO, e.g. the original's aud_hu.npy for a
-    `hubert` run; AUDIO is still muxed."""
+    """Features (.npy, [N, W, C] of the run's kind, N within one of the video's frames) used
+    instead of extracting them from AUDIO, e.g. the original's aud_hu.npy for a `hubert` run."""
     audio_kind: str | None = None
     """Feature kind the caller expects (default: the run's own; another kind is refused)."""
     drive_video: Path | None = None
-    """The mouth follows another video's tracked lips, frame by frame, instead of the audio: the
-    folder `talkgs prepare OTHER.mp4 -o DIR` made of it (tracking needs MediaPipe, which render
-    does not load). Needs a mouth_state run; AUDIO is still muxed (usually OTHER.mp4 itself).
-    The video needs at least as many frames as AUDIO (25 fps); its last frame is held for up to
-    2 more."""
+    """Make the mouth follow another video's tracked lips instead of the audio: the folder `talkgs
+    prepare OTHER.mp4 -o DIR` made (mouth_state runs; at least the video's frames less 2)."""
     mouth_amplitude: float = 1.0
-    """Scale of the mouth motion predicted from the audio, around the person's mean mouth: 1 as
-    the run was trained, above 1 livelier, below 1 calmer (mouth_state runs; at most 3)."""
+    """Scale of the predicted mouth motion around the person's mean mouth: 1 as trained, above 1
+    livelier, below 1 calmer (mouth_state runs; at most 3)."""
     dataset: Path | None = None
     """The run's dataset, where it is no longer at the path the run recorded."""
     drive: DriveConfig = DriveConfig()

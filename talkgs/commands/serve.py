@@ -42,8 +42,8 @@ class ServeConfig:
     backend: Literal["auto", "gsplat", "torch"] = "auto"
     """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
     mouth_amplitude: float = 1.0
-    """Scale of the mouth motion predicted from the audio, around the person's mean mouth: 1 as
-    the run was trained, above 1 livelier, below 1 calmer (mouth_state runs; at most 3)."""
+    """Scale of the predicted mouth motion around the person's mean mouth: 1 as trained, above 1
+    livelier, below 1 calmer (mouth_state runs; at most 3)."""
     drive: DriveConfig = DriveConfig()
     """Head pose, eyes and torso of every session (each session walks its own copy of the plan)."""
     cpu_threads: int = 1

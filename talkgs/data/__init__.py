@@ -1,4 +1,4 @@
-"""The dataset format and its loader."""
+"""The dataset format, its loader, and a run's view of its checkpoint and dataset (``runs``)."""
 
 from talkgs.data.format import (
     FORMAT_VERSION,
