@@ -15,7 +15,7 @@ DEMO_GPU_FLAGS ?=
 # the printed `talkgs serve` command runs there, and a whisper head hardly does on 2 cores (one
 # encoder window ~1 s per frame). bench/serve.py, 1 client, 2 cores: mel demo head 9 frames/s,
 # a 64x64 whisper head 1.5.
-DEMO_CPU_FLAGS ?= --preset quick --face.no-densify --mouth.no-densify --audio-kind mel
+DEMO_CPU_FLAGS ?= --preset quick --face.densify.until 0 --mouth.densify.until 0 --audio-kind mel
 DEMO_TEXT ?= Good evening. This talking head was learned by talkgs from one minute of ordinary video.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -1,5 +1,5 @@
 """Write a Whisper encoder, only up to the feature layer, as a small Hugging Face directory
-(config.json + model.safetensors) that `talkgs features --kind whisper --whisper-model DIR`
+(config.json + model.safetensors) that `talkgs features --kind whisper --whisper.model DIR`
 and TALKGS_WHISPER_MODEL=DIR load on a machine without the pinned weight packages (e.g. the
 offline GPU machine).
 

@@ -1,7 +1,7 @@
-"""MediaPipe's canonical face and the landmark index sets that prepare, train and synth share
+"""MediaPipe's canonical face and the landmark index sets that prepare, train and render share
 (numpy only, no mediapipe).
 
-The index sets are literal lists so that code without mediapipe (train, synth, metrics) can
+The index sets are literal lists so that code without mediapipe (train, render, metrics) can
 use them. They were derived once from ``mediapipe.solutions.face_mesh_connections``
 (mediapipe 0.10.21); ``tests/test_prepare_track.py`` checks them against it.
 

@@ -14,7 +14,7 @@ from talkgs.errors import UsageError
 
 
 def flag(name: str) -> str:
-    """The command-line flag of a config field: ``predictor.select_after`` -> ``--predictor.select-after``."""
+    """The command-line flag of a config field: ``predictor.other_speakers`` -> ``--predictor.other-speakers``."""
     return "--" + name.replace("_", "-")
 
 
