@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkgs import validate
+from talkgs.commands import train as train_command
 from talkgs.errors import CheckpointError, Interrupted, TalkgsError
 from talkgs.model import checkpoint as ckpt
 from talkgs.train.checkpoint import save as save_checkpoint
@@ -159,7 +159,7 @@ def _resume_and_compare(anchor_dataset, tmp_path):
     assert (saved["stage_index"], saved["stage_step"], saved["completed"]) == (1, 3, ["mouth"])
     assert saved["optimizers"]["densify"]["face"]["grad2d"].abs().sum() > 0  # statistics mid-period
     with pytest.raises(TalkgsError, match="--resume"):  # the command line refuses a run without --resume
-        validate.train(cfg)
+        train_command.check(cfg)
     resumed = resume_trainer(dataclasses.replace(cfg, resume=True))
     st = resumed.state
     assert (st.stage_index, st.stage_step, st.global_step, st.in_stage) == (1, 3, saved["global_step"], True)
