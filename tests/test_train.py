@@ -34,7 +34,7 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHO
 def test_val_psnr_rises_well_above_the_initial_render(trained):
     trainer, before, after, _ = trained
     assert after > before + 3.0, (before, after)
-    hist = [r for r in trainer.history if r["stage"] == "face"]
+    hist = [r for r in trainer.state.history if r["stage"] == "face"]
     assert hist[-1]["l1"] < hist[0]["l1"]
 
 
