@@ -88,7 +88,7 @@ class StageConfig:
     head pixels (mouth interior transparent); fuse: both branches composited over the torso
     background against the full frame."""
     iterations: int
-    """Optimisation steps of this stage (each on --batch-size frames)."""
+    """Steps of this stage (each on --batch-size frames)."""
     batch_size: Hidden[int] = 4
     """Frames per step (set by TrainConfig.batch_size)."""
     warmup_static: Hidden[int] = 0
@@ -172,7 +172,7 @@ class TrainConfig:
     output: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
     """Run folder (config.json, checkpoints/, logs/, train_history.json): new, empty, or a run to --resume."""
     preset: PresetName = "default"
-    """Settings the other options change: default, quick (a smoke test: 5 % of the steps) or original (the original TalkingGaussian)."""
+    """Starting settings: default, quick (smoke test: 5 % of the steps) or original (the original TalkingGaussian)."""
     resume: bool = False
     """Continue the run in OUTPUT from its latest checkpoint, with its own settings (device and logging may change)."""
     schedule_scale: float = 1.0
@@ -182,21 +182,21 @@ class TrainConfig:
     device: str = "auto"
     """cuda, cpu or auto (cuda when available)."""
     backend: Literal["auto", "gsplat", "torch"] = "auto"
-    """Rasterizer backend (auto: gsplat on CUDA, torch elsewhere)."""
+    """Rasterizer (auto: gsplat on CUDA, torch elsewhere)."""
     image_scale: float = 1.0
-    """Train on frames resized by this factor (e.g. 0.25 for CPU smoke runs)."""
+    """Train on frames resized by this factor."""
     frame_range: tuple[int, int] | None = None
-    """Use only frames [start, stop) of the dataset (the split is intersected with it)."""
+    """Train on the dataset's frames [start, stop) only."""
     audio_kind: str = "whisper"
-    """Audio feature kind stored in the dataset to condition on (see `talkgs features`)."""
+    """Audio feature kind of the dataset to condition on."""
     seed: int = 0
-    """Seed of every random choice (init, sampling, backgrounds)."""
+    """Seed of every random choice."""
     log_every: int = 50
-    """Steps between progress/TensorBoard updates (each one syncs the GPU once)."""
+    """Steps between progress and TensorBoard updates."""
     checkpoint_every: int = 2000
-    """Steps between resumable checkpoints (also written at the end of each stage and on Ctrl-C)."""
+    """Steps between resumable checkpoints (also at each stage's end and on Ctrl-C)."""
     tensorboard: bool = True
-    """Write TensorBoard logs to OUTPUT/logs when tensorboard is installed."""
+    """Write OUTPUT/logs for TensorBoard (if installed)."""
     progress: bool = True
     """Show the live progress display."""
     model: Hidden[HeadConfig] = HeadConfig()
