@@ -72,13 +72,11 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _end_progress_line() -> None:
-    """Close the progress bars left open (they stay on screen, as where they stopped, and end
-    their line), so the message that follows starts a line of its own."""
-    tqdm = sys.modules.get("tqdm")
-    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
-        if not bar.disable:
-            bar.leave = True
-            bar.close()
+    """Start a fresh line on stderr where a progress bar may have been drawn (tqdm redraws its
+    line with a carriage return and no newline), so the message that follows has a line of its own."""
+    if "tqdm" in sys.modules:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":
