@@ -32,7 +32,7 @@ from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone
 from talkgs.data import format as fmt
 from talkgs.data import load_dataset
 from talkgs.media import read_wav
-from talkgs.media._backend import import_av
+from talkgs.media import import_av
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.render.renderer import HeadRenderer, _EncoderThread, render_features
 

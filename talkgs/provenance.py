@@ -43,7 +43,7 @@ def made_by(what: str) -> str:
     return f"{MADE_BY} {__version__} ({what})"
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
@@ -60,7 +60,7 @@ def is_empty_dir(path: Path) -> bool:
 
 def dataset_meta(path: Path) -> dict | None:
     """meta.json of a talkgs dataset folder (any format version), or None."""
-    meta = _read_json(Path(path) / fmt.META)
+    meta = read_json(Path(path) / fmt.META)
     if meta is None or not isinstance(meta.get("format_version"), int):
         return None
     return meta
@@ -86,7 +86,7 @@ def dataset_files(meta: dict) -> list[str]:
 
 def run_config(path: Path) -> dict | None:
     """The marked config.json of a run folder (the TrainConfig fields, plus the mark), or None."""
-    doc = _read_json(Path(path) / RUN_CONFIG)
+    doc = read_json(Path(path) / RUN_CONFIG)
     if doc is None or doc.get("kind") != RUN_KIND:
         return None
     return doc
@@ -132,7 +132,7 @@ def tg_export_files() -> list[str]:
 def is_tg_export(path: Path) -> bool:
     from talkgs.interop import tg_layout as tg
 
-    doc = _read_json(Path(path) / tg.TRANSFORMS_TRAIN)
+    doc = read_json(Path(path) / tg.TRANSFORMS_TRAIN)
     return doc is not None and isinstance(doc.get(tg.MARKER_KEY), dict)
 
 

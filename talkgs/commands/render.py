@@ -80,7 +80,7 @@ def audio_frames(path: Path) -> int | None:
     """Video frames the render of ``path`` will have, round(duration x 25), from its header
     (PyAV probe, no decoding); one-line MediaError for an empty or unreadable file, one without
     an audio stream or shorter than a frame. None where the length is not known up front."""
-    from talkgs.media._backend import import_av
+    from talkgs.media import import_av
 
     if path.stat().st_size == 0:
         raise MediaError(f"audio file {path} is empty")

@@ -128,7 +128,7 @@ def saved_config(run: str | os.PathLike) -> dict | None:
     folder = run if run.is_dir() else run.parent.parent
     doc = owner.run_config(folder)
     if doc is None:
-        doc = owner._read_json(folder / owner.RUN_CONFIG)
+        doc = owner.read_json(folder / owner.RUN_CONFIG)
         if doc is None or "audio_kind" not in doc or "dataset" not in doc:
             return None
     return doc

@@ -371,7 +371,7 @@ def save_render(path: Path, frames: np.ndarray, codec: str = "compact") -> Path:
     the codec). ``compact``: H.264 crf 12 with PyAV, else MPEG-4 Part 2 through OpenCV (the GPU
     machine); ``lossless``: FFV1 through OpenCV (bit-exact, ~20x larger)."""
     from talkgs.media import write_video, write_video_silent_cv2
-    from talkgs.media._backend import import_av
+    from talkgs.media import import_av
 
     if codec == "lossless":
         return _write_ffv1(path.with_suffix(".avi"), frames)
@@ -568,7 +568,7 @@ def _write_videos(out_dir: Path, root: Path, frames_u8: np.ndarray, frames: tupl
     the ground-truth frames at the render's size (default: decoded from the dataset)."""
     from talkgs.conventions import SAMPLES_PER_FRAME
     from talkgs.media import VideoWriter, read_wav, write_video_silent_cv2
-    from talkgs.media._backend import import_av
+    from talkgs.media import import_av
 
     if import_av() is None:
         if render:

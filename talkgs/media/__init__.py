@@ -5,6 +5,7 @@ video frames are decoded with OpenCV instead. Time rules: see :mod:`talkgs.media
 (resampling to a frame rate) and :mod:`talkgs.media.audio` (audio/video alignment).
 """
 
+from talkgs.media._backend import import_av
 from talkgs.media.audio import fit_audio_to_frames, read_audio, read_wav, samples_for_frames, write_wav
 from talkgs.media.frames import iter_frames, read_frames
 from talkgs.media.probe import MediaInfo, count_frames, probe
@@ -17,6 +18,7 @@ __all__ = [
     "copy_video_stream",
     "count_frames",
     "fit_audio_to_frames",
+    "import_av",
     "iter_frames",
     "probe",
     "read_audio",
