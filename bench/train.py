@@ -97,6 +97,9 @@ def main() -> int:
     stages = {s.name: s for s in trainer.stages}
     rows = []
     for name, secs in trainer.state.stage_times.items():
+        if name not in stages:  # the mouth predictor's fit: seconds only, no steps of a stage
+            rows.append({"stage": name, "seconds": round(secs, 1)})
+            continue
         n_steps = trainer.state.stage_steps.get(name, 0)
         rows.append({"stage": name, "seconds": round(secs, 1), "iterations": stages[name].iterations,
                      "steps_run": n_steps, "batch": stages[name].batch_size,
@@ -122,7 +125,7 @@ def main() -> int:
     print(f"\ntalkgs train on {result['device']} (schedule x{args.schedule_scale}{', resumed' if args.resume else ''})")
     print(f"{'stage':<8}{'iters':>8}{'batch':>7}{'seconds':>10}{'it/s':>8}")
     for r in rows:
-        print(f"{r['stage']:<8}{r['iterations']:>8}{r['batch']:>7}{r['seconds']:>10.1f}{(r['it_per_s'] or 0):>8.1f}")
+        print(f"{r['stage']:<10}{r.get('iterations', ''):>8}{r.get('batch', ''):>7}{r['seconds']:>10.1f}{(r.get('it_per_s') or 0):>8.1f}")
     print(f"setup {t_setup:.1f} s; train wall {t_train:.1f} s; peak GPU memory {result['peak_gpu_mem_gib']} GiB; "
           f"Gaussians {result['num_gaussians']}")
     if "val" in result:
