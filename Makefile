@@ -38,25 +38,34 @@ test: venv
 	  echo "chromium could not be installed: the browser tests will be skipped"; }
 	$(BIN)/python -m pytest -q
 
+# Each step says how long it took ($(call took,WHAT) after a step started with $(T0)).
+T0 = s=$$(date +%s);
+took = echo "demo: $(1): $$(( $$(date +%s) - s )) s"
+
 demo: venv
 	@test -f $(ANCHOR) || { echo "demo needs $(ANCHOR) (the shared anchor clip)"; exit 2; }
 	@command -v espeak-ng >/dev/null || { echo "installing espeak-ng (apt)"; \
 	  $(SUDO) apt-get install -y -q espeak-ng >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q espeak-ng >/dev/null; }; }
-	$(BIN)/talkgs prepare $(ANCHOR) -o $(DEMO_DIR)/anchor
-	$(BIN)/talkgs inspect $(DEMO_DIR)/anchor -o $(DEMO_DIR)/inspect --force
+	@$(T0) $(BIN)/talkgs prepare $(ANCHOR) -o $(DEMO_DIR)/anchor && $(call took,prepare)
+	@$(T0) $(BIN)/talkgs inspect $(DEMO_DIR)/anchor -o $(DEMO_DIR)/inspect --force && $(call took,inspect)
 	@if $(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
 	  scale=$(or $(DEMO_SCALE),1); flags="$(DEMO_GPU_FLAGS)"; echo "demo: CUDA GPU found: full-size head, default schedule"; \
 	else \
-	  scale=$(or $(DEMO_SCALE),0.125); flags="$(DEMO_CPU_FLAGS)"; echo "demo: no CUDA GPU: 64x64 head, quick preset (~2 min)"; \
+	  scale=$(or $(DEMO_SCALE),0.125); flags="$(DEMO_CPU_FLAGS)"; echo "demo: no CUDA GPU: 64x64 head, quick preset"; \
 	fi; \
-	test -f $(DEMO_DIR)/run/checkpoints/fuse.pt || \
-	  $(BIN)/talkgs train $(DEMO_DIR)/anchor -o $(DEMO_DIR)/run --image-scale $$scale $$flags \
-	  $$(test -f $(DEMO_DIR)/run/checkpoints/latest.pt && echo --resume)
-	espeak-ng -v en-us -s 150 -w $(DEMO_DIR)/sentence.wav "$(DEMO_TEXT)"
-	$(BIN)/talkgs render $(DEMO_DIR)/run --audio $(DEMO_DIR)/sentence.wav -o $(DEMO_DIR)/sentence.mp4 --force
-	@echo "demo: dataset $(DEMO_DIR)/anchor, preview $(DEMO_DIR)/inspect, run $(DEMO_DIR)/run"
-	@echo "demo: the trained head saying a new sentence, with sound: $(DEMO_DIR)/sentence.mp4"
+	if test -f $(DEMO_DIR)/run/checkpoints/fuse.pt; then echo "demo: train: $(DEMO_DIR)/run is trained already"; else \
+	  $(T0) $(BIN)/talkgs train $(DEMO_DIR)/anchor -o $(DEMO_DIR)/run --image-scale $$scale $$flags \
+	  $$(test -f $(DEMO_DIR)/run/checkpoints/latest.pt && echo --resume) && $(call took,train); fi
+	@$(T0) espeak-ng -v en-us -s 150 -w $(DEMO_DIR)/sentence.wav "$(DEMO_TEXT)" && $(call took,speech (espeak-ng))
+	@$(T0) $(BIN)/talkgs render $(DEMO_DIR)/run --audio $(DEMO_DIR)/sentence.wav -o $(DEMO_DIR)/sentence.mp4 --force && \
+	  $(call took,render)
+	@$(BIN)/python bench/demo_strip.py $(DEMO_DIR)/run --audio $(DEMO_DIR)/sentence.wav --out $(DEMO_DIR)
+	@echo "demo: you got:"
+	@echo "  $(DEMO_DIR)/sentence.mp4: the trained head saying a new sentence, with sound"
+	@echo "  $(DEMO_DIR)/closeup.mp4: the same beside a close-up of its mouth"
+	@echo "  $(DEMO_DIR)/strip.png: its mouth beside the real one on the val frames with the widest mouths"
+	@echo "  $(DEMO_DIR)/inspect: what prepare tracked; $(DEMO_DIR)/anchor: the dataset; $(DEMO_DIR)/run: the run"
 	@echo "demo: talk to it live in a browser (then open http://127.0.0.1:8080/):"
 	@echo "  $(BIN)/talkgs serve $(DEMO_DIR)/run"
 
