@@ -26,6 +26,18 @@ CHECKPOINT_KIND = owner.CHECKPOINT_KIND.decode()
 CHECKPOINT_FORMAT_VERSION = 2  # the layout of talkgs.train.checkpoint.save (TrainState.state_dict)
 
 
+def check_checkpoint_header(state: object, path: str | os.PathLike) -> None:
+    """One-line CheckpointError unless ``state`` (a checkpoint's top-level dict) is a talkgs
+    checkpoint of the format version this talkgs reads."""
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path} is not a talkgs checkpoint")
+    if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {state.get('format_version')!r}; this talkgs reads "
+            f"{CHECKPOINT_FORMAT_VERSION}"
+        )
+
+
 # ----------------------------------------------------------------------------------- checkpoint
 
 
@@ -106,13 +118,7 @@ def check_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {path} is not a complete zip archive ({short(e, 60)}); {fix}") from None
     except (OSError, zlib.error, zipfile.LargeZipFile) as e:
         raise CheckpointError(f"checkpoint {path} is unreadable ({short(e, 60)}); {fix}") from None
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path} is not a talkgs checkpoint")
-    if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {state.get('format_version')!r}; this talkgs reads "
-            f"{CHECKPOINT_FORMAT_VERSION}"
-        )
+    check_checkpoint_header(state, path)
     if lost:
         raise CheckpointError(f"checkpoint {path} lacks {len(lost)} of its tensor records; {fix}")
     return state

@@ -21,8 +21,9 @@ import torch
 from talkgs.configio import config_from_dict, config_to_dict  # noqa: F401
 from talkgs.errors import CheckpointError, short
 
-from talkgs.data.runs import CHECKPOINT_FORMAT_VERSION as FORMAT_VERSION
-from talkgs.data.runs import CHECKPOINT_KIND as KIND
+from talkgs.data.runs import CHECKPOINT_FORMAT_VERSION as FORMAT_VERSION  # noqa: F401 (for the writer)
+from talkgs.data.runs import CHECKPOINT_KIND as KIND  # noqa: F401 (for the writer)
+from talkgs.data.runs import check_checkpoint_header
 
 
 # --------------------------------------------------------------------------- load
@@ -39,12 +40,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a damaged zip/pickle
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({short(e)})") from None
-    if not isinstance(state, dict) or state.get("kind") != KIND:
-        raise CheckpointError(f"{path} is not a talkgs checkpoint")
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {state.get('format_version')!r}; this talkgs reads {FORMAT_VERSION}"
-        )
+    check_checkpoint_header(state, path)
     state["path"] = str(path)
     return state
 
