@@ -101,7 +101,7 @@ def _short_cfg(dataset, out, **kw):
         mouth=dataclasses.replace(cfg.mouth, iterations=6, warmup_static=2),
         face=dataclasses.replace(cfg.face, iterations=6, warmup_static=2),
         fuse=dataclasses.replace(cfg.fuse, iterations=4),
-        predictor=dataclasses.replace(cfg.predictor, steps=20, eval_every=10, augment=False),
+        predictor=dataclasses.replace(cfg.predictor, steps=20, augment=False),
         **{"checkpoint_every": 3, "log_every": 2, **kw},
     )
 
