@@ -45,21 +45,23 @@ def run_command(cfg) -> int:
     cmd = next(m for m in commands().values() if isinstance(cfg, m.Config))
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    err = sys.stderr = _LineAwareStderr(sys.stderr)
     try:
         if getattr(cfg, "verbose", False):
             os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.track (MediaPipe logs)
         cmd.run(cmd.check(cfg))
     except TalkgsError as e:
-        _end_progress_line()
-        print(f"talkgs: {e}", file=sys.stderr)
+        err.end_line()
+        print(f"talkgs: {e}", file=err)
         return 2
     except KeyboardInterrupt as e:
-        _end_progress_line()
+        err.end_line()
         signum = getattr(e, "signum", signal.SIGINT)
         default = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        print(f"talkgs: {str(e) or default}", file=sys.stderr)
+        print(f"talkgs: {str(e) or default}", file=err)
         return 128 + int(signum)
     finally:
+        sys.stderr = err.stream
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return 0
@@ -71,12 +73,25 @@ def _on_sigterm(signum, frame) -> None:
     raise Interrupted("terminated (SIGTERM)", signum)
 
 
-def _end_progress_line() -> None:
-    """Start a fresh line on stderr where a progress bar may have been drawn (tqdm redraws its
-    line with a carriage return and no newline), so the message that follows has a line of its own."""
-    if "tqdm" in sys.modules:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+class _LineAwareStderr:
+    """``sys.stderr`` that knows whether its output ends a line: a progress bar redraws its line
+    with carriage returns and leaves it open, and a message after it needs a line of its own."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self.stream.write(text)
+
+    def end_line(self) -> None:
+        if not self.at_line_start:
+            self.write("\n")
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 if __name__ == "__main__":
