@@ -45,23 +45,21 @@ def run_command(cfg) -> int:
     cmd = next(m for m in commands().values() if isinstance(cfg, m.Config))
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
-    err = sys.stderr = _LineAwareStderr(sys.stderr)
     try:
         if getattr(cfg, "verbose", False):
             os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.track (MediaPipe logs)
         cmd.run(cmd.check(cfg))
     except TalkgsError as e:
-        err.end_line()
-        print(f"talkgs: {e}", file=err)
+        _end_progress_line()
+        print(f"talkgs: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        err.end_line()
+        _end_progress_line()
         signum = getattr(e, "signum", signal.SIGINT)
         default = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        print(f"talkgs: {str(e) or default}", file=err)
+        print(f"talkgs: {str(e) or default}", file=sys.stderr)
         return 128 + int(signum)
     finally:
-        sys.stderr = err.stream
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return 0
@@ -73,25 +71,14 @@ def _on_sigterm(signum, frame) -> None:
     raise Interrupted("terminated (SIGTERM)", signum)
 
 
-class _LineAwareStderr:
-    """``sys.stderr`` that knows whether its output ends a line: a progress bar redraws its line
-    with carriage returns and leaves it open, and a message after it needs a line of its own."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.at_line_start = True
-
-    def write(self, text: str) -> int:
-        if text:
-            self.at_line_start = text.endswith("\n")
-        return self.stream.write(text)
-
-    def end_line(self) -> None:
-        if not self.at_line_start:
-            self.write("\n")
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
+def _end_progress_line() -> None:
+    """Close the progress bars left open (they stay on screen, as where they stopped, and end
+    their line), so the message that follows starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        if not bar.disable:
+            bar.leave = True
+            bar.close()
 
 
 if __name__ == "__main__":
