@@ -160,7 +160,7 @@ class PredictorConfig:
     """Prepared datasets of other people speaking: their audio and mouth motion also train the predictor."""
 
 
-PresetName = Literal["default", "quick", "original"]
+PresetName = Literal["default", "quick", "cpu", "original"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +172,8 @@ class TrainConfig:
     output: Annotated[Path, tyro.conf.arg(aliases=["-o"])]
     """Run folder (config.json, checkpoints/, logs/, train_history.json): new, empty, or a run to --resume."""
     preset: PresetName = "default"
-    """Starting settings: default, quick (smoke test: 5 % of the steps) or original (the original TalkingGaussian)."""
+    """Starting settings: default, quick (smoke test: 5 % of the steps), cpu (quick with 600 + 150 Gaussians, for
+    small heads on a CPU) or original (the original TalkingGaussian)."""
     resume: bool = False
     """Continue the run in OUTPUT from its latest checkpoint, with its own settings (device and logging may change)."""
     schedule_scale: float = 1.0
@@ -250,6 +251,24 @@ def _quick(cfg: TrainConfig) -> TrainConfig:
     )
 
 
+def _cpu(cfg: TrainConfig) -> TrainConfig:
+    """A head for 2 CPU cores: the quick preset's steps and predictor with 600 face and 150
+    inside-mouth Gaussians and no densification; fewer, cheaper Gaussians so that a small
+    (e.g. 64x64) head can train several times the quick steps in minutes."""
+    q = _quick(cfg)
+    m = q.model
+    return dataclasses.replace(
+        q,
+        mouth=dataclasses.replace(q.mouth, densify=None),
+        face=dataclasses.replace(q.face, densify=None),
+        model=dataclasses.replace(
+            m,
+            face_init=dataclasses.replace(m.face_init, n=min(m.face_init.n, 600)),
+            mouth_init=dataclasses.replace(m.mouth_init, n=min(m.mouth_init.n, 150)),
+        ),
+    )
+
+
 def _original(cfg: TrainConfig) -> TrainConfig:
     """The original TalkingGaussian's design: each branch's audio net encodes the audio features
     (no mouth state, no predictor), mel features, the head tri-plane alone, no landmark loss."""
@@ -264,7 +283,7 @@ def _original(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-PRESETS: dict[str, Callable[[TrainConfig], TrainConfig]] = {"default": _default, "quick": _quick, "original": _original}
+PRESETS: dict[str, Callable[[TrainConfig], TrainConfig]] = {"default": _default, "quick": _quick, "cpu": _cpu, "original": _original}
 """Preset name -> the transformation of a TrainConfig it stands for (its docstring says what)."""
 assert tuple(PRESETS) == get_args(PresetName)
 
