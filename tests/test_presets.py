@@ -75,7 +75,10 @@ def test_preset_quick_scales_the_schedule_and_composes_with_schedule_scale():
     assert (quick.model.face_init.n, quick.model.mouth_init.n, quick.predictor.steps) == (3000, 1000, 150)
     tenth = parse(["train", str(D), "-o", str(R), "--preset", "quick", "--schedule-scale", "0.1", "--mouth.iterations", "500"])
     assert [s.iterations for s in tenth.resolved_stages()] == [50, 22, 6]
-    assert set(PRESETS) == {"default", "quick", "original"} and all(f.__doc__ for f in PRESETS.values())
+    assert set(PRESETS) == {"default", "quick", "cpu", "original"} and all(f.__doc__ for f in PRESETS.values())
+    cpu = parse(["train", str(D), "-o", str(R), "--preset", "cpu", "--schedule-scale", "4"])
+    assert [s.iterations for s in cpu.resolved_stages()] == [900, 900, 224]
+    assert (cpu.model.face_init.n, cpu.model.mouth_init.n, cpu.mouth.densify, cpu.face.densify) == (600, 150, None, None)
 
 
 def test_ablation_variants_of_the_lipsync_bench_are_the_published_recipes():
