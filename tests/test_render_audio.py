@@ -300,7 +300,7 @@ def test_render_drive_video_and_its_refusals(mini_run, anchor_dataset, excerpt_d
     video = excerpt_dataset / fmt.FRAMES
     assert "talkgs prepare" in refusal("--audio", video, "-o", tmp_path / "a.mp4", "--drive-video", video)
     msg = refusal("--audio", anchor_dataset / fmt.AUDIO, "-o", tmp_path / "b.mp4", "--drive-video", excerpt_dataset)
-    assert "has 150 frames" in msg and "the audio needs" in msg
+    assert "has 150 frames" in msg and "needs 1779" in msg
     assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
 
 
