@@ -241,6 +241,11 @@ def test_a_kind_defined_outside_talkgs_is_computed_trained_and_rendered(rms_kind
     from talkgs.media import count_frames
 
     assert count_frames(out) == n
+    # New audio is computed with the options the run's features were computed with (scale 2).
+    from talkgs.render.renderer import HeadRenderer
+
+    r = HeadRenderer(run, device="cpu")
+    np.testing.assert_allclose(r.extract_features(wav, n), extract_rms(wav, n, 2.0), rtol=1e-6)
     # A run of another kind refuses it by name.
     assert run_cli("render", run, "--audio", ds / fmt.AUDIO, "-o", tmp_path / "x.mp4", "--audio-kind", "mel") == 2
     assert "trained with 'rms'" in capsys.readouterr().err

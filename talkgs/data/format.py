@@ -58,6 +58,12 @@ def audio_feature_file(kind: str) -> str:
     return f"audio_{kind}.npy"
 
 
+def feature_options(meta: dict, kind: str) -> dict:
+    """The options a dataset's ``kind`` features were computed with (meta.json), ``{}`` for
+    the kind's defaults or a kind the dataset does not hold."""
+    return dict((((meta.get("audio") or {}).get("features") or {}).get(kind) or {}).get("options") or {})
+
+
 def read_meta(root: str | Path, check_files: bool = True, what: str = "dataset") -> dict:
     """Read and validate ``meta.json``; one-line DatasetError on any problem, naming the folder
     as ``what`` (e.g. ``--drive dataset``)."""

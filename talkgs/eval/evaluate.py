@@ -253,12 +253,12 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
 
 def drive_features(renderer: HeadRenderer, root: Path, n: int) -> np.ndarray:
     """The other clip's features ``[n, W, C]`` of the run's kind: its audio_<kind>.npy when it
-    has one, else computed from its audio.wav (:func:`talkgs.audio.extract`)."""
-    from talkgs.audio import extract, load_feature_file
+    has one computed with the run's options, else computed from its audio.wav."""
+    from talkgs.audio import load_feature_file
     from talkgs.media import read_wav
 
     path = root / fmt.audio_feature_file(renderer.audio_kind)
-    if path.is_file():
+    if path.is_file() and fmt.feature_options(fmt.read_meta(root), renderer.audio_kind) == renderer.audio_options:
         feats = load_feature_file(path, renderer.audio_kind, n)
     else:
         if not (root / fmt.AUDIO).is_file():
@@ -266,7 +266,7 @@ def drive_features(renderer: HeadRenderer, root: Path, n: int) -> np.ndarray:
         wav, sr = read_wav(root / fmt.AUDIO)
         if sr != SAMPLE_RATE:
             raise DatasetError(f"{root / fmt.AUDIO} is {sr} Hz; a prepared dataset's audio is {SAMPLE_RATE} Hz")
-        feats = extract(renderer.audio_kind, wav, n)
+        feats = renderer.extract_features(wav, n)
     renderer.check_features(feats)
     return feats
 

@@ -94,6 +94,8 @@ class HeadRenderer:
         self.backend = backend
         self.audio_kind: str = state["audio"]["kind"]
         self.feature_shape = (int(state["audio"]["window"]), int(state["audio"]["channels"]))
+        # The options the training features were computed with: new audio must be computed alike.
+        self.audio_options: dict = dict(state["audio"].get("options") or {})
         train_cfg = state["config"]
         self.root = run_dataset(state, dataset)
         self.meta = fmt.read_meta(self.root)
@@ -154,6 +156,13 @@ class HeadRenderer:
         self._plan: DrivePlan | None = None
 
     # ------------------------------------------------------------------ inputs
+    def extract_features(self, wav16: np.ndarray, n_frames: int) -> np.ndarray:
+        """Features ``[n_frames, W, C]`` of the run's kind for mono 16 kHz ``wav16 [S]``, computed
+        with the options of the features the run was trained on."""
+        from talkgs.audio import extract
+
+        return extract(self.audio_kind, wav16, n_frames, **self.audio_options)
+
     def check_kind(self, kind: str | None) -> None:
         """One-line error unless ``kind`` (None: the run's) is the kind the run was trained with."""
         if kind is not None and kind != self.audio_kind:
@@ -323,9 +332,7 @@ def features_for(renderer: HeadRenderer, wav16: np.ndarray, n_frames: int, featu
 
         feats = load_feature_file(features_path, renderer.audio_kind, n_frames)
     else:
-        from talkgs.audio import extract
-
-        feats = extract(renderer.audio_kind, wav16, n_frames)
+        feats = renderer.extract_features(wav16, n_frames)
     renderer.check_features(feats)
     return feats.astype(np.float16)
 

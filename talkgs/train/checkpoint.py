@@ -26,6 +26,7 @@ import torch
 
 from talkgs.configio import config_from_dict
 from talkgs.data import Dataset
+from talkgs.data import format as fmt
 from talkgs.errors import UsageError
 from talkgs.fsutil import atomic_path, write_json
 from talkgs.model.checkpoint import FORMAT_VERSION, KIND, config_to_dict
@@ -54,7 +55,7 @@ def save(path: Path, cfg: TrainConfig, ds: Dataset, state: TrainState) -> Path:
             "window": int(ds.audio.shape[1]),
             "channels": int(ds.audio.shape[2]),
             # The options the dataset's features were computed with (talkgs.audio.recorded_options).
-            "options": dict((ds.meta["audio"]["features"][cfg.audio_kind]).get("options") or {}),
+            "options": fmt.feature_options(ds.meta, cfg.audio_kind),
         },
         "dataset": {"path": str(Path(cfg.dataset).resolve()), "sha256": ds.meta["source"]["sha256"]},
         "num_gaussians": state.model.num_gaussians(),
@@ -76,8 +77,6 @@ def resumed_config(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
     how it runs taken from ``cfg`` (dataset path, output, device, backend, logging, checkpoint
     interval, schedule_scale when given). The dataset must be the run's (the same source video;
     it may have moved); output stays ``cfg.output`` (a moved run folder resumes where it is)."""
-    from talkgs.data import format as fmt
-
     saved = config_from_dict(TrainConfig, checkpoint["config"])
     sha = (checkpoint.get("dataset") or {}).get("sha256")
     if sha and fmt.read_meta(cfg.dataset).get("source", {}).get("sha256") != sha:

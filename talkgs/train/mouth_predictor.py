@@ -68,11 +68,11 @@ def augmented_clips(
 
 def feature_clips(
     kind: str, wav: np.ndarray, states: np.ndarray, mouth_open: np.ndarray, clean_features: np.ndarray,
-    cfg: PredictorConfig, seed: int = 0, stop: Callable[[], bool] | None = None,
+    cfg: PredictorConfig, seed: int = 0, stop: Callable[[], bool] | None = None, options: dict | None = None,
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str | None]:
     """``([(name, features [n, W, C], states [n, m])], note)`` for the clean clip
     (``clean_features``, the dataset's own) and the augmented copies of ``wav`` (features
-    extracted with ``kind``'s extractor). A kind that cannot be computed here (e.g. imported
+    extracted with ``kind``'s extractor and ``options``, those of the clean features). A kind that cannot be computed here (e.g. imported
     ``deepspeech``, or ``hubert`` without its weights) gives the clean clip alone, and ``note``
     says why. ``stop()`` true ends early (Ctrl-C while a slow extractor runs)."""
     from talkgs.audio import extract
@@ -85,7 +85,7 @@ def feature_clips(
         if stop is not None and stop():
             break
         try:
-            clips.append((name, extract(kind, w, len(s)), s))
+            clips.append((name, extract(kind, w, len(s), **(options or {})), s))
         except AudioFeatureError as e:
             return clips[:1], f"no voice augmentation: {e}"
     return clips, None
@@ -100,7 +100,7 @@ def scale_to_reference(states: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def other_speaker_clips(
     speakers: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], kind: str, reference_states: np.ndarray,
-    cfg: PredictorConfig, seed: int = 0, stop: Callable[[], bool] | None = None,
+    cfg: PredictorConfig, seed: int = 0, stop: Callable[[], bool] | None = None, options: dict | None = None,
 ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], str | None]:
     """Training pairs from other people: ``speakers = [(name, wav [n * 640], states [n, m],
     mouth_open [n])]`` with their motion already transferred into this person's states.
@@ -117,7 +117,8 @@ def other_speaker_clips(
         if stop is not None and stop():
             break
         st = scale_to_reference(st, reference_states)
-        clips, note = feature_clips(kind, wav, st, mouth_open, extract(kind, wav, len(st)), sub, seed, stop)
+        clips, note = feature_clips(kind, wav, st, mouth_open, extract(kind, wav, len(st), **(options or {})), sub, seed,
+                                    stop, options)
         out += [(f"{name}/{c}", f, s) for c, f, s in clips]
         if note:
             notes.append(f"{name}: {note}")

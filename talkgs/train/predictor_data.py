@@ -33,10 +33,13 @@ def predictor_clips(ds: Dataset, states: torch.Tensor, cfg, seed: int = 0, stop=
     wav = wav[g0 * SAMPLES_PER_FRAME : g1 * SAMPLES_PER_FRAME]
     mouth_open = ds.tracks["mouth_open"].cpu().numpy()[rows]
     clean = ds.audio[torch.as_tensor(rows, device=ds.device)].float().cpu().numpy()
-    clips, note = feature_clips(ds.audio_kind, wav, st, mouth_open, clean, cfg, seed, stop=stop)
+    from talkgs.data import format as fmt
+
+    options = fmt.feature_options(ds.meta, ds.audio_kind)
+    clips, note = feature_clips(ds.audio_kind, wav, st, mouth_open, clean, cfg, seed, stop=stop, options=options)
     if cfg.other_speakers and basis is not None:
         speakers = [other_speaker(Path(root), basis) for root in cfg.other_speakers]
-        more, more_note = other_speaker_clips(speakers, ds.audio_kind, st, cfg, seed, stop=stop)
+        more, more_note = other_speaker_clips(speakers, ds.audio_kind, st, cfg, seed, stop=stop, options=options)
         clips += more
         note = "; ".join(n for n in (note, more_note) if n) or None
     return clips, note
