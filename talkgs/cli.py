@@ -18,6 +18,7 @@ from typing import Annotated, Sequence, Union
 
 import tyro
 
+from talkgs.console import end_open_bars
 from talkgs.commands import commands
 from talkgs.errors import Interrupted, TalkgsError
 from talkgs.train.config import command_line_default
@@ -50,11 +51,11 @@ def run_command(cfg) -> int:
             os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.track (MediaPipe logs)
         cmd.run(cmd.check(cfg))
     except TalkgsError as e:
-        _end_progress_line()
+        end_open_bars()
         print(f"talkgs: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        _end_progress_line()
+        end_open_bars()
         signum = getattr(e, "signum", signal.SIGINT)
         default = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
         print(f"talkgs: {str(e) or default}", file=sys.stderr)
@@ -69,16 +70,6 @@ def _on_sigterm(signum, frame) -> None:
     # Unwind like Ctrl-C: every `finally` runs, so temporaries go and partial work is kept as
     # each command documents (training installs its own handler and saves a checkpoint).
     raise Interrupted("terminated (SIGTERM)", signum)
-
-
-def _end_progress_line() -> None:
-    """Close the progress bars left open (they stay on screen, as where they stopped, and end
-    their line), so the message that follows starts a line of its own."""
-    tqdm = sys.modules.get("tqdm")
-    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
-        if not bar.disable:
-            bar.leave = True
-            bar.close()
 
 
 if __name__ == "__main__":

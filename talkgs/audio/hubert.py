@@ -166,9 +166,9 @@ def hubert_states(
     starts = list(range(0, n_states, chunk))
     it = starts
     if progress and len(starts) > 1:
-        from tqdm import tqdm
+        from talkgs.console import ProgressBar
 
-        it = tqdm(starts, desc="hubert", unit="chunk", leave=False)
+        it = ProgressBar(starts, desc="hubert", unit="chunk", leave=False)
     for a in it:
         b = min(a + chunk, n_states)
         lo, hi = max(a - ctx, 0), min(b + ctx, n_states)

@@ -207,9 +207,9 @@ def decode_frames(
     out = np.full(n, SIL, np.int16)
     it = plan
     if progress and len(plan) > 1:
-        from tqdm import tqdm
+        from talkgs.console import ProgressBar
 
-        it = tqdm(plan, desc="phones", unit="chunk", leave=False)
+        it = ProgressBar(plan, desc="phones", unit="chunk", leave=False)
     for a, b in it:
         lo, hi = max(a - ctx, 0), min(b + ctx, n)
         # The last frame's analysis window reaches PS_WINDOW - HOP samples past its step.

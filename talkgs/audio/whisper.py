@@ -603,9 +603,9 @@ def run_groups(enc: Encoder, x: np.ndarray, groups: list[tuple[int, int, int]], 
     batch = batch or _default_batch(enc)
     steps = range(0, len(groups), batch)
     if progress and len(steps) > 1:
-        from tqdm import tqdm
+        from talkgs.console import ProgressBar
 
-        steps = tqdm(steps, desc="whisper", unit="batch", leave=False)
+        steps = ProgressBar(steps, desc="whisper", unit="batch", leave=False)
     row = 0
     for i in steps:
         part = groups[i : i + batch]
@@ -653,9 +653,9 @@ def encoder_states(
     batch = batch or _default_batch(enc)
     steps = range(0, len(plan), batch)
     if progress and len(steps) > 1:
-        from tqdm import tqdm
+        from talkgs.console import ProgressBar
 
-        steps = tqdm(steps, desc="whisper", unit="batch", leave=False)
+        steps = ProgressBar(steps, desc="whisper", unit="batch", leave=False)
     for i in steps:
         part = plan[i : i + batch]
         h = encode(enc, np.stack([window_audio(x, lo) for lo, _, _ in part]))

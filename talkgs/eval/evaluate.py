@@ -202,7 +202,7 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
     measure the images against :func:`ground_truth_on_plate`. ``features [M, W, C]`` are the
     run's features from dataset frame ``features_start`` on (windows at its ends are zero-padded,
     as in training)."""
-    from tqdm import tqdm
+    from talkgs.console import ProgressBar
 
     a, b = frames
     renderer.set_drive(DriveConfig(segment=(a, b), pose="replay", blinks="train"), keep_images=True)
@@ -213,7 +213,7 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
     per_frame: dict[str, list[float]] = {k: [] for k in IMAGE_KEYS}
     renders, areas = [], []
     render_s = 0.0
-    for s in tqdm(range(0, n, cfg.batch_size), desc=name, disable=not cfg.progress, leave=False):
+    for s in ProgressBar(range(0, n, cfg.batch_size), desc=name, disable=not cfg.progress, leave=False):
         e = min(s + cfg.batch_size, n)
         local = torch.arange(s, e, device=dev)
         win = gather_windows(features, local + (a - features_start), renderer.audio_window)
@@ -284,7 +284,7 @@ def render_drive(renderer: HeadRenderer, name: str, root: Path, features: np.nda
     """The head says another prepared clip's audio (its ``features [N, W, C]``, all frames) with
     its default drive plan; ground truth = that clip's own mouth opening and mouth-interior
     label area (when it has labels.npz)."""
-    from tqdm import tqdm
+    from talkgs.console import ProgressBar
 
     n_clip = features.shape[0]
     n = n_clip if cfg.drive_frames is None else min(n_clip, cfg.drive_frames)
@@ -293,7 +293,7 @@ def render_drive(renderer: HeadRenderer, name: str, root: Path, features: np.nda
     renderer.set_drive(DriveConfig())
     renders, areas = [], []
     t0 = time.perf_counter()
-    for s in tqdm(range(0, n, cfg.batch_size), desc=name, disable=not cfg.progress, leave=False):
+    for s in ProgressBar(range(0, n, cfg.batch_size), desc=name, disable=not cfg.progress, leave=False):
         e = min(s + cfg.batch_size, n)
         win = gather_windows(feats, torch.arange(s, e, device=renderer.device), renderer.audio_window)
         frames_u8, area = renderer.render_batch(win, renderer.plan(e - s, s), with_mouth=True)

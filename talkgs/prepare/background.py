@@ -128,7 +128,7 @@ def background_plate(
     taken from the frames; the rest is inpainted. Returns ``(plate [H, W, 3] uint8,
     inpainted [H, W] bool)``; ``inpainted.mean()`` is the inpainted fraction to report.
     """
-    from tqdm.auto import tqdm
+    from talkgs.console import ProgressBar
 
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise PrepareError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
@@ -136,7 +136,7 @@ def background_plate(
         raise PrepareError(f"labels {labels.shape} do not match frames {frames.shape[:3]}")
     idx = sample_indices(len(frames), stride, max_samples)
     valid = background_masks(np.stack([labels[i] for i in idx]), halo_px)
-    frames_iter = (frames[i] for i in tqdm(idx, desc="background", unit="frame", disable=not progress))
+    frames_iter = (frames[i] for i in ProgressBar(idx, desc="background", unit="frame", disable=not progress))
     med, count = masked_median(frames_iter, valid)
     # A pixel seen as background in fewer than min_seen samples is too likely a
     # mislabelled edge (thin hair the selfie mask missed) to trust: inpaint it instead.

@@ -253,7 +253,7 @@ def write_inspect(
     ``max_frames`` limits the video to the first frames; the contact sheet always spans the
     whole clip. Returns ``{"video": path, "contact_sheet": path}``.
     """
-    from tqdm.auto import tqdm
+    from talkgs.console import ProgressBar
 
     from talkgs.media import VideoWriter, iter_frames
     from talkgs.provenance import made_by, png_with_tag
@@ -276,7 +276,7 @@ def write_inspect(
                      comment=made_by("inspect")) as writer:
         frames = iter_frames(root / fmt.FRAMES, stop=n_video)
         i = -1
-        for i, frame in enumerate(tqdm(frames, total=n_video, desc="inspect", unit="frame", disable=not progress)):
+        for i, frame in enumerate(ProgressBar(frames, total=n_video, desc="inspect", unit="frame", disable=not progress)):
             img = overlay(frame, i, data)
             writer.write(img)
             if i in wanted:

@@ -332,8 +332,8 @@ def label_video(
 def _run_parallel(fn, items: Iterable[int], total: int, progress: bool, desc: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
+    from talkgs.console import ProgressBar
 
-    with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=total, desc=desc, unit="frame", disable=not progress) as bar:
+    with ThreadPoolExecutor(max_workers=2) as pool, ProgressBar(total=total, desc=desc, unit="frame", disable=not progress) as bar:
         for _ in pool.map(fn, items):
             bar.update(1)

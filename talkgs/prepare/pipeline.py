@@ -298,9 +298,9 @@ def _steps(cfg: PrepareConfig) -> list[tuple[str, list[str], Callable[[_Ctx], No
 def _progress(it, enabled: bool, desc: str, total: int | None = None):
     if not enabled:
         return it
-    from tqdm import tqdm
+    from talkgs.console import ProgressBar
 
-    return tqdm(it, desc=desc, total=total, unit="frame", leave=False)
+    return ProgressBar(it, desc=desc, total=total, unit="frame", leave=False)
 
 
 # ---------------------------------------------------------------------------------------

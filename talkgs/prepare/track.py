@@ -166,7 +166,7 @@ def track_video(
 
 def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progress: bool) -> TrackResult:
     import mediapipe as mp
-    from tqdm import tqdm
+    from talkgs.console import ProgressBar
 
     if n_frames_hint is None and hasattr(frames, "__len__"):
         n_frames_hint = len(frames)  # type: ignore[arg-type]
@@ -186,7 +186,7 @@ def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progre
         with mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=1, refine_landmarks=True
         ) as mesh:
-            for i, frame in enumerate(tqdm(frames, total=n_frames_hint, desc="track", disable=not progress)):
+            for i, frame in enumerate(ProgressBar(frames, total=n_frames_hint, desc="track", disable=not progress)):
                 frame = _check_frame(frame, i, shape)
                 if shape is None:
                     shape = frame.shape

@@ -379,7 +379,7 @@ def render_audio(cfg) -> dict:
     """Run a checked :class:`talkgs.commands.render.RenderConfig` (``talkgs.commands.render.check``:
     -o is never an input, and replaces only an earlier render): write ``cfg.output`` and return
     a summary."""
-    from tqdm import tqdm
+    from talkgs.console import ProgressBar
 
     from talkgs.media import VideoWriter
     from talkgs.provenance import made_by
@@ -395,7 +395,7 @@ def render_audio(cfg) -> dict:
     feats = features_for(renderer, wav16, n, cfg.features, cfg.audio_kind)
     t_setup = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=n, desc="render", unit="frame", disable=not cfg.progress, leave=False)
+    bar = ProgressBar(total=n, desc="render", unit="frame", disable=not cfg.progress, leave=False)
     t1 = time.perf_counter()
     with VideoWriter(out, fps=FPS, crf=cfg.crf, preset=cfg.preset, audio=wav_mux, sample_rate=rate,
                      comment=made_by("render")) as writer:

@@ -215,9 +215,9 @@ def fit_mouth_predictor(
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from talkgs.console import ProgressBar
 
-        bar = tqdm(total=cfg.steps, desc="predictor", leave=False)
+        bar = ProgressBar(total=cfg.steps, desc="predictor", leave=False)
     predictor.train()
     steps = 0
     for step in range(1, cfg.steps + 1):
