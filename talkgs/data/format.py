@@ -255,23 +255,49 @@ def save_labels(path: str | Path, labels) -> None:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr))
 
 
-def load_labels(path: str | Path, start: int = 0, stop: int | None = None):
-    """uint8 label maps ``[stop - start, H, W]`` from :func:`save_labels`' file."""
-    import numpy as np
-
+def iter_labels(path: str | Path, start: int = 0, stop: int | None = None, chunk: int = 256):
+    """uint8 label maps ``[k, H, W]`` of frames ``[start, stop)`` from :func:`save_labels`'
+    file, ``chunk`` frames at a time, decompressed as they are read (a long clip's maps never
+    sit in memory whole)."""
     import zipfile
 
+    import numpy as np
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if LABELS_KEY not in z.files:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if f"{LABELS_KEY}.npy" not in names or "width.npy" not in names:
                 raise DatasetError(f"{path} holds no label maps ({LABELS_KEY})")
-            packed = z[LABELS_KEY][start:stop]
-            w = int(np.asarray(z["width"]).reshape(-1)[0])
+            with z.open("width.npy") as f:
+                w = int(np.lib.format.read_array(f).reshape(-1)[0])
+            with z.open(f"{LABELS_KEY}.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = header(f)
+                if fortran or dtype != np.uint8 or len(shape) != 3:
+                    raise DatasetError(f"{path}: {LABELS_KEY} is not uint8 [N, H, W/2]")
+                n, h, half = shape
+                stop = n if stop is None else min(stop, n)
+                row = h * half
+                f.seek(start * row, 1) if f.seekable() else f.read(start * row)
+                for a in range(start, stop, chunk):
+                    k = min(chunk, stop - a)
+                    buf = f.read(k * row)
+                    if len(buf) != k * row:
+                        raise DatasetError(f"{path}: label maps end before frame {stop}")
+                    packed = np.frombuffer(buf, np.uint8).reshape(k, h, half)
+                    out = np.empty((k, h, half * 2), np.uint8)
+                    out[..., 0::2] = packed >> 4
+                    out[..., 1::2] = packed & 15
+                    yield out[..., :w]
     except DatasetError:
         raise
     except (OSError, ValueError, EOFError, KeyError, IndexError, zipfile.BadZipFile) as e:
         raise _damaged(path, e) from None
-    out = np.empty(packed.shape[:2] + (packed.shape[2] * 2,), np.uint8)
-    out[..., 0::2] = packed >> 4
-    out[..., 1::2] = packed & 15
-    return out[..., :w]
+
+
+def load_labels(path: str | Path, start: int = 0, stop: int | None = None):
+    """uint8 label maps ``[stop - start, H, W]`` from :func:`save_labels`' file."""
+    import numpy as np
+
+    return np.concatenate(list(iter_labels(path, start, stop, chunk=1 << 30)))
