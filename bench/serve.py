@@ -263,13 +263,18 @@ async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None, front_p
     t_measure = time.monotonic()
     cpu0 = cpu_seconds(front_pid) if front_pid else None
     net0 = await asyncio.gather(*(transport_bytes(c) for c in clients))
+
+    async def get_status():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/api/status", headers={"X-Talkgs-Token": token} if token else {}) as r:
+                return await r.json()
+
+    status0 = await get_status()
     await asyncio.sleep(seconds)
     t_end = time.monotonic()
     net1 = await asyncio.gather(*(transport_bytes(c) for c in clients))
     cpu1 = cpu_seconds(front_pid) if front_pid else None
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/api/status", headers={"X-Talkgs-Token": token} if token else {}) as r:
-            status = await r.json()
+    status = await get_status()
     per_client = []
     for c in clients:
         lat = c.latencies(since=t_measure)
@@ -289,6 +294,10 @@ async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None, front_p
     if "workers" in status:
         extra["sessions_per_worker"] = {w["worker"]: sum(c.worker == w["worker"] for c in clients) for w in status["workers"]}
         extra["device_busy_per_worker"] = {w["worker"]: w["device_busy"] for w in status["workers"]}
+        # Each worker process's CPU time (all its threads: media, features, render) per second.
+        w0 = {w["worker"]: w for w in status0["workers"]}
+        extra["worker_cpu_s_per_s"] = {w["worker"]: (w["cpu_s"] - w0[w["worker"]]["cpu_s"]) / (w["t_report"] - w0[w["worker"]]["t_report"])
+                                       for w in status["workers"] if w["t_report"] > w0[w["worker"]]["t_report"]}
     if cpu0 is not None:
         extra["front_cpu_s_per_s"] = (cpu1 - cpu0) / dt
     return per_client, extra

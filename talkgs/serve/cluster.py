@@ -90,7 +90,7 @@ class Worker:
     async def load(self) -> dict:
         await self._ready()
         return {**self.host.load(), "incarnation": self.incarnation, "node": self.node, "device": self.device,
-                "ready_s": self.load_s + (self.host.loop.warm_up_s or 0.0)}
+                "ready_s": self.load_s + (self.host.loop.warm_up_s or 0.0), "cpu_s": time.process_time()}
 
     async def heads(self) -> list[dict]:
         return self.host.heads_info()
@@ -364,6 +364,7 @@ class RayPool:
                             "device": rep.get("device"), "sessions": len(st["sessions"]) if st else 0,
                             "max_sessions": self.cfg.max_sessions, "device_busy": b.get("device_busy"),
                             "mean_batch": b.get("mean_batch"), "fps_min": rep.get("fps_min"),
+                            "cpu_s": rep.get("cpu_s"), "t_report": w.t_report,
                             "actor": w.actor_name,
                             "error": w.error})
             if st:
