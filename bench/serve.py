@@ -257,7 +257,9 @@ async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None, front_p
         await c.connect()
         offer_ms.append(1000 * (time.monotonic() - t))
 
+    cpu_c = cpu_seconds(front_pid) if front_pid else None
     await asyncio.gather(*(connect(c) for c in clients))
+    cpu_offers = cpu_seconds(front_pid) - cpu_c if front_pid else None
     t0 = time.monotonic()
     await asyncio.sleep(warmup)
     t_measure = time.monotonic()
@@ -300,6 +302,7 @@ async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None, front_p
                                        for w in status["workers"] if w["t_report"] > w0[w["worker"]]["t_report"]}
     if cpu0 is not None:
         extra["front_cpu_s_per_s"] = (cpu1 - cpu0) / dt
+        extra["front_cpu_s_per_offer"] = cpu_offers / n  # the connect phase (also the reports meanwhile)
     return per_client, extra
 
 

@@ -124,6 +124,7 @@ class _WorkerRef:
     restarts: int = 0
     reserved: int = 0  # offers on their way to it
     error: str | None = None
+    sessions: set = dataclasses.field(default_factory=set)  # the ids the front placed on it
 
 
 class RayPool:
@@ -247,20 +248,20 @@ class RayPool:
                 self._lose(w, "the worker serving this session restarted; reconnecting")
                 log.warning("worker %s is back (restart %d)", w.name, w.restarts)
             w.incarnation, w.report, w.t_report, w.up, w.error = rep["incarnation"], rep, t_ask, True, None
-            live = set(rep["sessions"])
-            for sid, owner in list(self.sessions.items()):
-                if owner is w and sid not in live and self._placed[sid] < t_ask:
+            for sid in w.sessions - set(rep["sessions"]):
+                if self._placed[sid] < t_ask:
                     self._end(sid, "closed", None)  # it ended on the worker (idle, connection closed)
             await asyncio.sleep(REPORT_S)
 
     def _lose(self, w: _WorkerRef, reason: str) -> None:
-        for sid, owner in list(self.sessions.items()):
-            if owner is w:
-                self._end(sid, "lost", reason)
+        for sid in list(w.sessions):
+            self._end(sid, "lost", reason)
 
     def _end(self, sid: str, state: str, reason: str | None) -> None:
-        if self.sessions.pop(sid, None) is None:
+        w = self.sessions.pop(sid, None)
+        if w is None:
             return
+        w.sessions.discard(sid)
         self._placed.pop(sid, None)
         self._ended[sid] = (state, reason)
         while len(self._ended) > 4096:
@@ -273,8 +274,7 @@ class RayPool:
 
     # ------------------------------------------------------------------ placement
     def _live(self, w: _WorkerRef) -> int:
-        placed = sum(1 for o in self.sessions.values() if o is w)
-        return max(placed, len(w.report["sessions"]) if w.report else 0) + w.reserved
+        return max(len(w.sessions), len(w.report["sessions"]) if w.report else 0) + w.reserved
 
     def _places(self, w: _WorkerRef) -> int:
         return self.cfg.max_sessions - self._live(w)
@@ -316,6 +316,7 @@ class RayPool:
                 raise Refusal(ans["status"], ans["error"])
             sid = ans["session"]
             self.sessions[sid] = w
+            w.sessions.add(sid)
             self._placed[sid] = time.monotonic()
             self._events[sid] = asyncio.Event()
             log.info("session %s on worker %s", sid, w.name)
