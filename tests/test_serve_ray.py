@@ -209,10 +209,16 @@ async def _restarted(url, worker):
 
 
 def test_ray_without_ray_installed_is_refused_in_one_line(live_run):
-    """`--ray` where `import ray` fails: one line naming what to install, exit 2, before loading."""
+    """`--ray` where `import ray` fails: one line naming what to install, exit 2, before loading;
+    --ray-workers without --ray and two addresses are refused in one line too."""
     code = ("import sys; sys.modules['ray'] = None; from talkgs.cli import main; "
             f"sys.argv = ['talkgs', 'serve', {str(live_run)!r}, '--ray']; sys.exit(main())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith("talkgs:") and "pip install 'talkgs[cluster]'" in lines[0], lines
+    for args, says in ((["--ray-workers", "2"], "--ray-workers needs --ray"), (["--ray", "a:1", "b:2"], "at most one")):
+        r = subprocess.run([sys.executable, "-m", "talkgs", "serve", str(live_run), *args], capture_output=True,
+                           text=True, timeout=60)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr

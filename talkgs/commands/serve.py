@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -49,7 +49,7 @@ class ServeConfig:
     cpu_threads: int = 1
     """Torch threads rendering on a CPU device (the network, audio and video-encoder threads need
     the other cores)."""
-    ray: tuple[str, ...] | None = None
+    ray: Annotated[tuple[str, ...] | None, tyro.conf.arg(metavar="[ADDRESS]")] = None
     """Spread sessions over workers that Ray places and supervises, one per GPU: `--ray` starts a
     local Ray instance over this host's devices, `--ray ADDRESS` joins a running cluster (`ray start
     --head` on one node, `ray start --address ADDRESS` on the others). This process keeps the page
