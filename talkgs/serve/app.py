@@ -147,13 +147,14 @@ class SessionHost:
         return heads
 
     def load(self) -> dict:
-        """What placement reads: sessions (ids), reserved places, the device's busy share and the
-        sessions' own frame rates and losses, all measured here."""
-        b = self.batcher.stats()
-        fps = [p.session.fps() for p in self.peers.values() if p.session.t_first_sent is not None]
-        return {"worker": self.name, "sessions": list(self.peers), "reserved": self._reserved,
-                "max_sessions": self.max_sessions, "device_busy": b["device_busy"], "mean_batch": b["mean_batch"],
-                "pending": self.batcher.pending(), "fps_min": min(fps) if fps else None,
+        """What placement reads, all measured here: the sessions (ids), the device's busy share,
+        the lowest frame rate of the sessions streaming for 2 s or more, and the frames lost so
+        far (dropped or skipped) by the live sessions."""
+        now = time.monotonic()
+        fps = [p.session.fps(now) for p in self.peers.values()
+               if p.session.t_first_sent is not None and now - p.session.t_first_sent >= 2.0]
+        return {"worker": self.name, "sessions": list(self.peers), "device_busy": self.batcher.stats()["device_busy"],
+                "fps_min": min(fps) if fps else None,
                 "lost_frames": sum(p.session.counts["dropped"] + p.session.counts["skipped"] for p in self.peers.values())}
 
     def status(self) -> dict:

@@ -11,10 +11,12 @@ API) only signals: it hands an offer to a worker by a Ray call and returns the w
   ``--ray-workers``; the nodes of a cluster declare theirs: ``ray start --resources
   '{"talkgs_cpu_worker": 2}'``).
 - Placement: every worker reports its load twice a second (:meth:`SessionHost.load`: sessions,
-  the device's busy share, the sessions' frame rates); a new session goes to the worker with the
-  most free places, free places counted as the fewer of ``--max-sessions`` minus its sessions
-  and the sessions its device can still add at its measured busy share per session. When every
-  worker that is up is full, the offer is refused (503).
+  the device's busy share, the sessions' frame rates and lost frames); a new session goes to a
+  worker whose sessions keep up (none under 24 frames/s, no frame lost since its previous
+  report) if there is one, and among those to the one with the most free places, counted as the
+  fewer of ``--max-sessions`` minus its sessions and the sessions its device can still add at its
+  measured busy share per session. When every worker that is up is full, the offer is refused
+  (503).
 - Failure: a worker's death reaches the front as a ``RayActorError`` on its next report (or as a
   new incarnation once Ray restarted it, ``max_restarts=-1``); its sessions become ``lost``, the
   page (long poll on ``/api/watch``) and :class:`talkgs.serve.client.LiveClient` offer again and
@@ -43,6 +45,7 @@ NAMESPACE = "talkgs"
 CPU_RESOURCE = "talkgs_cpu_worker"
 """The custom Ray resource a CPU worker takes (one unit each)."""
 REPORT_S = 0.5  # each worker's load report period
+HOLD_FPS = 24.0  # a session below this many frames per second is behind real time (25)
 REPORT_TIMEOUT_S = 5.0  # a report later than this takes the worker out of placement (not its sessions)
 INSTALL = "pip install 'talkgs[cluster]'"
 
@@ -70,7 +73,6 @@ class Worker:
         self.name = name
         self.node = ray.util.get_node_ip_address()
         self.incarnation = secrets.token_hex(6)
-        t0 = time.perf_counter()
         heads = load_heads(cfg)
         self.device = str(next(iter(heads.values())).device)
         # Media from the address the browser reaches: the front's on its node, this node's elsewhere.
@@ -79,7 +81,6 @@ class Worker:
         else:
             restrict_ice_addresses(self.node)
         self.host = SessionHost(heads, cfg.max_sessions, cfg.max_batch, cfg.idle_timeout_s, name=name)
-        self.load_s = time.perf_counter() - t0
         self._started: asyncio.Future | None = None
 
     async def _ready(self) -> None:
@@ -90,7 +91,7 @@ class Worker:
     async def load(self) -> dict:
         await self._ready()
         return {**self.host.load(), "incarnation": self.incarnation, "node": self.node, "device": self.device,
-                "ready_s": self.load_s + (self.host.loop.warm_up_s or 0.0), "cpu_s": time.process_time()}
+                "cpu_s": time.process_time()}
 
     async def heads(self) -> list[dict]:
         return self.host.heads_info()
@@ -125,6 +126,7 @@ class _WorkerRef:
     reserved: int = 0  # offers on their way to it
     error: str | None = None
     sessions: set = dataclasses.field(default_factory=set)  # the ids the front placed on it
+    losing: bool = False  # its sessions lost frames since its previous report
 
 
 class RayPool:
@@ -196,7 +198,12 @@ class RayPool:
     async def start(self) -> None:
         t0 = time.monotonic()
         self._monitors = [asyncio.create_task(self._monitor(w), name=f"monitor-{w.name}") for w in self.workers]
+        t_said = t0
         while not all(w.up for w in self.workers):
+            if time.monotonic() - t_said > 30:
+                t_said = time.monotonic()
+                print(f"[serve] waiting for {sum(not w.up for w in self.workers)} of {len(self.workers)} worker(s), "
+                      f"each needing {self.unit} (`ray status` shows what the cluster has free)", flush=True)
             dead = [w for w in self.workers if w.error and not w.up]
             if dead and any("creation task" in (w.error or "") or "__init__" in (w.error or "") for w in dead):
                 raise TalkgsError(f"worker {dead[0].name} failed to start: {dead[0].error}")
@@ -247,6 +254,8 @@ class RayPool:
                 w.restarts += 1
                 self._lose(w, "the worker serving this session restarted; reconnecting")
                 log.warning("worker %s is back (restart %d)", w.name, w.restarts)
+            same = w.report is not None and w.report["incarnation"] == rep["incarnation"]
+            w.losing = same and rep["lost_frames"] > w.report["lost_frames"]
             w.incarnation, w.report, w.t_report, w.up, w.error = rep["incarnation"], rep, t_ask, True, None
             for sid in w.sessions - set(rep["sessions"]):
                 if self._placed[sid] < t_ask:
@@ -279,6 +288,12 @@ class RayPool:
     def _places(self, w: _WorkerRef) -> int:
         return self.cfg.max_sessions - self._live(w)
 
+    def _behind(self, w: _WorkerRef) -> bool:
+        """Its sessions run below real time: one under 24 frames/s, or frames lost since the
+        previous report."""
+        fps = (w.report or {}).get("fps_min")
+        return w.losing or (fps is not None and fps < HOLD_FPS)
+
     def _free(self, w: _WorkerRef) -> float:
         """Free places: the fewer of the cap's and what the device's measured busy share per
         session leaves room for."""
@@ -301,7 +316,9 @@ class RayPool:
                     raise Refusal(503, "no worker is up (they are starting or restarting); try again shortly")
                 raise Refusal(503, f"the server is full: every worker that is up ({up} of {len(self.workers)}) has "
                                    f"{self.cfg.max_sessions} live sessions; try again later")
-            w = max(cands, key=lambda w_: (self._free(w_), -float((w_.report or {}).get("device_busy") or 0.0)))
+            # A worker keeping up first, then the most free places, then the least busy device.
+            w = max(cands, key=lambda w_: (not self._behind(w_), self._free(w_),
+                                           -float((w_.report or {}).get("device_busy") or 0.0)))
             tried.add(id(w))
             w.reserved += 1
             try:
@@ -361,7 +378,7 @@ class RayPool:
         for w in self.workers:
             st, rep = by_name.get(w.name), w.report or {}
             b = st["batches"] if st else {}
-            workers.append({"worker": w.name, "up": w.up, "restarts": w.restarts, "node": rep.get("node"),
+            workers.append({"worker": w.name, "up": w.up, "behind": self._behind(w), "restarts": w.restarts, "node": rep.get("node"),
                             "device": rep.get("device"), "sessions": len(st["sessions"]) if st else 0,
                             "max_sessions": self.cfg.max_sessions, "device_busy": b.get("device_busy"),
                             "mean_batch": b.get("mean_batch"), "fps_min": rep.get("fps_min"),
