@@ -2,7 +2,7 @@
 latency (audio sample in -> the frame that says it out), first frame, device utilisation.
 
     python bench/serve.py RUN [--transport inproc|webrtc] [--clients 1 4 16 32] [--find-max]
-                              [--seconds 8] [--audio WAV] [--device auto]
+                              [--seconds 8] [--audio WAV] [--device auto] [--ray K]
 
 Transports:
 - ``inproc`` (default; what runs on the GPU machine, which has no aiortc/PyAV): the server's
@@ -16,6 +16,15 @@ Transports:
   process (Opus up, VP8 + Opus down over loopback). Latency = decoded frame in the client -
   the client's sending of the frame's centre audio sample, i.e. including Opus, aiortc's
   audio jitter buffer, VP8 encode/decode and the network stack.
+
+- ``--ray K`` (webrtc): the server is ``talkgs serve --ray --ray-workers K`` (a local Ray
+  instance, K workers on this machine's GPUs, or CPU workers with ``--device cpu``; each worker
+  may hold every client); rows add the sessions per worker, the front's offer round trip and
+  the front process's own CPU time per session (its Ray workers not counted).
+
+Network per session (webrtc): bytes the client's transport received and sent (video, sound,
+RTCP, datachannel) per second of the measured window; inproc with encoding: the VP8 payload
+bytes per second of each client.
 
 Whisper heads: the sessions' encoder windows (one per frame) run in one batched call per tick
 (``feature_*`` fields: calls per second, windows per call, ms per call); ``lookahead_ms`` is the
@@ -128,6 +137,7 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
     t_measure = t_start + warmup
     t_end = t_measure + seconds
     sessions, records, enc_times, firsts = [], [], [], []
+    vp8_bytes: dict[str, int] = {}  # per session, payload bytes of frames sent in the measured window
     rng = np.random.default_rng(0)
 
     async def producer(s: Session, k: int):
@@ -167,8 +177,10 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
 
                 vf.time_base = Fraction(1, 90000)
                 t0 = time.monotonic()
-                await aloop.run_in_executor(enc_pool, encoder.encode, vf, False)
+                payloads, _ = await aloop.run_in_executor(enc_pool, encoder.encode, vf, False)
                 enc_times.append(time.monotonic() - t0)
+                if t_measure <= time.monotonic() < t_end:
+                    vp8_bytes[s.id] = vp8_bytes.get(s.id, 0) + sum(len(p_) for p_ in payloads)
             t_out = time.monotonic()
             if not rec:  # where the first frame's time went (from the session's first audio)
                 firsts.append({"index": f.index, "center_in": f.t_in - s.t_first_audio, "lookahead": f.t_final - f.t_in,
@@ -207,12 +219,29 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
                         "feature_batch_mean": float(np.mean([t["size"] for t in feat])) if feat else None,
                         "feature_ms_p50": 1000 * _pct([t["encode_s"] for t in feat], 50) if feat else None,
                         "feature_ms_p95": 1000 * _pct([t["encode_s"] for t in feat], 95) if feat else None,
+                        "vp8_kbps_per_client": (8 * float(np.mean([vp8_bytes.get(s.id, 0) for s in sessions])) / seconds / 1000
+                                                if enc_times else None),
                         "encode_ms_p50": 1000 * _pct(enc_times, 50) if enc_times else None,
                         "encode_ms_p95": 1000 * _pct(enc_times, 95) if enc_times else None}
 
 
 # ------------------------------------------------------------------------------ webrtc
-async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None):
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    import os
+
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def transport_bytes(client) -> tuple[int, int]:
+    """(received, sent) bytes of the client's current connection (its ICE/DTLS transport)."""
+    rep = await client.pc.getStats()
+    got = [(s.bytesReceived, s.bytesSent) for s in rep.values() if s.type == "transport"]
+    return (sum(g[0] for g in got), sum(g[1] for g in got)) if got else (0, 0)
+
+
+async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None, front_pid=None):
     import aiohttp
 
     from talkgs.serve.client import LiveClient
@@ -221,15 +250,33 @@ async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None):
     for k in range(n):
         off = int(1.3 * k * SAMPLE_RATE) % audio.shape[0]
         clients.append(LiveClient(url, head, np.roll(audio, -off), token=token))
-    await asyncio.gather(*(c.connect() for c in clients))
+    offer_ms = []
+
+    async def connect(c):
+        t = time.monotonic()
+        await c.connect()
+        offer_ms.append(1000 * (time.monotonic() - t))
+
+    cpu_c = cpu_seconds(front_pid) if front_pid else None
+    await asyncio.gather(*(connect(c) for c in clients))
+    cpu_offers = cpu_seconds(front_pid) - cpu_c if front_pid else None
     t0 = time.monotonic()
     await asyncio.sleep(warmup)
     t_measure = time.monotonic()
+    cpu0 = cpu_seconds(front_pid) if front_pid else None
+    net0 = await asyncio.gather(*(transport_bytes(c) for c in clients))
+
+    async def get_status():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/api/status", headers={"X-Talkgs-Token": token} if token else {}) as r:
+                return await r.json()
+
+    status0 = await get_status()
     await asyncio.sleep(seconds)
     t_end = time.monotonic()
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/api/status", headers={"X-Talkgs-Token": token} if token else {}) as r:
-            status = await r.json()
+    net1 = await asyncio.gather(*(transport_bytes(c) for c in clients))
+    cpu1 = cpu_seconds(front_pid) if front_pid else None
+    status = await get_status()
     per_client = []
     for c in clients:
         lat = c.latencies(since=t_measure)
@@ -240,13 +287,30 @@ async def trial_webrtc(url, head, n, seconds, warmup, audio, token=None):
                            "dropped": sum(srv.get("counts", {}).get(k, 0) for k in ("dropped", "skipped"))})
     await asyncio.gather(*(c.close() for c in clients))
     await asyncio.sleep(1.0)
-    return per_client, {"device_busy": status["batches"]["device_busy"], "mean_batch": status["batches"]["mean_batch"],
-                        "since_connect_s": t_end - t0}
+    dt = t_end - t_measure
+    extra = {"device_busy": status["batches"]["device_busy"], "mean_batch": status["batches"]["mean_batch"],
+             "since_connect_s": t_end - t0,
+             "down_kbps_per_client": 8 * float(np.mean([b[0] - a[0] for a, b in zip(net0, net1)])) / dt / 1000,
+             "up_kbps_per_client": 8 * float(np.mean([b[1] - a[1] for a, b in zip(net0, net1)])) / dt / 1000,
+             "offer_ms_p50": _pct(offer_ms, 50), "offer_ms_max": max(offer_ms)}
+    if "workers" in status:
+        extra["sessions_per_worker"] = {w["worker"]: sum(c.worker == w["worker"] for c in clients) for w in status["workers"]}
+        extra["device_busy_per_worker"] = {w["worker"]: w["device_busy"] for w in status["workers"]}
+        # Each worker process's CPU time (all its threads: media, features, render) per second.
+        w0 = {w["worker"]: w for w in status0["workers"]}
+        extra["worker_cpu_s_per_s"] = {w["worker"]: (w["cpu_s"] - w0[w["worker"]]["cpu_s"]) / (w["t_report"] - w0[w["worker"]]["t_report"])
+                                       for w in status["workers"] if w["t_report"] > w0[w["worker"]]["t_report"]}
+    if cpu0 is not None:
+        extra["front_cpu_s_per_s"] = (cpu1 - cpu0) / dt
+        extra["front_cpu_s_per_offer"] = cpu_offers / n  # the connect phase (also the reports meanwhile)
+    return per_client, extra
 
 
 def start_server(run, port, max_sessions, args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "talkgs", "serve", str(run), "--port", str(port), "--device", args.device,
            "--max-sessions", str(max_sessions), "--max-batch", str(args.max_batch), "--idle-timeout-s", "30"]
+    if args.ray:
+        cmd += ["--ray", "--ray-workers", str(args.ray)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     for line in proc.stdout:
         print(f"  {line.rstrip()}")
@@ -336,11 +400,18 @@ def main() -> None:
     ap.add_argument("--no-encode", action="store_true", help="inproc: leave VP8 encoding out")
     ap.add_argument("--cpu-threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--port", type=int, default=8765, help="webrtc: the server's port")
+    ap.add_argument("--ray", type=int, default=0, metavar="K",
+                    help="webrtc: serve with `talkgs serve --ray --ray-workers K` (a local Ray instance)")
+    ap.add_argument("--note", default=None, help="one sentence a reader of the result needs (e.g. the machine's load)")
+    ap.add_argument("--idle-s", type=float, default=3.0,
+                    help="webrtc: seconds the front's CPU time is measured with no session, before the trials")
     ap.add_argument("--mouth-check", action="store_true",
                     help="also measure the mouth box's change in speech vs silence through the server's path")
     ap.add_argument("--switch-interval-ms", type=float, default=None,
                     help="Python's thread switch interval (default: Python's 5 ms), for the render thread's share of the GIL")
     args = ap.parse_args()
+    if args.ray and args.transport != "webrtc":
+        ap.error("--ray needs --transport webrtc")
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
 
@@ -368,9 +439,13 @@ def main() -> None:
         from talkgs.serve.webrtc import restrict_ice_addresses
 
         restrict_ice_addresses("127.0.0.1")
-        proc = start_server(args.run, args.port, max(args.clients) + 1, args)
+        proc = start_server(args.run, args.port, max(args.clients + [args.max_clients if args.find_max else 0]) + 1, args)
         url = f"http://127.0.0.1:{args.port}"
         del heads  # the subprocess renders; free this process's copy
+        cpu0 = cpu_seconds(proc.pid)
+        time.sleep(args.idle_s)
+        front_idle = (cpu_seconds(proc.pid) - cpu0) / args.idle_s
+        print(f"[bench] the server process idle: {front_idle:.3f} CPU s per s")
 
     rows: dict[int, dict] = {}
 
@@ -381,14 +456,19 @@ def main() -> None:
                 per, extra = asyncio.run(trial_inproc(heads, head, n, args.seconds, args.warmup, audio, args.max_batch,
                                                       encoder_factory))
             else:
-                per, extra = asyncio.run(trial_webrtc(url, head, n, args.seconds, args.warmup, audio))
+                per, extra = asyncio.run(trial_webrtc(url, head, n, args.seconds, args.warmup, audio,
+                                                      front_pid=proc.pid))
             util = gpu.mean(t0 + args.warmup, time.monotonic())
         row = summarise(n, per, extra, util)
         rows[n] = row
         print(f"[bench] N={n:3d}: fps min {row['fps_min']:.1f} mean {row['fps_mean']:.1f}, latency p50 "
               f"{row['latency_ms_p50'] or float('nan'):.0f} p95 {row['latency_ms_p95'] or float('nan'):.0f} ms, first frame "
               f"<= {row['first_frame_ms_max'] or float('nan'):.0f} ms, device busy {100 * row['device_busy']:.0f} %, "
-              f"batch {row['mean_batch']:.1f}" + (f", feature calls {row['feature_calls_per_s']:.0f}/s of "
+              f"batch {row['mean_batch']:.1f}" + (f", sessions per worker {row['sessions_per_worker']}, server CPU "
+              f"{row.get('front_cpu_s_per_s', 0):.3f} s/s, offer p50 {row['offer_ms_p50']:.0f} ms"
+              if row.get("sessions_per_worker") else "") + (f", network down {row['down_kbps_per_client']:.0f} / up "
+              f"{row['up_kbps_per_client']:.0f} kbit/s per client" if row.get("down_kbps_per_client") else "")
+              + (f", feature calls {row['feature_calls_per_s']:.0f}/s of "
               f"{row['feature_batch_mean']:.1f} windows, {row['feature_ms_p50']:.1f} ms p50"
               if row.get("feature_batch_mean") else ""), flush=True)
         if row.get("first_frame_stages_ms_p50"):
@@ -437,10 +517,13 @@ def main() -> None:
         if args.transport == "inproc" else "vp8 + opus over loopback (aiortc)",
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
     }
+    if args.transport == "webrtc":
+        setup["server_idle_cpu_s_per_s"] = front_idle
+        setup["server"] = f"talkgs serve --ray --ray-workers {args.ray}" if args.ray else "talkgs serve"
     if args.name is None and args.out is None and args.transport != "inproc":
-        args.name = f"{H.device_tag(str(r.device))}_{args.transport}"
+        args.name = f"{H.device_tag(str(r.device))}_{args.transport}" + (f"_ray{args.ray}" if args.ray else "")
     out = [{"measure": "trial", **row} for row in table] + [{"measure": "capacity", "largest_n_holding_25fps": best}]
-    H.write("serve", args, out, device=str(r.device), setup=setup)
+    H.write("serve", args, out, device=str(r.device), setup=setup, note=args.note)
     print(f"\n{'N':>4} {'fps min':>8} {'fps mean':>8} {'lat p50':>8} {'lat p95':>8} {'1st max':>8} {'busy%':>6} "
           f"{'gpu%':>5} {'batch':>6}  ({dev_name}, {r.width}x{r.height}, {args.transport})")
     for row in table:

@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -49,6 +49,16 @@ class ServeConfig:
     cpu_threads: int = 1
     """Torch threads rendering on a CPU device (the network, audio and video-encoder threads need
     the other cores)."""
+    ray: Annotated[tuple[str, ...] | None, tyro.conf.arg(metavar="[ADDRESS]")] = None
+    """Spread sessions over workers that Ray places and supervises, one per GPU: `--ray` starts a
+    local Ray instance over this host's devices, `--ray ADDRESS` joins a running cluster (`ray start
+    --head` on one node, `ray start --address ADDRESS` on the others). This process keeps the page
+    and the API; each worker loads every run from the same path, so runs and their datasets must be
+    readable at that path on every node. --max-sessions then counts per worker. Needs
+    `pip install 'talkgs[cluster]'`."""
+    ray_workers: int = 0
+    """With --ray: the number of workers (0: one per GPU of the cluster; with --device cpu, one per
+    unit of the Ray resource `talkgs_cpu_worker`, of which a local instance gets this many)."""
     verbose: bool = False
     """Log every session's start, end and statistics."""
 
@@ -85,6 +95,16 @@ def check(cfg: ServeConfig) -> ServeConfig:
     within("port", cfg.port, 1, 65535)
     positive("idle_timeout_s", cfg.idle_timeout_s)
     at_least("cpu_threads", cfg.cpu_threads, 1)
+    within("ray_workers", cfg.ray_workers, 0, 1024)
+    if cfg.ray is None and cfg.ray_workers:
+        raise UsageError("--ray-workers needs --ray")
+    if cfg.ray is not None:
+        from talkgs.serve.cluster import INSTALL, ray_missing
+
+        if len(cfg.ray) > 1:
+            raise UsageError(f"--ray takes at most one address (the head node's, e.g. 10.0.0.1:6379), got {len(cfg.ray)}")
+        if ray_missing():
+            raise UsageError(f"--ray needs Ray, which is not installed: {INSTALL}")
     for run, state in states:
         kind = (state.get("audio") or {}).get("kind")
         if kind is not None and kind not in stream_kinds():

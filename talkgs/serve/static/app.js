@@ -7,7 +7,7 @@ const token = new URLSearchParams(location.search).get("token") || "";
 // State for the page and for anyone inspecting it (tests, the console).
 const T = (window.talkgs = {
   state: "idle", session: null, pc: null, stats: null, messages: [], shown: 0, fps: 0,
-  firstFrame: null, hello: null,
+  firstFrame: null, hello: null, worker: null, reconnects: 0,
 });
 
 function say(msg, ok = false) {
@@ -67,9 +67,15 @@ const FIGURES = ["st-fps", "st-lat", "st-ahead", "st-first", "st-drop", "st-serv
 function resetFigures() {
   for (const id of FIGURES) $(id).textContent = "-";
   T.fps = 0; T.shown = 0; T.stats = null; T.hello = null; T.firstFrame = null; T.browserDelayMs = null;
+  T.worker = null;
 }
 
+// Each session the user starts or stops gets a new number; a reconnection in flight for an
+// earlier one gives up.
+let feed = 0;
+
 async function stop(reason) {
+  feed += 1;
   if (statsTimer) { clearInterval(statsTimer); statsTimer = null; }
   if (cleanup) { try { cleanup(); } catch (e) { /* already stopped */ } cleanup = null; }
   const pc = T.pc, sid = T.session;
@@ -96,6 +102,7 @@ function waitIce(pc) {
 function onServerMessage(m) {
   if (m.type === "hello") {
     T.hello = m;
+    T.worker = m.worker || null;
     $("st-ahead").textContent = `${m.lookahead_ms.toFixed(1)} ms (lip motion needs this much audio ahead)`;
   } else if (m.type === "first_frame") {
     T.firstFrame = m;
@@ -109,7 +116,8 @@ function onServerMessage(m) {
     }
     const c = m.counts;
     $("st-drop").textContent = `${(c.dropped || 0) + (c.skipped || 0)} frames`;
-    $("st-server").textContent = `${m.live_sessions} session(s), batch ${m.server.mean_batch.toFixed(1)}, ` +
+    $("st-server").textContent = (m.worker ? `worker ${m.worker}: ` : "") +
+      `${m.live_sessions} session(s), batch ${m.server.mean_batch.toFixed(1)}, ` +
       `device ${(100 * m.server.device_busy).toFixed(0)} % busy`;
   } else if (m.type === "error") {
     say(m.message);
@@ -145,6 +153,14 @@ function countFrames(video, pc) {
 async function start(track, onConnected, stopFeed, hearIt) {
   await stop();
   cleanup = stopFeed;
+  T.reconnects = 0;
+  await connect(track, onConnected, hearIt);
+}
+
+// One connection of the session: our track up, the head back. A reconnection (the worker that
+// served the session died) runs this again with the same track, whose feed never stopped.
+// Returns whether the connection was made; a retry (reconnect) leaves failures to its caller.
+async function connect(track, onConnected, hearIt, retry = false) {
   const head = $("head").value;
   const pc = new RTCPeerConnection({ iceServers: [] });
   T.pc = pc;
@@ -180,15 +196,48 @@ async function start(track, onConnected, stopFeed, hearIt) {
     await pc.setLocalDescription(await pc.createOffer());
     await waitIce(pc);
     const ans = await api("/api/offer", { sdp: pc.localDescription.sdp, type: "offer", head });
-    if (T.pc !== pc) return;
+    if (T.pc !== pc) return false;
     T.session = ans.session;
     await pc.setRemoteDescription({ type: ans.type, sdp: ans.sdp });
-    statsTimer = setInterval(pollStats, 500);
+    if (!statsTimer) statsTimer = setInterval(pollStats, 500);
+    watch(pc, ans.session, track, hearIt);
+    return true;
   } catch (e) {
-    if (T.pc !== pc) return;
+    if (T.pc !== pc) return false;
+    if (retry) { pc.close(); return false; }
     await stop();
     setState("idle");
     say(e.message);
+    return false;
+  }
+}
+
+// Ask the server, one long poll at a time, whether the session still lives; when its worker is
+// lost, connect again (the server places it on another worker).
+async function watch(pc, sid, track, hearIt) {
+  while (T.pc === pc) {
+    let r;
+    try {
+      r = await api("/api/watch", { session: sid });
+    } catch (e) {
+      await new Promise((ok) => setTimeout(ok, 1000));
+      continue;
+    }
+    if (T.pc !== pc) return;
+    if (r.state === "closed") return;
+    if (r.state === "lost") {
+      const mine = feed;
+      say(r.reason || "The server lost this session; reconnecting.");
+      pc.close();
+      T.reconnects += 1;
+      resetFigures();
+      for (let k = 0; k < 60 && feed === mine; k++) {
+        if (await connect(track, null, hearIt, true)) { say("Reconnected.", true); return; }
+        await new Promise((ok) => setTimeout(ok, 500));
+      }
+      if (feed === mine) stop("The session could not be reconnected: every worker is busy or down.");
+      return;
+    }
   }
 }
 
