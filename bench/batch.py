@@ -5,9 +5,10 @@ followed by ``--renders`` renders of AUDIO by the head it trained. Each worker c
 afresh, in a folder of its own, as one ``talkgs batch`` process (the local executor, or a Ray
 instance started by the batch with ``--ray``). A row: workers, jobs, wall time, jobs per minute,
 and the CPU time of the batch and everything it waited for (local executor only: Ray's
-processes are not its children).
+processes are not its children). Each worker runs ``--threads`` torch threads (1 by default), so
+the worker counts compare at the same threads per job.
 
-    python bench/batch.py --dataset DATASET --audio AUDIO [--trains 2] [--renders 2] [--workers 1,2] [--ray]
+    python bench/batch.py --dataset DATASET --audio AUDIO [--trains 2] [--renders 2] [--workers 1,2] [--threads 1] [--ray]
 
 DATASET is only read (a prepared dataset with mel features). Writes
 bench/results/batch/<name>.json.
@@ -47,9 +48,14 @@ def main() -> None:
     ap.add_argument("--renders", type=int, default=2, help="renders per trained head")
     ap.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated")
     ap.add_argument("--ray", action="store_true", help="run the jobs as Ray actors (a Ray instance started by the batch)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of each worker (OMP_NUM_THREADS; 0: the batch's default, the cores shared out)")
     ap.add_argument("--note", default=None, help="one sentence a reader needs, e.g. what else ran on the machine")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(_harness.REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("OMP_NUM_THREADS", None)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
     rows = []
     for workers in [int(w) for w in args.workers.split(",")]:
         with tempfile.TemporaryDirectory(prefix="talkgs-bench-batch-") as tmp:

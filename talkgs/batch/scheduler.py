@@ -48,38 +48,37 @@ def schedule(jobs: list[Job], ledger: Ledger, executor, echo: Callable[[str], No
     after the running jobs stopped and the summary is printed."""
     recs = {j.line: Record(j, "up to date" if j.done else "waiting", j.done or "") for j in jobs}
     total = len(jobs)
-    finished = 0
+    ended = [0]  # jobs that reached their final status
 
     def say(r: Record, event: str) -> None:
+        if event != "start":
+            ended[0] += 1
         clock = time.strftime("%H:%M:%S")
         j = r.job
-        head = f"[{finished}/{total}] {clock} {event:<11} line {j.line} {j.command} {_shown(j.output)}"
+        head = f"[{ended[0]}/{total}] {clock} {event:<11} line {j.line} {j.command} {_shown(j.output)}"
         tail = f" ({r.seconds:.1f} s on {r.worker})" if r.seconds is not None else (f" on {r.worker}" if r.worker else "")
         echo(head + tail + (f": {r.message}" if r.message else ""))
 
     for r in recs.values():
         if r.status == "up to date":
-            finished += 1
             say(r, "up to date")
     idle = list(range(len(executor.names)))
     running: dict[int, int] = {}  # worker index -> line
     signum = None
     try:
         while True:
-            skipped = _skip_blocked(recs, say)
-            finished += skipped
-            progressed = skipped > 0
+            progressed = _skip_blocked(recs, say) > 0
             for r in [r for r in recs.values() if r.status == "waiting"]:
                 if not all(recs[d].status in SUCCEEDED for d in r.job.deps):
                     continue
                 try:
                     reason = _done_now(r.job, ledger)
                 except TalkgsError as e:
-                    r.status, r.message, finished, progressed = "failed", str(e), finished + 1, True
+                    r.status, r.message, progressed = "failed", str(e), True
                     say(r, "failed")
                     continue
                 if reason:
-                    r.status, r.message, finished, progressed = "up to date", reason, finished + 1, True
+                    r.status, r.message, progressed = "up to date", reason, True
                     say(r, "up to date")
                     continue
                 if not idle:
@@ -97,7 +96,7 @@ def schedule(jobs: list[Job], ledger: Ledger, executor, echo: Callable[[str], No
                     continue
                 break
             i, outcome = executor.next()
-            finished += _finish(recs[running.pop(i)], outcome, ledger, say)
+            _finish(recs[running.pop(i)], outcome, ledger, say)
             idle.append(i)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", 2)
@@ -109,7 +108,7 @@ def schedule(jobs: list[Job], ledger: Ledger, executor, echo: Callable[[str], No
             except KeyboardInterrupt:
                 executor.interrupt()
                 continue
-            finished += _finish(recs[running.pop(i)], outcome, ledger, say)
+            _finish(recs[running.pop(i)], outcome, ledger, say)
     finally:
         executor.close()
     for r in recs.values():
@@ -130,12 +129,11 @@ def _done_now(job: Job, ledger: Ledger) -> str | None:
     return None
 
 
-def _finish(r: Record, outcome, ledger: Ledger, say) -> int:
+def _finish(r: Record, outcome, ledger: Ledger, say) -> None:
     r.status, r.message, r.seconds, r.worker = outcome.status, outcome.message, outcome.seconds, outcome.worker
     if r.status == "done" and r.job.command == "render":
         ledger.record(r.job)
     say(r, r.status)
-    return 1
 
 
 def _skip_blocked(recs: dict[int, Record], say) -> int:

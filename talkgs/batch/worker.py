@@ -77,6 +77,8 @@ class Worker:
                 status, message = self._child_process(task)
         except KeyboardInterrupt:
             status, message = "interrupted", "interrupted"
+        except Exception as e:  # e.g. the job's folder missing on this node: the job fails, the worker goes on
+            status, message = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
         return Outcome(task.line, status, message, time.monotonic() - t0, self.name)
 
     def interrupt(self) -> None:
