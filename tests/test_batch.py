@@ -164,3 +164,20 @@ def test_ray_option_without_ray_installed_is_refused_in_one_line(folder):
             "sys.exit(main(['batch', 'jobs.txt', '--ray']))")
     r = subprocess.run([sys.executable, "-c", code], cwd=folder, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr == "talkgs: --ray needs Ray: pip install 'talkgs[cluster]'\n", r.stderr
+
+
+def test_a_failed_job_is_listed_with_its_error_and_the_jobs_waiting_for_it_are_skipped(folder, resumed):
+    (folder / "failing.txt").write_text(
+        "prepare clip.mp4 -o data/short --audio-features mel --min-duration-s 60   # the clip is 6 s: fails\n"
+        f"train data/short -o runs/short {TRAIN}\n"
+        "render runs/short --audio clip.mp4 -o out/short.mp4 --device cpu\n"
+        "prepare clip.mp4 -o data/anna --audio-features mel\n"  # up to date (the first batch made it)
+    )
+    r = batch("failing.txt", cwd=folder)
+    assert r.returncode == 1, (r.stdout, r.stderr[-3000:])
+    failed = lines_of(r.stdout, "failed")
+    assert list(failed) == [1] and failed[1].endswith("s long; at least 60 s is needed"), r.stdout
+    skipped = lines_of(r.stdout, "skipped")
+    assert skipped[2].endswith("line 1 failed") and skipped[3].endswith("line 2 skipped"), r.stdout
+    assert "already prepared" in lines_of(r.stdout, "up to date")[4]
+    assert not (folder / "data" / "short").exists() and not (folder / "runs" / "short").exists()
