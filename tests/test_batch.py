@@ -118,13 +118,18 @@ def test_ray_batch_stops_on_ctrl_c_and_resumes_the_training_then_renders(folder,
 def test_local_batch_runs_only_the_new_job_then_nothing(folder, resumed):
     outputs = [folder / "out" / "a.mp4", folder / "out" / "b.mp4", folder / "runs" / "anna", folder / "data" / "anna"]
     before = snapshot(*outputs)
+    import numpy as np
+
+    from talkgs.media import count_frames, write_wav
+
+    write_wav(folder / "one.wav", (0.1 * np.sin(np.arange(16000) / 7.0)).astype(np.float32))  # 1 s: 25 frames
     with open(folder / "jobs.txt", "a") as f:
-        f.write("render runs/anna --audio clip.mp4 -o out/c.mp4 --device cpu --preset ultrafast\n")
+        f.write("render runs/anna --audio one.wav -o out/c.mp4 --device cpu --preset ultrafast\n")
     r = batch("jobs.txt", "--workers", "1", cwd=folder)
     assert r.returncode == 0, (r.stdout, r.stderr[-3000:])
     assert set(lines_of(r.stdout, "up to date")) == {2, 3, 5, 6} and set(lines_of(r.stdout, "done")) == {7}
     assert lines_of(r.stdout, "done")[7].endswith("on cpu:0)")
-    assert snapshot(*outputs) == before
+    assert snapshot(*outputs) == before and count_frames(folder / "out" / "c.mp4") == 25
     everything = snapshot(folder / "out", folder / "runs", folder / "data")
     r = batch("jobs.txt", cwd=folder)
     assert r.returncode == 0 and not lines_of(r.stdout, "start"), r.stdout

@@ -50,10 +50,6 @@ class Job:
     deps: set[int] = dataclasses.field(default_factory=set)  # lines of the jobs it waits for
     done: str | None = None  # why it has nothing to do (already prepared, trained, rendered)
 
-    @property
-    def name(self) -> str:
-        return f"line {self.line} {self.command} {self.output.name}"
-
 
 def parse_args(argv: list[str]):
     """The config of a command line, as ``talkgs`` parses it; its refusal as one UsageError line."""
