@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -186,3 +187,12 @@ def test_a_failed_job_is_listed_with_its_error_and_the_jobs_waiting_for_it_are_s
     assert skipped[2].endswith("line 1 failed") and skipped[3].endswith("line 2 skipped"), r.stdout
     assert "already prepared" in lines_of(r.stdout, "up to date")[4]
     assert not (folder / "data" / "short").exists() and not (folder / "runs" / "short").exists()
+
+
+def test_a_ray_address_where_no_cluster_answers_is_refused_in_one_line(folder, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens once it is closed
+    assert cli.main(["batch", str(folder / "jobs.txt"), "--ray", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"talkgs: --ray 127.0.0.1:{port}: no Ray cluster answers there (Connection refused)\n", err

@@ -279,10 +279,15 @@ class RayExecutor:
         self._started = address is None
         if self._started:
             gpus = local_gpus()
-            ray.init(resources=None if gpus else {CPU_RESOURCE: workers or 1}, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            # address "local": a new instance here, even where RAY_ADDRESS names a cluster
+            ray.init(address="local", resources=None if gpus else {CPU_RESOURCE: workers or 1},
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise UsageError(f"--ray {address}: no Ray cluster answers there ({first})") from None
         have = ray.cluster_resources()
         n_gpu, n_cpu = int(have.get("GPU", 0)), int(have.get(CPU_RESOURCE, 0))
         if n_gpu:

@@ -59,6 +59,22 @@ def ray_installed() -> bool:
         return False
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """One line unless ``address`` (HOST:PORT of a cluster's head) accepts a connection: Ray itself
+    retries for minutes before it gives up."""
+    import socket
+
+    if "://" in address:  # ray://HOST:PORT (Ray Client): Ray reports its own errors
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray {address}: give the cluster's head as HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UsageError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e})") from None
+
+
 def check(cfg: BatchConfig) -> BatchConfig:
     from talkgs.batch.plan import plan
 
@@ -66,6 +82,8 @@ def check(cfg: BatchConfig) -> BatchConfig:
         at_least("workers", cfg.workers, 1)
     if cfg.ray is not None and not ray_installed():
         raise UsageError("--ray needs Ray: pip install 'talkgs[cluster]'")
+    if cfg.ray not in (None, LOCAL_RAY):
+        _reachable(cfg.ray)
     plan(cfg.jobs)
     return cfg
 
