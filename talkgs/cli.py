@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parse(args: Sequence[str]):
     """The config of the command line ``args`` (``["train", DATA, "-o", RUN, ...]``)."""
     args = list(args)
+    if args[:1] == ["batch"]:  # `--ray` takes an optional address
+        args = commands()["batch"].command_line(args)
     # `talkgs train` sets its flags over the values of its --preset, so explicit flags win.
     defaults = {"train": command_line_default(args[1:])} if args[:1] == ["train"] else {}
     subcommands = [

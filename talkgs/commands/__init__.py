@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("prepare", "inspect", "features", "train", "eval", "render", "serve", "import_tg", "export_tg")
+MODULES = ("prepare", "inspect", "features", "train", "eval", "render", "serve", "import_tg", "export_tg", "batch")
 
 
 def commands() -> dict[str, ModuleType]:

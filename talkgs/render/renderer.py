@@ -375,10 +375,11 @@ class _EncoderThread:
             raise self.error
 
 
-def render_audio(cfg) -> dict:
+def render_audio(cfg, renderer: HeadRenderer | None = None) -> dict:
     """Run a checked :class:`talkgs.commands.render.RenderConfig` (``talkgs.commands.render.check``:
     -o is never an input, and replaces only an earlier render): write ``cfg.output`` and return
-    a summary."""
+    a summary. ``renderer``: the run's head already loaded with the config's settings (`talkgs
+    batch` keeps heads between renders)."""
     from talkgs.console import ProgressBar
 
     from talkgs.media import VideoWriter
@@ -386,8 +387,9 @@ def render_audio(cfg) -> dict:
 
     out = Path(cfg.output)
     t0 = time.perf_counter()
-    renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale,
-                            mouth_amplitude=cfg.mouth_amplitude)
+    if renderer is None:
+        renderer = HeadRenderer(cfg.run, cfg.device, cfg.dataset, cfg.drive, cfg.backend, cfg.scale,
+                                mouth_amplitude=cfg.mouth_amplitude)
     renderer.check_kind(cfg.audio_kind)
     wav16, wav_mux, rate, n = load_audio_for_render(cfg.audio)
     # The video's states first: a video too short is refused before the features are computed.
