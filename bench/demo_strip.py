@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.mouth_crops import crop, label, lip_box, save_rgb  # noqa: E402
+from bench.mouth_crops import crop, label, save_rgb  # noqa: E402
 
 HEIGHT = 288  # pixels of each close-up video panel
 CELL = 192  # pixels of each strip cell
@@ -73,7 +73,7 @@ def closeup_video(run: Path, audio: Path, out: Path, scale: float, device: str) 
     from talkgs.conventions import FPS
     from talkgs.data import format as fmt
     from talkgs.media import VideoWriter
-    from talkgs.metrics.lips import lips_landmarks
+    from talkgs.metrics.mouth import lip_centres, mouth_crop_boxes, mouth_crop_side
     from talkgs.render.renderer import HeadRenderer, features_for, load_audio_for_render, render_features
 
     whole = HeadRenderer(run, device)
@@ -83,8 +83,9 @@ def closeup_video(run: Path, audio: Path, out: Path, scale: float, device: str) 
     # The mouth panel: every drive frame's lips inside one box, so the camera does not jump.
     frames = np.asarray(mouth.plan(n, 0).frames)
     with np.load(mouth.root / fmt.TRACKS) as z:
-        lips = lips_landmarks(z["landmarks"][frames]) * scale
-    box = union([lip_box(p, mouth.width, mouth.height) for p in lips], mouth.width, mouth.height)
+        side = mouth_crop_side(z["landmarks"], scale)
+        boxes = mouth_crop_boxes(lip_centres(z["landmarks"][frames] * scale), side, mouth.width, mouth.height)
+    box = union(boxes, mouth.width, mouth.height)
     crop_view(mouth, box)
     with torch.no_grad(), VideoWriter(out, fps=FPS, audio=wav_mux, sample_rate=rate, crf=18) as w:
         for a, b in zip(render_features(whole, feats), render_features(mouth, feats)):
@@ -101,7 +102,7 @@ def strip_png(run: Path, out: Path, n: int, scale: float, device: str) -> list[i
     from talkgs.data import format as fmt
     from talkgs.data import load_dataset
     from talkgs.eval.evaluate import val_range
-    from talkgs.metrics.lips import lips_landmarks
+    from talkgs.metrics.mouth import lip_centres, mouth_crop_boxes, mouth_crop_side
     from talkgs.model.audio_encoder import gather_windows
     from talkgs.render.drive import DriveConfig
     from talkgs.render.renderer import HeadRenderer, to_uint8
@@ -110,7 +111,8 @@ def strip_png(run: Path, out: Path, n: int, scale: float, device: str) -> list[i
     a, b = val_range(r)
     with np.load(r.root / fmt.TRACKS) as z:
         opening = z["mouth_open"].astype(np.float64)
-        lips = lips_landmarks(z["landmarks"]) * scale
+        boxes = mouth_crop_boxes(lip_centres(z["landmarks"] * scale), mouth_crop_side(z["landmarks"], scale),
+                                 r.width, r.height)
     chosen: list[int] = []
     for f in np.argsort(-opening[a:b]) + a:  # widest first, GAP apart
         if all(abs(int(f) - c) >= GAP for c in chosen):
@@ -126,7 +128,7 @@ def strip_png(run: Path, out: Path, n: int, scale: float, device: str) -> list[i
             fr = r.render(gather_windows(feats, torch.tensor([f], device=r.device), r.audio_window), r.plan(1, 0))
         render = to_uint8(fr.image.clamp(0, 1))[0].cpu().numpy()
         gt = r.images.frames[0].cpu().numpy()
-        box = lip_box(lips[f], r.width, r.height)
+        box = boxes[f]
         cols.append(np.concatenate([label(crop(gt, box, CELL), f"{f} ground truth"),
                                     label(crop(render, box, CELL), f"{f} render")], 0))
     save_rgb(out, np.concatenate(cols, 1))

@@ -5,8 +5,9 @@
 Writes CROPS/val_widest.png: the --n val frames whose ground-truth mouth opening is widest, the
 ground truth (on the plate, as eval compares it) on top, the render (the frame's own audio,
 eyes and camera) below it and, for mouth_state runs, the render with the frame's measured mouth
-state (what the renderer does with an exact mouth) at the bottom; each a square crop around the
-lips at the frame's own pixel scale x2. --frames F ... adds CROPS/frames.png, the same for any
+state (what the renderer does with an exact mouth) at the bottom; each the mouth crop `talkgs eval`
+scores (talkgs.metrics.mouth: a fixed square per dataset around the frame's tracked lips), shown
+at 128 x 128. --frames F ... adds CROPS/frames.png, the same for any
 dataset frames (e.g. training frames where eval's mouth r is off).
 With --drive: CROPS/drive_<name>.png, the head saying OTHER's audio (its default drive plan) for
 --seq consecutive frames around OTHER's widest opening, every frame, render only (OTHER's
@@ -22,17 +23,6 @@ from pathlib import Path
 import numpy as np
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
-
-
-def lip_box(lips: np.ndarray, width: int, height: int, grow: float = 1.8) -> tuple[int, int, int, int]:
-    """Square ``(x0, y0, x1, y1)`` around lip points ``[40, 2]`` (pixels), ``grow`` x their width."""
-    c = (lips.min(0) + lips.max(0)) / 2
-    half = max(8.0, grow * float(np.ptp(lips[:, 0])) / 2)
-    x0, y0 = int(round(c[0] - half)), int(round(c[1] - half))
-    side = int(round(2 * half))
-    x0 = min(max(0, x0), max(0, width - side))
-    y0 = min(max(0, y0), max(0, height - side))
-    return x0, y0, min(width, x0 + side), min(height, y0 + side)
 
 
 def crop(img: np.ndarray, box, size: int) -> np.ndarray:
@@ -75,7 +65,7 @@ def main() -> None:
 
     from talkgs.data import load_dataset
     from talkgs.data import format as fmt
-    from talkgs.metrics.lips import lips_landmarks
+    from talkgs.metrics.mouth import lip_centres, mouth_crop_boxes, mouth_crop_side
     from talkgs.model.audio_encoder import gather_windows
     from talkgs.model.head import ground_truth_on_plate
     from talkgs.render.drive import DriveConfig
@@ -92,7 +82,9 @@ def main() -> None:
         raise SystemExit(f"mouth_crops: --frames {bad} outside the dataset's {n_data} frames")
     with np.load(r.root / fmt.TRACKS) as z:
         all_open = z["mouth_open"].astype(np.float64)
-        all_lips = lips_landmarks(z["landmarks"]) * r.scale
+        all_landmarks = z["landmarks"] * r.scale
+    side = mouth_crop_side(all_landmarks)
+    all_boxes = mouth_crop_boxes(lip_centres(all_landmarks), side, r.width, r.height)
     feats = load_dataset(r.root, dev, audio_kind=r.audio_kind, scale=r.scale, load_images=False).audio
     measured = r.model.mouth_basis is not None
     report: dict[str, list[dict]] = {"val": [], "frames": []}
@@ -108,7 +100,7 @@ def main() -> None:
             win = gather_windows(feats, torch.tensor([f], device=dev), r.audio_window)
             ims = r.images
             gt = to_uint8(ground_truth_on_plate(ims.frames[:1], ims.labels[:1], ims.background))[0].cpu().numpy()
-            box = lip_box(all_lips[f], r.width, r.height)
+            box = all_boxes[f]
             fr = r.render(win, r.plan(1, 0))
             area = float(fr.visible_mouth_area()[0])
             col = [label(crop(gt, box, size), f"{f} gt {all_open[f]:.3f}"),
@@ -144,10 +136,8 @@ def main() -> None:
         fr = r.render(gather_windows(f, idx, r.audio_window), r.plan(args.seq, s))
         frames = to_uint8(fr.image.clamp(0, 1)).cpu().numpy()
         plan = r.plan(args.seq, s)
-        with np.load(r.root / fmt.TRACKS) as z:
-            own_lips = lips_landmarks(z["landmarks"][np.asarray(plan.frames)]) * r.scale
-        row = [label(crop(frames[k], lip_box(own_lips[k], r.width, r.height), size), f"{s + k} gt {d_open[s + k]:.3f}")
-               for k in range(args.seq)]
+        own_boxes = all_boxes[np.asarray(plan.frames)]  # the lips of the frames whose cameras the render replays
+        row = [label(crop(frames[k], own_boxes[k], size), f"{s + k} gt {d_open[s + k]:.3f}") for k in range(args.seq)]
         name = root.resolve().name
         save_rgb(out / f"drive_{name}.png", np.concatenate(row, 1))
         areas = fr.visible_mouth_area().cpu().tolist()
@@ -156,7 +146,8 @@ def main() -> None:
         print(f"mouth_crops: {out / f'drive_{name}.png'} (frames {s}:{s + args.seq})")
     rows = ([{"set": "val widest", **v} for v in report["val"]] + [{"set": "frames", **v} for v in report["frames"]]
             + drive_rows)
-    H.write("mouth_crops", args, rows, device=str(dev), setup={"crops": str(out), "gaussians": r.model.num_gaussians()})
+    H.write("mouth_crops", args, rows, device=str(dev),
+            setup={"crops": str(out), "gaussians": r.model.num_gaussians(), "mouth_crop_px": side})
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ rows of ``measure`` stage (one per stage), total and val.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -110,9 +111,15 @@ def main() -> int:
     val, notes = None, None
     if not args.no_eval and not interrupted:
         t1 = time.perf_counter()
-        m = evaluate(EvalConfig(run=args.run, lip_metrics=False, train_block=0, progress=False))
+        # Lip metrics need MediaPipe: without it (the GPU machine) eval saves the val renders they
+        # need in RUN/eval/lips and `talkgs eval RUN --lips-only` completes them elsewhere.
+        m = evaluate(EvalConfig(run=args.run, train_block=0, progress=False))
         total["eval_s"] = round(time.perf_counter() - t1, 1)
         val = {k: round(v, 4) for k, v in m["mean"].items()}
+        mouth = m["sections"]["val"].get("lips", {}).get("mouth", {})
+        for k in ("area_r", "area_ratio_open", "teeth"):  # None: pending (no MediaPipe) or undefined
+            x = float(mouth.get(k, float("nan")))
+            val[f"mouth_{k}"] = round(x, 4) if math.isfinite(x) else None
         notes = m.get("notes") or None
     if args.snapshot is not None and not interrupted:
         write_snapshot(trainer, args.snapshot)
@@ -130,7 +137,9 @@ def main() -> int:
           f"Gaussians {result['num_gaussians']}")
     if "val" in result:
         v = result["val"]
-        print("val: " + "  ".join(f"{k} {v[k]:.4f}" for k in ("psnr", "ssim", "lpips", "head_psnr", "head_ssim", "head_lpips") if k in v)
+        keys = ("psnr", "ssim", "lpips", "head_psnr", "head_ssim", "head_lpips", "mouth_psnr", "mouth_ssim",
+                "mouth_lpips", "mouth_area_r", "mouth_area_ratio_open", "mouth_teeth")
+        print("val: " + "  ".join(f"{k} {v[k]:.4f}" for k in keys if v.get(k) is not None)
               + f"  (eval {result['eval_s']} s)")
     return 0
 

@@ -180,7 +180,25 @@ def test_report_sections_on_real_renders(report, excerpt_dataset, anchor_dataset
         assert lips["r"] == pytest.approx(pearson(got, pf["mouth_open_gt"]).r, abs=1e-12)
         assert lips["amplitude"] == pytest.approx(amplitude_ratio(got, pf["mouth_open_gt"]), abs=1e-12)
         assert ("image" in e) == (e["kind"] == "replay")
+        # Inside-mouth area and teeth: the ground truth's from its tracks and frames, the render's from MediaPipe.
+        for key in ("mouth_area_gt", "teeth_gt", "mouth_area_render", "teeth_render"):
+            assert len(pf[key]) == n, (name, key)
+        assert np.all(np.array(pf["mouth_area_gt"]) >= 0) and np.all(np.array(pf["teeth_gt"]) >= 0)
+        mo = lips["mouth"]
+        assert mo["n_open"] == int(np.sum(np.array(pf["mouth_open_gt"]) >= 0.02)) > 0, (name, mo)
+        assert -1 <= mo["area_r"] <= 1 and 0 <= mo["area_ratio_open"] < 10, (name, mo)
+        assert mo["n_teeth_gt"] == 0 or 0 <= mo["teeth"] <= 1, (name, mo)
+        assert ("mouth_crop_px" in e) == (e["kind"] == "replay")
     assert 0 < secs["val"]["lips"]["lmd_px"] < 10
+    img = secs["val"]["image"]
+    assert 0 < img["mouth_psnr"] < 60 and 0 < img["mouth_ssim"] < 1, img
+    assert secs["val"]["mouth_crop_px"] == 16  # 0.45 x the anchor's ~270 px face at the tiny head's 1/8 scale
+    assert len(secs["val"]["per_frame"]["mouth_psnr"]) == VAL[1] - VAL[0]
+    # The ground truth's figures do not depend on the render: the dataset's own tracks and frames.
+    from talkgs.metrics.mouth import inner_lip_area
+
+    with np.load(excerpt_dataset / fmt.TRACKS) as z:
+        assert np.allclose(drive["per_frame"]["mouth_area_gt"], inner_lip_area(z["landmarks"][:DRIVE_FRAMES]))
     # The non-head area is ground truth, so the head region scores lower than the full frame.
     assert m["mean"]["head_psnr"] < m["mean"]["psnr"] == secs["val"]["image"]["psnr"]
     saved = json.loads((run / "eval" / "metrics.json").read_text())
@@ -210,7 +228,7 @@ def test_saved_renders_complete_to_the_same_figures(report, tmp_path):
     done = evaluate(EvalConfig(run=copy, lips_only=True, video=False))
     for name, e in done["sections"].items():
         ref = direct["sections"][name]
-        assert e["lips"] == ref["lips"], name
+        np.testing.assert_equal(e["lips"], ref["lips"], err_msg=name)  # NaN (e.g. no teeth to show) equals NaN
         assert e["per_frame"]["mouth_open_render"] == ref["per_frame"]["mouth_open_render"], name
 
 
@@ -240,6 +258,8 @@ def test_report_completes_on_a_cpu_after_a_machine_without_mediapipe(report, tra
     assert np.allclose(pf["visible_mouth_area"], ref["visible_mouth_area"][:20], rtol=1e-4, atol=1e-3)
     for e in m["sections"].values():
         assert "lips" not in e and "r" in e["label_area"]
+    assert np.allclose(pf["mouth_psnr"], ref["mouth_psnr"][:20], atol=1e-4)
+    assert np.allclose(pf["teeth_gt"], ref["teeth_gt"][:20])
     shutil.rmtree(run / "checkpoints")
     r = subprocess.run([sys.executable, "-m", "talkgs", "eval", str(run), "--lips-only", "--no-video"],
                        capture_output=True, text=True)
@@ -248,6 +268,7 @@ def test_report_completes_on_a_cpu_after_a_machine_without_mediapipe(report, tra
     assert "lips_pending" not in done and "lips" not in done["notes"]
     for name, e in done["sections"].items():
         assert e["lips"]["detected_fraction"] > 0.5, (name, e["lips"])
+        assert set(e["lips"]["mouth"]) == {"area_r", "area_ratio_open", "n_open", "teeth", "n_teeth_gt"}, name
         assert np.isfinite(e["lips"]["r"]) and -8 <= e["lips"]["offset"] <= 8
     assert "mouth r" in r.stdout and "drive excerpt" in r.stdout
 

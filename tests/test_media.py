@@ -76,13 +76,13 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_30fps_resampled_to_25fps_picks_source_frame_at_output_start(clips, backend):
+def test_30fps_resampled_to_25fps_picks_source_frame_at_output_centre(clips, backend):
     frames = list(iter_frames(clips["30"], fps=25, backend=backend))
     duration = 61 / 30
     assert len(frames) == round(duration * 25) == 51
     got = [decode_index(f) for f in frames]
-    # Output i starts at i / 25; source j is shown during [j / 30, (j + 1) / 30).
-    expected = [(6 * i) // 5 for i in range(51)]
+    # Output i is centred on (i + 0.5) / 25; source j is shown during [j / 30, (j + 1) / 30).
+    expected = [(6 * i + 3) // 5 for i in range(51)]
     assert got == expected
 
 
@@ -367,7 +367,7 @@ def test_without_pyav_frames_come_from_opencv(clips, tmp_path, monkeypatch):
     info = probe(clips["30"])
     assert info.backend == "cv2" and info.n_frames == 61 and info.fps == 30.0 and info.has_audio is None
     frames = read_frames(clips["30"], start=5, stop=20)
-    assert [decode_index(f) for f in frames] == [(6 * i) // 5 for i in range(5, 20)]
+    assert [decode_index(f) for f in frames] == [(6 * i + 3) // 5 for i in range(5, 20)]
     assert count_frames(clips["25"]) == 50
     assert copy_video_stream(clips["25"], tmp_path / "x.mp4") is False
     with pytest.raises(MediaError, match="PyAV"):

@@ -440,3 +440,106 @@ def test_cuda_matches_cpu():
     if _stlpips_available():
         assert torch.allclose(lpm.lpips(ac, bc).cpu(), lpm.lpips(a, b), atol=1e-4)
         assert lpm.load_lpips("alex", "cuda") is lpm.load_lpips("alex", ac.device)
+
+
+# ----------------------------------------------------------------------------- mouth metrics
+
+MOUTH_FRAMES = (1617, 1717)  # the anchor's first 100 val frames
+
+
+@pytest.fixture(scope="module")
+def anchor_mouths(anchor_dataset):
+    """The anchor's frames MOUTH_FRAMES (uint8), their tracked landmarks and mouth opening."""
+    from talkgs.data import format as fmt
+    from talkgs.media import read_frames
+
+    a, b = MOUTH_FRAMES
+    with np.load(anchor_dataset / fmt.TRACKS) as z:
+        landmarks, opening, all_landmarks = z["landmarks"][a:b], z["mouth_open"][a:b], z["landmarks"]
+    return read_frames(anchor_dataset / fmt.FRAMES, start=a, stop=b), landmarks, opening, all_landmarks
+
+
+def test_mouth_crops_are_one_size_centred_on_the_lips_and_a_frame_matches_itself(anchor_mouths):
+    from talkgs.metrics import mouth as mm
+
+    frames, landmarks, _, all_landmarks = anchor_mouths
+    side = mm.mouth_crop_side(all_landmarks)
+    face = float(np.median(mm.face_height(all_landmarks)))
+    assert side % 2 == 0 and abs(side - mm.MOUTH_CROP_FRACTION * face) <= 1
+    assert mm.mouth_crop_side(all_landmarks, 0.125) == max(mm.MOUTH_CROP_MIN_PX, 2 * round(side * 0.125 / 2))
+    h, w = frames.shape[1:3]
+    centres = mm.lip_centres(landmarks)
+    boxes = mm.mouth_crop_boxes(centres, side, w, h)
+    assert np.all(boxes[:, 2] - boxes[:, 0] == side) and np.all(boxes[:, 3] - boxes[:, 1] == side)
+    assert np.abs((boxes[:, :2] + boxes[:, 2:]) / 2 - centres).max() <= 0.5 + 1e-9  # inside the image here
+    lips = landmarks[:, lp.MEDIAPIPE_LIPS_40]
+    assert np.all(lips.min(1) >= boxes[:, :2]) and np.all(lips.max(1) <= boxes[:, 2:])  # the whole mouth is in
+    edge = mm.mouth_crop_boxes(np.array([[1.0, h - 2.0]]), side, w, h)[0]  # moved inside, same size
+    assert edge.tolist() == [0, h - side, side, h]
+    gt = torch.from_numpy(mm.cut(frames, boxes)).float() / 255
+    assert gt.shape == (len(frames), side, side, 3)
+    assert torch.all(im.psnr(gt, gt) == im.PSNR_MAX_DB) and torch.allclose(im.ssim(gt, gt), torch.ones(len(gt)))
+    later = torch.from_numpy(mm.cut(frames[1:], boxes[:-1])).float() / 255  # the next frame in the same boxes
+    assert im.psnr(later, gt[:-1]).mean() < 45 and im.ssim(later, gt[:-1]).mean() < 0.99
+
+
+def test_inner_lip_area_and_teeth_follow_the_mouth_and_a_painted_closed_mouth_scores_lower(anchor_mouths):
+    """The inside-mouth area of the tracked landmarks follows the mouth opening and does not
+    depend on the image size; MediaPipe on frames whose open, toothy mouth is replaced by a closed
+    one of the same face (a 'render' that keeps its mouth shut) finds ~no inside area and no
+    teeth, so its area ratio and teeth score fall below those of the frames themselves."""
+    from talkgs.landmarks import LIPS_OUTER_IDX
+    from talkgs.metrics import mouth as mm
+    from talkgs.prepare.labels import fill_polygon
+    from talkgs.prepare.track import track_video
+
+    frames, landmarks, opening, _ = anchor_mouths
+    area = mm.inner_lip_area(landmarks)
+    assert np.all(area >= 0) and lp.pearson(area, opening).r > 0.95
+    assert np.allclose(mm.inner_lip_area(landmarks * 0.25), area)
+    teeth = mm.teeth_fraction(frames, landmarks)
+    assert np.all((teeth >= 0) & (teeth <= 1))
+    open_ = opening >= mm.OPEN_THRESHOLD
+    assert not mm.shows_teeth(teeth[~open_]).any() and mm.shows_teeth(teeth[open_]).sum() >= 5
+
+    pick = np.flatnonzero(open_ & mm.shows_teeth(teeth))[:6]
+    closed = int(np.argmin(opening))
+    centres = mm.lip_centres(landmarks)
+    painted = frames[pick].copy()
+    for k, i in enumerate(pick):
+        region = fill_polygon(landmarks[i, list(LIPS_OUTER_IDX)], frames.shape[1:3])
+        region = cv2_dilate(region, 9)
+        dx, dy = np.round(centres[closed] - centres[i]).astype(int)
+        painted[k][region] = np.roll(frames[closed], (-dy, -dx), axis=(0, 1))[region]
+    gt_area, gt_teeth, gt_open = area[pick], teeth[pick], opening[pick]
+    scores = {}
+    for name, images in (("same", frames[pick]), ("closed", painted)):
+        tr = track_video(list(images), n_frames_hint=len(images), progress=False)
+        assert tr.detected.all()
+        got_area, got_teeth = mm.inner_lip_area(tr.landmarks), mm.teeth_fraction(images, tr.landmarks)
+        scores[name] = {**mm.area_scores(got_area, gt_area, gt_open), **mm.teeth_score(got_teeth, gt_teeth, gt_open)}
+    same, shut = scores["same"], scores["closed"]
+    assert same["n_open"] == shut["n_open"] == same["n_teeth_gt"] == len(pick)
+    assert 0.8 < same["area_ratio_open"] < 1.25 and same["teeth"] >= 0.8, same
+    assert shut["area_ratio_open"] < 0.2 and shut["teeth"] == 0.0, shut
+
+
+def cv2_dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
+
+
+def test_mouth_scores_on_known_series():
+    from talkgs.metrics import mouth as mm
+
+    gt_open = np.array([0.0, 0.03, 0.05, 0.01, 0.04])
+    gt_area = np.array([0.0, 0.004, 0.008, 0.001, 0.006])
+    s = mm.area_scores(0.5 * gt_area, gt_area, gt_open)
+    assert s["area_r"] == pytest.approx(1.0) and s["area_ratio_open"] == pytest.approx(0.5) and s["n_open"] == 3
+    s = mm.area_scores(np.where(gt_open > 0.02, np.nan, gt_area), gt_area, gt_open)  # the render's face lost
+    assert s["n_open"] == 0 and math.isnan(s["area_ratio_open"])
+    gt_teeth = np.array([0.5, 0.3, 0.0, 0.4, 0.2])  # open frames 1 and 4 show teeth, frame 2 not
+    t = mm.teeth_score(np.array([0.0, 0.2, 0.9, 0.0, np.nan]), gt_teeth, gt_open)
+    assert t == {"teeth": 0.5, "n_teeth_gt": 2}
+    assert math.isnan(mm.teeth_score(gt_teeth, np.zeros(5), gt_open)["teeth"])

@@ -199,6 +199,48 @@ def test_30fps_clip_is_resampled(tmp_path, anchor_excerpt, capsys):
     assert np.load(out / "audio_mel.npy").shape[0] == 150
 
 
+def _flash_click_clip(path, fps: int, flashes: list[int], seconds: float = 2.0, sample_rate: int = 48000):
+    """A grey clip whose frames ``flashes`` are white, with a 1 ms click in the audio at the
+    middle of each of them (the instant the flash frame is shown), H.264 / AAC written by PyAV."""
+    n = int(round(seconds * fps))
+    frames = [np.full((64, 64, 3), 255 if j in flashes else 60, np.uint8) for j in range(n)]
+    audio = np.zeros(int(seconds * sample_rate), np.int16)
+    for j in flashes:
+        c = int(round((j + 0.5) / fps * sample_rate))
+        audio[c : c + sample_rate // 1000] = 20000
+    return write_clip(path, frames, fps, audio, sample_rate=sample_rate)
+
+
+@pytest.mark.parametrize("fps", [30, 25])
+def test_a_flash_and_its_click_land_on_the_same_prepared_frame(tmp_path, fps):
+    """prepare's media step (frames.mp4 at 25 fps, audio.wav at 16 kHz) on a clip where a frame
+    flashes as a click sounds: each flash comes out on the 25 fps frame whose 640 samples hold
+    its click. At 30 fps the flashes are at every phase of the 6-frame cycle, and one of the six
+    is the source frame the resampling drops; at 25 fps (the stream is copied) all come out."""
+    from talkgs.media import read_frames, read_wav
+
+    flashes = [7, 14, 21, 28, 35, 42] if fps == 30 else [5, 12, 19, 26, 33, 40]
+    clip = _flash_click_clip(tmp_path / f"flash{fps}.mp4", fps, flashes)
+    cfg = _cfg(clip, tmp_path / "ds", min_duration_s=1.0)
+    work = tmp_path / "work"
+    (work / pipeline.WORK).mkdir(parents=True)
+    ctx = pipeline._Ctx(cfg=cfg, work=work, source={"info": pipeline._check_source(cfg)}, timings={})
+    pipeline._step_media(ctx)
+    bright = read_frames(work / "frames.mp4").mean(axis=(1, 2, 3))
+    wav, sr = read_wav(work / "audio.wav")
+    assert sr == conventions.SAMPLE_RATE and len(bright) == 50 and len(wav) == 50 * conventions.SAMPLES_PER_FRAME
+    shown = np.flatnonzero(bright > 160)
+    clicks = []
+    for j in flashes:  # the loudest sample within 100 ms of where the click was put
+        c = int(round((j + 0.5) / fps * sr))
+        lo = max(c - sr // 10, 0)
+        clicks.append(lo + int(np.argmax(np.abs(wav[lo : c + sr // 10]))))
+    click_frames = [c // conventions.SAMPLES_PER_FRAME for c in clicks]
+    assert all(abs(c - round((j + 0.5) / fps * sr)) < 0.002 * sr for c, j in zip(clicks, flashes)), clicks
+    assert set(shown) <= set(click_frames), (shown.tolist(), click_frames)
+    assert len(shown) == (5 if fps == 30 else 6), shown.tolist()
+
+
 def test_output_dir_that_is_not_a_dataset(tmp_path, anchor_excerpt):
     out = tmp_path / "mine"
     out.mkdir()

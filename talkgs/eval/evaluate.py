@@ -28,6 +28,14 @@ Lip sync, per section (:func:`talkgs.metrics.lips.sync_scores`):
   the correlation; **positive = the render's mouth moves later than the ground truth**) and,
   for replayed sections, LMD (MediaPipe's 40 lip points, centroids removed, in pixels of the
   original frame size).
+- the mouth (:mod:`talkgs.metrics.mouth`): on replayed sections, PSNR / SSIM / ST-LPIPS of a
+  fixed-size crop around the ground truth's tracked lips (``mouth_psnr``, ``mouth_ssim``,
+  ``mouth_lpips``; side ``mouth_crop_px``); on every section, the inside-mouth area (inner-lip
+  contour / face height^2, the ground truth's from its tracks, the render's from MediaPipe on it)
+  as ``lips.mouth.area_r`` and ``area_ratio_open`` (render / ground truth on the frames the ground
+  truth's mouth is open), and ``teeth``: the share of open ground-truth frames with visible teeth
+  whose render shows teeth too (the ground truth's teeth from its frames: the val frames, or a
+  drive clip's frames.mp4 where present).
 - label area (always; computed on the device while rendering, no MediaPipe): the render's
   visible inside-mouth area (``FrameRender.visible_mouth_area()``, the sum of
   (1 - face alpha) x mouth alpha) against the ground truth's mouth-interior label area (pixels
@@ -64,6 +72,7 @@ from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, load_dataset
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, TalkgsError
 from talkgs.fsutil import move_into, partial_dir, write_json
+from talkgs.metrics import mouth as mouth_metrics
 from talkgs.metrics.image import psnr, ssim
 from talkgs.metrics.lips import lips_landmarks, lmd, sync_scores
 from talkgs.model.audio_encoder import gather_windows
@@ -75,7 +84,7 @@ HEAD_CROP = 256  # head-region SSIM / LPIPS crops are resized to this square siz
 TRAIN_BLOCK = 250  # frames in the default training block (10 s)
 CROP_PAD = 0.2  # saved face crops: the union of the section's face boxes grown by this x its size per side
 LIPS_DIR = "lips"
-IMAGE_KEYS = ("psnr", "ssim", "lpips", "head_psnr", "head_ssim", "head_lpips")
+IMAGE_KEYS = ("psnr", "ssim", "lpips", "head_psnr", "head_ssim", "head_lpips", "mouth_psnr", "mouth_ssim", "mouth_lpips")
 
 
 # --------------------------------------------------------------------------- what to render
@@ -92,6 +101,9 @@ class Section:
     gt_open     float [N] ground-truth mouth opening (tracks.npz mouth_open)
     gt_lips     float [N, 40, 2] ground-truth lip points in original-frame pixels (replay only)
     face_box    [4] x0, y0, x1, y1 (render pixels): where the face is in every frame
+    mouth_side  the side (render pixels) of the mouth crops of a replayed section (talkgs.metrics.mouth)
+    gt_mouth_area  float [N] the ground truth's inside-mouth area (inner-lip contour / face height^2)
+    gt_teeth    float [N] the ground truth's teeth fraction; None without its frames
     """
 
     name: str
@@ -103,6 +115,9 @@ class Section:
     gt_open: np.ndarray
     gt_lips: np.ndarray | None
     face_box: tuple[int, int, int, int]
+    mouth_side: int = 0
+    gt_mouth_area: np.ndarray | None = None
+    gt_teeth: np.ndarray | None = None
     image: dict[str, list[float]] | None = None
     render_s: float = 0.0
 
@@ -155,13 +170,15 @@ def _square_boxes(face_box: torch.Tensor, width: int, height: int, pad: float = 
 
 
 def _crops(images: torch.Tensor, boxes) -> torch.Tensor:
+    return torch.cat([_resized(im[None, y0:y1, x0:x1], HEAD_CROP) for im, (x0, y0, x1, y1) in zip(images, boxes)])
+
+
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images [B, h, w, C]`` resized to ``[B, size, size, C]`` (bilinear, antialiased)."""
     import torch.nn.functional as F
 
-    out = []
-    for im, (x0, y0, x1, y1) in zip(images, boxes):
-        c = im[y0:y1, x0:x1].permute(2, 0, 1)[None]
-        out.append(F.interpolate(c, size=(HEAD_CROP, HEAD_CROP), mode="bilinear", antialias=True, align_corners=False)[0])
-    return torch.stack(out).permute(0, 2, 3, 1)
+    c = images.permute(0, 3, 1, 2)
+    return F.interpolate(c, size=(size, size), mode="bilinear", antialias=True, align_corners=False).permute(0, 2, 3, 1)
 
 
 def union_box(boxes: np.ndarray, width: int, height: int, pad: float = CROP_PAD) -> tuple[int, int, int, int]:
@@ -210,8 +227,13 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
     dev = renderer.device
     n = b - a
     states = renderer.measured_mouth_states(a, b) if cfg.mouth_states == "measured" else None
+    with np.load(renderer.root / fmt.TRACKS) as z:
+        all_landmarks = z["landmarks"]
+    landmarks = all_landmarks[a:b].astype(np.float64) * renderer.scale  # render pixels
+    side = mouth_metrics.mouth_crop_side(all_landmarks, renderer.scale)
+    mouth_boxes = mouth_metrics.mouth_crop_boxes(mouth_metrics.lip_centres(landmarks), side, ims.width, ims.height)
     per_frame: dict[str, list[float]] = {k: [] for k in IMAGE_KEYS}
-    renders, areas = [], []
+    renders, areas, gt_teeth = [], [], []
     render_s = 0.0
     for s in ProgressBar(range(0, n, cfg.batch_size), desc=name, disable=not cfg.progress, leave=False):
         e = min(s + cfg.batch_size, n)
@@ -232,9 +254,15 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
         boxes = _square_boxes(ims.tracks["face_box"][local].float(), ims.width, ims.height)
         pc, gc = _crops(pred, boxes), _crops(gt, boxes)
         per_frame["head_ssim"] += ssim(pc, gc).tolist()
+        pm, gm = mouth_metrics.cut(pred, mouth_boxes[s:e]), mouth_metrics.cut(gt, mouth_boxes[s:e])
+        per_frame["mouth_psnr"] += psnr(pm, gm).tolist()
+        per_frame["mouth_ssim"] += ssim(pm, gm).tolist()
         if lp is not None:
             per_frame["lpips"] += lp(pred, gt).flatten().tolist()
             per_frame["head_lpips"] += lp(pc, gc).flatten().tolist()
+            per_frame["mouth_lpips"] += lp(_resized(pm, mouth_metrics.MOUTH_LPIPS_SIZE),
+                                           _resized(gm, mouth_metrics.MOUTH_LPIPS_SIZE)).flatten().tolist()
+        gt_teeth.append(mouth_metrics.teeth_fraction(to_uint8(gt).cpu().numpy(), landmarks[s:e]))
         renders.append(to_uint8(pred).cpu())
         areas.append(out.visible_mouth_area().cpu())
     gt_area = (ims.labels == LABEL_MOUTH).flatten(1).sum(1).cpu().numpy().astype(np.float64)
@@ -246,7 +274,8 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
         name=name, kind="replay",
         info={"kind": "replay", "dataset": str(renderer.root), "frames": [a, b], "n_frames": n},
         frames_u8=torch.cat(renders).numpy(), area=torch.cat(areas).double().numpy(), gt_area=gt_area,
-        gt_open=gt_open, gt_lips=gt_lips, face_box=face_box,
+        gt_open=gt_open, gt_lips=gt_lips, face_box=face_box, mouth_side=side,
+        gt_mouth_area=mouth_metrics.inner_lip_area(landmarks), gt_teeth=np.concatenate(gt_teeth),
         image={k: v for k, v in per_frame.items() if v}, render_s=render_s,
     )
 
@@ -302,6 +331,7 @@ def render_drive(renderer: HeadRenderer, name: str, root: Path, features: np.nda
     render_s = time.perf_counter() - t0
     with np.load(root / fmt.TRACKS) as z:
         gt_open = z["mouth_open"][:n].astype(np.float64)
+        gt_landmarks = z["landmarks"]
     with np.load(renderer.root / fmt.TRACKS) as z:
         a, b = renderer.segment
         boxes = z["face_box"][a:b] * renderer.scale
@@ -313,7 +343,27 @@ def render_drive(renderer: HeadRenderer, name: str, root: Path, features: np.nda
         frames_u8=torch.cat(renders).numpy(), area=torch.cat(areas).double().numpy(),
         gt_area=mouth_label_area(root, n) if (root / fmt.LABELS).is_file() else None, gt_open=gt_open, gt_lips=None,
         face_box=union_box(boxes, renderer.width, renderer.height), render_s=render_s,
+        gt_mouth_area=mouth_metrics.inner_lip_area(gt_landmarks[:n]), gt_teeth=clip_teeth(root, gt_landmarks, n),
     )
+
+
+def clip_teeth(root: Path, landmarks: np.ndarray, n: int, chunk: int = 64) -> np.ndarray | None:
+    """``[n]`` teeth fraction of a prepared clip's first ``n`` frames at its own size, with its
+    tracked ``landmarks [N, 478, 2]`` (None where its frames.mp4 is absent)."""
+    from talkgs.media import iter_frames
+
+    if not (root / fmt.FRAMES).is_file():
+        return None
+    out, batch = [], []
+    for i, frame in enumerate(iter_frames(root / fmt.FRAMES, stop=n)):
+        batch.append(frame)
+        if len(batch) == chunk or i == n - 1:
+            out.append(mouth_metrics.teeth_fraction(np.stack(batch), landmarks[i + 1 - len(batch) : i + 1]))
+            batch = []
+    got = sum(map(len, out))
+    if got != n:
+        raise DatasetError(f"{root / fmt.FRAMES} has {got} frames; its dataset has {n}")
+    return np.concatenate(out)
 
 
 # --------------------------------------------------------------------------- lip metrics
@@ -329,13 +379,15 @@ def mediapipe_missing() -> str | None:
 
 
 def lip_scores(frames_u8: np.ndarray, gt_open: np.ndarray, gt_lips: np.ndarray | None, scale: float,
-               max_lag: int) -> tuple[dict, dict]:
+               max_lag: int, gt_mouth: dict | None = None) -> tuple[dict, dict]:
     """MediaPipe on rendered frames ``[N, h, w, 3]`` (whole frames or crops at the render's
     pixel scale; ``scale`` = render size / original size): ``(scores, per_frame)``.
 
     scores: ``r``, ``amplitude``, ``offset``, ``r_at_offset``, ``n`` of the render's mouth
     opening against ``gt_open [N]``; ``detected_fraction``; ``lmd_px`` (original-frame pixels)
     against ``gt_lips [N, 40, 2]`` when given. Frames where no face is found count as unknown.
+    With ``gt_mouth`` (``area [N]``, ``teeth [N]`` or None), also ``mouth``: the render's
+    inside-mouth area and teeth against the ground truth's (:func:`mouth_scores`).
     """
     from talkgs.prepare.track import track_video
     from talkgs.prepare.signals import compute_signals
@@ -354,7 +406,27 @@ def lip_scores(frames_u8: np.ndarray, gt_open: np.ndarray, gt_lips: np.ndarray |
             d[ok] = lmd(lips_landmarks(tr.landmarks[ok]) / scale, gt_lips[ok])
         scores["lmd_px"] = float(np.nanmean(d)) if ok.any() else float("nan")
         per_frame["lmd_px"] = [float(x) for x in d]
+    if gt_mouth is not None:
+        area = np.full(len(frames_u8), np.nan)
+        teeth = np.full(len(frames_u8), np.nan)
+        if ok.any():
+            area[ok] = mouth_metrics.inner_lip_area(tr.landmarks[ok])
+            teeth[ok] = mouth_metrics.teeth_fraction(frames_u8[ok], tr.landmarks[ok])
+        scores["mouth"] = mouth_scores(area, teeth, gt_mouth["area"], gt_mouth["teeth"], gt_open)
+        per_frame["mouth_area_render"] = [float(x) for x in area]
+        per_frame["teeth_render"] = [float(x) for x in teeth]
     return scores, per_frame
+
+
+def mouth_scores(area: np.ndarray, teeth: np.ndarray, gt_area: np.ndarray, gt_teeth: np.ndarray | None,
+                 gt_open: np.ndarray) -> dict:
+    """The render's inside-mouth area and teeth ``[N]`` (NaN where its face was not found) against
+    the ground truth's: ``area_r``, ``area_ratio_open``, ``n_open`` and, with ``gt_teeth``,
+    ``teeth`` and ``n_teeth_gt`` (talkgs.metrics.mouth)."""
+    out = mouth_metrics.area_scores(area, gt_area, gt_open)
+    if gt_teeth is not None:
+        out.update(mouth_metrics.teeth_score(teeth, gt_teeth, gt_open))
+    return out
 
 
 def label_area_scores(sec: Section, max_lag: int) -> dict:
@@ -500,11 +572,16 @@ def evaluate(cfg: EvalConfig) -> dict:
                 "visible_mouth_area": [float(x) for x in sec.area],
                 **({"label_area": [float(x) for x in sec.gt_area]} if sec.gt_area is not None else {}),
                 "mouth_open_gt": [float(x) for x in sec.gt_open],
+                "mouth_area_gt": [float(x) for x in sec.gt_mouth_area],
+                **({"teeth_gt": [float(x) for x in sec.gt_teeth]} if sec.gt_teeth is not None else {}),
                 **(sec.image or {}),
             }
+            if sec.kind == "replay":
+                entry["mouth_crop_px"] = sec.mouth_side
+            gt_mouth = {"area": sec.gt_mouth_area, "teeth": sec.gt_teeth}
             crop = _crop(sec, cfg.render_crop)
             if mp_missing is None:
-                scores, pf = lip_scores(crop, sec.gt_open, sec.gt_lips, renderer.scale, cfg.max_lag)
+                scores, pf = lip_scores(crop, sec.gt_open, sec.gt_lips, renderer.scale, cfg.max_lag, gt_mouth)
                 entry["lips"] = scores
                 entry["per_frame"].update(pf)
             if save:
@@ -513,6 +590,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                 box = sec.face_box if cfg.render_crop == "face" else (0, 0, renderer.width, renderer.height)
                 entry["lips_render"] = {"file": rel, "size": [int(crop.shape[2]), int(crop.shape[1])], "box": list(box)}
                 inputs[f"{sec.file_key}__mouth_open"] = sec.gt_open
+                inputs[f"{sec.file_key}__mouth_area"] = sec.gt_mouth_area
+                if sec.gt_teeth is not None:
+                    inputs[f"{sec.file_key}__teeth"] = sec.gt_teeth
                 if sec.gt_lips is not None:
                     inputs[f"{sec.file_key}__lips"] = sec.gt_lips
             metrics["sections"][sec.name] = entry
@@ -634,8 +714,12 @@ def complete_lip_metrics(cfg: EvalConfig) -> dict:
             raise TalkgsError(f"{path} has {frames.shape[0]} frames; section {name} has {n}")
         key = file_key(name)
         gt_lips = inputs[f"{key}__lips"] if f"{key}__lips" in inputs.files else None
+        gt_mouth = None
+        if f"{key}__mouth_area" in inputs.files:  # inputs without the ground truth's mouth area: no mouth scores
+            gt_mouth = {"area": inputs[f"{key}__mouth_area"],
+                        "teeth": inputs[f"{key}__teeth"] if f"{key}__teeth" in inputs.files else None}
         scores, pf = lip_scores(np.ascontiguousarray(frames), inputs[f"{key}__mouth_open"].astype(np.float64),
-                                gt_lips, scale, max_lag)
+                                gt_lips, scale, max_lag, gt_mouth)
         entry["lips"] = scores
         entry.setdefault("per_frame", {}).update(pf)
     metrics.pop("lips_pending", None)
@@ -672,16 +756,18 @@ def section_label(name: str, entry: dict) -> str:
 def summary_table(metrics: dict) -> list[str]:
     """The report's lip-sync table, one row per section."""
     head = (f"{'section':<22}{'frames':>7}{'mouth r':>9}{'amp':>7}{'LMD px':>8}{'offset':>8}"
-            f"{'area r':>9}{'area amp':>10}{'area off':>10}")
+            f"{'area r':>9}{'area amp':>10}{'area off':>10}{'inner r':>9}{'inner x':>9}{'teeth':>7}")
     lines = [head]
     for name, e in metrics.get("sections", {}).items():
         lips = e.get("lips", {})
         la = e.get("label_area", {})
+        mo = lips.get("mouth", {})
         lines.append(
             f"{section_label(name, e):<22}{e['n_frames']:>7}{_fmt(lips.get('r'), '.3f', 9)}"
             f"{_fmt(lips.get('amplitude'), '.2f', 7)}{_fmt(lips.get('lmd_px'), '.2f', 8)}"
             f"{_fmt(lips.get('offset'), '+d', 8)}{_fmt(la.get('r'), '.3f', 9)}"
             f"{_fmt(la.get('amplitude'), '.2f', 10)}{_fmt(la.get('offset'), '+d', 10)}"
+            f"{_fmt(mo.get('area_r'), '.3f', 9)}{_fmt(mo.get('area_ratio_open'), '.2f', 9)}{_fmt(mo.get('teeth'), '.2f', 7)}"
         )
     return lines
 
@@ -700,7 +786,9 @@ def print_summary(metrics: dict) -> None:
             if any(key in v for v in img.values()):
                 print(f"{key:<12}" + "".join(_fmt(v.get(key), ".4f", 18) for v in img.values()))
     print("lip sync: mouth r / amp / offset = MediaPipe mouth opening of the render vs the ground truth's; "
-          "area = visible inside-mouth area vs mouth-interior labels; offset > 0: render later (frames)")
+          "area = visible inside-mouth area vs mouth-interior labels; offset > 0: render later (frames); "
+          "inner r / x = inner-lip area of render vs ground truth (r; render/gt on open frames); "
+          "teeth = share of open gt frames with teeth where the render shows them")
     for line in summary_table(metrics):
         print(line)
     for k, v in metrics.get("notes", {}).items():

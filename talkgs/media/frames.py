@@ -3,11 +3,14 @@
 Resampling rule (any source frame rate to ``fps``)
     Times are measured from the first video frame's presentation time. Source frame j is
     shown during [t_j, t_{j+1}) (the last one until the end of the video). Output frame i
-    covers [i / fps, (i + 1) / fps) and is the source frame whose display interval contains
-    the output frame's *start* i / fps, i.e. the last source frame with
-    t_j <= i / fps + 0.5 ms (the tolerance absorbs timestamps rounded to a millisecond).
+    covers [i / fps, (i + 1) / fps), the interval whose audio it is paired with
+    (``talkgs.conventions``), and is the source frame whose display interval contains the
+    output frame's *centre* (i + 0.5) / fps, i.e. the last source frame with
+    t_j <= (i + 0.5) / fps + 0.5 ms (the tolerance absorbs timestamps rounded to a
+    millisecond). So an event that a source frame shows and the audio hears during that frame
+    lands on the same output frame (or on none, when its source frame is dropped).
     The output has round(video duration * fps) frames. A source already at ``fps`` comes
-    out frame for frame; 30 -> 25 fps drops every sixth frame (j = floor(6 i / 5)).
+    out frame for frame; 30 -> 25 fps drops every sixth frame (j = floor((6 i + 3) / 5)).
 
 Backends: PyAV with threaded decoding; where PyAV is missing (the GPU machine),
 ``cv2.VideoCapture`` with the same rule on its frame timestamps.
@@ -52,16 +55,16 @@ def grid_sources(
 
     Ends at ``stop`` (exclusive); with ``stop=None`` at round((t_last + last_duration_s) * fps),
     i.e. the video duration when the last source frame lasts ``last_duration_s``.
-    Raises _SeekMissed when the first pair already starts after output ``start`` (> 0).
+    Raises _SeekMissed when the first pair already starts after the centre of output ``start`` (> 0).
     """
     i = start
     prev = None
     t = 0.0
     for t, src in timed:
-        if prev is None and i > 0 and t > i / fps + PTS_TOLERANCE_S:
+        if prev is None and i > 0 and t > (i + 0.5) / fps + PTS_TOLERANCE_S:
             raise _SeekMissed()
         if prev is not None:
-            while (stop is None or i < stop) and i / fps + PTS_TOLERANCE_S < t:
+            while (stop is None or i < stop) and (i + 0.5) / fps + PTS_TOLERANCE_S < t:
                 yield prev
                 i += 1
             if stop is not None and i >= stop:
@@ -70,7 +73,7 @@ def grid_sources(
     if prev is None:
         return
     end = stop if stop is not None else int(round((t + last_duration_s) * fps))
-    while i < end:  # outputs starting inside the last source frame's interval
+    while i < end:  # outputs whose centre lies inside the last source frame's interval
         yield prev
         i += 1
 

@@ -1,0 +1,332 @@
+"""TalkingGaussian itself (Fictionarry/TalkingGaussian at a pinned commit) trained on a talkgs
+dataset and scored with talkgs's metrics: the peer the rebuild is measured against.
+
+    python bench/peer_tg.py setup --mirror TG_GIT [--rasterizer GIT --simple-knn GIT --glm GIT] --dir WORK
+    python bench/peer_tg.py data DATASET --dir WORK [--kind whisper] [--frame-range A B]
+    python bench/peer_tg.py build --dir WORK                                    # GPU machine, once
+    python bench/peer_tg.py train --dir WORK --id ID                            # GPU machine
+    python bench/peer_tg.py score --dir WORK DATASET [--name NAME]              # MediaPipe for the lips
+
+setup   clones TG_GIT (a local git directory or bare mirror: nothing is downloaded) at PINNED into
+        WORK/TalkingGaussian, its two CUDA submodules from the mirrors given (at the commits TG
+        pins), and applies EDITS: each is an exact text replacement that must match once (or is
+        already applied), listed in WORK/TalkingGaussian/TALKGS_EDITS.txt. Their code is only ever
+        edited there, never copied into this repository.
+data    `talkgs export-tg DATASET -o WORK/data/ID` (TG's data/<ID> layout; the val split becomes
+        its transforms_val.json) and TG's audio slot aud_wh.npy ``[N, 16, C]``: talkgs's
+        features of KIND (``audio_<kind>.npy``, ``[N, 2, C]``, two 20 ms states per frame), 16
+        states per frame centred on the frame's centre (the second state of frame i - 4, both
+        of frames i - 3 .. i + 3, the first of frame i + 4; zeros past the clip's ends), the
+        shape TG's AudioNet reads from DeepSpeech (16 steps of 20 ms).
+build   pip-installs TG's two CUDA extensions (diff-gaussian-rasterization, simple-knn) from the
+        checkout into the running Python (no build isolation, no dependencies: nothing is
+        downloaded); its gridencoder compiles itself on first import (torch JIT: nvcc and ninja).
+train   TG's own recipe (scripts/train_xx.sh): train_mouth.py, train_face.py --init_num 2000
+        --densify_grad_threshold 0.0005, train_fuse.py --opacity_lr 0.001, then synthesize_fuse.py
+        --eval, with --audio_extractor whisper; run folder WORK/output/ID. Needs CUDA, nvcc, and
+        TG's Python packages (plyfile, pandas, imageio, lpips or talkgs's ST-LPIPS stand-in).
+score   the val renders (WORK/output/ID/test/ours_None/renders/renders.npy, written by an edit)
+        against talkgs's ground truth of the same frames (`talkgs eval`'s protocol: the frame with
+        its background replaced by the plate), with talkgs's metrics: PSNR, SSIM, ST-LPIPS on the
+        full frame and on the mouth crop, and (MediaPipe) mouth r / amplitude / offset / LMD and the
+        inside-mouth area and teeth. One row; bench/results/peer_tg/<--name>.json.
+
+Deviations from the original, all listed in EDITS: the audio slot takes talkgs's Whisper states
+(dimension from $TALKGS_TG_AUDIO_DIM, set by `train`); renders.npy is saved beside out.mp4; an
+unused torchvision import goes; where the `lpips` package is missing, WORK/TalkingGaussian/lpips.py
+stands in with talkgs's ST-LPIPS (alex) for TG's lip and patch LPIPS losses; where imageio is
+missing, a stand-in that writes no mp4 (renders.npy is what is scored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+
+PINNED = "9bd34f732e30cd94c0a9a087a125d2dda228e258"  # Fictionarry/TalkingGaussian, "accelerate loading a bit"
+TG = "TalkingGaussian"
+EXTRACTOR = "whisper"
+POSTFIX = "wh"  # aud_<postfix>.npy, TG's naming of its feature files
+STATES_PER_FRAME = 2
+TG_WINDOW = 16  # states per frame TG's AudioNet reads
+
+# (file, old, new, count, why): exact replacements inside the TG checkout.
+EDITS = (
+    ("scene/dataset_readers.py",
+     'postfix_dict = {"deepspeech": "ds", "esperanto": "eo", "hubert": "hu"}',
+     'postfix_dict = {"deepspeech": "ds", "esperanto": "eo", "hubert": "hu", "whisper": "wh"}',
+     1, "the audio slot reads aud_wh.npy for --audio_extractor whisper"),
+    ("scene/motion_net.py",
+     "        elif 'hubert' in args.audio_extractor:\n            self.audio_in_dim = 1024\n",
+     "        elif 'hubert' in args.audio_extractor:\n            self.audio_in_dim = 1024\n"
+     "        elif 'whisper' in args.audio_extractor:\n"
+     "            self.audio_in_dim = int(__import__('os').environ['TALKGS_TG_AUDIO_DIM'])\n",
+     2, "AudioNet's input width for talkgs's features (face and mouth motion networks)"),
+    ("synthesize_fuse.py",
+     "import torchvision\n", "",
+     1, "unused import (the calls are commented out); torchvision may not match the installed torch"),
+    ("synthesize_fuse.py",
+     "    imageio.mimwrite(os.path.join(render_path, 'out.mp4'), all_preds,",
+     "    np.save(os.path.join(render_path, 'renders.npy'), np.stack(all_preds))  # talkgs: frames to score\n"
+     "    imageio.mimwrite(os.path.join(render_path, 'out.mp4'), all_preds,",
+     1, "the val renders losslessly, for bench/peer_tg.py score"),
+)
+
+LPIPS_STAND_IN = '''"""talkgs stand-in for the `lpips` package (missing here): ST-LPIPS (alex) from talkgs."""
+import torch
+
+from talkgs.metrics.lpips import load_lpips
+
+
+class LPIPS(torch.nn.Module):
+    def __init__(self, net="alex", **kwargs):
+        super().__init__()
+        self.net = net
+
+    def forward(self, a, b):
+        """a, b: [N, 3, H, W] or [3, H, W] in [-1, 1] (lpips' convention) -> [N, 1, 1, 1]."""
+        a, b = (a[None] if a.dim() == 3 else a), (b[None] if b.dim() == 3 else b)
+        to01 = lambda x: ((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)  # noqa: E731
+        return load_lpips(self.net, a.device)(to01(a), to01(b)).view(-1, 1, 1, 1)
+'''
+IMAGEIO_STAND_IN = '''"""talkgs stand-in for imageio (missing here): writes no video; renders.npy holds the frames."""
+
+
+def mimwrite(*args, **kwargs):
+    return None
+'''
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def apply_edits(root: Path) -> list[str]:
+    """Apply EDITS to the pristine checkout at ``root``; returns one line per edit. Refuses
+    (SystemExit) an edit whose text is not there exactly ``count`` times."""
+    done = []
+    for rel, old, new, count, why in EDITS:
+        path = root / rel
+        text = path.read_text()
+        if text.count(old) != count:
+            raise SystemExit(f"peer_tg: {rel}: the text to edit is found {text.count(old)} times, not {count} "
+                             f"(is the checkout at {PINNED[:12]}?): {old.splitlines()[0]!r}")
+        path.write_text(text.replace(old, new))
+        done.append(f"edit {rel}: {why}")
+    return done
+
+
+def _installed(python: str, module: str) -> bool:
+    """Whether ``python`` imports ``module`` from its own installation (run outside the checkout,
+    so a stand-in there does not count)."""
+    code = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 1)"
+    return subprocess.run([python, "-c", code], cwd="/").returncode == 0
+
+
+def stand_ins(root: Path, python: str = sys.executable) -> list[str]:
+    """lpips.py / imageio.py in the checkout where ``python`` lacks the package; a stand-in
+    written earlier goes where the package is installed."""
+    out = []
+    for module, text in (("lpips", LPIPS_STAND_IN), ("imageio", IMAGEIO_STAND_IN)):
+        path = root / f"{module}.py"
+        if _installed(python, module):
+            if path.exists() and path.read_text() == text:
+                path.unlink()
+            out.append(f"{module}: installed")
+        else:
+            path.write_text(text)
+            out.append(f"{module}.py: talkgs stand-in ({module} is not installed)")
+    return out
+
+
+def submodule(parent: Path, path: str, src: str | None) -> str:
+    """Check out submodule ``path`` of the repository at ``parent`` from the local git ``src`` at
+    the commit ``parent`` pins; one line saying what was done."""
+    if not (parent / ".git").exists():
+        return f"{path}: its parent {parent.name} is not checked out"
+    pin = git("ls-tree", "HEAD", path, cwd=parent).split()[2]
+    if src is None:
+        return f"{path}: no mirror given (pass one; the build needs {pin})"
+    where = parent / path
+    if not (where / ".git").exists():
+        if where.exists():
+            where.rmdir()  # the empty folder git leaves for an uninitialised submodule
+        git("clone", "--quiet", "--no-checkout", str(src), str(where))
+    git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--force", pin, cwd=where)
+    return f"{path}: {pin} from {src}"
+
+
+def cmd_setup(args) -> int:
+    mirror = Path(args.mirror)
+    dst = Path(args.dir) / TG
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        git("clone", "--quiet", "--no-checkout", str(mirror), str(dst))
+    # A forced checkout restores every tracked file, so the edits always start from the original.
+    git("-c", "advice.detachedHead=false", "checkout", "--quiet", "--force", PINNED, cwd=dst)
+    lines = [f"TalkingGaussian {PINNED} from {mirror}"]
+    rast = dst / "submodules/diff-gaussian-rasterization"
+    for parent, path, src in ((dst, "submodules/diff-gaussian-rasterization", args.rasterizer),
+                              (dst, "submodules/simple-knn", args.simple_knn),
+                              (rast, "third_party/glm", args.glm)):
+        lines.append(submodule(parent, path, src))
+    lines += apply_edits(dst)
+    lines += stand_ins(dst)
+    (dst / "TALKGS_EDITS.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def tg_windows(states: np.ndarray) -> np.ndarray:
+    """``[N, 16, C]``: per frame, the 16 feature states centred on its centre, from talkgs
+    features ``[N, 2, C]`` (module docstring)."""
+    n, s, c = states.shape
+    if s != STATES_PER_FRAME:
+        raise SystemExit(f"peer_tg: features must hold {STATES_PER_FRAME} states per frame, got {states.shape}")
+    half = TG_WINDOW // 2
+    flat = np.concatenate([np.zeros((half, c), states.dtype), states.reshape(n * s, c), np.zeros((half, c), states.dtype)])
+    # Frame i's states are flat[2 i .. 2 i + 1] (+ half for the padding); its centre lies between them.
+    starts = np.arange(n) * s + 1
+    return np.stack([flat[a : a + TG_WINDOW] for a in starts])
+
+
+def cmd_data(args) -> int:
+    from talkgs.data import format as fmt
+
+    root = Path(args.dataset)
+    ident = args.id or root.resolve().name
+    out = Path(args.dir) / "data" / ident
+    rng = [] if args.frame_range is None else ["--frame-range", *map(str, args.frame_range)]
+    subprocess.run([sys.executable, "-m", "talkgs", "export-tg", str(root), "-o", str(out), "--force", *rng], check=True)
+    states = np.load(root / fmt.audio_feature_file(args.kind)).astype(np.float32)
+    lo, hi = args.frame_range or (0, states.shape[0])
+    windows = tg_windows(states)[lo:hi]  # aud_id counts from the range's first frame
+    np.save(out / f"aud_{POSTFIX}.npy", windows)
+    (out / "talkgs_audio.json").write_text(json.dumps({"kind": args.kind, "dim": int(windows.shape[-1])}) + "\n")
+    print(f"peer_tg: {out} with aud_{POSTFIX}.npy {list(windows.shape)} ({args.kind})")
+    return 0
+
+
+def cmd_build(args) -> int:
+    tg = Path(args.dir) / TG
+    for sub in ("submodules/diff-gaussian-rasterization", "submodules/simple-knn"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", str(tg / sub)],
+                       check=True)
+    return 0
+
+
+def cmd_train(args) -> int:
+    work = Path(args.dir)
+    tg = work / TG
+    data = work / "data" / args.id
+    run = work / "output" / args.id
+    audio = json.loads((data / "talkgs_audio.json").read_text())
+    env = {**os.environ, "TALKGS_TG_AUDIO_DIM": str(audio["dim"]),
+           "PYTHONPATH": os.pathsep.join([str(H.REPO), os.environ.get("PYTHONPATH", "")])}
+    stand_ins(tg)
+    common = ["-s", str(data), "-m", str(run), "--audio_extractor", EXTRACTOR]
+    steps = [["train_mouth.py", *common],
+             ["train_face.py", *common, "--init_num", "2000", "--densify_grad_threshold", "0.0005"],
+             ["train_fuse.py", *common, "--opacity_lr", "0.001"],
+             ["synthesize_fuse.py", *common, "--eval"]]
+    for step in steps:
+        print("peer_tg:", " ".join(step), flush=True)
+        subprocess.run([sys.executable, *step], cwd=tg, env=env, check=True)
+    return 0
+
+
+def cmd_score(args) -> int:
+    import torch
+
+    from talkgs.data import load_dataset
+    from talkgs.data import format as fmt
+    from talkgs.eval.evaluate import _resized, lip_scores, mediapipe_missing
+    from talkgs.metrics import mouth as mm
+    from talkgs.metrics.image import psnr, ssim
+    from talkgs.metrics.lips import lips_landmarks
+    from talkgs.model.head import ground_truth_on_plate
+
+    root = Path(args.dataset)
+    ident = args.id or root.resolve().name
+    renders_path = Path(args.dir) / "output" / ident / "test" / "ours_None" / "renders" / "renders.npy"
+    renders = np.load(renders_path)
+    meta = fmt.read_meta(root)
+    a, b = (int(v) for v in meta["split"]["val"])
+    if renders.shape[0] != b - a:
+        raise SystemExit(f"peer_tg: {renders_path} has {renders.shape[0]} frames; the val split has {b - a}")
+    ds = load_dataset(root, "cpu", audio_kind=None, frame_range=(a, b))
+    gt = ground_truth_on_plate(ds.frames, ds.labels, ds.background)
+    pred = torch.from_numpy(renders).float() / 255
+    with np.load(root / fmt.TRACKS) as z:
+        landmarks, all_landmarks = z["landmarks"][a:b].astype(np.float64), z["landmarks"]
+        gt_open = z["mouth_open"][a:b].astype(np.float64)
+    side = mm.mouth_crop_side(all_landmarks)
+    boxes = mm.mouth_crop_boxes(mm.lip_centres(landmarks), side, ds.width, ds.height)
+    pm, gm = mm.cut(pred, boxes), mm.cut(gt, boxes)
+    row = {"method": f"TalkingGaussian {PINNED[:7]} ({EXTRACTOR} audio)", "frames": [a, b],
+           "psnr": float(psnr(pred, gt).mean()), "ssim": float(ssim(pred, gt).mean()),
+           "mouth_psnr": float(psnr(pm, gm).mean()), "mouth_ssim": float(ssim(pm, gm).mean()),
+           "mouth_crop_px": side}
+    try:
+        from talkgs.metrics.lpips import load_lpips
+
+        lp = load_lpips("alex", "cpu")
+        with torch.no_grad():
+            row["lpips"] = float(torch.cat([lp(pred[i : i + 8], gt[i : i + 8]) for i in range(0, len(pred), 8)]).mean())
+            size = mm.MOUTH_LPIPS_SIZE
+            row["mouth_lpips"] = float(lp(_resized(pm, size), _resized(gm, size)).mean())
+    except Exception as e:  # ST-LPIPS missing: the other figures stand
+        row["lpips_note"] = str(e)
+    missing = mediapipe_missing()
+    if missing is None:
+        gt_u8 = (gt * 255 + 0.5).to(torch.uint8).numpy()
+        gt_mouth = {"area": mm.inner_lip_area(landmarks), "teeth": mm.teeth_fraction(gt_u8, landmarks)}
+        scores, _ = lip_scores(np.ascontiguousarray(renders), gt_open, lips_landmarks(landmarks), 1.0, 8, gt_mouth)
+        row.update({f"lips_{k}": v for k, v in scores.items() if k != "mouth"})
+        row.update({f"mouth_{k}": v for k, v in scores["mouth"].items()})
+    else:
+        row["lips_note"] = f"lip metrics skipped: {missing}"
+    H.write("peer_tg", args, [row], device="cpu", params={"dataset": str(root), "renders": str(renders_path)})
+    print(json.dumps(row, indent=1))
+    return 0
+
+
+def main() -> int:
+    ap = H.parser(__doc__, "peer_tg")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("setup", help="clone at the pinned commit and apply the edits")
+    p.add_argument("--mirror", required=True, help="TalkingGaussian git directory (e.g. /work/.mirror/Fictionarry+TalkingGaussian/repo)")
+    p.add_argument("--rasterizer", default=None, help="git directory of ashawkey/diff-gaussian-rasterization")
+    p.add_argument("--simple-knn", default=None, help="git directory of simple-knn (gitlab.inria.fr/bkerbl/simple-knn, "
+                   "or a copy holding its commit, e.g. github camenduru/simple-knn)")
+    p.add_argument("--glm", default=None, help="git directory of g-truc/glm (the rasterizer's submodule)")
+    p.add_argument("--dir", required=True, help="work folder (outside this repository)")
+    p = sub.add_parser("data", help="export a talkgs dataset into TG's layout with the audio slot")
+    p.add_argument("dataset")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--id", default=None, help="TG's data/<ID> (default: the dataset folder's name)")
+    p.add_argument("--kind", default="whisper", help="talkgs feature kind with 2 states per frame")
+    p.add_argument("--frame-range", type=int, nargs=2, default=None, metavar=("A", "B"),
+                   help="export only dataset frames [A, B) (export-tg's --frame-range)")
+    p = sub.add_parser("build", help="install TG's CUDA extensions into this Python (GPU machine)")
+    p.add_argument("--dir", required=True)
+    p = sub.add_parser("train", help="TG's training recipe and val renders (GPU)")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--id", required=True)
+    p = sub.add_parser("score", help="talkgs's metrics on TG's val renders")
+    p.add_argument("dataset")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--id", default=None)
+    args = ap.parse_args()
+    return {"setup": cmd_setup, "data": cmd_data, "build": cmd_build, "train": cmd_train, "score": cmd_score}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
