@@ -57,8 +57,12 @@ def anchor_excerpt(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(anchor_dataset, tmp_path_factory):
-    """A tiny head trained on CPU (64x64, ~280 steps on the anchor's last shot): the trainer,
-    val PSNR before and after, and the run folder. Shared by test_train and test_synth."""
+    """A tiny head trained on CPU (64x64, ~280 steps on the anchor's last shot, 2000 + 150
+    Gaussians without densification, so that it trains and renders in seconds): the trainer,
+    val PSNR before and after, and the run folder. Shared by test_train, test_eval, test_render_audio
+    and test_robustness; densification has its own tests (test_strategy, test_train's resume)."""
+    import dataclasses
+
     import torch
 
     from talkgs.train.trainer import Trainer
@@ -66,7 +70,12 @@ def trained(anchor_dataset, tmp_path_factory):
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("run") / "tiny"
-    trainer = Trainer(_tiny_cfg(anchor_dataset, out))
+    cfg = _tiny_cfg(anchor_dataset, out)
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, face_init=dataclasses.replace(cfg.model.face_init, n=2000)),
+        **{s: dataclasses.replace(getattr(cfg, s), densify=None) for s in ("mouth", "face", "fuse")},
+    )
+    trainer = Trainer(cfg)
     before = _val_psnr(trainer.model, trainer.frames, trainer.ds)
     trainer.run()
     after = _val_psnr(trainer.model, trainer.frames, trainer.ds)
@@ -76,8 +85,7 @@ def trained(anchor_dataset, tmp_path_factory):
 @pytest.fixture(scope="session")
 def live_run(anchor_dataset, tmp_path_factory) -> Path:
     """A head small enough to render live on a 2-core CPU (64x64, 300 + 80 Gaussians, no
-    densification, ~110 steps): the `talkgs serve` tests stream it in real time. The `trained`
-    head densifies to ~18k Gaussians and renders at a few frames/s on the CPU."""
+    densification, ~110 steps): the `talkgs serve` tests stream it in real time."""
     import torch
 
     from talkgs.train.trainer import Trainer
