@@ -309,7 +309,7 @@ def check(job: Job, ready: bool) -> None:
     if job.command == "train":
         from talkgs.commands import train
 
-        train._output(cfg, Path(cfg.dataset))
+        train.check_output(cfg, Path(cfg.dataset))
     elif job.command == "render":
         from talkgs.errors import AudioFeatureError, MediaError
 

@@ -36,7 +36,7 @@ def check(cfg: TrainConfig) -> TrainConfig:
 
     meta = validate.input_dataset(cfg.dataset)
     dataset = Path(cfg.dataset)
-    _output(cfg, dataset)
+    check_output(cfg, dataset)
     if cfg.resume:
         cfg = _resumed(cfg, meta, dataset)
     for name in ("batch_size", "log_every", "checkpoint_every"):
@@ -82,7 +82,7 @@ def run(cfg: TrainConfig) -> None:
     print(f"checkpoint: {path}")
 
 
-def _output(cfg: TrainConfig, dataset: Path) -> None:
+def check_output(cfg: TrainConfig, dataset: Path) -> None:
     """The run folder: new, empty, or (with --resume) a run with a checkpoint."""
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
