@@ -288,3 +288,32 @@ def test_cli_prints_one_line_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("talkgs: ")
     assert "missing.mp4" in r.stderr
+
+
+def test_audio_features_are_computed_beside_the_picture_steps(tmp_path, anchor_excerpt, monkeypatch):
+    """The audio feature steps need only the media step's audio: they run while track runs (the
+    track step here waits until an audio step has started), and finalize waits for them."""
+    import threading
+
+    import talkgs.prepare.pipeline as pl
+
+    started = threading.Event()
+    steps = pl._steps
+
+    def audio(f):
+        def run(ctx):
+            started.set()
+            f(ctx)
+        return run
+
+    def track(f):
+        def run(ctx):
+            assert started.wait(60), "no audio step started while track ran"
+            f(ctx)
+        return run
+
+    monkeypatch.setattr(pl, "_steps", lambda cfg: [
+        (n, o, audio(f) if n.startswith("audio_") else track(f) if n == "track" else f) for n, o, f in steps(cfg)])
+    out = prepare(_cfg(anchor_excerpt(), tmp_path / "ds"))
+    meta = read_meta(out)
+    assert set(meta["audio"]["features"]) and all((out / e["file"]).is_file() for e in meta["audio"]["features"].values())

@@ -395,21 +395,68 @@ def prepare(cfg: PrepareConfig) -> Path:
 
 
 def _run_steps(ctx: _Ctx) -> None:
+    """Run the unfinished steps in order; the audio feature steps need only the media step's
+    audio, so they run in a thread beside the picture steps (track, pose, labels, background),
+    which leave a core free, and are joined before ``finalize``."""
+    import threading
+
     work = ctx.work
     timings_file = work / WORK / "timings.json"
     if timings_file.exists():
         ctx.timings.update(json.loads(timings_file.read_text()))
-    total0 = time.perf_counter()
-    for name, outputs, fn in _steps(ctx.cfg):
-        if all((work / o).exists() for o in outputs):
-            ctx.say(f"{name}: done earlier, skipped")
-            continue
+    lock = threading.Lock()
+
+    def run(name: str, fn: Callable[[_Ctx], None]) -> None:
         t0 = time.perf_counter()
         ctx.say(f"{name} ...")
         fn(ctx)
-        ctx.timings[name] = round(time.perf_counter() - t0, 3)
-        write_json(timings_file, ctx.timings)
+        with lock:
+            ctx.timings[name] = round(time.perf_counter() - t0, 3)
+            write_json(timings_file, ctx.timings)
         ctx.say(f"{name}: {ctx.timings[name]:.1f} s")
+
+    total0 = time.perf_counter()
+    pending = []
+    for name, outputs, fn in _steps(ctx.cfg):
+        if all((work / o).exists() for o in outputs):
+            ctx.say(f"{name}: done earlier, skipped")
+        else:
+            pending.append((name, fn))
+    side = [(name, fn) for name, fn in pending if name.startswith("audio_")]
+    errors: list[BaseException] = []
+
+    def run_side() -> None:
+        try:
+            for name, fn in side:
+                run(name, fn)
+        except BaseException as e:  # re-raised in the main thread, where the command handles it
+            errors.append(e)
+
+    thread: threading.Thread | None = None
+
+    def start_side() -> None:
+        nonlocal thread
+        if side and thread is None:
+            thread = threading.Thread(target=run_side, name="prepare-audio", daemon=True)
+            thread.start()
+
+    def join_side() -> None:
+        if thread is not None:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    if not any(name == "media" for name, _ in pending):
+        start_side()
+    for name, fn in pending:
+        if name.startswith("audio_"):
+            continue
+        if name == "finalize":
+            join_side()
+        run(name, fn)
+        if name == "media":
+            start_side()
+    join_side()
     ctx.say(f"all steps done in {time.perf_counter() - total0:.1f} s")
 
 
