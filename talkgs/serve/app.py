@@ -451,11 +451,9 @@ class LiveServer:
     async def _close(self, request):
         from aiohttp import web
 
-        body = await self._json(request)
+        body = await self._authorized_json(request)
         if isinstance(body, web.Response):
             return body
-        if not self._authorized(request, body):
-            return self._error(401, "wrong or missing token")
         sid = body.get("session")
         if not isinstance(sid, str) or not await self.pool.close(sid):
             return self._error(404, "no such session")
@@ -466,15 +464,21 @@ class LiveServer:
         when its worker died, so the page reconnects elsewhere) or after ``WATCH_S`` (``live``)."""
         from aiohttp import web
 
-        body = await self._json(request)
+        body = await self._authorized_json(request)
         if isinstance(body, web.Response):
             return body
-        if not self._authorized(request, body):
-            return self._error(401, "wrong or missing token")
         sid = body.get("session")
         if not isinstance(sid, str):
             return self._error(400, "expected {\"session\": \"...\"}")
         return web.json_response(await self.pool.watch(sid, WATCH_S))
+
+    async def _authorized_json(self, request, denied: str = "wrong or missing token"):
+        """The request's JSON object, or the refusal to answer with (400 not a JSON object, 401
+        ``denied`` for a wrong or missing token)."""
+        body = await self._json(request)
+        if not isinstance(body, dict) or self._authorized(request, body):
+            return body
+        return self._error(401, denied)
 
     async def _json(self, request):
         raw = await request.read()  # at most MAX_REQUEST_BYTES (beyond: 413)
@@ -489,11 +493,9 @@ class LiveServer:
     async def _offer(self, request):
         from aiohttp import web
 
-        body = await self._json(request)
+        body = await self._authorized_json(request, "wrong or missing token (open the page as /?token=...)")
         if isinstance(body, web.Response):
             return body
-        if not self._authorized(request, body):
-            return self._error(401, "wrong or missing token (open the page as /?token=...)")
         head = body.get("head")
         names = [h["name"] for h in self._heads_info]
         if not isinstance(head, str) or head not in names:
