@@ -337,6 +337,26 @@ def test_a_device_stream_that_falls_behind_skips_and_a_step_loses_none(tiny_whis
 # ----------------------------------------------------------------------------- live server
 
 
+def start_server(cmd: list[str], timeout_s: float) -> tuple[subprocess.Popen, list[str]]:
+    """Start ``talkgs serve`` (``cmd``) and wait for its "[serve] open" line; its output keeps
+    being collected into the returned list."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    t0 = time.monotonic()
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"{' '.join(cmd[2:5])} exited: {''.join(lines)}")
+        lines.append(line)
+        if line.startswith("[serve] open"):
+            break
+        if time.monotonic() - t0 > timeout_s:
+            proc.kill()
+            pytest.fail(f"{' '.join(cmd[2:5])} did not start: {''.join(lines)}")
+    threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+    return proc, lines
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -351,20 +371,7 @@ def server(live_run):
     cmd = [sys.executable, "-m", "talkgs", "serve", str(live_run), "--port", str(port), "--device", "cpu",
            "--token", TOKEN, "--max-sessions", "2", "--max-batch", "8", "--idle-timeout-s", "4",
            "--drive.pose", "still", "--drive.still-frame", str(STILL_FRAME), "--drive.blinks", "open"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    t0 = time.monotonic()
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            pytest.fail(f"talkgs serve exited: {''.join(lines)}")
-        lines.append(line)
-        if line.startswith("[serve] open"):
-            break
-        if time.monotonic() - t0 > 120:
-            proc.kill()
-            pytest.fail(f"talkgs serve did not start: {''.join(lines)}")
-    threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+    proc, lines = start_server(cmd, 120)
     yield {"url": f"http://127.0.0.1:{port}", "port": port, "proc": proc, "log": lines, "run": live_run,
            "head": Path(live_run).name}
     proc.terminate()

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from tests.test_serve import TOKEN, _free_port, _Loop, _speech
+from tests.test_serve import TOKEN, _free_port, _Loop, _speech, start_server
 
 ray = pytest.importorskip("ray", reason="--ray needs ray (pip install 'talkgs[cluster]')")
 
@@ -40,20 +39,7 @@ def front(cluster, live_run):
     cmd = [sys.executable, "-m", "talkgs", "serve", str(live_run), "--ray", cluster, "--ray-workers", "2",
            "--device", "cpu", "--port", str(port), "--token", TOKEN, "--max-sessions", str(MAX_SESSIONS),
            "--max-batch", "8", "--idle-timeout-s", "6"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    t0 = time.monotonic()
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            pytest.fail(f"talkgs serve --ray exited: {''.join(lines)}")
-        lines.append(line)
-        if line.startswith("[serve] open"):
-            break
-        if time.monotonic() - t0 > 180:
-            proc.kill()
-            pytest.fail(f"talkgs serve --ray did not start: {''.join(lines)}")
-    threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+    proc, lines = start_server(cmd, 180)
     loop = _Loop()
     state = {"url": f"http://127.0.0.1:{port}", "proc": proc, "log": lines, "head": live_run.name, "loop": loop,
              "clients": {}}
