@@ -4,7 +4,7 @@ dataset and scored with talkgs's metrics: the peer the rebuild is measured again
     python bench/peer_tg.py setup --mirror TG_GIT [--rasterizer GIT --simple-knn GIT --glm GIT] --dir WORK
     python bench/peer_tg.py data DATASET --dir WORK [--kind whisper] [--frame-range A B]
     python bench/peer_tg.py build --dir WORK                                    # GPU machine, once
-    python bench/peer_tg.py train --dir WORK --id ID                            # GPU machine
+    python bench/peer_tg.py train --dir WORK --id ID [--iterations N --fuse-iterations M]  # GPU
     python bench/peer_tg.py score --dir WORK DATASET [--name NAME]              # MediaPipe for the lips
 
 setup   clones TG_GIT (a local git directory or bare mirror: nothing is downloaded) at PINNED into
@@ -20,11 +20,14 @@ data    `talkgs export-tg DATASET -o WORK/data/ID` (TG's data/<ID> layout; the v
         shape TG's AudioNet reads from DeepSpeech (16 steps of 20 ms).
 build   pip-installs TG's two CUDA extensions (diff-gaussian-rasterization, simple-knn) from the
         checkout into the running Python (no build isolation, no dependencies: nothing is
-        downloaded); its gridencoder compiles itself on first import (torch JIT: nvcc and ninja).
+        downloaded), then imports its gridencoder once, which compiles it (torch JIT: nvcc, ninja).
 train   TG's own recipe (scripts/train_xx.sh): train_mouth.py, train_face.py --init_num 2000
         --densify_grad_threshold 0.0005, train_fuse.py --opacity_lr 0.001, then synthesize_fuse.py
-        --eval, with --audio_extractor whisper; run folder WORK/output/ID. Needs CUDA, nvcc, and
-        TG's Python packages (plyfile, pandas, imageio, lpips or talkgs's ST-LPIPS stand-in).
+        --eval, with --audio_extractor whisper; run folder WORK/output/ID (talkgs_times.json: each
+        stage's wall time). --iterations sets its mouth and face stages' steps (its own option)
+        and --fuse-iterations its fuse stage's (an edit): the equal-wall-clock setting; its
+        hard-coded step thresholds (3000 warm-up steps, LPIPS from step 5000 in fuse) stay.
+        Needs CUDA, nvcc, plyfile; stand-ins where lpips, imageio or pandas are missing.
 score   the val renders (WORK/output/ID/test/ours_None/renders/renders.npy, written by an edit)
         against talkgs's ground truth of the same frames (`talkgs eval`'s protocol: the frame with
         its background replaced by the plate), with talkgs's metrics: PSNR, SSIM, ST-LPIPS on the
@@ -35,7 +38,10 @@ Deviations from the original, all listed in EDITS: the audio slot takes talkgs's
 (dimension from $TALKGS_TG_AUDIO_DIM, set by `train`); renders.npy is saved beside out.mp4; an
 unused torchvision import goes; where the `lpips` package is missing, WORK/TalkingGaussian/lpips.py
 stands in with talkgs's ST-LPIPS (alex) for TG's lip and patch LPIPS losses; where imageio is
-missing, a stand-in that writes no mp4 (renders.npy is what is scored).
+missing, a stand-in that writes no mp4 (renders.npy is what is scored); where pandas is missing,
+a stand-in read_csv for its au.csv. To build and train on a current PyTorch/CUDA it needs C++17
+for its grid encoder and a skip of non-finite steps (its mouth loss is NaN where a frame's mouth
+mask is empty; its rasterizer returns non-finite images on some face steps).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +84,23 @@ EDITS = (
      "    np.save(os.path.join(render_path, 'renders.npy'), np.stack(all_preds))  # talkgs: frames to score\n"
      "    imageio.mimwrite(os.path.join(render_path, 'out.mp4'), all_preds,",
      1, "the val renders losslessly, for bench/peer_tg.py score"),
+    ("gridencoder/backend.py", "'-std=c++14'", "'-std=c++17'",
+     2, "C++17: current PyTorch headers do not compile as C++14"),
+    ("train_mouth.py", "        loss.backward()\n",
+     "        if not torch.isfinite(loss) and iteration < opt.iterations:  # talkgs: skip a non-finite step\n"
+     "            continue\n        loss.backward()\n",
+     1, "skip non-finite steps: the mouth loss is NaN on frames whose mouth mask is empty"),
+    ("train_face.py", "        loss.backward()\n",
+     "        if not torch.isfinite(loss) and iteration < opt.iterations:  # talkgs: skip a non-finite step\n"
+     "            continue\n        loss.backward()\n",
+     1, "skip non-finite steps: the rasterizer returns non-finite images on some face steps"),
+    ("train_fuse.py", "        loss.backward()\n",
+     "        if not torch.isfinite(loss) and iteration < opt.iterations:  # talkgs: skip a non-finite step\n"
+     "            continue\n        loss.backward()\n",
+     1, "skip non-finite steps (as the face stage)"),
+    ("train_fuse.py", "    opt.iterations = 10000\n",
+     "    opt.iterations = int(os.environ.get('TALKGS_TG_FUSE_ITERATIONS', 10000))  # talkgs: settable\n",
+     1, "the fuse stage's step count (10000, hard-coded) settable for the equal-wall-clock setting"),
 )
 
 LPIPS_STAND_IN = '''"""talkgs stand-in for the `lpips` package (missing here): ST-LPIPS (alex) from talkgs."""
@@ -95,6 +119,28 @@ class LPIPS(torch.nn.Module):
         a, b = (a[None] if a.dim() == 3 else a), (b[None] if b.dim() == 3 else b)
         to01 = lambda x: ((x + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)  # noqa: E731
         return load_lpips(self.net, a.device)(to01(a), to01(b)).view(-1, 1, 1, 1)
+'''
+PANDAS_STAND_IN = '''"""talkgs stand-in for pandas (missing here): read_csv of a numeric CSV, columns as .values."""
+import csv
+
+import numpy as np
+
+
+class _Column:
+    def __init__(self, values):
+        self.values = np.asarray(values, dtype=np.float64)
+
+
+class _Frame(dict):
+    def __getitem__(self, key):
+        return _Column(dict.__getitem__(self, key))
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    head, body = rows[0], rows[1:]
+    return _Frame({k: [float(r[i]) for r in body] for i, k in enumerate(head)})
 '''
 IMAGEIO_STAND_IN = '''"""talkgs stand-in for imageio (missing here): writes no video; renders.npy holds the frames."""
 
@@ -134,7 +180,7 @@ def stand_ins(root: Path, python: str = sys.executable) -> list[str]:
     """lpips.py / imageio.py in the checkout where ``python`` lacks the package; a stand-in
     written earlier goes where the package is installed."""
     out = []
-    for module, text in (("lpips", LPIPS_STAND_IN), ("imageio", IMAGEIO_STAND_IN)):
+    for module, text in (("lpips", LPIPS_STAND_IN), ("imageio", IMAGEIO_STAND_IN), ("pandas", PANDAS_STAND_IN)):
         path = root / f"{module}.py"
         if _installed(python, module):
             if path.exists() and path.read_text() == text:
@@ -219,6 +265,8 @@ def cmd_build(args) -> int:
     for sub in ("submodules/diff-gaussian-rasterization", "submodules/simple-knn"):
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", str(tg / sub)],
                        check=True)
+    # Its grid encoder compiles on first import: do it here, so no stage's wall time includes it.
+    subprocess.run([sys.executable, "-c", "from gridencoder import GridEncoder"], cwd=tg, check=True)
     return 0
 
 
@@ -230,15 +278,23 @@ def cmd_train(args) -> int:
     audio = json.loads((data / "talkgs_audio.json").read_text())
     env = {**os.environ, "TALKGS_TG_AUDIO_DIM": str(audio["dim"]),
            "PYTHONPATH": os.pathsep.join([str(H.REPO), os.environ.get("PYTHONPATH", "")])}
+    if args.fuse_iterations is not None:
+        env["TALKGS_TG_FUSE_ITERATIONS"] = str(args.fuse_iterations)
     stand_ins(tg)
     common = ["-s", str(data), "-m", str(run), "--audio_extractor", EXTRACTOR]
-    steps = [["train_mouth.py", *common],
-             ["train_face.py", *common, "--init_num", "2000", "--densify_grad_threshold", "0.0005"],
-             ["train_fuse.py", *common, "--opacity_lr", "0.001"],
-             ["synthesize_fuse.py", *common, "--eval"]]
-    for step in steps:
+    its = [] if args.iterations is None else ["--iterations", str(args.iterations)]
+    steps = [("mouth", ["train_mouth.py", *common, *its]),
+             ("face", ["train_face.py", *common, "--init_num", "2000", "--densify_grad_threshold", "0.0005", *its]),
+             ("fuse", ["train_fuse.py", *common, "--opacity_lr", "0.001"]),
+             ("render", ["synthesize_fuse.py", *common, "--eval"])]
+    times = {"iterations": {"mouth": args.iterations or 50_000, "face": args.iterations or 50_000,
+                            "fuse": args.fuse_iterations or 10_000}, "seconds": {}}
+    for name, step in steps:
         print("peer_tg:", " ".join(step), flush=True)
+        t0 = time.perf_counter()
         subprocess.run([sys.executable, *step], cwd=tg, env=env, check=True)
+        times["seconds"][name] = round(time.perf_counter() - t0, 1)
+        (run / "talkgs_times.json").write_text(json.dumps(times, indent=1) + "\n")
     return 0
 
 
@@ -274,6 +330,12 @@ def cmd_score(args) -> int:
            "psnr": float(psnr(pred, gt).mean()), "ssim": float(ssim(pred, gt).mean()),
            "mouth_psnr": float(psnr(pm, gm).mean()), "mouth_ssim": float(ssim(pm, gm).mean()),
            "mouth_crop_px": side}
+    times = renders_path.parents[3] / "talkgs_times.json"
+    if times.exists():
+        t = json.loads(times.read_text())
+        row["iterations"] = t["iterations"]
+        row["train_wall_s"] = round(sum(v for k, v in t["seconds"].items() if k != "render"), 1)
+        row["stage_seconds"] = t["seconds"]
     try:
         from talkgs.metrics.lpips import load_lpips
 
@@ -320,6 +382,9 @@ def main() -> int:
     p = sub.add_parser("train", help="TG's training recipe and val renders (GPU)")
     p.add_argument("--dir", required=True)
     p.add_argument("--id", required=True)
+    p.add_argument("--iterations", type=int, default=None,
+                   help="steps of its mouth and face stages (its --iterations; default its 50000)")
+    p.add_argument("--fuse-iterations", type=int, default=None, help="steps of its fuse stage (default its 10000)")
     p = sub.add_parser("score", help="talkgs's metrics on TG's val renders")
     p.add_argument("dataset")
     p.add_argument("--dir", required=True)

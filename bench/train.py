@@ -10,6 +10,7 @@ rows of ``measure`` stage (one per stage), total and val.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -49,16 +50,46 @@ def write_snapshot(trainer, path: Path, n: int = 4) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
 
 
+def _losses(stage, **weights):
+    return dataclasses.replace(stage, losses=dataclasses.replace(stage.losses, **weights))
+
+
+def _mouth_loss(cfg: TrainConfig) -> TrainConfig:
+    """The mouth up close through the loss: the lips-crop L1 doubled and ST-LPIPS on the lips crop
+    (face stage) and on the lips crop and random patches (fuse stage), from half of each stage."""
+    return dataclasses.replace(cfg, face=_losses(cfg.face, lips=2.0, lpips=0.05),
+                               fuse=_losses(cfg.fuse, lips=2.0, lpips=0.05))
+
+
+def _mouth_branch(cfg: TrainConfig) -> TrainConfig:
+    """_mouth_loss plus a larger inside-mouth branch: twice the initial Gaussians, a tri-plane with
+    twice the finest resolution (~0.9 mm cells) and a motion MLP twice as wide."""
+    cfg = _mouth_loss(cfg)
+    m = cfg.model
+    mm = m.mouth_motion
+    return dataclasses.replace(cfg, model=dataclasses.replace(
+        m, mouth_init=dataclasses.replace(m.mouth_init, n=2 * m.mouth_init.n),
+        mouth_motion=dataclasses.replace(mm, hidden=2 * mm.hidden,
+                                         triplane=dataclasses.replace(mm.triplane, max_res=2 * mm.triplane.max_res))))
+
+
+VARIANTS = {"none": lambda cfg: cfg, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch}
+"""Bench variants (--variant): named changes to the preset's config, measured against it."""
+
+
 def main() -> int:
     ap = H.parser(__doc__, "train")
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--schedule-scale", type=float, default=1.0)
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--audio-kind", default="mel", help="audio feature kind stored in the dataset")
+    ap.add_argument("--audio-kind", default=None, help="audio feature kind stored in the dataset (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lips-weight", type=float, default=None,
                     help="override LossWeights.lips of the face and fuse stages")
+    ap.add_argument("--preset", default="default", help="the train preset to start from")
+    ap.add_argument("--variant", default="none", choices=sorted(VARIANTS),
+                    help="a bench variant applied over the preset (see VARIANTS)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None,
@@ -67,15 +98,13 @@ def main() -> int:
                     help="write a PNG of a few val frames: ground truth | render | face alpha | mouth branch")
     args = ap.parse_args()
 
-    cfg = TrainConfig(dataset=args.dataset, output=args.run, schedule_scale=args.schedule_scale,
-                      audio_kind=args.audio_kind, seed=args.seed, resume=args.resume, progress=args.progress, log_every=100)
+    cfg = TrainConfig.from_preset(args.preset, args.dataset, args.run, schedule_scale=args.schedule_scale,
+                                  seed=args.seed, resume=args.resume, progress=args.progress, log_every=100,
+                                  **({} if args.audio_kind is None else {"audio_kind": args.audio_kind}))
+    cfg = VARIANTS[args.variant](cfg)
     if args.lips_weight is not None:
-        import dataclasses
-
-        def lips(stage):
-            return dataclasses.replace(stage, losses=dataclasses.replace(stage.losses, lips=args.lips_weight))
-
-        cfg = dataclasses.replace(cfg, face=lips(cfg.face), fuse=lips(cfg.fuse))
+        cfg = dataclasses.replace(cfg, face=_losses(cfg.face, lips=args.lips_weight),
+                                  fuse=_losses(cfg.fuse, lips=args.lips_weight))
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -126,7 +155,8 @@ def main() -> int:
     out = [{"measure": "stage", **r} for r in rows] + [{"measure": "total", **total}]
     if val is not None:
         out.append({"measure": "val", **val})
-    H.write("train", args, out, device=dev, setup={"lips_weight": cfg.face.losses.lips, "eval_notes": notes})
+    H.write("train", args, out, device=dev, setup={"preset": args.preset, "variant": args.variant, "lips_weight": cfg.face.losses.lips,
+                                              "eval_notes": notes})
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],
               "peak_gpu_mem_gib": total["peak_gpu_mem_gib"], **({"val": val, "eval_s": total["eval_s"]} if val else {})}
     print(f"\ntalkgs train on {result['device']} (schedule x{args.schedule_scale}{', resumed' if args.resume else ''})")
