@@ -7,7 +7,8 @@ On val audio of the run's dataset (its own features file), at one batch size:
 1. Parts, device-synchronised (median ms per batch): drive inputs, mouth-state prediction,
    each branch's deformation, its SH colours and its rasterization, compositing + uint8, the
    copy to the host. Their sum exceeds an unsynchronised batch slightly.
-2. The top device operators of a few batches (torch.profiler).
+2. The top device operators of a few batches (torch.profiler), and per batch the kernel
+   launches, host syncs and the device's busy share (bench/_profile.py).
 3. Variants of the whole batch (uint8 frames on the device), each against the default's
    frames: ms per batch, frames/s, PSNR and largest pixel difference.
    - ``default``: ``HeadRenderer.render_batch``.
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from _profile import launch_summary, print_summary
 from talkgs.data import format as fmt
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import BRANCHES, composite
@@ -114,7 +116,10 @@ def top_ops(r: HeadRenderer, win: torch.Tensor, plan, n: int = 5) -> tuple[str, 
     rows = sorted(prof.key_averages(), key=lambda e: -getattr(e, key, 0.0))[:25]
     ops = [{"name": e.key[:120], "calls": e.count, "self_cpu_ms_per_batch": e.self_cpu_time_total / 1000 / n,
             "self_device_ms_per_batch": getattr(e, "self_device_time_total", 0.0) / 1000 / n} for e in rows]
-    return prof.key_averages().table(sort_by=key.replace("device", "cuda"), row_limit=25), ops
+    plain_ms = _median_ms(lambda: r.render_batch(win, plan), dev, 3 * n)
+    summary = {"measure": "launches", "ms_per_batch": plain_ms, **launch_summary(prof, n, plain_ms)}
+    print_summary(summary, "batch")
+    return prof.key_averages().table(sort_by=key.replace("device", "cuda"), row_limit=25), ops + [summary]
 
 
 def _torch_sh_render_frames(r: HeadRenderer, model, win, plan, packed: bool):

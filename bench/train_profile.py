@@ -7,7 +7,9 @@ operators of a few steps of one stage, after its static warm-up.
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
 ``--stage``, then times ``--steps`` steps: the loss forward and its parts (deform, rasterize,
 landmark loss, D-SSIM), and the rest (backward, densification, optimiser steps); then profiles
-the same number of steps with torch.profiler. Prints a table and writes
+the same number of steps with torch.profiler (kernel launches, host syncs and the device's busy
+share per step: bench/_profile.py), then times as many steps with no synchronisation at all.
+Prints a table and writes
 bench/results/train_profile/<device>.json (rows of ``measure`` step, part and op); the run itself
 is thrown away. Timing wrappers synchronise the device, so the per-part sum exceeds an
 unprofiled step slightly.
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+from _profile import launch_summary, print_summary
 import talkgs.train.stages as S  # noqa: E402
 import talkgs.train.trainer as T
 from talkgs.train.config import PredictorConfig, TrainConfig
@@ -104,6 +107,10 @@ def main() -> int:
             elif step == first + 2 * args.steps:
                 sync()
                 state["prof"].stop()
+                state["t_plain"] = time.perf_counter()
+            elif step == first + 3 * args.steps:
+                sync()
+                state["plain_ms"] = 1000 * (time.perf_counter() - state["t_plain"]) / args.steps
                 raise _Done
             sync()
             state["t_step"] = time.perf_counter() if step >= first else None
@@ -129,7 +136,10 @@ def main() -> int:
         for e in sorted(prof.key_averages(), key=lambda e: -getattr(e, "self_device_time_total", e.self_cpu_time_total))[:40]:
             ops.append({"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1000,
                         "self_device_ms": getattr(e, "self_device_time_total", 0.0) / 1000})
-    out = ([{"measure": "step", "steps": len(state["step_times"]), "ms_per_step": step_ms}]
+    plain_ms = state.get("plain_ms", step_ms)
+    launch = launch_summary(prof, args.steps, plain_ms) if prof is not None else {}
+    out = ([{"measure": "step", "steps": len(state["step_times"]), "ms_per_step": step_ms,
+             "ms_per_step_unsynchronised": plain_ms, **launch}]
            + [{"measure": "part", "part": k, "ms_per_step": v} for k, v in parts.items()]
            + [{"measure": "op", **o} for o in ops])
     H.write("train_profile", args, out, device=str(dev), setup={"gaussians": n, "wall_s": wall})
@@ -138,7 +148,10 @@ def main() -> int:
     print(f"{'part':<40}{'ms/step':>10}")
     for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
         print(f"{k:<40}{v:>10.2f}")
-    print(f"{'step (unsynchronised parts)':<40}{step_ms:>10.2f}")
+    print(f"{'step (parts synchronised)':<40}{step_ms:>10.2f}")
+    print(f"{'step (no synchronisation)':<40}{plain_ms:>10.2f}")
+    if launch:
+        print_summary(launch)
     return 0
 
 

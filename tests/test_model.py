@@ -448,6 +448,36 @@ def test_deform_with_landmarks_is_one_pass_of_the_same_field():
     assert (both.landmarks - head.neutral_landmarks).abs().max() > 1e-4  # the field moved them
 
 
+def test_fixed_fields_deform_exactly_as_the_full_field_until_the_model_trains_again():
+    """A renderer's model computes its fields' spatial part once (fix_fields): the same Gaussians
+    as evaluating the whole field per call; train() and load_state_dict drop the fixed part."""
+    torch.manual_seed(0)
+    head = TalkingHead(small_head_config(), audio_window=16, audio_channels=20, generator=torch.Generator().manual_seed(0))
+    head.eval()
+    with torch.no_grad():  # a non-trivial field (the planes start at ~1e-4)
+        for br in ("face", "mouth"):
+            for p in head.branch(br).motion.parameters():
+                p.normal_(0.0, 0.3)
+    windows = gather_windows(torch.randn(30, 16, 20), torch.tensor([3, 20, 7]))
+    eye = eye_code(torch.tensor([0.0, 0.8, 0.1]), torch.tensor([[0.3, 0.3], [0.05, 0.06], [0.2, 0.25]]))
+    with torch.no_grad():
+        full = {"face": head.deform("face", windows, eye), "mouth": head.deform("mouth", windows)}
+        head.fix_fields()
+        fixed = {"face": head.deform("face", windows, eye), "mouth": head.deform("mouth", windows)}
+    assert set(head._fixed_fields) == {"face", "mouth"}
+    for br, names in (("face", ("means", "quats", "scales", "d_xyz", "audio_att", "eye_att")), ("mouth", ("means", "d_xyz"))):
+        for name in names:
+            torch.testing.assert_close(getattr(fixed[br], name), getattr(full[br], name), rtol=1e-5, atol=1e-7)
+    assert (full["face"].d_xyz.abs().max() > 1e-4) and (full["mouth"].d_xyz.abs().max() > 1e-4)
+    head.eval()
+    assert head._fixed_fields, "eval() changes no parameter: the fixed part stays"
+    head.load_state_dict(head.state_dict())
+    assert not head._fixed_fields
+    head.fix_fields()
+    head.train()
+    assert not head._fixed_fields
+
+
 def test_frame_inputs_of_a_batch():
     """frame_inputs: float32 windows, eye codes from blink and the open-eye reference, one
     camera per frame, the background as given; refuses mismatched frame counts."""

@@ -170,6 +170,19 @@ class TalkingHead(nn.Module):
             )
         elif cfg.conditioning != "audio":
             raise TalkgsError(f"unknown conditioning {cfg.conditioning!r} (audio or mouth_state)")
+        self._fixed_fields: dict[str, object] = {}  # fix_fields(): branch -> its motion's spatial part
+
+    def fix_fields(self) -> None:
+        """Compute each branch's frame-independent motion terms once (tri-plane features through
+        the first layer, region-attention gates): for rendering a model whose parameters no longer
+        change. ``deform`` then evaluates only the per-frame part; ``train()`` and ``load_state_dict`` drop them."""
+        with torch.no_grad():
+            self._fixed_fields = {name: br.motion.spatial(activate(br.gaussians)[0]) for name, br in self.branches.items()}
+
+    def train(self, mode: bool = True) -> "TalkingHead":
+        if mode:
+            self._fixed_fields = {}  # the parameters may change from here on
+        return super().train(mode)
 
     # ------------------------------------------------------------------ access
     def branch(self, name: str) -> GaussianBranch:
@@ -278,7 +291,8 @@ class TalkingHead(nn.Module):
             if eye is not None:
                 eye = eye.to(device=means_c.device, dtype=means_c.dtype)
             lm = self.neutral_landmarks.to(means_c) if with_landmarks else None
-            d = br.motion(means_c if lm is None else torch.cat([means_c, lm]), code, eye)
+            fixed = self._fixed_fields.get(branch) if lm is None else None
+            d = br.motion(means_c if lm is None else torch.cat([means_c, lm]), code, eye, spatial=fixed)
             landmarks = None
             if lm is not None:
                 landmarks = lm[None] + d.d_xyz[:, n:]
@@ -299,7 +313,7 @@ class TalkingHead(nn.Module):
                 eye=d.eye,
                 landmarks=landmarks,
             )
-        d_xyz = br.motion(means_c, code)
+        d_xyz = br.motion(means_c, code, spatial=self._fixed_fields.get(branch))
         return DeformedGaussians(
             means=means_c[None] + d_xyz,
             quats=quats_c[None].expand(b, n, 4),
@@ -414,6 +428,7 @@ class TalkingHead(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Like nn.Module's, but first resizes the Gaussians to the checkpoint's counts
         (densification changes N)."""
+        self._fixed_fields = {}
         for name in BRANCHES:
             gs = self.gaussians(name)
             for key in list(gs.keys()):

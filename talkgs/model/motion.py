@@ -10,7 +10,8 @@ tri-plane feature f(mu) of each canonical mean,
 
 Colour and opacity stay fixed (no delta opacity: the original predicted one and never applied it),
 so the Gaussians keep their identity across frames. Features and gates depend only on the canonical
-means: they are computed once per call and combined with the ``B`` frames' codes.
+means: they are computed once per call (or once per fixed model: ``spatial``) and combined with
+the ``B`` frames' codes.
 
 Inside-mouth branch (:class:`MouthMotion`): MLP([f, audio]) -> dxyz only (x 0.01 m), with x and z
 damped by ``xz_damping`` (the original divides them by 5: the mouth interior moves mostly up/down).
@@ -95,6 +96,16 @@ class FaceDeltas:
                           self.eye_weight[:n], self.audio, self.eye)
 
 
+@dataclasses.dataclass
+class FaceSpatial:
+    """The frame-independent part of the face field for fixed canonical means (what a renderer of
+    a fixed model computes once, :meth:`FaceMotion.spatial`)."""
+
+    feat_first: torch.Tensor  # [N, H] the first layer on the tri-plane features alone
+    aud_weight: torch.Tensor  # [N, A]
+    eye_weight: torch.Tensor  # [N, E]
+
+
 class FaceMotion(nn.Module):
     """``forward(means [N, 3], audio [B, A], eye [B, E]) -> FaceDeltas``."""
 
@@ -123,7 +134,17 @@ class FaceMotion(nn.Module):
         x = means.detach()
         return torch.cat([g(x) for g in self.grids()], dim=-1)
 
-    def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor | None = None) -> FaceDeltas:
+    def spatial(self, means: torch.Tensor) -> FaceSpatial:
+        """What the field computes from the canonical ``means [N, 3]`` alone: features through
+        the first layer, and the region-attention gates."""
+        feat = self.features(means)  # [N, F]
+        fd = feat.shape[1]
+        return FaceSpatial(feat @ self.deform[0].weight[:, :fd].T, self.aud_att(feat), self.eye_att(feat))
+
+    def forward(self, means: torch.Tensor, audio: torch.Tensor, eye: torch.Tensor | None = None,
+                spatial: FaceSpatial | None = None) -> FaceDeltas:
+        """Deltas of ``means [N, 3]`` in the ``B`` frames of ``audio [B, A]`` and ``eye [B, E]``;
+        ``spatial``: :meth:`spatial` of these means, when already computed."""
         b = audio.shape[0]
         if audio.ndim != 2 or audio.shape[1] != self.audio_dim:
             raise TalkgsError(f"face audio code must be [B, {self.audio_dim}], got {tuple(audio.shape)}")
@@ -131,13 +152,12 @@ class FaceMotion(nn.Module):
             eye = audio.new_zeros(b, self.eye_dim)
         if eye.shape != (b, self.eye_dim):
             raise TalkgsError(f"eye code must be [{b}, {self.eye_dim}], got {tuple(eye.shape)}")
-        feat = self.features(means)  # [N, F]
-        n, fd, A = feat.shape[0], feat.shape[1], self.audio_dim
-        eye = eye.to(feat.dtype)
-        aud_weight = self.aud_att(feat)  # [N, A]
-        eye_weight = self.eye_att(feat)  # [N, E]
+        sp = self.spatial(means) if spatial is None else spatial
+        aud_weight, eye_weight = sp.aud_weight, sp.eye_weight  # [N, A], [N, E]
         first = self.deform[0].weight  # [H, F + A + E]
-        hidden = first.shape[0]
+        n, hidden, A = aud_weight.shape[0], first.shape[0], self.audio_dim
+        fd = first.shape[1] - A - self.eye_dim
+        eye = eye.to(first.dtype)
         # The first layer on [feat, a_aud * audio_b, a_eye * eye_b] is feat W_f + [a_aud, a_eye]
         # [diag(audio_b) W_a; diag(eye_b) W_e]: one [N, A + E] x [A + E, B H] matmul for all B
         # frames, laid out [N, B, H], instead of materialising the [B, N, A] attended codes and
@@ -145,7 +165,7 @@ class FaceMotion(nn.Module):
         w = torch.cat([audio[:, :, None] * first[:, fd : fd + A].T[None],
                        eye[:, :, None] * first[:, fd + A :].T[None]], dim=1)  # [B, A + E, H]
         h = torch.cat([aud_weight, eye_weight], dim=1) @ w.permute(1, 0, 2).reshape(-1, b * hidden)
-        h = h.view(n, b, hidden) + (feat @ first[:, :fd].T)[:, None, :]  # [N, B, H]
+        h = h.view(n, b, hidden) + sp.feat_first[:, None, :]  # [N, B, H]
         out = self.deform[1:](h).transpose(0, 1)  # ReLU, Linear, ReLU, Linear -> [B, N, 10]
         return FaceDeltas(
             d_xyz=out[..., :3] * self.cfg.xyz_scale,
@@ -171,11 +191,18 @@ class MouthMotion(nn.Module):
             "axis_scale", torch.tensor([cfg.xz_damping, 1.0, cfg.xz_damping]) * cfg.xyz_scale, persistent=False
         )
 
-    def forward(self, means: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def spatial(self, means: torch.Tensor) -> torch.Tensor:
+        """``[N, H]``: the first layer on the tri-plane features of ``means [N, 3]`` alone (no
+        gradient to the means, as the face field)."""
+        feat = self.grid(means.detach())  # [N, F]
+        return feat @ self.deform[0].weight[:, : feat.shape[1]].T
+
+    def forward(self, means: torch.Tensor, audio: torch.Tensor, spatial: torch.Tensor | None = None) -> torch.Tensor:
+        """``spatial``: :meth:`spatial` of ``means``, when already computed."""
         if audio.ndim != 2 or audio.shape[1] != self.audio_dim:
             raise TalkgsError(f"mouth audio code must be [B, {self.audio_dim}], got {tuple(audio.shape)}")
-        feat = self.grid(means.detach())  # [N, F], no gradient to the means (as the face field)
         first = self.deform[0].weight
-        fd = feat.shape[1]
-        h = (feat @ first[:, :fd].T)[None] + (audio @ first[:, fd:].T)[:, None, :]  # [B, N, H]
+        sp = self.spatial(means) if spatial is None else spatial
+        fd = first.shape[1] - self.audio_dim
+        h = sp[None] + (audio @ first[:, fd:].T)[:, None, :]  # [B, N, H]
         return self.deform[1:](h) * self.axis_scale  # deform[1:] starts with the ReLU

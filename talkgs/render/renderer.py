@@ -105,6 +105,7 @@ class HeadRenderer:
         self.tracks = fmt.load_tracks(self.root, ("blink", "eye_ratio", "w2c"))
         self.n_dataset_frames = int(self.meta["n_frames"])
         self.model = ckpt.build_model(state, self.device)
+        self.model.fix_fields()  # a renderer's model never changes: its motion fields' spatial part is computed once
         self.eye_ratio_ref = state["eye_ratio_ref"].to(self.device)
         self.audio_window = int(self.model.cfg.audio.window)
         if not 0.0 < mouth_amplitude <= MAX_MOUTH_AMPLITUDE:
