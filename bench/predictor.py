@@ -4,7 +4,7 @@ CPU, about a minute per variant.
 
     python bench/predictor.py [--data /work/data] [--anchor anchor] [--kind whisper]
         [--variant NAME=KEY=VALUE,KEY=VALUE ...] [--builtin] [--cache DIR]
-        [--out bench/results/predictor_cpu.json]
+        [--name NAME | --out FILE]   (default bench/results/predictor/cpu.json)
 
 Each variant fits the predictor exactly as `talkgs train` does (talkgs.train.trainer:
 load_dataset, fit_face_model's measured states, predictor_clips, fit_mouth_predictor) on the
@@ -40,14 +40,11 @@ once across variants and runs). Prints one table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,8 +52,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+
+REPO = H.REPO
 
 import talkgs.audio as TA  # noqa: E402
 from talkgs.audio.augment import QUIET_ROOM_DBFS, room_tone  # noqa: E402
@@ -361,7 +359,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = H.parser(__doc__, "predictor")
     ap.add_argument("--data", type=Path, default=REPO.parent / "data")
     ap.add_argument("--anchor", default="anchor")
     ap.add_argument("--drives", nargs="*", default=list(DRIVES))
@@ -370,7 +368,6 @@ def main() -> int:
     ap.add_argument("--builtin", action="store_true", help="also run the default variant (no KEY=VALUE)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "talkgs_bench_predictor")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "predictor_cpu.json")
     args = ap.parse_args()
 
     specs = [f"{k}={v}" for k, v in BUILTIN.items()] if (args.builtin or not args.variant) else []
@@ -399,21 +396,16 @@ def main() -> int:
             measured = measured_row(basis, w, b, val, drives_by_kind[v["kind"]])
     table = ([measured] if measured else []) + rows
     print_table(table)
-    result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "device": "cpu"},
-        "anchor": args.anchor, "drives": args.drives, "max_lag": MAX_LAG,
-        "opening": "least-squares map of states to tracks mouth_open on the train frames' measured states, "
-                   "scaled to the measured std on those frames",
-        "offset_sign": "offset > 0: the prediction moves later than the measured mouth (frames)",
-        "rows": table,
-    }
-    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    setup = {"anchor": args.anchor, "drives": args.drives, "max_lag": MAX_LAG, "torch_threads": torch.get_num_threads(),
+             "opening": "least-squares map of states to tracks mouth_open on the train frames' measured states, "
+                        "scaled to the measured std on those frames",
+             "offset_sign": "offset > 0: the prediction moves later than the measured mouth (frames)"}
+    # A rerun with other variants adds its rows to the file's (a row per variant name).
+    path = H.result_path("predictor", args, "cpu")
+    old = json.loads(path.read_text()) if path.exists() else {}
     keep = {r["name"]: r for r in old.get("rows", [])}
-    keep.update({r["name"]: r for r in table})
-    result["rows"] = list(keep.values())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=lambda o: str(o) if isinstance(o, Path) else float(o)) + "\n")
+    keep.update({r["name"]: r for r in json.loads(json.dumps(table, default=lambda o: str(o) if isinstance(o, Path) else float(o)))})
+    args.out = H.write("predictor", args, list(keep.values()), device="cpu", setup=setup)
     print(f"wrote {args.out}")
     return 0
 
