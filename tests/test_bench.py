@@ -133,3 +133,96 @@ def test_committed_docs_are_what_results_md_makes_of_the_results(bench_modules):
     docs = H.read_all()
     assert (REPO / "docs" / "results.md").read_text() == R.results_md(docs, REPO / "docs")
     assert (REPO / "docs" / "speed.md").read_text() == R.speed_md(docs, REPO / "docs")
+
+
+def test_launch_summary_counts_what_a_real_profile_saw(bench_modules):
+    """bench/_profile.py on a CPU profile: no kernel launches or device time; each .item() is a
+    scalar read; the aten operators' host time is there."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        P = importlib.import_module("_profile")
+    finally:
+        sys.path.remove(str(BENCH))
+    x = torch.randn(256, 256)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(4):
+            y = (x @ x).relu()
+            y.sum().item()
+            y.mean().item()
+    s = P.launch_summary(prof, steps=4, wall_ms_per_step=1.0)
+    assert s["launches"] == 0 and s["host_syncs"] == 0 and s["device_busy_ms"] == 0
+    assert s["scalar_reads"] == 2.0
+    assert s["host_ops_ms"] > 0 and s["device_busy_fraction"] is None
+
+
+def test_mouth_table_groups_runs_with_the_seed_spread(tmp_path):
+    """bench/mouth_table.py: a row per run from its eval and config, a mean per (clip, preset,
+    variant) with each figure's min and max over the seeds."""
+    def run(name, clip, seed, variant, psnr, area_r):
+        d = tmp_path / name
+        (d / "eval").mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"dataset": f"/data/{clip}", "preset": "default", "seed": seed}))
+        metrics = {"mean": {"psnr": psnr, "head_psnr": psnr - 3, "mouth_psnr": psnr + 1},
+                   "sections": {"val": {"lips": {"r": 0.8, "offset": 0, "mouth": {"area_r": area_r, "teeth": 0.5}}}}}
+        (d / "eval" / "metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"setup": {"variant": variant},
+                                                           "rows": [{"measure": "total", "train_wall_s": 100.0 + seed}]}))
+        return d
+
+    runs = [run("a0", "anchor", 0, "none", 31.0, 0.7), run("a1", "anchor", 1, "none", 31.4, 0.8),
+            run("b0", "anchor", 0, "mouth_branch", 31.2, 0.9), run("o0", "obama", 0, "none", 32.0, 0.6)]
+    out = tmp_path / "table.json"
+    subprocess.run([sys.executable, str(BENCH / "mouth_table.py"), *map(str, runs), "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    doc = json.loads(out.read_text())
+    means = {(r["clip"], r["variant"]): r for r in doc["rows"] if r["measure"] == "mean"}
+    assert set(means) == {("anchor", "none"), ("anchor", "mouth_branch"), ("obama", "none")}
+    a = means[("anchor", "none")]
+    assert a["seeds"] == [0, 1] and a["psnr"] == pytest.approx(31.2) and a["psnr_range"] == [31.0, 31.4]
+    assert a["mouth_area_r_range"] == [0.7, 0.8] and a["train_wall_s_range"] == [100.0, 101.0]
+    assert means[("obama", "none")]["head_psnr"] == pytest.approx(29.0)
+    assert sum(r["measure"] == "run" for r in doc["rows"]) == 4
+
+
+def test_peer_tg_windows_are_centred_on_each_frame(bench_modules):
+    """TG's audio slot from talkgs features [N, 2, C]: 16 states per frame centred between the
+    frame's two states, zeros past the clip's ends."""
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        tg = importlib.import_module("peer_tg")
+    finally:
+        sys.path.remove(str(BENCH))
+    n, c = 10, 3
+    states = np.arange(n * 2 * c, dtype=np.float32).reshape(n, 2, c) + 1  # no zero state
+    w = tg.tg_windows(states)
+    assert w.shape == (n, 16, c)
+    flat = states.reshape(n * 2, c)
+    i = 5  # frame i: the second state of i - 4, both of i - 3 .. i + 3, the first of i + 4
+    np.testing.assert_array_equal(w[i], flat[2 * i - 7 : 2 * i + 9])
+    assert (w[0, :7] == 0).all() and (w[0, 7:] != 0).all()
+    assert (w[n - 1, -7:] == 0).all() and (w[n - 1, :-7] != 0).all()
+
+
+TG_MIRROR = Path("/work/.mirror/Fictionarry+TalkingGaussian/repo")
+
+
+@pytest.mark.skipif(not TG_MIRROR.exists(), reason=f"no local mirror of TalkingGaussian at {TG_MIRROR}")
+def test_peer_tg_edits_apply_exactly_once_to_the_pinned_checkout(tmp_path):
+    """Every edit bench/peer_tg.py makes to the original finds its text exactly as often as it says
+    (a checkout at another commit is refused), and a second setup starts again from the original."""
+    cmd = [sys.executable, str(BENCH / "peer_tg.py"), "setup", "--mirror", str(TG_MIRROR), "--dir", str(tmp_path)]
+    for _ in range(2):
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    sys.path.insert(0, str(BENCH))
+    try:
+        tg = importlib.import_module("peer_tg")
+    finally:
+        sys.path.remove(str(BENCH))
+    assert out.count("\nedit ") == len(tg.EDITS)
+    root = tmp_path / "TalkingGaussian"
+    assert "'-std=c++17'" in (root / "gridencoder/backend.py").read_text()
+    assert (root / "train_face.py").read_text().count("talkgs: skip a non-finite step") == 1
