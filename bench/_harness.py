@@ -65,7 +65,10 @@ def commit() -> str:
 
 
 def device_name(device: str | None = None) -> str:
-    """``NVIDIA H200`` for a CUDA device, else ``cpu: <model> (<n> cores)``."""
+    """``NVIDIA H200`` for a CUDA device, else ``cpu: <model> (<n> cores)``. Any other string is a
+    device's name given as it is (results measured on another machine and tabulated here)."""
+    if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith(("cuda:", "cpu:")):
+        return str(device)
     if device in (None, "auto", "cuda") or str(device).startswith("cuda"):
         try:
             import torch

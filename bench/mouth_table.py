@@ -73,13 +73,15 @@ def main() -> int:
     ap = H.parser(__doc__, "mouth")
     ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--note", default=None, help="one sentence a reader needs (e.g. runs trained side by side)")
+    ap.add_argument("--device", default=None,
+                    help="the device the runs trained and rendered on, as named in their results (default: this machine)")
     args = ap.parse_args()
     rows = [run_row(r) for r in args.runs if (r / "eval" / "metrics.json").exists()]
     if not rows:
         raise SystemExit("mouth_table: no RUN has eval/metrics.json")
     means = group_means(rows)
     H.write("mouth", args, [{"measure": "run", **r} for r in rows] + [{"measure": "mean", **g} for g in means],
-            params={"runs": [str(r) for r in args.runs]}, note=args.note)
+            device=args.device, params={"runs": [str(r) for r in args.runs]}, note=args.note)
     cols = ("clip", "preset", "variant", "seeds", "psnr", "head_psnr", "mouth_psnr", "mouth_ssim", "mouth_lpips",
             "lips_r", "mouth_area_r", "mouth_area_ratio_open", "teeth")
     print(" | ".join(cols))
