@@ -270,6 +270,8 @@ def fig_train(d: dict) -> str | None:
     p = d.get("params") or {}
     if p.get("resumed") or p.get("resume") or p.get("interrupted") or p.get("schedule_scale", 1.0) not in (1, 1.0):
         return None
+    if (d.get("setup") or {}).get("shared_gpu") or p.get("shared_gpu"):  # not one training's time
+        return None
     total = [r for r in _measure(d, "total") if r.get("train_wall_s") and not r.get("interrupted")]
     if not total:
         return None

@@ -90,6 +90,8 @@ def main() -> int:
     ap.add_argument("--preset", default="default", help="the train preset to start from")
     ap.add_argument("--variant", default="none", choices=sorted(VARIANTS),
                     help="a bench variant applied over the preset (see VARIANTS)")
+    ap.add_argument("--shared-gpu", action="store_true",
+                    help="other jobs share the GPU: recorded, so the times are never quoted as one training's")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None,
@@ -155,7 +157,7 @@ def main() -> int:
     out = [{"measure": "stage", **r} for r in rows] + [{"measure": "total", **total}]
     if val is not None:
         out.append({"measure": "val", **val})
-    H.write("train", args, out, device=dev, setup={"preset": args.preset, "variant": args.variant, "lips_weight": cfg.face.losses.lips,
+    H.write("train", args, out, device=dev, setup={"preset": args.preset, "variant": args.variant, "shared_gpu": args.shared_gpu, "lips_weight": cfg.face.losses.lips,
                                               "eval_notes": notes})
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],
               "peak_gpu_mem_gib": total["peak_gpu_mem_gib"], **({"val": val, "eval_s": total["eval_s"]} if val else {})}
