@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def commit() -> str:
 def device_name(device: str | None = None) -> str:
     """``NVIDIA H200`` for a CUDA device, else ``cpu: <model> (<n> cores)``. Any other string is a
     device's name given as it is (results measured on another machine and tabulated here)."""
-    if device is not None and device not in ("auto", "cpu", "cuda") and not str(device).startswith(("cuda:", "cpu:")):
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
         return str(device)
     if device in (None, "auto", "cuda") or str(device).startswith("cuda"):
         try:

@@ -64,6 +64,18 @@ POSTFIX = "wh"  # aud_<postfix>.npy, TG's naming of its feature files
 STATES_PER_FRAME = 2
 TG_WINDOW = 16  # states per frame TG's AudioNet reads
 
+TG_ITERATIONS = 50_000  # its mouth and face stages' default --iterations
+TG_FUSE_ITERATIONS = 10_000  # its fuse stage's, hard-coded
+
+
+def _skip_non_finite(script: str, why: str) -> tuple[str, str, str, int, str]:
+    """The edit that skips a training step whose loss is not finite (not the last step, which saves)."""
+    return (script, "        loss.backward()\n",
+            "        if not torch.isfinite(loss) and iteration < opt.iterations:  # talkgs: skip a non-finite step\n"
+            "            continue\n        loss.backward()\n",
+            1, f"skip non-finite steps: {why}")
+
+
 # (file, old, new, count, why): exact replacements inside the TG checkout.
 EDITS = (
     ("scene/dataset_readers.py",
@@ -86,18 +98,9 @@ EDITS = (
      1, "the val renders losslessly, for bench/peer_tg.py score"),
     ("gridencoder/backend.py", "'-std=c++14'", "'-std=c++17'",
      2, "C++17: current PyTorch headers do not compile as C++14"),
-    ("train_mouth.py", "        loss.backward()\n",
-     "        if not torch.isfinite(loss) and iteration < opt.iterations:  # talkgs: skip a non-finite step\n"
-     "            continue\n        loss.backward()\n",
-     1, "skip non-finite steps: the mouth loss is NaN on frames whose mouth mask is empty"),
-    ("train_face.py", "        loss.backward()\n",
-     "        if not torch.isfinite(loss) and iteration < opt.iterations:  # talkgs: skip a non-finite step\n"
-     "            continue\n        loss.backward()\n",
-     1, "skip non-finite steps: the rasterizer returns non-finite images on some face steps"),
-    ("train_fuse.py", "        loss.backward()\n",
-     "        if not torch.isfinite(loss) and iteration < opt.iterations:  # talkgs: skip a non-finite step\n"
-     "            continue\n        loss.backward()\n",
-     1, "skip non-finite steps (as the face stage)"),
+    _skip_non_finite("train_mouth.py", "the mouth loss is NaN on frames whose mouth mask is empty"),
+    _skip_non_finite("train_face.py", "the rasterizer returns non-finite images on some face steps"),
+    _skip_non_finite("train_fuse.py", "as the face stage"),
     ("train_fuse.py", "    opt.iterations = 10000\n",
      "    opt.iterations = int(os.environ.get('TALKGS_TG_FUSE_ITERATIONS', 10000))  # talkgs: settable\n",
      1, "the fuse stage's step count (10000, hard-coded) settable for the equal-wall-clock setting"),
@@ -177,7 +180,7 @@ def _installed(python: str, module: str) -> bool:
 
 
 def stand_ins(root: Path, python: str = sys.executable) -> list[str]:
-    """lpips.py / imageio.py in the checkout where ``python`` lacks the package; a stand-in
+    """lpips.py / imageio.py / pandas.py in the checkout where ``python`` lacks the package; a stand-in
     written earlier goes where the package is installed."""
     out = []
     for module, text in (("lpips", LPIPS_STAND_IN), ("imageio", IMAGEIO_STAND_IN), ("pandas", PANDAS_STAND_IN)):
@@ -287,8 +290,8 @@ def cmd_train(args) -> int:
              ("face", ["train_face.py", *common, "--init_num", "2000", "--densify_grad_threshold", "0.0005", *its]),
              ("fuse", ["train_fuse.py", *common, "--opacity_lr", "0.001"]),
              ("render", ["synthesize_fuse.py", *common, "--eval"])]
-    times = {"iterations": {"mouth": args.iterations or 50_000, "face": args.iterations or 50_000,
-                            "fuse": args.fuse_iterations or 10_000}, "seconds": {}}
+    times = {"iterations": {"mouth": args.iterations or TG_ITERATIONS, "face": args.iterations or TG_ITERATIONS,
+                            "fuse": args.fuse_iterations or TG_FUSE_ITERATIONS}, "seconds": {}}
     for name, step in steps:
         print("peer_tg:", " ".join(step), flush=True)
         t0 = time.perf_counter()

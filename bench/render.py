@@ -172,8 +172,8 @@ def main() -> int:
     out = [{"measure": "pipeline", **row} for row in rows] + [{"measure": "end to end", "batch": best["batch"], **e2e}]
     if mouth is not None:
         out.append({"measure": "mouth area", **mouth})
-    setup = {"run": str(args.run), "fields": "per call" if args.per_call_fields else "fixed", "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
-             "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}
+    setup = {"run": str(args.run), "fields": "per call" if args.per_call_fields else "fixed",
+             "size": [r.width, r.height], "gaussians": r.model.num_gaussians(), "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}
     H.write("render", args, out, device=str(dev), setup=setup)
     print(f"\ntalkgs render on {H.device_name(str(dev))}: {r.width}x{r.height}, Gaussians {setup['gaussians']}")
     print(f"{'batch':>6}{'frames/s':>12}")

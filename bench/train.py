@@ -157,8 +157,9 @@ def main() -> int:
     out = [{"measure": "stage", **r} for r in rows] + [{"measure": "total", **total}]
     if val is not None:
         out.append({"measure": "val", **val})
-    H.write("train", args, out, device=dev, setup={"preset": args.preset, "variant": args.variant, "shared_gpu": args.shared_gpu, "lips_weight": cfg.face.losses.lips,
-                                              "eval_notes": notes})
+    setup = {"preset": args.preset, "variant": args.variant, "shared_gpu": args.shared_gpu,
+             "lips_weight": cfg.face.losses.lips, "eval_notes": notes}
+    H.write("train", args, out, device=dev, setup=setup)
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],
               "peak_gpu_mem_gib": total["peak_gpu_mem_gib"], **({"val": val, "eval_s": total["eval_s"]} if val else {})}
     print(f"\ntalkgs train on {result['device']} (schedule x{args.schedule_scale}{', resumed' if args.resume else ''})")
