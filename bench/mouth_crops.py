@@ -14,6 +14,14 @@ With --drive: CROPS/drive_<name>.png, the head saying OTHER's audio (its default
 frames need not be present), each labelled with OTHER's own opening. The result
 (bench/results/mouth_crops/<--name>.json, or --out) holds one row per frame shown: its set, the
 ground-truth opening and the render's visible inside-mouth area.
+
+    python bench/mouth_crops.py RUN [RUN ...] --saved [--frames F ...] [--crops DIR]
+
+--saved: no model, no GPU: the val renders each RUN's `talkgs eval` saved for the lip metrics
+(RUN/eval/lips/, a lossy codec: on a machine without PyAV, MPEG-4 Part 2) under the ground truth,
+one row per RUN (e.g. a default and its variants, trained elsewhere), for the --n widest val
+frames and the --frames that lie in the val split: CROPS/saved.png (default CROPS: the first
+RUN's eval/crops), each render labelled with the visible inside-mouth area its eval measured.
 """
 
 from __future__ import annotations
@@ -48,9 +56,78 @@ def save_rgb(path: Path, rgb: np.ndarray) -> None:
         raise SystemExit(f"mouth_crops: cannot write {path}")
 
 
+def saved_crops(args) -> None:
+    """--saved: crops of the renders each run's eval saved, under the ground truth (module docstring)."""
+    import json
+
+    from talkgs.data import load_dataset
+    from talkgs.data import format as fmt
+    from talkgs.media.frames import read_frames
+    from talkgs.metrics.mouth import lip_centres, mouth_crop_boxes, mouth_crop_side
+    from talkgs.model.head import ground_truth_on_plate
+    from talkgs.render.renderer import to_uint8
+
+    size = 128
+    saved = []
+    for run in args.run:
+        path = run / "eval" / "metrics.json"
+        if not path.is_file():
+            raise SystemExit(f"mouth_crops: {path} is missing (run `talkgs eval {run}` first)")
+        m = json.loads(path.read_text())
+        val = m["sections"]["val"]
+        if "lips_render" not in val:
+            raise SystemExit(f"mouth_crops: {path} lists no saved val renders (eval saves them where MediaPipe is missing, "
+                             "or with --save-renders)")
+        saved.append((run, m, val))
+    runs_ranges = {tuple(v["frames"]) for _, _, v in saved}
+    if len(runs_ranges) != 1:
+        raise SystemExit(f"mouth_crops: the runs' val splits differ: {sorted(runs_ranges)}")
+    a, b = runs_ranges.pop()
+    root = args.dataset or Path(saved[0][1]["dataset"])
+    scale = float(saved[0][1].get("image_scale", 1.0))
+    outside = [f for f in args.frames if not a <= f < b]
+    if outside:
+        raise SystemExit(f"mouth_crops: --frames {outside} are outside the val split {a}:{b} the saved renders hold")
+    with np.load(root / fmt.TRACKS) as z:
+        all_open = z["mouth_open"].astype(np.float64)
+        all_landmarks = z["landmarks"] * scale
+    ds = load_dataset(root, "cpu", audio_kind=None, scale=scale, frame_range=(a, b))
+    gt = to_uint8(ground_truth_on_plate(ds.frames, ds.labels, ds.background)).numpy()
+    side = mouth_crop_side(all_landmarks)
+    boxes = mouth_crop_boxes(lip_centres(all_landmarks), side, ds.width, ds.height)
+    widest = np.sort(np.argsort(-all_open[a:b])[: args.n]) + a
+    frames = sorted(set(int(f) for f in widest) | set(args.frames))
+    renders = []
+    for run, _, val in saved:
+        rend = val["lips_render"]
+        w, h = rend["size"]
+        x0, y0 = rend["box"][:2]
+        fr = read_frames(run / "eval" / rend["file"])[:, :h, :w]
+        if fr.shape[0] != b - a:
+            raise SystemExit(f"mouth_crops: {run / 'eval' / rend['file']} has {fr.shape[0]} frames, the val split {b - a}")
+        full = np.zeros((b - a, ds.height, ds.width, 3), np.uint8)  # the saved face crop put back in the frame
+        full[:, y0 : y0 + h, x0 : x0 + w] = fr[:, : ds.height - y0, : ds.width - x0]
+        renders.append((run.name, full, val["per_frame"]["visible_mouth_area"]))
+    rows = [np.concatenate([label(crop(gt[f - a], boxes[f], size), f"{f} gt {all_open[f]:.3f}") for f in frames], 1)]
+    report = []
+    for name, full, area in renders:
+        rows.append(np.concatenate([label(crop(full[f - a], boxes[f], size), f"{name} {area[f - a]:.0f}px")
+                                    for f in frames], 1))
+        report += [{"set": "saved val", "run": name, "frame": f, "gt_open": float(all_open[f]),
+                    "render_visible_mouth_px": float(area[f - a])} for f in frames]
+    out = args.crops or args.run[0] / "eval" / "crops"
+    save_rgb(out / "saved.png", np.concatenate(rows, 0))
+    print(f"mouth_crops: {out / 'saved.png'} (frames {frames}; rows: ground truth, {', '.join(r[0] for r in renders)})")
+    H.write("mouth_crops", args, report, device="cpu",
+            setup={"crops": str(out), "source": "saved eval renders", "mouth_crop_px": side,
+                   "runs": [str(r) for r in args.run]})
+
+
 def main() -> None:
     ap = H.parser(__doc__, "mouth_crops")
-    ap.add_argument("run", type=Path, help="a trained run")
+    ap.add_argument("run", type=Path, nargs="+", help="a trained run (several only with --saved)")
+    ap.add_argument("--saved", action="store_true",
+                    help="crops of the val renders each RUN's eval saved (no model, no GPU; module docstring)")
     ap.add_argument("--dataset", type=Path, default=None, help="the run's dataset (default: as recorded in the run)")
     ap.add_argument("--drive", type=Path, action="append", default=[], help="another prepared clip (repeatable)")
     ap.add_argument("--n", type=int, default=6, help="widest val frames shown")
@@ -60,6 +137,11 @@ def main() -> None:
     ap.add_argument("--mouth-amplitude", type=float, default=1.0, help="scale of the predicted mouth motion")
     ap.add_argument("--crops", type=Path, default=None, help="folder of the PNGs (default: RUN/eval/crops)")
     args = ap.parse_args()
+    if args.saved:
+        return saved_crops(args)
+    if len(args.run) != 1:
+        raise SystemExit("mouth_crops: one RUN (several only with --saved)")
+    args.run = args.run[0]
 
     import torch
 

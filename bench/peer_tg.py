@@ -40,8 +40,9 @@ unused torchvision import goes; where the `lpips` package is missing, WORK/Talki
 stands in with talkgs's ST-LPIPS (alex) for TG's lip and patch LPIPS losses; where imageio is
 missing, a stand-in that writes no mp4 (renders.npy is what is scored); where pandas is missing,
 a stand-in read_csv for its au.csv. To build and train on a current PyTorch/CUDA it needs C++17
-for its grid encoder and a skip of non-finite steps (its mouth loss is NaN where a frame's mouth
-mask is empty; its rasterizer returns non-finite images on some face steps).
+for its grid encoder, two standard includes in its CUDA submodules (<cstdint>, <cfloat>) and a
+skip of non-finite steps (its mouth loss is NaN where a frame's mouth mask is empty; its
+rasterizer returns non-finite images on some face steps).
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ EDITS = (
      1, "the val renders losslessly, for bench/peer_tg.py score"),
     ("gridencoder/backend.py", "'-std=c++14'", "'-std=c++17'",
      2, "C++17: current PyTorch headers do not compile as C++14"),
+    ("submodules/diff-gaussian-rasterization/cuda_rasterizer/rasterizer_impl.h",
+     "#include <iostream>\n#include <vector>\n", "#include <cstdint>\n#include <iostream>\n#include <vector>\n",
+     1, "<cstdint> for std::uintptr_t and uint32_t (current GCC headers no longer include it on the way)"),
+    ("submodules/simple-knn/simple_knn.cu",
+     "#define BOX_SIZE 1024\n", "#define BOX_SIZE 1024\n#include <cfloat>\n",
+     1, "<cfloat> for FLT_MAX (likewise)"),
     _skip_non_finite("train_mouth.py", "the mouth loss is NaN on frames whose mouth mask is empty"),
     _skip_non_finite("train_face.py", "the rasterizer returns non-finite images on some face steps"),
     _skip_non_finite("train_fuse.py", "as the face stage"),
@@ -163,6 +170,9 @@ def apply_edits(root: Path) -> list[str]:
     done = []
     for rel, old, new, count, why in EDITS:
         path = root / rel
+        if rel.startswith("submodules/") and not path.exists():
+            done.append(f"not edited {rel}: its submodule is not checked out")
+            continue
         text = path.read_text()
         if text.count(old) != count:
             raise SystemExit(f"peer_tg: {rel}: the text to edit is found {text.count(old)} times, not {count} "

@@ -73,7 +73,26 @@ def _mouth_branch(cfg: TrainConfig) -> TrainConfig:
                                          triplane=dataclasses.replace(mm.triplane, max_res=2 * mm.triplane.max_res))))
 
 
-VARIANTS = {"none": lambda cfg: cfg, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch}
+def _audio_conditioning(cfg: TrainConfig) -> TrainConfig:
+    """Each branch's audio net encodes the audio features (the original's design), no mouth state."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conditioning="audio"))
+
+
+def _no_lower_face_grid(cfg: TrainConfig) -> TrainConfig:
+    """The face field reads the head tri-plane alone (no finer lower-face grid)."""
+    m = cfg.model
+    return dataclasses.replace(cfg, model=dataclasses.replace(
+        m, face_motion=dataclasses.replace(m.face_motion, lower_face_grid=False)))
+
+
+def _no_landmark_loss(cfg: TrainConfig) -> TrainConfig:
+    """No landmark loss in the face stage."""
+    return dataclasses.replace(cfg, face=_losses(cfg.face, landmarks=0.0))
+
+
+VARIANTS = {"none": lambda cfg: cfg, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
+            "audio_conditioning": _audio_conditioning, "no_lower_face_grid": _no_lower_face_grid,
+            "no_landmark_loss": _no_landmark_loss}
 """Bench variants (--variant): named changes to the preset's config, measured against it."""
 
 

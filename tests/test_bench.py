@@ -207,14 +207,19 @@ def test_peer_tg_windows_are_centred_on_each_frame(bench_modules):
     assert (w[n - 1, -7:] == 0).all() and (w[n - 1, :-7] != 0).all()
 
 
-TG_MIRROR = Path("/work/.mirror/Fictionarry+TalkingGaussian/repo")
+MIRRORS = Path("/work/.mirror")
+TG_MIRROR = MIRRORS / "Fictionarry+TalkingGaussian/repo"
+TG_SUBMODULES = {"--rasterizer": MIRRORS / "ashawkey+diff-gaussian-rasterization/repo",
+                 "--simple-knn": MIRRORS / "camenduru+simple-knn/repo", "--glm": MIRRORS / "g-truc+glm/repo"}
 
 
-@pytest.mark.skipif(not TG_MIRROR.exists(), reason=f"no local mirror of TalkingGaussian at {TG_MIRROR}")
+@pytest.mark.skipif(not all(p.exists() for p in (TG_MIRROR, *TG_SUBMODULES.values())),
+                    reason=f"no local mirrors of TalkingGaussian and its submodules under {MIRRORS}")
 def test_peer_tg_edits_apply_exactly_once_to_the_pinned_checkout(tmp_path):
     """Every edit bench/peer_tg.py makes to the original finds its text exactly as often as it says
     (a checkout at another commit is refused), and a second setup starts again from the original."""
-    cmd = [sys.executable, str(BENCH / "peer_tg.py"), "setup", "--mirror", str(TG_MIRROR), "--dir", str(tmp_path)]
+    cmd = [sys.executable, str(BENCH / "peer_tg.py"), "setup", "--mirror", str(TG_MIRROR), "--dir", str(tmp_path),
+           *(a for k, v in TG_SUBMODULES.items() for a in (k, str(v)))]
     for _ in range(2):
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     sys.path.insert(0, str(BENCH))
@@ -226,3 +231,31 @@ def test_peer_tg_edits_apply_exactly_once_to_the_pinned_checkout(tmp_path):
     root = tmp_path / "TalkingGaussian"
     assert "'-std=c++17'" in (root / "gridencoder/backend.py").read_text()
     assert (root / "train_face.py").read_text().count("talkgs: skip a non-finite step") == 1
+    assert (root / "submodules/simple-knn/simple_knn.cu").read_text().count("#include <cfloat>") == 1
+
+
+def test_every_train_bench_variant_changes_the_default_and_only_its_own_fields(tmp_path):
+    """bench/train.py --variant NAME: each variant (but none) gives a config unlike the default
+    preset's, and touches only the parts its docstring names (model, face/fuse losses)."""
+    import dataclasses
+    import importlib.util
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_train", BENCH / "train.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH))
+    from talkgs.train.config import TrainConfig
+
+    base = TrainConfig.from_preset("default", tmp_path / "data", tmp_path / "run")
+    for name, variant in mod.VARIANTS.items():
+        cfg = variant(base)
+        changed = {f.name for f in dataclasses.fields(base) if getattr(cfg, f.name) != getattr(base, f.name)}
+        if name == "none":
+            assert not changed
+            continue
+        assert changed, name
+        assert changed <= {"model", "face", "fuse"}, (name, changed)
+        assert (variant.__doc__ or "").strip(), name
