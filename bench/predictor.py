@@ -3,7 +3,7 @@ opening, follow the measured mouth on unseen speech of the training speaker and 
 CPU, about a minute per variant.
 
     python bench/predictor.py [--data /work/data] [--anchor anchor] [--kind whisper]
-        [--variant NAME=KEY=VALUE,KEY=VALUE ...] [--builtin] [--cache DIR]
+        [--variant NAME=KEY=VALUE,KEY=VALUE ...] [--builtin] [--cache DIR] [--frames F ...]
         [--name NAME | --out FILE]   (default bench/results/predictor/cpu.json)
 
 Each variant fits the predictor exactly as `talkgs train` does (talkgs.train.trainer:
@@ -87,6 +87,17 @@ def _hash(*parts) -> str:
     for p in parts:
         h.update(p.tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
     return h.hexdigest()[:20]
+
+
+def _code_hash() -> str:
+    """The source of what a cached fit depends on: a fit made by other code is never reused."""
+    import talkgs.model.mouth
+    import talkgs.train.mouth_predictor
+    import talkgs.train.predictor_data
+    import talkgs.train.state
+
+    mods = (talkgs.model.mouth, talkgs.train.mouth_predictor, talkgs.train.predictor_data, talkgs.train.state)
+    return _hash(*(Path(m.__file__).read_bytes() for m in mods))
 
 
 def install_extract_cache(cache: Path) -> None:
@@ -266,7 +277,8 @@ def evaluate(states_fn, w: np.ndarray, b: float, val: dict, drives: list[dict]) 
     return row
 
 
-def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: dict, seed: int) -> dict:
+def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: dict, seed: int,
+                frames: list[int] = ()) -> dict:
     kind = v["kind"]
     root = anchor_copy(data / anchor, kind, cache)
     ds = load_dataset(root, "cpu", audio_kind=kind, load_images=False)
@@ -282,7 +294,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     # Variants that differ only in the gain calibration share one fit (weights cached on disk).
     calib = ("max_gain", "amplitude")
     base = dataclasses.replace(v["predictor"], **{k: getattr(PredictorConfig(), k) for k in calib})
-    key = _hash(kind, v["frames"], dataclasses.asdict(base), dataclasses.asdict(ms), seed, len(clips))
+    key = _hash(kind, v["frames"], dataclasses.asdict(base), dataclasses.asdict(ms), seed, len(clips), _code_hash())
     path = cache / f"fit_{key}.pt"
     if path.exists():
         saved = torch.load(path)
@@ -308,6 +320,14 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
         return smooth_states(raw, v["smooth"])
 
     row = evaluate(states_of, w, b, val, drives)
+    if frames:
+        at = {int(f): i for i, f in enumerate(va)}
+        missing = [f for f in frames if f not in at]
+        if missing:
+            raise SystemExit(f"predictor: --frames {missing} are not in the val split {va[0]}:{va[-1] + 1}")
+        p_val = states_of(val) @ w + b
+        row["at_frames"] = {str(f): {"measured_open": float(mo[f]), "measured_states_open": float(st[f] @ w + b),
+                                  "predicted_open": float(p_val[at[f]])} for f in frames}
     row["train"] = scores(smooth_states(predict(pred, feats, tr), v["smooth"]) @ w + b, mo[tr])
     row["silence"] = silence_opening(pred, kind, mo[tr], w, b)
     row["room_tone"] = silence_opening(pred, kind, mo[tr], w, b, room_tone_dbfs=QUIET_ROOM_DBFS)
@@ -367,6 +387,8 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...")
     ap.add_argument("--builtin", action="store_true", help="also run the default variant (no KEY=VALUE)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--frames", type=int, nargs="*", default=[],
+                    help="val frames whose measured, measured-state and predicted openings each row lists")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "talkgs_bench_predictor")
     args = ap.parse_args()
 
@@ -385,13 +407,17 @@ def main() -> int:
     rows, measured = [], None
     for v in variants:
         t0 = time.perf_counter()
-        row, (basis, st, w, b, val) = run_variant(v, args.data, args.anchor, args.cache, drives_by_kind, args.seed)
+        row, (basis, st, w, b, val) = run_variant(v, args.data, args.anchor, args.cache, drives_by_kind, args.seed,
+                                                  args.frames)
         rows.append(row)
         print(f"  {v['name']}: {time.perf_counter() - t0:.0f} s (clips {row['clips_seconds']:.0f} s, fit "
               f"{row['fit']['seconds']:.0f} s, {row['fit']['steps']} steps, gain "
               f"{' '.join(f'{g:.2f}' for g in row['fit']['gain'])}) val r {row['val']['r']:.3f} amp "
               f"{row['val']['amp']:.2f}, cross r {row.get('cross_mean_r', float('nan')):.3f} amp "
               f"{row.get('cross_mean_amp', float('nan')):.2f}", flush=True)
+        for f, o in row.get("at_frames", {}).items():
+            print(f"    frame {f}: opening measured {o['measured_open']:.3f}, from its measured states "
+                  f"{o['measured_states_open']:.3f}, predicted {o['predicted_open']:.3f}", flush=True)
         if measured is None:
             measured = measured_row(basis, w, b, val, drives_by_kind[v["kind"]])
     table = ([measured] if measured else []) + rows
