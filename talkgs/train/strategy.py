@@ -207,6 +207,7 @@ class DensifyStrategy:
     def __init__(self, config: DensifyConfig, schedule: RefineSchedule):
         self.config = config
         self.schedule = schedule
+        self._half: tuple | None = None  # (key, [2] tensor) of _half_size
 
     def prune_opacity(self, step: int) -> float:
         """Opacity threshold at ``step`` (linear ramp over ``[0, schedule.stop]``)."""
@@ -253,6 +254,17 @@ class DensifyStrategy:
         return report
 
     # ------------------------------------------------------------------ internals
+    def _half_size(self, like: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """``[2]`` (width / 2, height / 2) on ``like``'s device, made once and filled on the device
+        (a tensor from host data would be a blocking copy every step)."""
+        key = (like.device, like.dtype, width, height)
+        cached = self._half
+        if cached is None or cached[0] != key:
+            half = like.new_full((2,), width / 2.0)
+            half[1:].fill_(height / 2.0)
+            self._half = cached = (key, half)
+        return cached[1]
+
     def _accumulate(self, params: Params, state: dict, info: Mapping) -> None:
         means2d = info["means2d"]
         grad = means2d.grad
@@ -263,7 +275,7 @@ class DensifyStrategy:
             raise TalkgsError(f"means2d grad has shape {tuple(grad.shape)}, expected [..., {n}, 2]")
         if state["grad2d"].shape[0] != n:
             raise TalkgsError(f"strategy state has {state['grad2d'].shape[0]} rows for {n} Gaussians")
-        half = grad.new_tensor([info["width"] / 2.0, info["height"] / 2.0])
+        half = self._half_size(grad, info["width"], info["height"])
         g = grad.reshape(-1, n, 2) * half  # [V, N, 2], V = all batch and camera views
         g = g * g.shape[0]  # the loss is a mean over the views
         radii = info["radii"]

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from talkgs.data import load_dataset
-from talkgs.device import resolve_device
+from talkgs.device import resolve_device, to_device_async
 from talkgs.errors import Interrupted, TalkgsError
 from talkgs.fsutil import write_json
 from talkgs.model.checkpoint import build_model
@@ -205,9 +205,9 @@ class Trainer:
         p = step / max(stage.iterations, 1)
         st.set_learning_rates(p)
         window, every = self.curriculum.window(stage.name, stage.curriculum_until, p)
-        idx = torch.as_tensor(st.sampler.draw(stage.batch_size, step, window, every), device=self.device)
+        idx = to_device_async(torch.from_numpy(st.sampler.draw(stage.batch_size, step, window, every)), self.device)
         batch = self.frames.batch(idx, with_background=stage.name == "fuse")
-        key = torch.rand(3, generator=st.generator).to(self.device) if stage.random_background else self._black
+        key = to_device_async(torch.rand(3, generator=st.generator), self.device) if stage.random_background else self._black
         sh_degree = min(self.model.cfg.sh_degree, step // SH_DEGREE_EVERY)
         loss, terms, renders, images = stage_loss(
             self.model, stage, batch, step, sh_degree, key, self.width, self.height,
