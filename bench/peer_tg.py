@@ -4,7 +4,7 @@ dataset and scored with talkgs's metrics: the peer the rebuild is measured again
     python bench/peer_tg.py setup --mirror TG_GIT [--rasterizer GIT --simple-knn GIT --glm GIT] --dir WORK
     python bench/peer_tg.py data DATASET --dir WORK [--kind whisper] [--frame-range A B]
     python bench/peer_tg.py build --dir WORK                                    # GPU machine, once
-    python bench/peer_tg.py train --dir WORK --id ID [--iterations N --fuse-iterations M]  # GPU
+    python bench/peer_tg.py train --dir WORK --id ID [--iterations N --fuse-iterations M] [--parallel]  # GPU
     python bench/peer_tg.py score --dir WORK DATASET [--name NAME]              # MediaPipe for the lips
 
 setup   clones TG_GIT (a local git directory or bare mirror: nothing is downloaded) at PINNED into
@@ -27,6 +27,9 @@ train   TG's own recipe (scripts/train_xx.sh): train_mouth.py, train_face.py --i
         stage's wall time). --iterations sets its mouth and face stages' steps (its own option)
         and --fuse-iterations its fuse stage's (an edit): the equal-wall-clock setting; its
         hard-coded step thresholds (3000 warm-up steps, LPIPS from step 5000 in fuse) stay.
+        --parallel runs its mouth and face stages side by side on the one GPU (its own script's
+        commented-out parallel recipe, there on two GPUs); score then counts their common wall
+        time once. Each stage loads the clip's frames itself (~50 s for the anchor's 1779).
         Needs CUDA, nvcc, plyfile; stand-ins where lpips, imageio or pandas are missing.
 score   the val renders (WORK/output/ID/test/ours_None/renders/renders.npy, written by an edit)
         against talkgs's ground truth of the same frames (`talkgs eval`'s protocol: the frame with
@@ -302,12 +305,27 @@ def cmd_train(args) -> int:
              ("render", ["synthesize_fuse.py", *common, "--eval"])]
     times = {"iterations": {"mouth": args.iterations or TG_ITERATIONS, "face": args.iterations or TG_ITERATIONS,
                             "fuse": args.fuse_iterations or TG_FUSE_ITERATIONS}, "seconds": {}}
+    run.mkdir(parents=True, exist_ok=True)
+    save = lambda: (run / "talkgs_times.json").write_text(json.dumps(times, indent=1) + "\n")  # noqa: E731
+    if args.parallel:  # its mouth and face stages are independent: side by side on one GPU
+        times["parallel"] = True
+        t0 = time.perf_counter()
+        procs = []
+        for name, step in steps[:2]:
+            print("peer_tg (side by side):", " ".join(step), flush=True)
+            procs.append((name, subprocess.Popen([sys.executable, *step], cwd=tg, env=env)))
+        for name, proc in procs:
+            if proc.wait() != 0:
+                raise SystemExit(f"peer_tg: its {name} stage failed (exit {proc.returncode})")
+            times["seconds"][name] = round(time.perf_counter() - t0, 1)
+        save()
+        steps = steps[2:]
     for name, step in steps:
         print("peer_tg:", " ".join(step), flush=True)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, *step], cwd=tg, env=env, check=True)
         times["seconds"][name] = round(time.perf_counter() - t0, 1)
-        (run / "talkgs_times.json").write_text(json.dumps(times, indent=1) + "\n")
+        save()
     return 0
 
 
@@ -347,7 +365,10 @@ def cmd_score(args) -> int:
     if times.exists():
         t = json.loads(times.read_text())
         row["iterations"] = t["iterations"]
-        row["train_wall_s"] = round(sum(v for k, v in t["seconds"].items() if k != "render"), 1)
+        sec = t["seconds"]
+        first = max(sec["mouth"], sec["face"]) if t.get("parallel") else sec["mouth"] + sec["face"]
+        row["train_wall_s"] = round(first + sec.get("fuse", 0.0), 1)
+        row["parallel_mouth_face"] = bool(t.get("parallel"))
         row["stage_seconds"] = t["seconds"]
     try:
         from talkgs.metrics.lpips import load_lpips
@@ -398,6 +419,9 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=None,
                    help="steps of its mouth and face stages (its --iterations; default its 50000)")
     p.add_argument("--fuse-iterations", type=int, default=None, help="steps of its fuse stage (default its 10000)")
+    p.add_argument("--parallel", action="store_true",
+                   help="its mouth and face stages side by side on the one GPU (each stage's time is then "
+                        "from their common start)")
     p = sub.add_parser("score", help="talkgs's metrics on TG's val renders")
     p.add_argument("dataset")
     p.add_argument("--dir", required=True)

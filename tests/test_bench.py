@@ -259,3 +259,32 @@ def test_every_train_bench_variant_changes_the_default_and_only_its_own_fields(t
         assert changed, name
         assert changed <= {"model", "face", "fuse"}, (name, changed)
         assert (variant.__doc__ or "").strip(), name
+
+
+def test_peer_tg_train_runs_mouth_and_face_side_by_side_with_parallel(tmp_path):
+    """`peer_tg.py train --parallel`: its mouth and face stages run at the same time, then fuse and
+    render in order; talkgs_times.json records the side-by-side wall time (stand-in stage scripts
+    that log their start and end: what is tested is the orchestration, not the original)."""
+    tg = tmp_path / "TalkingGaussian"
+    tg.mkdir()
+    log = tmp_path / "log.txt"
+    stage = ("import sys, time\nopen({log!r}, 'a').write(f'start {name} {{time.time()}}\\n')\n"
+             "time.sleep(1.0)\nopen({log!r}, 'a').write(f'end {name} {{time.time()}}\\n')\n")
+    for name, script in (("mouth", "train_mouth.py"), ("face", "train_face.py"), ("fuse", "train_fuse.py"),
+                         ("render", "synthesize_fuse.py")):
+        (tg / script).write_text(stage.format(log=str(log), name=name))
+    data = tmp_path / "data" / "clip"
+    data.mkdir(parents=True)
+    (data / "talkgs_audio.json").write_text(json.dumps({"kind": "whisper", "dim": 384}))
+    subprocess.run([sys.executable, str(BENCH / "peer_tg.py"), "train", "--dir", str(tmp_path), "--id", "clip",
+                    "--iterations", "10", "--fuse-iterations", "5", "--parallel"], check=True, capture_output=True)
+    events = {}
+    for line in log.read_text().splitlines():
+        what, name, t = line.split()
+        events[(what, name)] = float(t)
+    assert events[("start", "face")] < events[("end", "mouth")] and events[("start", "mouth")] < events[("end", "face")]
+    assert events[("start", "fuse")] >= max(events[("end", "mouth")], events[("end", "face")])
+    assert events[("start", "render")] >= events[("end", "fuse")]
+    times = json.loads((tmp_path / "output" / "clip" / "talkgs_times.json").read_text())
+    assert times["parallel"] is True and times["iterations"] == {"mouth": 10, "face": 10, "fuse": 5}
+    assert set(times["seconds"]) == {"mouth", "face", "fuse", "render"}
