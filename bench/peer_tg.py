@@ -314,10 +314,18 @@ def cmd_train(args) -> int:
         for name, step in steps[:2]:
             print("peer_tg (side by side):", " ".join(step), flush=True)
             procs.append((name, subprocess.Popen([sys.executable, *step], cwd=tg, env=env)))
-        for name, proc in procs:
-            if proc.wait() != 0:
-                raise SystemExit(f"peer_tg: its {name} stage failed (exit {proc.returncode})")
-            times["seconds"][name] = round(time.perf_counter() - t0, 1)
+        pending = dict(procs)
+        while pending:  # each stage's own end, whichever ends first
+            for name, proc in list(pending.items()):
+                if proc.poll() is None:
+                    continue
+                del pending[name]
+                if proc.returncode != 0:
+                    for other in pending.values():
+                        other.kill()
+                    raise SystemExit(f"peer_tg: its {name} stage failed (exit {proc.returncode})")
+                times["seconds"][name] = round(time.perf_counter() - t0, 1)
+            time.sleep(0.2)
         save()
         steps = steps[2:]
     for name, step in steps:

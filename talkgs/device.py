@@ -25,11 +25,3 @@ def resolve_device(name: str):
         raise TalkgsError("--device cuda was asked for but this torch has no CUDA device")
     return torch.device(name)
 
-
-def to_device_async(t, device):
-    """A host tensor on ``device`` without waiting for the device: on CUDA through pinned memory
-    with a non-blocking copy (a plain copy from pageable memory synchronises the stream, which
-    stops the host from queueing the next step's kernels while the device works)."""
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)

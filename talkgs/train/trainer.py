@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from talkgs.data import load_dataset
-from talkgs.device import resolve_device, to_device_async
+from talkgs.device import resolve_device
 from talkgs.errors import Interrupted, TalkgsError
 from talkgs.fsutil import write_json
 from talkgs.model.checkpoint import build_model
@@ -205,9 +205,12 @@ class Trainer:
         p = step / max(stage.iterations, 1)
         st.set_learning_rates(p)
         window, every = self.curriculum.window(stage.name, stage.curriculum_until, p)
-        idx = to_device_async(torch.from_numpy(st.sampler.draw(stage.batch_size, step, window, every)), self.device)
+        # Non-blocking host copies: a blocking one would wait for the previous step's kernels.
+        idx = torch.from_numpy(st.sampler.draw(stage.batch_size, step, window, every)).to(self.device, non_blocking=True)
         batch = self.frames.batch(idx, with_background=stage.name == "fuse")
-        key = to_device_async(torch.rand(3, generator=st.generator), self.device) if stage.random_background else self._black
+        key = self._black
+        if stage.random_background:
+            key = torch.rand(3, generator=st.generator).to(self.device, non_blocking=True)
         sh_degree = min(self.model.cfg.sh_degree, step // SH_DEGREE_EVERY)
         loss, terms, renders, images = stage_loss(
             self.model, stage, batch, step, sh_degree, key, self.width, self.height,
