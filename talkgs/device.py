@@ -24,4 +24,3 @@ def resolve_device(name: str):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TalkgsError("--device cuda was asked for but this torch has no CUDA device")
     return torch.device(name)
-
