@@ -151,9 +151,6 @@ class PredictorConfig:
     """Digital-silence gaps inserted in one more copy (0 = none); the mouth target there is closed."""
     silent_clip_s: Hidden[float] = 8.0
     """Seconds of a clip of digital silence alone, its target the closed mouth (0 = none)."""
-    open_weight: Hidden[float] = 0.0
-    """Extra loss weight of frames far from the mean mouth: a row's squared error counts
-    1 + open_weight x (its state's distance from the mean state / the mean such distance)."""
     max_gain: Hidden[float] = 2.0
     """Upper bound of the per-component output gain calibrated on held-out frames."""
     amplitude: Hidden[float] = 1.3

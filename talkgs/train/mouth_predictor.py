@@ -208,9 +208,6 @@ def fit_mouth_predictor(
         """``[B, F, W, C]`` float windows of flat frame rows ``[B]``."""
         return flat[win_idx[rows]].float() * win_ok[rows][:, :, None, None]
 
-    # Rows far from the mean mouth (wide open, pursed) weigh more when cfg.open_weight > 0.
-    dist = (y - predictor.out_mean).norm(dim=1)
-    row_weight = 1.0 + cfg.open_weight * dist / dist[train_idx.to(device)].mean().clamp_min(1e-8)
     opt = torch.optim.AdamW(predictor.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(k / max(cfg.steps, 1), 1.0)))
@@ -229,11 +226,7 @@ def fit_mouth_predictor(
         steps = step
         rows = train_idx[torch.randint(len(train_idx), (cfg.batch_size,), generator=gen)].to(device)
         # Each member fits the targets on its own (not their mean: members stay independent).
-        err = (predictor.raw_members(windows(rows)) - y[rows][:, None]) ** 2  # [B, K, m]
-        if cfg.open_weight > 0:
-            loss = (err.mean(dim=(1, 2)) * row_weight[rows]).sum() / row_weight[rows].sum()
-        else:
-            loss = err.mean()
+        loss = ((predictor.raw_members(windows(rows)) - y[rows][:, None]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
