@@ -29,6 +29,20 @@ def bench_modules():
         sys.path.remove(str(BENCH))
 
 
+def bench_module(name: str):
+    """bench/<name>.py loaded as a module (bench/ on sys.path while it loads: its scripts import _harness)."""
+    import importlib.util
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
 def result_files() -> list[Path]:
     return sorted(RESULTS.rglob("*.json"))
 
@@ -140,11 +154,7 @@ def test_launch_summary_counts_what_a_real_profile_saw(bench_modules):
     scalar read; the aten operators' host time is there."""
     import torch
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        P = importlib.import_module("_profile")
-    finally:
-        sys.path.remove(str(BENCH))
+    P = bench_module("_profile")
     x = torch.randn(256, 256)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(4):
@@ -191,11 +201,7 @@ def test_peer_tg_windows_are_centred_on_each_frame(bench_modules):
     frame's two states, zeros past the clip's ends."""
     import numpy as np
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        tg = importlib.import_module("peer_tg")
-    finally:
-        sys.path.remove(str(BENCH))
+    tg = bench_module("peer_tg")
     n, c = 10, 3
     states = np.arange(n * 2 * c, dtype=np.float32).reshape(n, 2, c) + 1  # no zero state
     w = tg.tg_windows(states)
@@ -222,11 +228,7 @@ def test_peer_tg_edits_apply_exactly_once_to_the_pinned_checkout(tmp_path):
            *(a for k, v in TG_SUBMODULES.items() for a in (k, str(v)))]
     for _ in range(2):
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    sys.path.insert(0, str(BENCH))
-    try:
-        tg = importlib.import_module("peer_tg")
-    finally:
-        sys.path.remove(str(BENCH))
+    tg = bench_module("peer_tg")
     assert out.count("\nedit ") == len(tg.EDITS)
     root = tmp_path / "TalkingGaussian"
     assert "'-std=c++17'" in (root / "gridencoder/backend.py").read_text()
@@ -238,15 +240,8 @@ def test_every_train_bench_variant_changes_the_default_and_only_its_own_fields(t
     """bench/train.py --variant NAME: each variant (but none) gives a config unlike the default
     preset's, and touches only the parts its docstring names (model, face/fuse losses)."""
     import dataclasses
-    import importlib.util
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_train", BENCH / "train.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH))
+    mod = bench_module("train")
     from talkgs.train.config import TrainConfig
 
     base = TrainConfig.from_preset("default", tmp_path / "data", tmp_path / "run")
