@@ -305,6 +305,12 @@ def cmd_train(args) -> int:
              ("render", ["synthesize_fuse.py", *common, "--eval"])]
     times = {"iterations": {"mouth": args.iterations or TG_ITERATIONS, "face": args.iterations or TG_ITERATIONS,
                             "fuse": args.fuse_iterations or TG_FUSE_ITERATIONS}, "seconds": {}}
+    try:
+        import torch
+
+        times["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        pass
     run.mkdir(parents=True, exist_ok=True)
     save = lambda: (run / "talkgs_times.json").write_text(json.dumps(times, indent=1) + "\n")  # noqa: E731
     if args.parallel:  # its mouth and face stages are independent: side by side on one GPU
@@ -337,18 +343,70 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _lip_figures(crop: np.ndarray, gt, landmarks: np.ndarray, gt_open: np.ndarray) -> dict:
+    """talkgs's lip and inside-mouth figures of TG's face crops ``uint8 [N, h, w, 3]`` against
+    the ground truth ``gt`` (float [N, H, W, 3] on the plate) and its tracked ``landmarks``."""
+    import torch
+
+    from talkgs.eval.evaluate import lip_scores
+    from talkgs.metrics import mouth as mm
+    from talkgs.metrics.lips import lips_landmarks
+
+    gt_u8 = (gt * 255 + 0.5).to(torch.uint8).numpy()
+    gt_mouth = {"area": mm.inner_lip_area(landmarks), "teeth": mm.teeth_fraction(gt_u8, landmarks)}
+    scores, _ = lip_scores(crop, gt_open, lips_landmarks(landmarks), 1.0, 8, gt_mouth)
+    return {**{f"lips_{k}": v for k, v in scores.items() if k != "mouth"},
+            **{f"mouth_{k}": v for k, v in scores["mouth"].items()}}
+
+
+def _complete_lips(args, root: Path) -> int:
+    """``score --lips-only``: the lip figures of the row an earlier ``score`` wrote without
+    MediaPipe (bench/results/peer_tg/<--name>.json), from the face crops it saved."""
+    from talkgs.data import load_dataset
+    from talkgs.data import format as fmt
+    from talkgs.eval.evaluate import mediapipe_missing
+    from talkgs.media import read_frames
+    from talkgs.model.head import ground_truth_on_plate
+
+    missing = mediapipe_missing()
+    if missing is not None:
+        raise SystemExit(f"peer_tg: --lips-only needs MediaPipe (talkgs[prepare]): {missing}")
+    path = H.result_path("peer_tg", args, "cpu")
+    if not path.is_file():
+        raise SystemExit(f"peer_tg: {path} is missing; run score (without --lips-only) and copy its result here")
+    doc = json.loads(path.read_text())
+    row = doc["rows"][0]
+    if "lips_render" not in row:
+        raise SystemExit(f"peer_tg: {path} holds no saved crops (lips_render): nothing to complete")
+    a, b = row["frames"]
+    crop = read_frames(Path(row["lips_render"]["file"]))
+    if crop.shape[0] != b - a:
+        raise SystemExit(f"peer_tg: {row['lips_render']['file']} has {crop.shape[0]} frames; the val split has {b - a}")
+    ds = load_dataset(root, "cpu", audio_kind=None, frame_range=(a, b))
+    gt = ground_truth_on_plate(ds.frames, ds.labels, ds.background)
+    with np.load(root / fmt.TRACKS) as z:
+        landmarks, gt_open = z["landmarks"][a:b].astype(np.float64), z["mouth_open"][a:b].astype(np.float64)
+    row.update(_lip_figures(np.ascontiguousarray(crop), gt, landmarks, gt_open))
+    row.pop("lips_note", None)
+    row["lips_completed"] = "lip figures from the saved face crops (score --lips-only)"
+    H.dump(doc, path)
+    print(json.dumps(row, indent=1))
+    return 0
+
+
 def cmd_score(args) -> int:
     import torch
 
     from talkgs.data import load_dataset
     from talkgs.data import format as fmt
-    from talkgs.eval.evaluate import _resized, lip_scores, mediapipe_missing
+    from talkgs.eval.evaluate import _resized, mediapipe_missing, save_render, union_box
     from talkgs.metrics import mouth as mm
     from talkgs.metrics.image import psnr, ssim
-    from talkgs.metrics.lips import lips_landmarks
     from talkgs.model.head import ground_truth_on_plate
 
     root = Path(args.dataset)
+    if args.lips_only:
+        return _complete_lips(args, root)
     ident = args.id or root.resolve().name
     renders_path = Path(args.dir) / "output" / ident / "test" / "ours_None" / "renders" / "renders.npy"
     renders = np.load(renders_path)
@@ -362,6 +420,7 @@ def cmd_score(args) -> int:
     with np.load(root / fmt.TRACKS) as z:
         landmarks, all_landmarks = z["landmarks"][a:b].astype(np.float64), z["landmarks"]
         gt_open = z["mouth_open"][a:b].astype(np.float64)
+        box = union_box(z["face_box"][a:b], ds.width, ds.height)
     side = mm.mouth_crop_side(all_landmarks)
     boxes = mm.mouth_crop_boxes(mm.lip_centres(landmarks), side, ds.width, ds.height)
     pm, gm = mm.cut(pred, boxes), mm.cut(gt, boxes)
@@ -378,6 +437,7 @@ def cmd_score(args) -> int:
         row["train_wall_s"] = round(first + sec.get("fuse", 0.0), 1)
         row["parallel_mouth_face"] = bool(t.get("parallel"))
         row["stage_seconds"] = t["seconds"]
+        row["train_device"] = t.get("device")
     try:
         from talkgs.metrics.lpips import load_lpips
 
@@ -388,15 +448,15 @@ def cmd_score(args) -> int:
             row["mouth_lpips"] = float(lp(_resized(pm, size), _resized(gm, size)).mean())
     except Exception as e:  # ST-LPIPS missing: the other figures stand
         row["lpips_note"] = str(e)
+    crop = np.ascontiguousarray(renders[:, box[1]:box[3], box[0]:box[2]])  # as `talkgs eval` (--render-crop face)
     missing = mediapipe_missing()
     if missing is None:
-        gt_u8 = (gt * 255 + 0.5).to(torch.uint8).numpy()
-        gt_mouth = {"area": mm.inner_lip_area(landmarks), "teeth": mm.teeth_fraction(gt_u8, landmarks)}
-        scores, _ = lip_scores(np.ascontiguousarray(renders), gt_open, lips_landmarks(landmarks), 1.0, 8, gt_mouth)
-        row.update({f"lips_{k}": v for k, v in scores.items() if k != "mouth"})
-        row.update({f"mouth_{k}": v for k, v in scores["mouth"].items()})
-    else:
-        row["lips_note"] = f"lip metrics skipped: {missing}"
+        row.update(_lip_figures(crop, gt, landmarks, gt_open))
+    else:  # the GPU machine: save the crops as `talkgs eval` does; --lips-only completes the row
+        saved = save_render(renders_path.parent / "talkgs_lips_val", crop)
+        row["lips_render"] = {"file": str(saved), "box": list(box)}
+        row["lips_note"] = (f"lip metrics pending: {missing}; complete them where MediaPipe is, with "
+                            f"{saved} copied to the same path: peer_tg.py score {root} --dir {args.dir} --lips-only")
     H.write("peer_tg", args, [row], device="cpu", params={"dataset": str(root), "renders": str(renders_path)})
     print(json.dumps(row, indent=1))
     return 0
@@ -434,6 +494,9 @@ def main() -> int:
     p.add_argument("dataset")
     p.add_argument("--dir", required=True)
     p.add_argument("--id", default=None)
+    p.add_argument("--lips-only", action="store_true",
+                   help="complete the lip figures of an earlier score's result (--name) from the face crops it "
+                        "saved where MediaPipe was missing")
     args = ap.parse_args()
     return {"setup": cmd_setup, "data": cmd_data, "build": cmd_build, "train": cmd_train, "score": cmd_score}[args.cmd](args)
 

@@ -283,3 +283,38 @@ def test_peer_tg_train_runs_mouth_and_face_side_by_side_with_parallel(tmp_path):
     times = json.loads((tmp_path / "output" / "clip" / "talkgs_times.json").read_text())
     assert times["parallel"] is True and times["iterations"] == {"mouth": 10, "face": 10, "fuse": 5}
     assert set(times["seconds"]) == {"mouth", "face", "fuse", "render"}
+
+
+def test_peer_tg_score_saves_crops_without_mediapipe_and_lips_only_completes_them(anchor_dataset, tmp_path, monkeypatch):
+    """`peer_tg.py score` on renders that are the val ground truth itself: the image figures are
+    near-perfect; without MediaPipe (the GPU machine) it saves the face crops and leaves the lip
+    figures pending; `--lips-only` then fills them from the crops, and the truth follows itself."""
+    import numpy as np
+
+    import talkgs.eval.evaluate as ev
+    from talkgs.data import format as fmt
+    from talkgs.data import load_dataset
+    from talkgs.model.head import ground_truth_on_plate
+
+    tg = bench_module("peer_tg")
+    a, b = (int(v) for v in fmt.read_meta(anchor_dataset)["split"]["val"])
+    ds = load_dataset(anchor_dataset, "cpu", audio_kind=None, frame_range=(a, b))
+    gt = ground_truth_on_plate(ds.frames, ds.labels, ds.background)
+    renders = tmp_path / "output" / "clip" / "test" / "ours_None" / "renders" / "renders.npy"
+    renders.parent.mkdir(parents=True)
+    np.save(renders, (gt * 255 + 0.5).clamp(0, 255).byte().numpy())
+    out = tmp_path / "score.json"
+    args = argparse.Namespace(dataset=str(anchor_dataset), dir=str(tmp_path), id="clip", out=out, name=None,
+                              lips_only=False)
+    monkeypatch.setattr(ev, "mediapipe_missing", lambda: "no module named mediapipe (as on the GPU machine)")
+    tg.cmd_score(args)
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["psnr"] > 45 and row["mouth_psnr"] > 45 and "lips_note" in row and "mouth_r" not in row
+    assert Path(row["lips_render"]["file"]).is_file()
+    monkeypatch.undo()
+    if ev.mediapipe_missing() is not None:
+        pytest.skip(f"MediaPipe missing here: {ev.mediapipe_missing()}")
+    tg.cmd_score(argparse.Namespace(**{**vars(args), "lips_only": True}))
+    row = json.loads(out.read_text())["rows"][0]
+    assert "lips_note" not in row and row["lips_detected_fraction"] > 0.95
+    assert row["lips_r"] > 0.9 and abs(row["lips_offset"]) <= 1 and row["mouth_area_r"] > 0.9
