@@ -5,7 +5,7 @@ dataset and scored with talkgs's metrics: the peer the rebuild is measured again
     python bench/peer_tg.py data DATASET --dir WORK [--kind whisper] [--frame-range A B]
     python bench/peer_tg.py build --dir WORK                                    # GPU machine, once
     python bench/peer_tg.py train --dir WORK --id ID [--iterations N --fuse-iterations M] [--parallel]  # GPU
-    python bench/peer_tg.py score --dir WORK DATASET [--name NAME]              # MediaPipe for the lips
+    python bench/peer_tg.py score DATASET --dir WORK [--name NAME] [--lips-only]  # MediaPipe for the lips
 
 setup   clones TG_GIT (a local git directory or bare mirror: nothing is downloaded) at PINNED into
         WORK/TalkingGaussian, its two CUDA submodules from the mirrors given (at the commits TG
@@ -25,8 +25,10 @@ train   TG's own recipe (scripts/train_xx.sh): train_mouth.py, train_face.py --i
         --densify_grad_threshold 0.0005, train_fuse.py --opacity_lr 0.001, then synthesize_fuse.py
         --eval, with --audio_extractor whisper; run folder WORK/output/ID (talkgs_times.json: each
         stage's wall time). --iterations sets its mouth and face stages' steps (its own option)
-        and --fuse-iterations its fuse stage's (an edit): the equal-wall-clock setting; its
-        hard-coded step thresholds (3000 warm-up steps, LPIPS from step 5000 in fuse) stay.
+        and --fuse-iterations its fuse stage's (an edit): the equal-wall-clock setting. Its
+        schedule's phases scale with them (edits, and its own --position_lr_max_steps): warm-up
+        3000/50000, mouth curriculum to 10000 steps before the end, position-LR decay over
+        45000/50000, fuse LPIPS from 5000/10000; unchanged at its full schedule.
         --parallel runs its mouth and face stages side by side on the one GPU (its own script's
         commented-out parallel recipe, there on two GPUs); score then counts their common wall
         time once. Each stage loads the clip's frames itself (~50 s for the anchor's 1779).
@@ -50,6 +52,7 @@ rasterizer returns non-finite images on some face steps).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -114,6 +117,17 @@ EDITS = (
     ("train_fuse.py", "    opt.iterations = 10000\n",
      "    opt.iterations = int(os.environ.get('TALKGS_TG_FUSE_ITERATIONS', 10000))  # talkgs: settable\n",
      1, "the fuse stage's step count (10000, hard-coded) settable for the equal-wall-clock setting"),
+    *(edit for script in ("train_mouth.py", "train_face.py") for edit in (
+        (script, "    warm_step = 3000\n",
+         "    warm_step = 3000 * opt.iterations // 50000  # talkgs: scaled with --iterations\n",
+         1, "its warm-up (3000 of 50000 steps) scaled with --iterations: the same at its full schedule"),
+        (script, "    mouth_select_iter = bg_iter - 10000\n",
+         "    mouth_select_iter = bg_iter - 10000 * opt.iterations // 50000  # talkgs: scaled with --iterations\n",
+         1, "its mouth-curriculum end (10000 steps before the last) scaled likewise: below ~11000 steps the "
+            "original's is negative and its face stage loops for ever looking for a camera in an empty window"))),
+    ("train_fuse.py", "    lpips_start_iter = 5000\n",
+     "    lpips_start_iter = 5000 * opt.iterations // 10000  # talkgs: scaled with its step count\n",
+     1, "its LPIPS start (5000 of 10000 fuse steps) scaled with the fuse step count"),
 )
 
 LPIPS_STAND_IN = '''"""talkgs stand-in for the `lpips` package (missing here): ST-LPIPS (alex) from talkgs."""
@@ -298,7 +312,8 @@ def cmd_train(args) -> int:
         env["TALKGS_TG_FUSE_ITERATIONS"] = str(args.fuse_iterations)
     stand_ins(tg)
     common = ["-s", str(data), "-m", str(run), "--audio_extractor", EXTRACTOR]
-    its = [] if args.iterations is None else ["--iterations", str(args.iterations)]
+    its = [] if args.iterations is None else [  # its position-LR decay (45000 of 50000 steps) scaled likewise
+        "--iterations", str(args.iterations), "--position_lr_max_steps", str(45_000 * args.iterations // TG_ITERATIONS)]
     steps = [("mouth", ["train_mouth.py", *common, *its]),
              ("face", ["train_face.py", *common, "--init_num", "2000", "--densify_grad_threshold", "0.0005", *its]),
              ("fuse", ["train_fuse.py", *common, "--opacity_lr", "0.001"]),
@@ -494,6 +509,8 @@ def main() -> int:
     p.add_argument("dataset")
     p.add_argument("--dir", required=True)
     p.add_argument("--id", default=None)
+    p.add_argument("--out", type=Path, default=argparse.SUPPRESS, help="result file (as before the verb)")
+    p.add_argument("--name", default=argparse.SUPPRESS, help="result name (as before the verb)")
     p.add_argument("--lips-only", action="store_true",
                    help="complete the lip figures of an earlier score's result (--name) from the face crops it "
                         "saved where MediaPipe was missing")
