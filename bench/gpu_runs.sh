@@ -2,12 +2,13 @@
 # Trainings side by side on one GPU machine, detached so that a later call can collect them.
 #
 #   source bench/gpu_env.sh; export TALKGS_WHISPER_MODEL=$PWD/.carry/whisper TALKGS_COMMIT=<sha>
-#   bench/gpu_runs.sh start DEADLINE_S NAME:DATASET:SEED[:VARIANT[:PRESET]] ...
+#   bench/gpu_runs.sh start DEADLINE_S NAME:DATASET:SEED[:VARIANT[:PRESET[:ARGS]]] ...
 #   bench/gpu_runs.sh collect DEADLINE_S        # a following call on the same warm machine
 #
 # start: `bench/train.py DATASET --run /tmp/runs/NAME --seed SEED --variant VARIANT --preset
-# PRESET $TRAIN_FLAGS` for each spec (VARIANT default none, PRESET default default; TRAIN_FLAGS,
-# e.g. "--audio-kind mel", go to every run), each a detached process (setsid), with --shared-gpu
+# PRESET ARGS $TRAIN_FLAGS` for each spec (VARIANT default none, PRESET default default; ARGS: this
+# run's own bench/train.py options, commas for spaces, e.g. --other-speakers,/tmp/data/anchor;
+# TRAIN_FLAGS, e.g. "--audio-kind mel", go to every run), each a detached process (setsid), with --shared-gpu
 # when there is more than one. Both verbs then report every 30 s
 # until all have ended or DEADLINE_S seconds have passed since the call began, and write to $OUT:
 # runs.tgz (each run's bench JSON, log, config, eval/metrics.json, predictor.json),
@@ -22,9 +23,9 @@ RUNS=/tmp/runs; mkdir -p "$RUNS"
 if [ "$verb" = start ]; then
   shared=""; [ $# -gt 1 ] && shared=--shared-gpu
   for spec in "$@"; do
-    IFS=: read -r name data seed variant preset <<< "$spec"
+    IFS=: read -r name data seed variant preset extra <<< "$spec"
     setsid nohup python3 bench/train.py "$data" --run "$RUNS/$name" --out "$RUNS/$name.json" --seed "$seed" \
-      --variant "${variant:-none}" --preset "${preset:-default}" $shared ${TRAIN_FLAGS:-} > "$RUNS/$name.log" 2>&1 < /dev/null &
+      --variant "${variant:-none}" --preset "${preset:-default}" ${extra//,/ } $shared ${TRAIN_FLAGS:-} > "$RUNS/$name.log" 2>&1 < /dev/null &
   done
   echo "started $# at $(el) s"
 elif [ "$verb" != collect ]; then

@@ -72,6 +72,20 @@ def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int) 
     return done / (time.perf_counter() - t)
 
 
+def graphs_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
+    """Largest uint8 difference between the graphed and the eager render of one batch."""
+    windows = gather_windows(torch.as_tensor(feats, device=r.device).half(), np.arange(min(batch, len(feats))), r.audio_window)
+    plan = r.plan(windows.shape[0])
+    with torch.no_grad():
+        graphed = r.render_batch(windows, plan).clone()
+        graphs, r.graphs = r.graphs, None
+        try:
+            eager = r.render_batch(windows, plan)
+        finally:
+            r.graphs = graphs
+    return int((graphed.int() - eager.int()).abs().max())
+
+
 def end_to_end(r: HeadRenderer, wav: np.ndarray, batch: int, out: Path) -> dict:
     t0 = time.perf_counter()
     n = int(round(len(wav) / 640))
@@ -138,10 +152,12 @@ def main() -> int:
     ap.add_argument("--no-mouth", action="store_true", help="skip the mouth-area measurement")
     ap.add_argument("--per-call-fields", action="store_true",
                     help="baseline: evaluate the motion fields' spatial part in every call (no fix_fields)")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="variant: each batch's deformation replays a captured CUDA graph (HeadRenderer(cuda_graphs=True))")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale)
+    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=args.cuda_graphs)
     if args.per_call_fields:
         r.model.train().eval()  # train() drops the fixed spatial part; eval() keeps it dropped
     dev = r.device
@@ -155,6 +171,7 @@ def main() -> int:
     audio = np.tile(val_wav, reps)[: int(args.seconds * 16000)]
     feats = extract(r.audio_kind, audio, int(round(len(audio) / 640)))
 
+    graphs_diff = graphs_parity(r, feats) if r.graphs is not None else None
     rows = []
     for b in [int(x) for x in args.batches.split(",")]:
         try:
@@ -173,6 +190,7 @@ def main() -> int:
     if mouth is not None:
         out.append({"measure": "mouth area", **mouth})
     setup = {"run": str(args.run), "fields": "per call" if args.per_call_fields else "fixed",
+             "cuda_graphs": r.graphs is not None, "graphs_max_px_diff": graphs_diff,
              "size": [r.width, r.height], "gaussians": r.model.num_gaussians(), "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}
     H.write("render", args, out, device=str(dev), setup=setup)
     print(f"\ntalkgs render on {H.device_name(str(dev))}: {r.width}x{r.height}, Gaussians {setup['gaussians']}")

@@ -301,7 +301,8 @@ def fig_other_voices(d: dict) -> str | None:
 
 
 def fig_render(d: dict) -> str | None:
-    if (d.get("params") or {}).get("per_call_fields"):  # the baseline of fixed fields, not the product
+    params = d.get("params") or {}
+    if params.get("per_call_fields") or params.get("cuda_graphs"):  # a baseline or a variant, not the product
         return None
     rows = [r for r in _measure(d, "pipeline") if r.get("batch") == 32 and r.get("fps")]
     if not rows:

@@ -109,6 +109,9 @@ def main() -> int:
     ap.add_argument("--preset", default="default", help="the train preset to start from")
     ap.add_argument("--variant", default="none", choices=sorted(VARIANTS),
                     help="a bench variant applied over the preset (see VARIANTS)")
+    ap.add_argument("--other-speakers", type=Path, nargs="+", default=None, metavar="DATASET",
+                    help="prepared clips of other people: the predictor trains on them too (PredictorConfig."
+                         "other_speakers); recorded in the variant's name")
     ap.add_argument("--shared-gpu", action="store_true",
                     help="other jobs share the GPU: recorded, so the times are never quoted as one training's")
     ap.add_argument("--progress", action="store_true")
@@ -123,6 +126,12 @@ def main() -> int:
                                   seed=args.seed, resume=args.resume, progress=args.progress, log_every=100,
                                   **({} if args.audio_kind is None else {"audio_kind": args.audio_kind}))
     cfg = VARIANTS[args.variant](cfg)
+    variant = args.variant
+    if args.audio_kind is not None and args.audio_kind != TrainConfig.from_preset(args.preset, args.dataset, args.run).audio_kind:
+        variant += f"+audio_kind={args.audio_kind}"
+    if args.other_speakers:
+        cfg = dataclasses.replace(cfg, predictor=dataclasses.replace(cfg.predictor, other_speakers=tuple(args.other_speakers)))
+        variant += "+other_speakers=" + ",".join(p.name for p in args.other_speakers)
     if args.lips_weight is not None:
         cfg = dataclasses.replace(cfg, face=_losses(cfg.face, lips=args.lips_weight),
                                   fuse=_losses(cfg.fuse, lips=args.lips_weight))
@@ -176,7 +185,7 @@ def main() -> int:
     out = [{"measure": "stage", **r} for r in rows] + [{"measure": "total", **total}]
     if val is not None:
         out.append({"measure": "val", **val})
-    setup = {"preset": args.preset, "variant": args.variant, "shared_gpu": args.shared_gpu,
+    setup = {"preset": args.preset, "variant": variant, "shared_gpu": args.shared_gpu,
              "lips_weight": cfg.face.losses.lips, "eval_notes": notes}
     H.write("train", args, out, device=dev, setup=setup)
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],

@@ -413,13 +413,41 @@ class TalkingHead(nn.Module):
         ``Ks [B, 1, 3, 3]``; ``states [B, m]`` mouth states to use instead of the ones predicted
         from the audio (mouth_state heads), ``mouth_amplitude`` the scale of the predicted ones
         (:meth:`predict_states`). The one render path of evaluation, offline rendering and
-        serving."""
+        serving: :meth:`deform_frames` then :meth:`render_deformed`."""
+        deformed = self.deform_frames(audio_windows, eye, states, mouth_amplitude)
+        return self.render_deformed(deformed, viewmats, Ks, width, height, background, backend)
+
+    def deform_frames(
+        self,
+        audio_windows: torch.Tensor,
+        eye: torch.Tensor,
+        states: torch.Tensor | None = None,
+        mouth_amplitude: float = 1.0,
+    ) -> dict[str, DeformedGaussians]:
+        """Both branches deformed for ``B`` frames (``{"face": ..., "mouth": ...}``): the
+        rendering's part without a host sync or a data-dependent shape, which
+        :class:`talkgs.render.graphs.DeformGraphs` captures as a CUDA graph. Arguments as in
+        :meth:`render_frames`."""
         if states is None and self.cfg.conditioning == "mouth_state":
             states = self.predict_states(audio_windows, mouth_amplitude)
+        return {branch: self.deform(branch, audio_windows, eye if branch == "face" else None, states=states)
+                for branch in BRANCHES}
+
+    def render_deformed(
+        self,
+        deformed: dict[str, DeformedGaussians],
+        viewmats: torch.Tensor,
+        Ks: torch.Tensor,
+        width: int,
+        height: int,
+        background: torch.Tensor,
+        backend: str = "auto",
+    ) -> "FrameRender":
+        """Rasterize both deformed branches (:meth:`deform_frames`) and composite face over
+        mouth over ``background [B, H, W, 3]``."""
         outs = {}
         for branch in BRANCHES:
-            d = self.deform(branch, audio_windows, eye if branch == "face" else None, states=states)
-            o = self.render_branch(d, viewmats, Ks, width, height, backend=backend)
+            o = self.render_branch(deformed[branch], viewmats, Ks, width, height, backend=backend)
             outs[branch] = (o.colors[:, 0], o.alphas[:, 0])
         image = composite(*outs["face"], *outs["mouth"], background)
         return FrameRender(image=image, face_alpha=outs["face"][1], mouth_alpha=outs["mouth"][1])

@@ -42,6 +42,7 @@ from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import FrameRender, torso_background
 from talkgs.model.inputs import FrameInputs, frame_inputs
 from talkgs.render.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
+from talkgs.render.graphs import DeformGraphs
 from talkgs.model import checkpoint as ckpt
 from talkgs.device import resolve_device
 
@@ -72,7 +73,8 @@ class HeadRenderer:
     ``render_batch(features [B, 8, W, C], plan)`` -> uint8 ``[B, H, W, 3]`` on the device
     (:meth:`render` gives the float :class:`talkgs.model.head.FrameRender`). Holds the model,
     the drive segment's cameras and torso backgrounds (uint8), and the eye-code reference of
-    the run. :meth:`set_drive` switches to another drive (``talkgs eval`` replays the val frames,
+    the run. ``cuda_graphs`` (CUDA only): the deformation of each batch replays a captured graph
+    (:class:`talkgs.render.graphs.DeformGraphs`). :meth:`set_drive` switches to another drive (``talkgs eval`` replays the val frames,
     then a block of training frames, then drives the head with other clips' audio).
     """
 
@@ -86,6 +88,7 @@ class HeadRenderer:
         scale: float | None = None,
         keep_images: bool = False,
         mouth_amplitude: float = 1.0,
+        cuda_graphs: bool = False,
     ):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         state = ckpt.load(run, map_location="cpu")
@@ -115,6 +118,8 @@ class HeadRenderer:
                 f"--mouth-amplitude needs a mouth-state run; {self.run} is audio-conditioned (--preset original)"
             )
         self.mouth_amplitude = float(mouth_amplitude)
+        # The deformation as captured CUDA graphs (one per batch size; talkgs.render.graphs).
+        self.graphs = DeformGraphs(self.model, self.mouth_amplitude) if cuda_graphs and self.device.type == "cuda" else None
         self.width = int(round(self.meta["width"] * self.scale))
         self.height = int(round(self.meta["height"] * self.scale))
         self.drive: DriveConfig | None = None
@@ -198,8 +203,11 @@ class HeadRenderer:
         mouth states to use instead of the ones predicted from the audio (mouth_state runs;
         predicted ones are scaled by ``self.mouth_amplitude``)."""
         x = self.inputs(windows, plan)
-        return self.model.render_frames(x.audio, x.eye, x.viewmats, x.Ks, self.width, self.height, x.background,
-                                        backend=self.backend, states=states, mouth_amplitude=self.mouth_amplitude)
+        if self.graphs is None:
+            return self.model.render_frames(x.audio, x.eye, x.viewmats, x.Ks, self.width, self.height, x.background,
+                                            backend=self.backend, states=states, mouth_amplitude=self.mouth_amplitude)
+        deformed = self.graphs(x.audio, x.eye, states)
+        return self.model.render_deformed(deformed, x.viewmats, x.Ks, self.width, self.height, x.background, self.backend)
 
     def inputs(self, windows: torch.Tensor, plan: DrivePlan) -> FrameInputs:
         """What :meth:`TalkingHead.render_frames` takes (:func:`talkgs.model.inputs.frame_inputs`,
