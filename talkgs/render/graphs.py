@@ -27,9 +27,9 @@ class DeformGraphs:
     CUDA graph captured on first use of each (shape, dtype) of the inputs.
 
     The model must not change after the first call (a renderer's never does: evaluation mode,
-    fixed fields). The returned tensors are the graph's own output buffers: they hold this
-    call's result until the next call with the same shapes, which overwrites them (a render
-    batch rasterizes them before asking for the next).
+    fixed fields). The returned tensors are the graphs' own buffers, in one memory pool shared
+    by every captured shape: they hold this call's result until the next call, of any shape,
+    which may overwrite them (a render batch rasterizes them before asking for the next).
     """
 
     def __init__(self, model: TalkingHead, mouth_amplitude: float = 1.0, warmup: int = 2) -> None:
@@ -37,6 +37,7 @@ class DeformGraphs:
         self.mouth_amplitude = float(mouth_amplitude)
         self.warmup = int(warmup)
         self._captured: dict[tuple, _Captured] = {}
+        self._pool = None  # one memory pool for all captures: a batch size costs its outputs, not its peak
 
     def eager(self, audio_windows: torch.Tensor, eye: torch.Tensor, states: torch.Tensor | None = None):
         """The reference: the same deformation without a graph."""
@@ -72,6 +73,8 @@ class DeformGraphs:
                 self.eager(*inputs)
         torch.cuda.current_stream(audio_windows.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
             outputs = self.model.deform_frames(*inputs, mouth_amplitude=self.mouth_amplitude)
         return _Captured(graph=graph, inputs=inputs, outputs=outputs)

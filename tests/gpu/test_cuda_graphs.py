@@ -1,0 +1,64 @@
+"""CUDA graphs of the render deformation (talkgs.render.graphs) against the eager reference (run
+on the GPU machine; no dataset needed).
+
+    PYTHONPATH=/tmp/site:. python3 -m pytest -q -m gpu tests/gpu/test_cuda_graphs.py
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from talkgs.model.audio_encoder import gather_windows
+from talkgs.model.head import TalkingHead
+from talkgs.model.motion import eye_code
+from talkgs.render.graphs import DeformGraphs
+from tests.test_model import front_cameras, small_head_config
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CUDA graphs)")]
+
+
+def _head() -> TalkingHead:
+    torch.manual_seed(0)
+    head = TalkingHead(small_head_config(), audio_window=16, audio_channels=20,
+                       generator=torch.Generator().manual_seed(0)).to("cuda").eval()
+    head.fix_fields()  # as a renderer holds it
+    return head
+
+
+def _inputs(b: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(40, 16, 20, generator=g)
+    windows = gather_windows(feats, torch.arange(b) * 3).cuda()
+    eye = eye_code(torch.rand(b, generator=g), 0.3 * torch.rand(b, 2, generator=g)).cuda()
+    return windows, eye
+
+
+def test_graphed_deformation_equals_the_eager_one_for_new_inputs_and_batch_sizes():
+    head = _head()
+    graphs = DeformGraphs(head)
+    for b, seed in ((4, 0), (4, 1), (1, 2), (4, 3)):  # a captured size replayed with new audio, and a second size
+        windows, eye = _inputs(b, seed)
+        with torch.no_grad():
+            want = head.deform_frames(windows, eye)
+            got = graphs(windows, eye)
+        for branch in ("face", "mouth"):
+            for field in ("means", "quats", "scales", "opacities"):
+                torch.testing.assert_close(getattr(got[branch], field), getattr(want[branch], field),
+                                           atol=1e-5, rtol=1e-5, msg=f"{branch}.{field} b={b} seed={seed}")
+    assert graphs.n_graphs == 2
+
+
+def test_graphed_frames_equal_the_eager_frames():
+    head = _head()
+    graphs = DeformGraphs(head)
+    b, size = 3, 64
+    windows, eye = _inputs(b, 5)
+    V, K = front_cameras(b, size)
+    V, K = V.cuda(), K.cuda()
+    bg = torch.rand(b, size, size, 3, device="cuda")
+    with torch.no_grad():
+        want = head.render_frames(windows, eye, V, K, size, size, bg)
+        graphs(*_inputs(b, 6))  # capture on other audio first: the replay must take the new inputs
+        got = head.render_deformed(graphs(windows, eye), V, K, size, size, bg)
+    assert (got.image - want.image).abs().max() <= 1 / 255
