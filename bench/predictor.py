@@ -277,6 +277,14 @@ def evaluate(states_fn, w: np.ndarray, b: float, val: dict, drives: list[dict]) 
     return row
 
 
+def fit_key(dataset: Path, kind: str, frames: int, predictor: PredictorConfig, ms, seed: int, n_clips: int) -> str:
+    """What a cached fit depends on: the training clip (its folder and split), the features, the
+    configs, the seed, the clips and the code. A fit of one clip is never reused for another."""
+    split = json.loads((Path(dataset) / fmt.META).read_text())["split"]
+    return _hash(str(Path(dataset).resolve()), split, kind, frames, dataclasses.asdict(predictor),
+                 dataclasses.asdict(ms), seed, n_clips, _code_hash())
+
+
 def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: dict, seed: int,
                 frames: list[int] = ()) -> dict:
     kind = v["kind"]
@@ -294,7 +302,7 @@ def run_variant(v: dict, data: Path, anchor: str, cache: Path, drives_by_kind: d
     # Variants that differ only in the gain calibration share one fit (weights cached on disk).
     calib = ("max_gain", "amplitude")
     base = dataclasses.replace(v["predictor"], **{k: getattr(PredictorConfig(), k) for k in calib})
-    key = _hash(kind, v["frames"], dataclasses.asdict(base), dataclasses.asdict(ms), seed, len(clips), _code_hash())
+    key = fit_key(data / anchor, kind, v["frames"], base, ms, seed, len(clips))
     path = cache / f"fit_{key}.pt"
     if path.exists():
         saved = torch.load(path)

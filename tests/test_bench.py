@@ -318,3 +318,21 @@ def test_peer_tg_score_saves_crops_without_mediapipe_and_lips_only_completes_the
     row = json.loads(out.read_text())["rows"][0]
     assert "lips_note" not in row and row["lips_detected_fraction"] > 0.95
     assert row["lips_r"] > 0.9 and abs(row["lips_offset"]) <= 1 and row["mouth_area_r"] > 0.9
+
+
+def test_predictor_fit_cache_key_names_the_training_clip(tmp_path):
+    """bench/predictor.py's cached fits are keyed by the clip they were fitted on: the same
+    configs and seed on another clip (or another split of it) never reuse the fit."""
+    from talkgs.model.config import MouthStateConfig
+    from talkgs.train.config import PredictorConfig
+
+    pred = bench_module("predictor")
+    clips = {}
+    for name, split in (("a", {"train": [0, 90], "val": [90, 100]}), ("b", {"train": [0, 90], "val": [90, 100]}),
+                        ("c", {"train": [0, 75], "val": [75, 100]})):
+        clips[name] = tmp_path / name
+        clips[name].mkdir()
+        (clips[name] / "meta.json").write_text(json.dumps({"n_frames": 100, "split": split}))
+    key = lambda clip, seed=0: pred.fit_key(clip, "whisper", 8, PredictorConfig(), MouthStateConfig(), seed, 1)  # noqa: E731
+    assert key(clips["a"]) == key(clips["a"])
+    assert len({key(clips["a"]), key(clips["b"]), key(clips["c"]), key(clips["a"], seed=1)}) == 4
