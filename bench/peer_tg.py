@@ -301,6 +301,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import torch
+
     work = Path(args.dir)
     tg = work / TG
     data = work / "data" / args.id
@@ -320,12 +322,7 @@ def cmd_train(args) -> int:
              ("render", ["synthesize_fuse.py", *common, "--eval"])]
     times = {"iterations": {"mouth": args.iterations or TG_ITERATIONS, "face": args.iterations or TG_ITERATIONS,
                             "fuse": args.fuse_iterations or TG_FUSE_ITERATIONS}, "seconds": {}}
-    try:
-        import torch
-
-        times["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        pass
+    times["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     run.mkdir(parents=True, exist_ok=True)
     save = lambda: (run / "talkgs_times.json").write_text(json.dumps(times, indent=1) + "\n")  # noqa: E731
     if args.parallel:  # its mouth and face stages are independent: side by side on one GPU

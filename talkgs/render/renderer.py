@@ -73,9 +73,10 @@ class HeadRenderer:
     ``render_batch(features [B, 8, W, C], plan)`` -> uint8 ``[B, H, W, 3]`` on the device
     (:meth:`render` gives the float :class:`talkgs.model.head.FrameRender`). Holds the model,
     the drive segment's cameras and torso backgrounds (uint8), and the eye-code reference of
-    the run. ``cuda_graphs`` (CUDA only): the deformation of each batch replays a captured graph
-    (:class:`talkgs.render.graphs.DeformGraphs`). :meth:`set_drive` switches to another drive (``talkgs eval`` replays the val frames,
+    the run. :meth:`set_drive` switches to another drive (``talkgs eval`` replays the val frames,
     then a block of training frames, then drives the head with other clips' audio).
+    ``cuda_graphs`` (CUDA only): each batch's deformation replays a captured graph
+    (:class:`talkgs.render.graphs.DeformGraphs`).
     """
 
     def __init__(
