@@ -371,14 +371,27 @@ def _lip_figures(crop: np.ndarray, gt, landmarks: np.ndarray, gt_open: np.ndarra
             **{f"mouth_{k}": v for k, v in scores["mouth"].items()}}
 
 
+def _val_truth(root: Path, a: int, b: int):
+    """The val frames ``[a, b)`` of a talkgs dataset as `talkgs eval` scores them: ``(ds, gt,
+    tracks)``, ``gt`` float ``[N, H, W, 3]`` on the plate, ``tracks`` their ``landmarks``,
+    ``mouth_open`` and ``face_box`` (float64) and the whole clip's ``all_landmarks``."""
+    from talkgs.data import load_dataset
+    from talkgs.data import format as fmt
+    from talkgs.model.head import ground_truth_on_plate
+
+    ds = load_dataset(root, "cpu", audio_kind=None, frame_range=(a, b))
+    gt = ground_truth_on_plate(ds.frames, ds.labels, ds.background)
+    with np.load(root / fmt.TRACKS) as z:
+        tracks = {k: z[k][a:b].astype(np.float64) for k in ("landmarks", "mouth_open", "face_box")}
+        tracks["all_landmarks"] = z["landmarks"]
+    return ds, gt, tracks
+
+
 def _complete_lips(args, root: Path) -> int:
     """``score --lips-only``: the lip figures of the row an earlier ``score`` wrote without
     MediaPipe (bench/results/peer_tg/<--name>.json), from the face crops it saved."""
-    from talkgs.data import load_dataset
-    from talkgs.data import format as fmt
     from talkgs.eval.evaluate import mediapipe_missing
     from talkgs.media import read_frames
-    from talkgs.model.head import ground_truth_on_plate
 
     missing = mediapipe_missing()
     if missing is not None:
@@ -394,11 +407,8 @@ def _complete_lips(args, root: Path) -> int:
     crop = read_frames(Path(row["lips_render"]["file"]))
     if crop.shape[0] != b - a:
         raise SystemExit(f"peer_tg: {row['lips_render']['file']} has {crop.shape[0]} frames; the val split has {b - a}")
-    ds = load_dataset(root, "cpu", audio_kind=None, frame_range=(a, b))
-    gt = ground_truth_on_plate(ds.frames, ds.labels, ds.background)
-    with np.load(root / fmt.TRACKS) as z:
-        landmarks, gt_open = z["landmarks"][a:b].astype(np.float64), z["mouth_open"][a:b].astype(np.float64)
-    row.update(_lip_figures(np.ascontiguousarray(crop), gt, landmarks, gt_open))
+    _, gt, tracks = _val_truth(root, a, b)
+    row.update(_lip_figures(np.ascontiguousarray(crop), gt, tracks["landmarks"], tracks["mouth_open"]))
     row.pop("lips_note", None)
     row["lips_completed"] = "lip figures from the saved face crops (score --lips-only)"
     H.dump(doc, path)
@@ -409,12 +419,10 @@ def _complete_lips(args, root: Path) -> int:
 def cmd_score(args) -> int:
     import torch
 
-    from talkgs.data import load_dataset
     from talkgs.data import format as fmt
     from talkgs.eval.evaluate import _resized, mediapipe_missing, save_render, union_box
     from talkgs.metrics import mouth as mm
     from talkgs.metrics.image import psnr, ssim
-    from talkgs.model.head import ground_truth_on_plate
 
     root = Path(args.dataset)
     if args.lips_only:
@@ -426,14 +434,11 @@ def cmd_score(args) -> int:
     a, b = (int(v) for v in meta["split"]["val"])
     if renders.shape[0] != b - a:
         raise SystemExit(f"peer_tg: {renders_path} has {renders.shape[0]} frames; the val split has {b - a}")
-    ds = load_dataset(root, "cpu", audio_kind=None, frame_range=(a, b))
-    gt = ground_truth_on_plate(ds.frames, ds.labels, ds.background)
+    ds, gt, tracks = _val_truth(root, a, b)
     pred = torch.from_numpy(renders).float() / 255
-    with np.load(root / fmt.TRACKS) as z:
-        landmarks, all_landmarks = z["landmarks"][a:b].astype(np.float64), z["landmarks"]
-        gt_open = z["mouth_open"][a:b].astype(np.float64)
-        box = union_box(z["face_box"][a:b], ds.width, ds.height)
-    side = mm.mouth_crop_side(all_landmarks)
+    landmarks, gt_open = tracks["landmarks"], tracks["mouth_open"]
+    box = union_box(tracks["face_box"], ds.width, ds.height)
+    side = mm.mouth_crop_side(tracks["all_landmarks"])
     boxes = mm.mouth_crop_boxes(mm.lip_centres(landmarks), side, ds.width, ds.height)
     pm, gm = mm.cut(pred, boxes), mm.cut(gt, boxes)
     row = {"method": f"TalkingGaussian {PINNED[:7]} ({EXTRACTOR} audio)", "frames": [a, b],
