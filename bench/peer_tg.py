@@ -4,7 +4,7 @@ dataset and scored with talkgs's metrics: the peer the rebuild is measured again
     python bench/peer_tg.py setup --mirror TG_GIT [--rasterizer GIT --simple-knn GIT --glm GIT] --dir WORK
     python bench/peer_tg.py data DATASET --dir WORK [--kind whisper] [--frame-range A B]
     python bench/peer_tg.py build --dir WORK                                    # GPU machine, once
-    python bench/peer_tg.py train --dir WORK --id ID [--iterations N --fuse-iterations M] [--parallel]  # GPU
+    python bench/peer_tg.py train --dir WORK --id ID [--iterations N --fuse-iterations M] [--parallel] [--from STAGE]  # GPU
     python bench/peer_tg.py score DATASET --dir WORK [--name NAME] [--lips-only]  # MediaPipe for the lips
 
 setup   clones TG_GIT (a local git directory or bare mirror: nothing is downloaded) at PINNED into
@@ -32,6 +32,7 @@ train   TG's own recipe (scripts/train_xx.sh): train_mouth.py, train_face.py --i
         --parallel runs its mouth and face stages side by side on the one GPU (its own script's
         commented-out parallel recipe, there on two GPUs); score then counts their common wall
         time once. Each stage loads the clip's frames itself (~50 s for the anchor's 1779).
+        --from fuse (or face, render) resumes after a failed stage, keeping the earlier ones.
         Needs CUDA, nvcc, plyfile; stand-ins where lpips, imageio or pandas are missing.
 score   the val renders (WORK/output/ID/test/ours_None/renders/renders.npy, written by an edit)
         against talkgs's ground truth of the same frames (`talkgs eval`'s protocol: the frame with
@@ -42,10 +43,11 @@ score   the val renders (WORK/output/ID/test/ours_None/renders/renders.npy, writ
 Deviations from the original, all listed in EDITS: the audio slot takes talkgs's Whisper states
 (dimension from $TALKGS_TG_AUDIO_DIM, set by `train`); renders.npy is saved beside out.mp4; an
 unused torchvision import goes; where the `lpips` package is missing, WORK/TalkingGaussian/lpips.py
-stands in with talkgs's ST-LPIPS (alex) for TG's lip and patch LPIPS losses; where imageio is
-missing, a stand-in that writes no mp4 (renders.npy is what is scored); where pandas is missing,
-a stand-in read_csv for its au.csv. To build and train on a current PyTorch/CUDA it needs C++17
-for its grid encoder, two standard includes in its CUDA submodules (<cstdint>, <cfloat>) and a
+stands in with talkgs's ST-LPIPS (alex) for TG's lip and patch LPIPS losses; where imageio
+cannot write mp4 (imageio-ffmpeg missing), a stand-in that writes no mp4 (renders.npy is what is
+scored); where pandas is missing, a stand-in read_csv for its au.csv. Its checkpoints hold numpy
+scalars, which torch >= 2.6 loads only with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (set by `train`).
+To build and train on a current PyTorch/CUDA it needs C++17 for its grid encoder, two standard includes in its CUDA submodules (<cstdint>, <cfloat>) and a
 skip of non-finite steps (its mouth loss is NaN where a frame's mouth mask is empty; its
 rasterizer returns non-finite images on some face steps).
 """
@@ -169,7 +171,7 @@ def read_csv(path):
     head, body = rows[0], rows[1:]
     return _Frame({k: [float(r[i]) for r in body] for i, k in enumerate(head)})
 '''
-IMAGEIO_STAND_IN = '''"""talkgs stand-in for imageio (missing here): writes no video; renders.npy holds the frames."""
+IMAGEIO_STAND_IN = '''"""talkgs stand-in for imageio (it cannot write mp4 here): writes no video; renders.npy holds the frames."""
 
 
 def mimwrite(*args, **kwargs):
@@ -207,18 +209,20 @@ def _installed(python: str, module: str) -> bool:
 
 
 def stand_ins(root: Path, python: str = sys.executable) -> list[str]:
-    """lpips.py / imageio.py / pandas.py in the checkout where ``python`` lacks the package; a stand-in
-    written earlier goes where the package is installed."""
+    """lpips.py / imageio.py / pandas.py in the checkout where ``python`` lacks what TG uses of the
+    package (imageio: its FFmpeg backend, which TG's mp4 writing needs); a stand-in written earlier
+    goes where that is installed."""
     out = []
-    for module, text in (("lpips", LPIPS_STAND_IN), ("imageio", IMAGEIO_STAND_IN), ("pandas", PANDAS_STAND_IN)):
+    for module, needs, text in (("lpips", "lpips", LPIPS_STAND_IN), ("imageio", "imageio_ffmpeg", IMAGEIO_STAND_IN),
+                                ("pandas", "pandas", PANDAS_STAND_IN)):
         path = root / f"{module}.py"
-        if _installed(python, module):
+        if _installed(python, needs):
             if path.exists() and path.read_text() == text:
                 path.unlink()
             out.append(f"{module}: installed")
         else:
             path.write_text(text)
-            out.append(f"{module}.py: talkgs stand-in ({module} is not installed)")
+            out.append(f"{module}.py: talkgs stand-in ({needs} is not installed)")
     return out
 
 
@@ -308,7 +312,9 @@ def cmd_train(args) -> int:
     data = work / "data" / args.id
     run = work / "output" / args.id
     audio = json.loads((data / "talkgs_audio.json").read_text())
-    env = {**os.environ, "TALKGS_TG_AUDIO_DIM": str(audio["dim"]),
+    # Its checkpoints hold numpy scalars, which torch >= 2.6's weights-only torch.load refuses:
+    # its own files are loaded with the earlier default.
+    env = {**os.environ, "TALKGS_TG_AUDIO_DIM": str(audio["dim"]), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
            "PYTHONPATH": os.pathsep.join([str(H.REPO), os.environ.get("PYTHONPATH", "")])}
     if args.fuse_iterations is not None:
         env["TALKGS_TG_FUSE_ITERATIONS"] = str(args.fuse_iterations)
@@ -324,8 +330,21 @@ def cmd_train(args) -> int:
                             "fuse": args.fuse_iterations or TG_FUSE_ITERATIONS}, "seconds": {}}
     times["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     run.mkdir(parents=True, exist_ok=True)
-    save = lambda: (run / "talkgs_times.json").write_text(json.dumps(times, indent=1) + "\n")  # noqa: E731
-    if args.parallel:  # its mouth and face stages are independent: side by side on one GPU
+    times_path = run / "talkgs_times.json"
+    names = [name for name, _ in steps]
+    if args.resume_from != "mouth":  # the stages before it ran earlier: keep their times
+        if not times_path.is_file():
+            raise SystemExit(f"peer_tg: --from {args.resume_from} needs the earlier stages' {times_path}")
+        earlier = json.loads(times_path.read_text())
+        if earlier["iterations"] != times["iterations"]:
+            raise SystemExit(f"peer_tg: {times_path} is of {earlier['iterations']} steps, not {times['iterations']}")
+        times = {**earlier, "seconds": {k: v for k, v in earlier["seconds"].items()
+                                        if names.index(k) < names.index(args.resume_from)}}
+        steps = steps[names.index(args.resume_from):]
+        if args.resume_from == "face":  # its face stage now runs alone: the stages' times add up
+            times.pop("parallel", None)
+    save = lambda: times_path.write_text(json.dumps(times, indent=1) + "\n")  # noqa: E731
+    if args.parallel and args.resume_from == "mouth":  # its mouth and face stages are independent: side by side on one GPU
         times["parallel"] = True
         t0 = time.perf_counter()
         procs = []
@@ -420,9 +439,8 @@ def cmd_score(args) -> int:
     import torch
 
     from talkgs.data import format as fmt
-    from talkgs.eval.evaluate import _resized, mediapipe_missing, save_render, union_box
+    from talkgs.eval.evaluate import frame_figures, mediapipe_missing, save_render, union_box
     from talkgs.metrics import mouth as mm
-    from talkgs.metrics.image import psnr, ssim
 
     root = Path(args.dataset)
     if args.lips_only:
@@ -440,11 +458,24 @@ def cmd_score(args) -> int:
     box = union_box(tracks["face_box"], ds.width, ds.height)
     side = mm.mouth_crop_side(tracks["all_landmarks"])
     boxes = mm.mouth_crop_boxes(mm.lip_centres(landmarks), side, ds.width, ds.height)
-    pm, gm = mm.cut(pred, boxes), mm.cut(gt, boxes)
+    lp, lp_note = None, None
+    try:
+        from talkgs.metrics.lpips import load_lpips
+
+        lp = load_lpips("alex", "cpu")
+    except Exception as e:  # ST-LPIPS missing: the other figures stand
+        lp_note = str(e)
+    per_frame: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for i in range(0, len(pred), 8):  # `talkgs eval`'s figures, a few frames at a time
+            j = min(i + 8, len(pred))
+            figs = frame_figures(pred[i:j], gt[i:j], ds.labels[i:j], tracks["face_box"][i:j], boxes[i:j], lp)
+            for k, v in figs.items():
+                per_frame.setdefault(k, []).extend(v)
     row = {"method": f"TalkingGaussian {PINNED[:7]} ({EXTRACTOR} audio)", "frames": [a, b],
-           "psnr": float(psnr(pred, gt).mean()), "ssim": float(ssim(pred, gt).mean()),
-           "mouth_psnr": float(psnr(pm, gm).mean()), "mouth_ssim": float(ssim(pm, gm).mean()),
-           "mouth_crop_px": side}
+           **{k: float(np.mean(v)) for k, v in per_frame.items()}, "mouth_crop_px": side}
+    if lp_note is not None:
+        row["lpips_note"] = lp_note
     times = renders_path.parents[3] / "talkgs_times.json"
     if times.exists():
         t = json.loads(times.read_text())
@@ -455,16 +486,6 @@ def cmd_score(args) -> int:
         row["parallel_mouth_face"] = bool(t.get("parallel"))
         row["stage_seconds"] = t["seconds"]
         row["train_device"] = t.get("device")
-    try:
-        from talkgs.metrics.lpips import load_lpips
-
-        lp = load_lpips("alex", "cpu")
-        with torch.no_grad():
-            row["lpips"] = float(torch.cat([lp(pred[i : i + 8], gt[i : i + 8]) for i in range(0, len(pred), 8)]).mean())
-            size = mm.MOUTH_LPIPS_SIZE
-            row["mouth_lpips"] = float(lp(_resized(pm, size), _resized(gm, size)).mean())
-    except Exception as e:  # ST-LPIPS missing: the other figures stand
-        row["lpips_note"] = str(e)
     crop = np.ascontiguousarray(renders[:, box[1]:box[3], box[0]:box[2]])  # as `talkgs eval` (--render-crop face)
     missing = mediapipe_missing()
     if missing is None:
@@ -507,6 +528,8 @@ def main() -> int:
     p.add_argument("--parallel", action="store_true",
                    help="its mouth and face stages side by side on the one GPU (each stage's time is then "
                         "from their common start)")
+    p.add_argument("--from", dest="resume_from", choices=("mouth", "face", "fuse", "render"), default="mouth",
+                   help="start at this stage, the earlier ones' checkpoints and times kept from an earlier run")
     p = sub.add_parser("score", help="talkgs's metrics on TG's val renders")
     p.add_argument("dataset")
     p.add_argument("--dir", required=True)

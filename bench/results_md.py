@@ -4,7 +4,8 @@
 
 docs/results.md: every result file, grouped by bench; per bench a table naming each result's
 command, commit, device and date, then each result's rows. docs/speed.md: the per-module times of
-every bench/speed.py result, one column per device. README.md: the table between the lines
+every bench/speed.py result, one column per device, then where a training step's and a render
+batch's time goes (bench/train_profile.py, bench/render_profile.py), one column per result. README.md: the table between the lines
 ``<!-- results:begin -->`` and ``<!-- results:end -->`` is replaced by the newest figure of each
 headline measurement, each row naming its device and commit and linking its result file; a
 README without both lines is left as it is.
@@ -197,6 +198,7 @@ def results_md(docs: list[dict], out_dir: Path) -> str:
 
 # ------------------------------------------------------------------------------ docs/speed.md
 def speed_md(docs: list[dict], out_dir: Path) -> str:
+    profiles = profiles_md(docs, out_dir)
     docs = sorted((d for d in docs if d["bench"] == "speed"), key=lambda d: (d["device"].startswith("cpu"), d["date"]))
     lines = ["# Per-module speed", "", GENERATED + " Each column is one `python bench/speed.py` result: a synthetic "
              "head (the default model, untrained weights, no footage) timed module by module on one device; "
@@ -204,7 +206,7 @@ def speed_md(docs: list[dict], out_dir: Path) -> str:
              "the docstring of `bench/speed.py`. The whole pipeline on real heads: [results.md](results.md) "
              "(benches render, train, serve).", ""]
     if not docs:
-        return "\n".join(lines + ["No speed results yet.", ""])
+        return "\n".join(lines + ["No speed results yet."] + profiles) + "\n"
     modules: list[str] = []
     for d in docs:
         modules += [r["module"] for r in d["rows"] if r["module"] not in modules]
@@ -235,7 +237,50 @@ def speed_md(docs: list[dict], out_dir: Path) -> str:
     errors = [(d, r) for d in docs for r in d["rows"] if "error" in r]
     if errors:
         lines += ["", "Failed modules:", ""] + [f"- {d['device']}, {r['module']}: {fmt(r['error'])}" for d, r in errors]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + profiles) + "\n"
+
+
+def profiles_md(docs: list[dict], out_dir: Path) -> list[str]:
+    """Where a training step's and a render batch's time goes: one column per
+    bench/train_profile.py or bench/render_profile.py result (real heads on one device)."""
+    lines: list[str] = []
+    for bench, what, unit in (("train_profile", "a training step", "step"), ("render_profile", "a render batch", "batch")):
+        got = sorted((d for d in docs if d["bench"] == bench), key=lambda d: d["date"])
+        if not got:
+            continue
+        lines += ["", f"## Where {what}'s time goes ({bench})", "",
+                  f"Each column is one `python bench/{bench}.py` result; milliseconds per {unit}, the parts timed "
+                  "with the device synchronised around each (their sum exceeds an unsynchronised "
+                  f"{unit} slightly). What each part covers: the docstring of `bench/{bench}.py`.", ""]
+        parts: list[str] = []
+        for d in got:
+            parts += [r["part"] for r in _measure(d, "part") if r["part"] not in parts]
+        key = "ms_per_step" if bench == "train_profile" else "ms_per_batch"
+
+        def setup(d: dict, k: str) -> Any:
+            return (d.get("setup") or {}).get(k)
+
+        def gauss(d: dict) -> str:
+            g = setup(d, "gaussians") or {}
+            return f"{g.get('face', '-')} + {g.get('mouth', '-')}"
+
+        body = [["device"] + [fmt(d["device"]) for d in got], ["commit"] + [commit_cell(d) for d in got],
+                ["what" if bench == "train_profile" else "frames per batch"]
+                + [fmt(d["params"].get("stage") if bench == "train_profile" else d["params"].get("batch")) for d in got],
+                ["Gaussians, face + mouth"] + [gauss(d) for d in got]]
+        steps = [(_measure(d, "step") or [{}])[0] for d in got]
+        if any(steps):
+            body += [[f"{unit}, no synchronisation"] + [fmt(r.get("ms_per_step_unsynchronised")) for r in steps],
+                     ["kernel launches"] + [fmt(r.get("launches")) for r in steps],
+                     ["host syncs"] + [fmt(r.get("host_syncs")) for r in steps],
+                     ["device busy"] + ["-" if r.get("device_busy_fraction") is None
+                                        else f"{100 * r['device_busy_fraction']:.0f} %" for r in steps]]
+        for part in parts:
+            body.append([part] + [fmt(next((r[key] for r in _measure(d, "part") if r["part"] == part), None)) for d in got])
+        body.append(["result"] + [f"[{d['name']}]({link(d['path'], out_dir)})" for d in got])
+        lines += md_table([""] + [f"({i + 1})" for i in range(len(got))], body)
+        lines += ["", "Commands:", ""] + [f"- ({i + 1}) `{d['command']}` ({d['date'][:10]})" for i, d in enumerate(got)]
+    return lines
 
 
 # ------------------------------------------------------------------------------ README's current results
@@ -304,10 +349,12 @@ def fig_render(d: dict) -> str | None:
     params = d.get("params") or {}
     if params.get("per_call_fields") or params.get("cuda_graphs"):  # a baseline or a variant, not the product
         return None
+    size = (d.get("setup") or {}).get("size")
+    if size is not None and list(size) != [512, 512]:  # the README's figures are the anchor clip's (512x512)
+        return None
     rows = [r for r in _measure(d, "pipeline") if r.get("batch") == 32 and r.get("fps")]
     if not rows:
         return None
-    size = (d.get("setup") or {}).get("size")
     return " / ".join(f"{r['fps']:.0f}" for r in rows) + " frames/s" + (f" ({size[0]}x{size[1]})" if size else "")
 
 

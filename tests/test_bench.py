@@ -263,7 +263,8 @@ def test_peer_tg_train_runs_mouth_and_face_side_by_side_with_parallel(tmp_path):
     tg = tmp_path / "TalkingGaussian"
     tg.mkdir()
     log = tmp_path / "log.txt"
-    stage = ("import sys, time\nopen({log!r}, 'a').write(f'start {name} {{time.time()}}\\n')\n"
+    stage = ("import os, time\nopen({log!r}, 'a').write(f'start {name} {{time.time()}}\\n')\n"
+             "assert os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] == '1'\n"
              "time.sleep(1.0)\nopen({log!r}, 'a').write(f'end {name} {{time.time()}}\\n')\n")
     for name, script in (("mouth", "train_mouth.py"), ("face", "train_face.py"), ("fuse", "train_fuse.py"),
                          ("render", "synthesize_fuse.py")):
@@ -271,8 +272,9 @@ def test_peer_tg_train_runs_mouth_and_face_side_by_side_with_parallel(tmp_path):
     data = tmp_path / "data" / "clip"
     data.mkdir(parents=True)
     (data / "talkgs_audio.json").write_text(json.dumps({"kind": "whisper", "dim": 384}))
-    subprocess.run([sys.executable, str(BENCH / "peer_tg.py"), "train", "--dir", str(tmp_path), "--id", "clip",
-                    "--iterations", "10", "--fuse-iterations", "5", "--parallel"], check=True, capture_output=True)
+    train = [sys.executable, str(BENCH / "peer_tg.py"), "train", "--dir", str(tmp_path), "--id", "clip",
+             "--iterations", "10", "--fuse-iterations", "5", "--parallel"]
+    subprocess.run(train, check=True, capture_output=True)
     events = {}
     for line in log.read_text().splitlines():
         what, name, t = line.split()
@@ -283,6 +285,16 @@ def test_peer_tg_train_runs_mouth_and_face_side_by_side_with_parallel(tmp_path):
     times = json.loads((tmp_path / "output" / "clip" / "talkgs_times.json").read_text())
     assert times["parallel"] is True and times["iterations"] == {"mouth": 10, "face": 10, "fuse": 5}
     assert set(times["seconds"]) == {"mouth", "face", "fuse", "render"}
+    # --from fuse: only fuse and render run again; the side-by-side stages keep their times
+    log.write_text("")
+    subprocess.run([*train, "--from", "fuse"], check=True, capture_output=True)
+    assert [line.split()[:2] for line in log.read_text().splitlines()] == [
+        ["start", "fuse"], ["end", "fuse"], ["start", "render"], ["end", "render"]]
+    again = json.loads((tmp_path / "output" / "clip" / "talkgs_times.json").read_text())
+    assert again["parallel"] is True and {k: again["seconds"][k] for k in ("mouth", "face")} == {
+        k: times["seconds"][k] for k in ("mouth", "face")}
+    refused = subprocess.run([*train[:-4], "7", "--fuse-iterations", "5", "--from", "fuse"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "not {'mouth': 7" in refused.stderr
 
 
 def test_peer_tg_score_saves_crops_without_mediapipe_and_lips_only_completes_them(anchor_dataset, tmp_path, monkeypatch):
@@ -309,7 +321,8 @@ def test_peer_tg_score_saves_crops_without_mediapipe_and_lips_only_completes_the
     monkeypatch.setattr(ev, "mediapipe_missing", lambda: "no module named mediapipe (as on the GPU machine)")
     tg.cmd_score(args)
     row = json.loads(out.read_text())["rows"][0]
-    assert row["psnr"] > 45 and row["mouth_psnr"] > 45 and "lips_note" in row and "mouth_r" not in row
+    assert row["psnr"] > 45 and row["head_psnr"] > 45 and row["mouth_psnr"] > 45 and row["head_ssim"] > 0.99
+    assert "lips_note" in row and "mouth_r" not in row
     assert Path(row["lips_render"]["file"]).is_file()
     monkeypatch.undo()
     if ev.mediapipe_missing() is not None:

@@ -197,6 +197,30 @@ def union_box(boxes: np.ndarray, width: int, height: int, pad: float = CROP_PAD)
     return max(a, 0), max(b, 0), c, d
 
 
+def frame_figures(pred: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor, face_box: torch.Tensor,
+                  mouth_boxes, lp=None) -> dict[str, list[float]]:
+    """Per-frame image figures (:data:`IMAGE_KEYS`; the LPIPS ones only with ``lp``) of renders
+    ``pred [B, H, W, 3]`` (float, 0..1) against ``gt`` on the plate: the whole frame, the head
+    (PSNR on the face/hair/mouth labels ``[B, H, W]``, SSIM and LPIPS on square crops around
+    ``face_box [B, 4]``) and the fixed-size mouth crops ``mouth_boxes`` (one box per frame)."""
+    h, w = pred.shape[1:3]
+    head = (labels == LABEL_FACE) | (labels == LABEL_HAIR) | (labels == LABEL_MOUTH)
+    out = {"psnr": psnr(pred, gt).tolist(), "ssim": ssim(pred, gt).tolist(),
+           "head_psnr": psnr(pred, gt, mask=head).tolist()}
+    boxes = _square_boxes(torch.as_tensor(face_box).float(), w, h)
+    pc, gc = _crops(pred, boxes), _crops(gt, boxes)
+    out["head_ssim"] = ssim(pc, gc).tolist()
+    pm, gm = mouth_metrics.cut(pred, mouth_boxes), mouth_metrics.cut(gt, mouth_boxes)
+    out["mouth_psnr"] = psnr(pm, gm).tolist()
+    out["mouth_ssim"] = ssim(pm, gm).tolist()
+    if lp is not None:
+        size = mouth_metrics.MOUTH_LPIPS_SIZE
+        out["lpips"] = lp(pred, gt).flatten().tolist()
+        out["head_lpips"] = lp(pc, gc).flatten().tolist()
+        out["mouth_lpips"] = lp(_resized(pm, size), _resized(gm, size)).flatten().tolist()
+    return out
+
+
 def _try_lpips(device, enabled: bool):
     if not enabled:
         return None, "disabled"
@@ -246,22 +270,9 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
         _sync(dev)
         render_s += time.perf_counter() - t
         gt = ground_truth_on_plate(ims.frames[local], ims.labels[local], ims.background)
-        labels = ims.labels[local]
-        head = (labels == LABEL_FACE) | (labels == LABEL_HAIR) | (labels == LABEL_MOUTH)
-        per_frame["psnr"] += psnr(pred, gt).tolist()
-        per_frame["ssim"] += ssim(pred, gt).tolist()
-        per_frame["head_psnr"] += psnr(pred, gt, mask=head).tolist()
-        boxes = _square_boxes(ims.tracks["face_box"][local].float(), ims.width, ims.height)
-        pc, gc = _crops(pred, boxes), _crops(gt, boxes)
-        per_frame["head_ssim"] += ssim(pc, gc).tolist()
-        pm, gm = mouth_metrics.cut(pred, mouth_boxes[s:e]), mouth_metrics.cut(gt, mouth_boxes[s:e])
-        per_frame["mouth_psnr"] += psnr(pm, gm).tolist()
-        per_frame["mouth_ssim"] += ssim(pm, gm).tolist()
-        if lp is not None:
-            per_frame["lpips"] += lp(pred, gt).flatten().tolist()
-            per_frame["head_lpips"] += lp(pc, gc).flatten().tolist()
-            per_frame["mouth_lpips"] += lp(_resized(pm, mouth_metrics.MOUTH_LPIPS_SIZE),
-                                           _resized(gm, mouth_metrics.MOUTH_LPIPS_SIZE)).flatten().tolist()
+        figures = frame_figures(pred, gt, ims.labels[local], ims.tracks["face_box"][local], mouth_boxes[s:e], lp)
+        for k, v in figures.items():
+            per_frame[k] += v
         gt_teeth.append(mouth_metrics.teeth_fraction(to_uint8(gt).cpu().numpy(), landmarks[s:e]))
         renders.append(to_uint8(pred).cpu())
         areas.append(out.visible_mouth_area().cpu())

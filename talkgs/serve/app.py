@@ -59,11 +59,12 @@ def head_names(runs) -> list[str]:
     return names
 
 
-def load_heads(cfg, datasets: list | None = None) -> dict:
+def load_heads(cfg, datasets: list | None = None, cuda_graphs: bool = False) -> dict:
     """``{name: HeadRenderer}`` for the command line's runs, each checked to stream its feature
     kind (the batch loop runs every batch shape once before serving: ``Batcher.warm_up``).
     ``datasets``: each run's dataset when not where its checkpoint says (benchmarks on another
-    machine)."""
+    machine). ``cuda_graphs``: each batch size's deformation as a CUDA graph, captured in the
+    warm-up (``HeadRenderer(cuda_graphs=True)``; bench/serve.py measures it)."""
     import torch
 
     from talkgs.audio import open_stream
@@ -77,7 +78,7 @@ def load_heads(cfg, datasets: list | None = None) -> dict:
     datasets = datasets or [None] * len(cfg.runs)
     for name, run, ds in zip(head_names(cfg.runs), cfg.runs, datasets):
         r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend,
-                         mouth_amplitude=cfg.mouth_amplitude)
+                         mouth_amplitude=cfg.mouth_amplitude, cuda_graphs=cuda_graphs)
         open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
         heads[name] = r
     return heads
