@@ -364,7 +364,7 @@ def fig_serve(d: dict) -> str | None:
 
 
 def fig_prepare(d: dict) -> str | None:
-    r = d["rows"][0] if d["rows"] else {}
+    r = next((r for r in d["rows"] if r.get("code", "this") == "this" and "wall_s" in r), {})  # not a --baseline row
     if r.get("wall_s") is None:
         return None
     steps = ", ".join(f"{k} {v:.1f}" for k, v in sorted((r.get("steps_s") or {}).items(), key=lambda kv: -kv[1])[:3])

@@ -349,3 +349,28 @@ def test_predictor_fit_cache_key_names_the_training_clip(tmp_path):
     key = lambda clip, seed=0: pred.fit_key(clip, "whisper", 8, PredictorConfig(), MouthStateConfig(), seed, 1)  # noqa: E731
     assert key(clips["a"]) == key(clips["a"])
     assert len({key(clips["a"]), key(clips["b"]), key(clips["c"]), key(clips["a"], seed=1)}) == 4
+
+
+def test_prepare_bench_compares_tracks_with_a_baseline(tmp_path):
+    """bench/prepare.py --baseline: the tracks of two preparations of one clip are compared in
+    pixels; identical tracks read as zero, a shift of the landmarks as that shift; a folder that
+    is not a talkgs checkout is refused before anything runs."""
+    import numpy as np
+
+    prep = bench_module("prepare")
+    rng = np.random.default_rng(0)
+    tracks = {"landmarks": rng.uniform(0, 512, (5, 478, 2)).astype(np.float32),
+              "face_box": rng.uniform(0, 512, (5, 4)).astype(np.float32),
+              "w2c": np.tile(np.eye(4, dtype=np.float32), (5, 1, 1)),
+              "reproj_error_px": np.full(5, 2.0, np.float32)}
+    for name, shift in (("a", 0.0), ("b", 0.0), ("c", 3.0)):
+        (tmp_path / name).mkdir()
+        moved = {**tracks, "landmarks": tracks["landmarks"] + np.float32(shift)}
+        np.savez(tmp_path / name / "tracks.npz", **moved)
+    same = prep.tracking_agreement(tmp_path / "b", tmp_path / "a")
+    assert same["identical_tracks"] and same["landmark_px_max"] == 0 and same["reproj_px_mean"] == 2.0
+    moved = prep.tracking_agreement(tmp_path / "c", tmp_path / "a")
+    assert not moved["identical_tracks"] and moved["landmark_px_mean"] == pytest.approx(3 * 2**0.5, rel=1e-4)
+    r = subprocess.run([sys.executable, str(BENCH / "prepare.py"), "--video", str(tmp_path / "a" / "tracks.npz"),
+                        "--baseline", str(tmp_path), "--out", str(tmp_path / "out.json")], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a talkgs checkout" in r.stderr and not (tmp_path / "out.json").exists()
