@@ -15,13 +15,15 @@ frames need not be present), each labelled with OTHER's own opening. The result
 (bench/results/mouth_crops/<--name>.json, or --out) holds one row per frame shown: its set, the
 ground-truth opening and the render's visible inside-mouth area.
 
-    python bench/mouth_crops.py RUN [RUN ...] --saved [--frames F ...] [--crops DIR]
+    python bench/mouth_crops.py RUN [RUN ...] --saved [--frames F ...] [--crops DIR] [--peer RESULT]
 
 --saved: no model, no GPU: the val renders each RUN's `talkgs eval` saved for the lip metrics
 (RUN/eval/lips/, a lossy codec: on a machine without PyAV, MPEG-4 Part 2) under the ground truth,
 one row per RUN (e.g. a default and its variants, trained elsewhere), for the --n widest val
 frames and the --frames that lie in the val split: CROPS/saved.png (default CROPS: the first
 RUN's eval/crops), each render labelled with the visible inside-mouth area its eval measured.
+--peer RESULT adds a row for the original (bench/peer_tg.py score's result JSON: the val face
+crops it saved, read from the path it names, labelled TG).
 """
 
 from __future__ import annotations
@@ -108,13 +110,24 @@ def saved_crops(args) -> None:
         full = np.zeros((b - a, ds.height, ds.width, 3), np.uint8)  # the saved face crop put back in the frame
         full[:, y0 : y0 + h, x0 : x0 + w] = fr[:, : ds.height - y0, : ds.width - x0]
         renders.append((run.name, full, val["per_frame"]["visible_mouth_area"]))
+    if args.peer is not None:
+        row = json.loads(args.peer.read_text())["rows"][0]
+        if list(row["frames"]) != [a, b]:
+            raise SystemExit(f"mouth_crops: {args.peer} scored frames {row['frames']}, the runs' val split is {a}:{b}")
+        x0, y0, x1, y1 = row["lips_render"]["box"]
+        fr = read_frames(Path(row["lips_render"]["file"]))[:, : y1 - y0, : x1 - x0]
+        if fr.shape[0] != b - a:
+            raise SystemExit(f"mouth_crops: {row['lips_render']['file']} has {fr.shape[0]} frames, the val split {b - a}")
+        full = np.zeros((b - a, ds.height, ds.width, 3), np.uint8)
+        full[:, y0:y1, x0:x1] = fr
+        renders.append(("TG", full, None))
     rows = [np.concatenate([label(crop(gt[f - a], boxes[f], size), f"{f} gt {all_open[f]:.3f}") for f in frames], 1)]
     report = []
     for name, full, area in renders:
-        rows.append(np.concatenate([label(crop(full[f - a], boxes[f], size), f"{name} {area[f - a]:.0f}px")
-                                    for f in frames], 1))
+        rows.append(np.concatenate([label(crop(full[f - a], boxes[f], size),
+                                          name if area is None else f"{name} {area[f - a]:.0f}px") for f in frames], 1))
         report += [{"set": "saved val", "run": name, "frame": f, "gt_open": float(all_open[f]),
-                    "render_visible_mouth_px": float(area[f - a])} for f in frames]
+                    "render_visible_mouth_px": None if area is None else float(area[f - a])} for f in frames]
     out = args.crops or args.run[0] / "eval" / "crops"
     save_rgb(out / "saved.png", np.concatenate(rows, 0))
     print(f"mouth_crops: {out / 'saved.png'} (frames {frames}; rows: ground truth, {', '.join(r[0] for r in renders)})")
@@ -136,7 +149,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="*", default=[], help="more dataset frames: CROPS/frames.png")
     ap.add_argument("--mouth-amplitude", type=float, default=1.0, help="scale of the predicted mouth motion")
     ap.add_argument("--crops", type=Path, default=None, help="folder of the PNGs (default: RUN/eval/crops)")
+    ap.add_argument("--peer", type=Path, default=None,
+                    help="with --saved: bench/peer_tg.py score's result JSON; the original's saved val crops as a row")
     args = ap.parse_args()
+    if args.peer is not None and not args.saved:
+        ap.error("--peer goes with --saved")
     if args.saved:
         return saved_crops(args)
     if len(args.run) != 1:
