@@ -12,7 +12,9 @@ val frames are never trained on. Audio features are computed from the built audi
 Per length: the dataset's size on disk; the peak host memory (RSS) of loading it onto the
 device with talkgs.data.load_dataset; with ``--train`` (a GPU), the default training's wall
 time, peak GPU memory, peak host memory and val metrics, each in a fresh process. Building
-needs PyAV (H.264); the datasets go to --work, outside the repository (they derive from footage).
+writes H.264 with PyAV, or MPEG-4 Part 2 through OpenCV where PyAV is missing (the GPU machine:
+the val metrics of those clips then include that codec's loss); the datasets go to --work,
+outside the repository (they derive from footage).
 Writes bench/results/clip_length/<device>.json.
 """
 
@@ -50,7 +52,7 @@ def pingpong(lo: int, hi: int, n: int) -> np.ndarray:
 
 def build(src: Path, dst: Path, minutes: float, kinds: list[str]) -> Path:
     """``dst``: ``src`` lengthened to ``minutes`` (module docstring); returns ``dst``."""
-    from talkgs.media import VideoWriter, iter_frames, read_wav, write_wav
+    from talkgs.media import VideoWriter, import_av, iter_frames, read_wav, write_video_silent_cv2, write_wav
 
     meta = fmt.read_meta(src)
     n_src = int(meta["n_frames"])
@@ -87,9 +89,13 @@ def build(src: Path, dst: Path, minutes: float, kinds: list[str]) -> Path:
                                       (n_src, int(meta["height"]), int(meta["width"]), 3))
     for i, frame in enumerate(iter_frames(src / fmt.FRAMES)):
         store[i] = frame
-    with VideoWriter(dst / fmt.FRAMES, fps=FPS, crf=12) as writer:
-        for a in range(0, n, CHUNK):
-            writer.write_batch(np.asarray(store[index[a:a + CHUNK]]))
+    if import_av() is not None:
+        with VideoWriter(dst / fmt.FRAMES, fps=FPS, crf=12) as writer:
+            for a in range(0, n, CHUNK):
+                writer.write_batch(np.asarray(store[index[a:a + CHUNK]]))
+    else:  # the GPU machine: MPEG-4 Part 2 through OpenCV, one chunk in memory at a time
+        write_video_silent_cv2(dst / fmt.FRAMES, (f for a in range(0, n, CHUNK) for f in np.asarray(store[index[a:a + CHUNK]])),
+                               fps=FPS)
     del store
     (dst / "source_frames.npy").unlink()
     shutil.copy(src / fmt.BACKGROUND, dst / fmt.BACKGROUND)
