@@ -58,6 +58,14 @@ def save_rgb(path: Path, rgb: np.ndarray) -> None:
         raise SystemExit(f"mouth_crops: cannot write {path}")
 
 
+def in_frame(crops: np.ndarray, x0: int, y0: int, height: int, width: int) -> np.ndarray:
+    """Saved face crops ``[N, h, w, 3]`` put back at ``(x0, y0)`` in black ``height x width`` frames."""
+    n, h, w = crops.shape[:3]
+    full = np.zeros((n, height, width, 3), np.uint8)
+    full[:, y0 : y0 + h, x0 : x0 + w] = crops[:, : height - y0, : width - x0]
+    return full
+
+
 def saved_crops(args) -> None:
     """--saved: crops of the renders each run's eval saved, under the ground truth (module docstring)."""
     import json
@@ -107,9 +115,7 @@ def saved_crops(args) -> None:
         fr = read_frames(run / "eval" / rend["file"])[:, :h, :w]
         if fr.shape[0] != b - a:
             raise SystemExit(f"mouth_crops: {run / 'eval' / rend['file']} has {fr.shape[0]} frames, the val split {b - a}")
-        full = np.zeros((b - a, ds.height, ds.width, 3), np.uint8)  # the saved face crop put back in the frame
-        full[:, y0 : y0 + h, x0 : x0 + w] = fr[:, : ds.height - y0, : ds.width - x0]
-        renders.append((run.name, full, val["per_frame"]["visible_mouth_area"]))
+        renders.append((run.name, in_frame(fr, x0, y0, ds.height, ds.width), val["per_frame"]["visible_mouth_area"]))
     if args.peer is not None:
         row = json.loads(args.peer.read_text())["rows"][0]
         if list(row["frames"]) != [a, b]:
@@ -118,9 +124,7 @@ def saved_crops(args) -> None:
         fr = read_frames(Path(row["lips_render"]["file"]))[:, : y1 - y0, : x1 - x0]
         if fr.shape[0] != b - a:
             raise SystemExit(f"mouth_crops: {row['lips_render']['file']} has {fr.shape[0]} frames, the val split {b - a}")
-        full = np.zeros((b - a, ds.height, ds.width, 3), np.uint8)
-        full[:, y0:y1, x0:x1] = fr
-        renders.append(("TG", full, None))
+        renders.append(("TG", in_frame(fr, x0, y0, ds.height, ds.width), None))
     rows = [np.concatenate([label(crop(gt[f - a], boxes[f], size), f"{f} gt {all_open[f]:.3f}") for f in frames], 1)]
     report = []
     for name, full, area in renders:
