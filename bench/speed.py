@@ -16,6 +16,8 @@ Modules, each timed alone (median of --repeats after --warmup calls):
   rasterize: face / mouth  one branch's deformed Gaussians, B frames
   render batch             TalkingHead.render_frames: both branches, composited over a background
   audio features: KIND     extracting KIND's features of --audio-s seconds of audio (model loaded)
+  D-SSIM, conv / matmul    1 - SSIM of a training batch and its gradient, the window applied as
+                           depthwise convolutions or as banded-matrix products (the same sums)
   train step: STAGE        one training step of STAGE (stage loss, backward, the Adam steps of
                            what the stage trains) at the stage's batch size, without
                            densification or LPIPS
@@ -41,6 +43,7 @@ from talkgs.model.head import BRANCHES, TalkingHead
 from talkgs.model.mouth import landmark_weights
 from talkgs.train.config import FACE_STAGE, FUSE_STAGE, MOUTH_STAGE
 from talkgs.model.inputs import FrameInputs
+from talkgs.train import losses as L
 from talkgs.train.batch import Batch
 from talkgs.train.stages import stage_loss, trainable, trained_branches
 
@@ -213,6 +216,12 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - a kind this machine cannot run is reported, the others still timed
             rows.append({"module": f"audio features: {kind}", "detail": f"{args.audio_s:g} s of audio", "error": str(e)[:200]})
             print(f"audio features: {kind}: {e}", flush=True)
+    for blur in ("conv", "matmul"):
+        pred = torch.rand(FACE_STAGE.batch_size, size, size, 3, generator=gen).to(device).requires_grad_()
+        target = torch.rand(FACE_STAGE.batch_size, size, size, 3, generator=gen).to(device)
+        add(f"D-SSIM, {blur}", f"1 - SSIM and its gradient, {FACE_STAGE.batch_size}x{size}x{size}",
+            lambda blur=blur, pred=pred, target=target: L.dssim(pred, target, blur=blur).backward(),
+            frames=FACE_STAGE.batch_size)
     for stage in (MOUTH_STAGE, FACE_STAGE, FUSE_STAGE):
         tb = synthetic_batch(model, stage.batch_size, size, window, device, gen)
         what = " + ".join(trained_branches(stage))

@@ -2,7 +2,7 @@
 operators of a few steps of one stage, after its static warm-up.
 
     python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
-        [--schedule-scale 0.2]
+        [--schedule-scale 0.2] [--ssim-blur conv|matmul]
 
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
 ``--stage``, then times ``--steps`` steps: the loss forward and its parts (deform, rasterize,
@@ -18,6 +18,7 @@ unprofiled step slightly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 import time
 from collections import defaultdict
@@ -46,6 +47,8 @@ def main() -> int:
     ap.add_argument("--image-scale", type=float, default=1.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
+    ap.add_argument("--ssim-blur", default="conv", choices=["conv", "matmul"],
+                    help="how D-SSIM applies its window (talkgs.metrics.image._gaussian_blur)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="talkgs_prof_"))
@@ -85,7 +88,8 @@ def main() -> int:
     model.deform = timed("deform", model.deform)
     model.render_branch = timed("rasterize", model.render_branch)
     S.face_landmark_loss = timed("landmark loss", S.face_landmark_loss)
-    S.L.dssim = timed("dssim", S.L.dssim)
+    dssim = S.L.dssim if args.ssim_blur == "conv" else functools.partial(S.L.dssim, blur=args.ssim_blur)
+    S.L.dssim = timed("dssim", dssim)
     inner_loss = timed("loss forward (all)", T.stage_loss)
 
     def stage_loss(model_, stage, batch, step, *a, **k):

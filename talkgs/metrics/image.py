@@ -90,12 +90,33 @@ def gaussian_kernel_1d(window: int, sigma: float, dtype: torch.dtype, device: to
     return (g / g.sum()).to(device=device, dtype=dtype)
 
 
-def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool) -> torch.Tensor:
+def filter_matrix(kernel: torch.Tensor, size: int, valid: bool) -> torch.Tensor:
+    """The 1-D filter ``kernel [n]`` along an axis of ``size`` samples as a banded matrix
+    ``M [size, size']``: ``x @ M`` is ``x`` correlated with the kernel, zero-padded to keep the
+    size (``valid=False``) or only where the kernel fits (``valid=True``, ``size' = size - n + 1``)."""
+    n = kernel.numel()
+    out = size - n + 1 if valid else size
+    tap = (torch.arange(size, device=kernel.device)[:, None] - torch.arange(out, device=kernel.device)[None, :]
+           + (0 if valid else n // 2))  # [size, out]: which tap joins input i to output j
+    inside = (tap >= 0) & (tap < n)
+    return torch.where(inside, kernel[tap.clamp(0, n - 1)], kernel.new_zeros(()))
+
+
+def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool, method: str = "conv") -> torch.Tensor:
     """Separable Gaussian filter of ``x [B, K, H, W]`` (each channel on its own).
 
     ``valid=False`` zero-pads to keep ``[H, W]`` (the 3DGS / TalkingGaussian convention);
     ``valid=True`` keeps only the positions where the window fits (Wang et al.'s 'valid').
+    ``method``: ``conv``, two depthwise convolutions; ``matmul``, the same sums as two products
+    with banded matrices (:func:`filter_matrix`; more arithmetic, but matrix products instead of
+    depthwise convolutions on a GPU).
     """
+    if method == "matmul":
+        h, w = x.shape[-2:]
+        x = x @ filter_matrix(kernel, w, valid)
+        return filter_matrix(kernel, h, valid).T @ x
+    if method != "conv":
+        raise TalkgsError(f"blur method must be conv or matmul, got {method!r}")
     K = x.shape[1]
     n = kernel.numel()
     pad = 0 if valid else n // 2
@@ -112,6 +133,7 @@ def ssim_map(
     sigma: float = 1.5,
     valid: bool = False,
     data_range: float = 1.0,
+    blur: str = "conv",
 ) -> torch.Tensor:
     """Per-pixel, per-channel SSIM ``[B, H', W', C]`` of ``a, b [B, H, W, C]``.
 
@@ -119,7 +141,8 @@ def ssim_map(
     as two 1-D convolutions. ``valid=False`` (default) zero-pads so ``H', W' = H, W``,
     matching the SSIM that 3DGS and TalkingGaussian train and report with;
     ``valid=True`` crops to ``H - window + 1, W - window + 1`` (no border effects).
-    Differentiable in both inputs.
+    Differentiable in both inputs. ``blur``: how the window is applied (``conv`` or ``matmul``,
+    :func:`_gaussian_blur`; the same sums).
     """
     a, b = _pair(a, b)
     B, H, W, C = a.shape
@@ -129,7 +152,7 @@ def ssim_map(
     x = a.permute(0, 3, 1, 2)
     y = b.permute(0, 3, 1, 2)
     # One filtering pass over the five moment images instead of five passes.
-    stats = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], dim=1), k, valid)
+    stats = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], dim=1), k, valid, blur)
     mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(C, dim=1)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     var_x = e_xx - mu_xx

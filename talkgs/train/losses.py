@@ -57,16 +57,17 @@ def dssim(
     mask: torch.Tensor | None = None,
     window: int = 11,
     sigma: float = 1.5,
+    blur: str = "conv",
 ) -> torch.Tensor:
     """Structural dissimilarity ``1 - SSIM`` (in [0, 2]) of ``pred, gt [B, H, W, C]``.
 
     We use ``1 - SSIM`` rather than ``(1 - SSIM) / 2`` so that the original's weight
     (``L1 + 0.2 * (1 - SSIM)``) carries over unchanged. SSIM is the project's one SSIM
     (:func:`talkgs.metrics.image.ssim_map`, zero-padded Gaussian window); mask ``[B, H, W]``
-    weights the mean of the SSIM map (all-zero mask -> 0).
+    weights the mean of the SSIM map (all-zero mask -> 0); ``blur`` as in ``ssim_map``.
     """
     _check_images(pred, gt)
-    m = ssim_map(pred, gt, window=window, sigma=sigma)
+    m = ssim_map(pred, gt, window=window, sigma=sigma, blur=blur)
     if mask is None:
         return 1.0 - m.mean()
     w = _plane(mask, pred.shape[:3], "mask").to(m.dtype)[..., None]
