@@ -47,9 +47,10 @@ stands in with talkgs's ST-LPIPS (alex) for TG's lip and patch LPIPS losses; whe
 cannot write mp4 (imageio-ffmpeg missing), a stand-in that writes no mp4 (renders.npy is what is
 scored); where pandas is missing, a stand-in read_csv for its au.csv. Its checkpoints hold numpy
 scalars, which torch >= 2.6 loads only with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (set by `train`).
-To build and train on a current PyTorch/CUDA it needs C++17 for its grid encoder, two standard includes in its CUDA submodules (<cstdint>, <cfloat>) and a
-skip of non-finite steps (its mouth loss is NaN where a frame's mouth mask is empty; its
-rasterizer returns non-finite images on some face steps).
+To build and train on a current PyTorch/CUDA it needs C++17 for its grid encoder, two standard
+includes in its CUDA submodules (<cstdint>, <cfloat>) and a skip of non-finite steps (its mouth
+loss is NaN where a frame's mouth mask is empty; its rasterizer returns non-finite images on
+some face steps).
 """
 
 from __future__ import annotations

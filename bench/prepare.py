@@ -95,15 +95,16 @@ def main() -> int:
         print(f"bench/prepare.py: --baseline {args.baseline} is not a talkgs checkout", file=sys.stderr)
         return 2
 
+    video = args.video.resolve()  # each prepare runs in its own checkout's folder
     tmp = Path(tempfile.mkdtemp(prefix="talkgs-bench-"))
     rows = []
     try:
         base_ds = tmp / "baseline"
         if args.baseline is not None:
-            meta, wall = run_prepare(args.video, base_ds, args.baseline.resolve())
+            meta, wall = run_prepare(video, base_ds, args.baseline.resolve())
             rows.append({"code": "baseline", "commit": _git_commit(args.baseline), **summary(base_ds, meta, wall)})
         ds = tmp / "dataset"
-        meta, wall = run_prepare(args.video, ds, H.REPO)
+        meta, wall = run_prepare(video, ds, H.REPO)
         rows.append({"code": "this", "commit": H.commit(), **summary(ds, meta, wall)} if args.baseline else summary(ds, meta, wall))
         if args.baseline is not None:
             rows.append(tracking_agreement(ds, base_ds))

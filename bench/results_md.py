@@ -5,8 +5,8 @@
 docs/results.md: every result file, grouped by bench; per bench a table naming each result's
 command, commit, device and date, then each result's rows. docs/speed.md: the per-module times of
 every bench/speed.py result, one column per device, then where a training step's and a render
-batch's time goes (bench/train_profile.py, bench/render_profile.py), one column per result. README.md: the table between the lines
-``<!-- results:begin -->`` and ``<!-- results:end -->`` is replaced by the newest figure of each
+batch's time goes (bench/train_profile.py, bench/render_profile.py), one column per result.
+README.md: the table between the lines ``<!-- results:begin -->`` and ``<!-- results:end -->`` is replaced by the newest figure of each
 headline measurement, each row naming its device and commit and linking its result file; a
 README without both lines is left as it is.
 """
