@@ -2,10 +2,12 @@
 operators of a few steps of one stage, after its static warm-up.
 
     python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
-        [--schedule-scale 0.2] [--ssim-blur conv|matmul]
+        [--schedule-scale 0.2] [--ssim-blur conv|matmul] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
 
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
-``--stage``, then times ``--steps`` steps: the loss forward and its parts (deform, rasterize,
+``--stage`` (with ``--checkpoint``: from that checkpoint of a real run, its Gaussians and
+networks, placed ``--at`` that fraction of ``--stage`` with fresh optimisers, so a late step is
+timed at its real size), then times ``--steps`` steps: the loss forward and its parts (deform, rasterize,
 landmark loss, D-SSIM), and the rest (backward, densification, optimiser steps); then profiles
 the same number of steps with torch.profiler (kernel launches, host syncs and the device's busy
 share per step: bench/_profile.py), then times as many steps with no synchronisation at all.
@@ -30,11 +32,27 @@ import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from _profile import launch_summary, print_summary
 import talkgs.train.stages as S  # noqa: E402
 import talkgs.train.trainer as T
+from talkgs.model.checkpoint import load as load_checkpoint
+from talkgs.train import checkpoint as ckpt
 from talkgs.train.config import PredictorConfig, TrainConfig
 
 
 class _Done(Exception):
     pass
+
+
+def from_checkpoint(cfg: TrainConfig, path: Path, stage: str, at: float) -> tuple[T.Trainer, int]:
+    """A trainer on ``path``'s model and run settings, placed at ``at`` of ``stage`` with fresh
+    optimisers (the stage's first step past its static warm-up at the earliest), and that step."""
+    checkpoint = load_checkpoint(path)
+    cfg = ckpt.resumed_config(dataclasses.replace(cfg, schedule_scale=1.0), checkpoint)
+    names = [s.name for s in cfg.resolved_stages()]
+    index = names.index(stage)
+    stage_cfg = cfg.resolved_stages()[index]
+    step = max(int(at * stage_cfg.iterations), stage_cfg.warmup_static)
+    checkpoint = {**checkpoint, "stage_index": index, "stage_step": step, "optimizers": None,
+                  "completed": names[:index], "stage_rng": None}
+    return T.Trainer(cfg, checkpoint), step
 
 
 def main() -> int:
@@ -49,6 +67,8 @@ def main() -> int:
     ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
     ap.add_argument("--ssim-blur", default="conv", choices=["conv", "matmul"],
                     help="how D-SSIM applies its window (talkgs.metrics.image._gaussian_blur)")
+    ap.add_argument("--checkpoint", type=Path, help="a run's checkpoint (RUN/checkpoints/<stage>.pt) to start from")
+    ap.add_argument("--at", type=float, default=0.9, help="with --checkpoint: where in --stage to start, in [0, 1)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="talkgs_prof_"))
@@ -56,15 +76,19 @@ def main() -> int:
                       image_scale=args.image_scale, device=args.device, progress=False, tensorboard=False,
                       checkpoint_every=10**9, audio_kind=args.audio_kind,
                       predictor=PredictorConfig(augment=False, steps=100))
-    trainer = T.Trainer(cfg)
+    if args.checkpoint is None:
+        trainer = T.Trainer(cfg)
+        stage_cfg = next(s for s in trainer.stages if s.name == args.stage)
+        # Earlier stages run for only a few steps: they are not what is measured.
+        trainer.state.stages = tuple(
+            s if s.name == args.stage else
+            dataclasses.replace(s, iterations=min(s.iterations, 20), warmup_static=min(s.warmup_static, 5))
+            for s in trainer.stages)
+        first = stage_cfg.warmup_static + args.skip
+    else:
+        trainer, first = from_checkpoint(cfg, args.checkpoint, args.stage, args.at)
+        first += args.skip
     dev = trainer.device
-    stage_cfg = next(s for s in trainer.stages if s.name == args.stage)
-    # Earlier stages run for only a few steps: they are not what is measured.
-    trainer.state.stages = tuple(
-        s if s.name == args.stage else
-        dataclasses.replace(s, iterations=min(s.iterations, 20), warmup_static=min(s.warmup_static, 5))
-        for s in trainer.stages)
-    first = stage_cfg.warmup_static + args.skip
     times: dict[str, list[float]] = defaultdict(list)
     state = {"prof": None, "t_step": None, "step_times": []}
 
