@@ -16,8 +16,10 @@ Modules, each timed alone (median of --repeats after --warmup calls):
   rasterize: face / mouth  one branch's deformed Gaussians, B frames
   render batch             TalkingHead.render_frames: both branches, composited over a background
   audio features: KIND     extracting KIND's features of --audio-s seconds of audio (model loaded)
-  D-SSIM, conv / matmul    1 - SSIM of a training batch and its gradient, the window applied as
-                           depthwise convolutions or as banded-matrix products (the same sums)
+  D-SSIM, conv / rows / matmul
+                           1 - SSIM of a training batch and its gradient, the window applied as
+                           depthwise 2-D convolutions, as 1-D convolutions over rows and columns
+                           or as banded-matrix products (the same sums)
   train step: STAGE        one training step of STAGE (stage loss, backward, the Adam steps of
                            what the stage trains) at the stage's batch size, without
                            densification or LPIPS
@@ -216,7 +218,7 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - a kind this machine cannot run is reported, the others still timed
             rows.append({"module": f"audio features: {kind}", "detail": f"{args.audio_s:g} s of audio", "error": str(e)[:200]})
             print(f"audio features: {kind}: {e}", flush=True)
-    for blur in ("conv", "matmul"):
+    for blur in ("conv", "rows", "matmul"):
         pred = torch.rand(FACE_STAGE.batch_size, size, size, 3, generator=gen).to(device).requires_grad_()
         target = torch.rand(FACE_STAGE.batch_size, size, size, 3, generator=gen).to(device)
         add(f"D-SSIM, {blur}", f"1 - SSIM and its gradient, {FACE_STAGE.batch_size}x{size}x{size}",

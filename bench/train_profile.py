@@ -2,7 +2,7 @@
 operators of a few steps of one stage, after its static warm-up.
 
     python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
-        [--schedule-scale 0.2] [--ssim-blur conv|matmul] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
+        [--schedule-scale 0.2] [--ssim-blur conv|rows|matmul] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
 
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
 ``--stage`` (with ``--checkpoint``: from that checkpoint of a real run, its Gaussians and
@@ -65,7 +65,7 @@ def main() -> int:
     ap.add_argument("--image-scale", type=float, default=1.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
-    ap.add_argument("--ssim-blur", default="conv", choices=["conv", "matmul"],
+    ap.add_argument("--ssim-blur", default="conv", choices=["conv", "rows", "matmul"],
                     help="how D-SSIM applies its window (talkgs.metrics.image._gaussian_blur)")
     ap.add_argument("--checkpoint", type=Path, help="a run's checkpoint (RUN/checkpoints/<stage>.pt) to start from")
     ap.add_argument("--at", type=float, default=0.9, help="with --checkpoint: where in --stage to start, in [0, 1)")

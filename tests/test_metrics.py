@@ -131,24 +131,27 @@ def test_ssim_matches_naive_2d_window(valid):
 
 
 @pytest.mark.parametrize("valid", [False, True])
-def test_ssim_by_banded_matrices_equals_ssim_by_convolution_with_its_gradients(valid):
-    """``blur="matmul"`` (the window as two banded-matrix products) gives the convolution's SSIM
-    map and the same gradient to the prediction, zero-padded or valid; an unknown method is refused."""
+def test_ssim_by_rows_and_banded_matrices_equals_ssim_by_convolution_with_its_gradients(valid):
+    """``blur="rows"`` (1-D convolutions over rows, then columns) and ``blur="matmul"`` (two
+    banded-matrix products) give the depthwise convolution's SSIM map and the same gradient to the
+    prediction, zero-padded or valid; an unknown method is refused."""
     a = textured(24, 20, b=2, seed=7)  # float64: the same sums agree to rounding
     b = (a + 0.05 * torch.randn(a.shape, generator=torch.Generator().manual_seed(8), dtype=a.dtype)).clamp(0, 1)
     maps, grads = {}, {}
-    for blur in ("conv", "matmul"):
+    for blur in ("conv", "rows", "matmul"):
         x = a.clone().requires_grad_(True)
         maps[blur] = im.ssim_map(x, b, valid=valid, blur=blur)
         maps[blur].mean().backward()
         grads[blur] = x.grad
-    torch.testing.assert_close(maps["matmul"], maps["conv"], atol=1e-10, rtol=1e-9)
-    torch.testing.assert_close(grads["matmul"], grads["conv"], atol=1e-12, rtol=1e-8)
+    for blur in ("rows", "matmul"):
+        torch.testing.assert_close(maps[blur], maps["conv"], atol=1e-10, rtol=1e-9)
+        torch.testing.assert_close(grads[blur], grads["conv"], atol=1e-12, rtol=1e-8)
     assert (maps["conv"] < 0.999).any()  # the noise is seen: the comparison is not between two constants
     # float32 (what training uses): within the 1e-4 the SSIM tests require
-    f32 = {blur: im.ssim_map(a.float(), b.float(), valid=valid, blur=blur) for blur in ("conv", "matmul")}
-    torch.testing.assert_close(f32["matmul"], f32["conv"], atol=1e-4, rtol=0)
-    with pytest.raises(TalkgsError, match="conv or matmul"):
+    f32 = {blur: im.ssim_map(a.float(), b.float(), valid=valid, blur=blur) for blur in ("conv", "rows", "matmul")}
+    for blur in ("rows", "matmul"):
+        torch.testing.assert_close(f32[blur], f32["conv"], atol=1e-4, rtol=0)
+    with pytest.raises(TalkgsError, match="conv, rows or matmul"):
         im.ssim_map(a, b, blur="fft")
 
 

@@ -107,19 +107,27 @@ def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool, method: s
 
     ``valid=False`` zero-pads to keep ``[H, W]`` (the 3DGS / TalkingGaussian convention);
     ``valid=True`` keeps only the positions where the window fits (Wang et al.'s 'valid').
-    ``method``: ``conv``, two depthwise convolutions; ``matmul``, the same sums as two products
-    with banded matrices (:func:`filter_matrix`; more arithmetic, but matrix products instead of
-    depthwise convolutions on a GPU).
+    ``method`` (the same sums, different kernels on a GPU): ``conv``, two depthwise 2-D
+    convolutions; ``rows``, two single-channel 1-D convolutions over every row, then every column
+    (one transpose between); ``matmul``, two products with banded matrices (:func:`filter_matrix`).
     """
     if method == "matmul":
         h, w = x.shape[-2:]
         x = x @ filter_matrix(kernel, w, valid)
         return filter_matrix(kernel, h, valid).T @ x
-    if method != "conv":
-        raise TalkgsError(f"blur method must be conv or matmul, got {method!r}")
-    K = x.shape[1]
     n = kernel.numel()
     pad = 0 if valid else n // 2
+    if method == "rows":
+        b, k, h, w = x.shape
+        taps = kernel.view(1, 1, n)
+        y = F.conv1d(x.reshape(-1, 1, w), taps, padding=pad)  # [B K H, 1, W']
+        w2 = y.shape[-1]
+        y = y.view(b, k, h, w2).transpose(2, 3).reshape(-1, 1, h)
+        y = F.conv1d(y, taps, padding=pad)  # [B K W', 1, H']
+        return y.view(b, k, w2, -1).transpose(2, 3)
+    if method != "conv":
+        raise TalkgsError(f"blur method must be conv, rows or matmul, got {method!r}")
+    K = x.shape[1]
     kv = kernel.view(1, 1, n, 1).expand(K, 1, n, 1)
     kh = kernel.view(1, 1, 1, n).expand(K, 1, 1, n)
     x = F.conv2d(x, kv, padding=(pad, 0), groups=K)
@@ -141,7 +149,7 @@ def ssim_map(
     as two 1-D convolutions. ``valid=False`` (default) zero-pads so ``H', W' = H, W``,
     matching the SSIM that 3DGS and TalkingGaussian train and report with;
     ``valid=True`` crops to ``H - window + 1, W - window + 1`` (no border effects).
-    Differentiable in both inputs. ``blur``: how the window is applied (``conv`` or ``matmul``,
+    Differentiable in both inputs. ``blur``: how the window is applied (``conv``, ``rows`` or ``matmul``,
     :func:`_gaussian_blur`; the same sums).
     """
     a, b = _pair(a, b)
