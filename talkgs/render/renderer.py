@@ -43,6 +43,7 @@ from talkgs.model.head import FrameRender, torso_background
 from talkgs.model.inputs import FrameInputs, frame_inputs
 from talkgs.render.drive import DriveConfig, DrivePlan, default_segment, drive_plan, longest_shot
 from talkgs.render.graphs import DeformGraphs
+from talkgs.render.hostcopy import HostCopies
 from talkgs.model import checkpoint as ckpt
 from talkgs.device import resolve_device
 
@@ -289,12 +290,13 @@ def render_features(
     ``[N, W, C]`` (all frames of one clip; frame i of the output uses windows around i);
     ``states [N, m]``: mouth states to use instead of the predicted ones.
 
-    Each batch is copied to the host while the next one renders.
+    Each batch is copied to the host while the next one renders (:class:`HostCopies`).
     """
     feats = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
     renderer.check_features(feats)
     feats = feats.to(renderer.device, torch.float16)
     n = feats.shape[0]
+    copies = HostCopies(renderer.device)
     pending = None
     for s in range(0, n, batch_size):
         e = min(s + batch_size, n)
@@ -302,10 +304,10 @@ def render_features(
         win = gather_windows(feats, idx, renderer.audio_window)
         out = renderer.render_batch(win, renderer.plan(e - s, start + s), states=None if states is None else states[s:e])
         if pending is not None:
-            yield pending.cpu().numpy()
-        pending = out
+            yield copies.finish(pending)
+        pending = copies.start(out)
     if pending is not None:
-        yield pending.cpu().numpy()
+        yield copies.finish(pending)
 
 
 def load_audio_for_render(path: str | Path) -> tuple[np.ndarray, np.ndarray, int, int]:
