@@ -34,6 +34,7 @@ from talkgs.data import load_dataset
 from talkgs.media import read_wav
 from talkgs.media import import_av
 from talkgs.model.audio_encoder import gather_windows
+import talkgs.render.renderer as R
 from talkgs.render.renderer import HeadRenderer, _EncoderThread, render_features
 
 
@@ -59,6 +60,22 @@ class _Cv2Writer:
 
     def close(self) -> None:
         self.w.release()
+
+
+class _PlainCopies:
+    """The baseline of --plain-copy: ``.cpu()`` on the render stream, which waits for every
+    kernel launched before it (the next batch's too)."""
+
+    def __init__(self, device) -> None:
+        pass
+
+    @staticmethod
+    def start(frames: torch.Tensor) -> torch.Tensor:
+        return frames
+
+    @staticmethod
+    def finish(frames: torch.Tensor) -> np.ndarray:
+        return frames.cpu().numpy()
 
 
 def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int) -> float:
@@ -154,7 +171,11 @@ def main() -> int:
                     help="baseline: evaluate the motion fields' spatial part in every call (no fix_fields)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="variant: each batch's deformation replays a captured CUDA graph (HeadRenderer(cuda_graphs=True))")
+    ap.add_argument("--plain-copy", action="store_true",
+                    help="baseline: copy each batch to the host with .cpu() on the render stream (no talkgs.render.hostcopy)")
     args = ap.parse_args()
+    if args.plain_copy:
+        R.HostCopies = _PlainCopies
 
     t0 = time.perf_counter()
     r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=args.cuda_graphs)
