@@ -2,7 +2,7 @@
 operators of a few steps of one stage, after its static warm-up.
 
     python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
-        [--schedule-scale 0.2] [--ssim-blur conv|rows|matmul] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
+        [--schedule-scale 0.2] [--ssim-blur auto|conv|rows|matmul] [--triplane default|cudnn] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
 
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
 ``--stage`` (with ``--checkpoint``: from that checkpoint of a real run, its Gaussians and
@@ -32,6 +32,7 @@ import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from _profile import launch_summary, print_summary
 import talkgs.train.stages as S  # noqa: E402
 import talkgs.train.trainer as T
+from talkgs.model import triplane
 from talkgs.model.checkpoint import load as load_checkpoint
 from talkgs.train import checkpoint as ckpt
 from talkgs.train.config import PredictorConfig, TrainConfig
@@ -65,12 +66,17 @@ def main() -> int:
     ap.add_argument("--image-scale", type=float, default=1.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
-    ap.add_argument("--ssim-blur", default="conv", choices=["conv", "rows", "matmul"],
+    ap.add_argument("--ssim-blur", default="auto", choices=["auto", "conv", "rows", "matmul"],
                     help="how D-SSIM applies its window (talkgs.metrics.image._gaussian_blur)")
+    ap.add_argument("--triplane", default="default", choices=["default", "cudnn"],
+                    help="baseline cudnn: tri-plane lookups with cuDNN's sampler in the points' own order")
     ap.add_argument("--checkpoint", type=Path, help="a run's checkpoint (RUN/checkpoints/<stage>.pt) to start from")
     ap.add_argument("--at", type=float, default=0.9, help="with --checkpoint: where in --stage to start, in [0, 1)")
     args = ap.parse_args()
 
+    if args.triplane == "cudnn":
+        triplane.NATIVE_SAMPLER_ON_CUDA = False
+        triplane.SPREAD_MIN_POINTS = 2**62
     tmp = Path(tempfile.mkdtemp(prefix="talkgs_prof_"))
     cfg = TrainConfig(dataset=args.dataset, output=tmp / "run", schedule_scale=args.schedule_scale,
                       image_scale=args.image_scale, device=args.device, progress=False, tensorboard=False,
@@ -112,7 +118,7 @@ def main() -> int:
     model.deform = timed("deform", model.deform)
     model.render_branch = timed("rasterize", model.render_branch)
     S.face_landmark_loss = timed("landmark loss", S.face_landmark_loss)
-    dssim = S.L.dssim if args.ssim_blur == "conv" else functools.partial(S.L.dssim, blur=args.ssim_blur)
+    dssim = S.L.dssim if args.ssim_blur == "auto" else functools.partial(S.L.dssim, blur=args.ssim_blur)
     S.L.dssim = timed("dssim", dssim)
     inner_loss = timed("loss forward (all)", T.stage_loss)
 

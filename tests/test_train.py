@@ -185,6 +185,53 @@ def _resume_and_compare(anchor_dataset, tmp_path):
     assert (cfg.output / "checkpoints" / "latest.pt").stat().st_mtime_ns == before
 
 
+def test_the_mouth_branch_trained_in_a_side_process_is_the_sequential_runs_and_resumes(anchor_dataset, tmp_path,
+                                                                                        monkeypatch):
+    """branches_in_parallel: the predictor and the mouth stage train in a second process while the
+    run trains the face stage; that process trains the very mouth branch a run in sequence trains,
+    the run ends with every stage, checkpoint and history row, and a run stopped in its face stage
+    stops the side process with a checkpoint and resumes both to the uninterrupted run's model."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-exact comparisons: no order of a parallel sum may differ
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # nor in the side process
+    try:
+        torch.manual_seed(0)
+        seq = _short_cfg(anchor_dataset, tmp_path / "seq", branches_in_parallel="off")
+        Trainer(seq).run()
+        par = _short_cfg(anchor_dataset, tmp_path / "par", branches_in_parallel="on")
+        torch.manual_seed(0)
+        path = Trainer(par).run()
+        stopped = _short_cfg(anchor_dataset, tmp_path / "stopped", branches_in_parallel="on")
+        torch.manual_seed(0)
+        with pytest.raises(Interrupted, match="face step 3/6"):
+            StopAt(stopped, "face", 3).run()
+        saved = ckpt.load(stopped.output / "checkpoints" / "latest.pt")
+        assert (saved["stage_index"], saved["stage_step"], saved["completed"]) == (1, 3, [])  # mouth: in the side run
+        side_saved = ckpt.load(stopped.output / "mouth_branch" / "checkpoints" / "latest.pt")
+        assert side_saved["stage_index"] <= 1  # the side run checkpointed wherever it was stopped
+        resumed = resume_trainer(dataclasses.replace(stopped, resume=True)).run()
+    finally:
+        torch.set_num_threads(threads)
+    a, b = ckpt.load(path), ckpt.load(seq.output / "checkpoints" / "latest.pt")
+    assert a["completed"] == b["completed"] == ["mouth", "face", "fuse"]
+    for tag in ("mouth", "face", "fuse"):
+        assert (par.output / "checkpoints" / f"{tag}.pt").is_file()
+    assert [r["stage"] for r in a["history"]] == [r["stage"] for r in b["history"]]
+    assert a["stage_steps"] == b["stage_steps"] == {"mouth": 6, "face": 6, "fuse": 4}
+    assert json.loads(a["predictor_report"])["frames"] == json.loads(b["predictor_report"])["frames"]
+    m_par, m_seq = ckpt.load(par.output / "checkpoints" / "mouth.pt"), ckpt.load(seq.output / "checkpoints" / "mouth.pt")
+    mouth_keys = [k for k in m_seq["model"] if not k.startswith("branches.face.")]
+    assert any(k.startswith("branches.mouth.gaussians") for k in mouth_keys)
+    for k in mouth_keys:
+        assert torch.equal(m_par["model"][k], m_seq["model"][k]), k
+    init = ckpt.load(par.output / "mouth_branch" / "checkpoints" / "latest.pt")
+    assert not torch.equal(a["model"]["branches.mouth.gaussians.means"], init["model"]["branches.face.gaussians.means"][:1])
+    c = ckpt.load(resumed)
+    for k in a["model"]:
+        assert torch.equal(c["model"][k], a["model"][k]), k
+    assert [(r["stage"], r["step"]) for r in c["history"]] == [(r["stage"], r["step"]) for r in a["history"]]
+
+
 def test_a_process_of_world_rank_1_writes_and_prints_nothing(anchor_dataset, tmp_path, capsys):
     cfg = _short_cfg(anchor_dataset, tmp_path / "rank1", progress=True)
     trainer = Trainer(cfg, local_rank=1, world_rank=1, world_size=2)

@@ -26,7 +26,7 @@ Config = TrainConfig
 
 # Settings that may change when a run is resumed (how it runs, not what it trains).
 RESUME_RUNTIME_FIELDS = ("dataset", "output", "resume", "device", "backend", "progress", "log_every",
-                         "checkpoint_every", "tensorboard", "schedule_scale")
+                         "checkpoint_every", "tensorboard", "schedule_scale", "branches_in_parallel")
 
 
 def check(cfg: TrainConfig) -> TrainConfig:

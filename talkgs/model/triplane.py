@@ -12,10 +12,14 @@ dense, so no hashing is lost). Points outside the box get all-zero features, as 
 Each level is one parameter ``[3, F, res, res]`` (the three planes as a batch), sampled with one
 ``grid_sample`` call per level (``align_corners=True``, bilinear): L calls for all planes, faster
 than one flat-table gather of the 4 bilinear corners (:func:`triplane_gather`, kept as the
-independent formulation the tests compare against).
+independent formulation the tests compare against). On CUDA a training step's lookups take the
+points in a fixed shuffled order, so the backward's scatter into the planes does not serialise
+on the few cells a warp of neighbouring Gaussians shares.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +28,8 @@ from torch import nn
 from talkgs.errors import TalkgsError
 
 PLANE_AXES = ((0, 1), (1, 2), (0, 2))  # xy, yz, xz: (column axis, row axis)
+SPREAD_MIN_POINTS = 4096  # from this many points a training lookup on CUDA spreads its order (TriPlaneEncoder._spread_order)
+NATIVE_SAMPLER_ON_CUDA = True  # PyTorch's own grid sampler rather than cuDNN's (see TriPlaneEncoder.forward)
 
 
 def level_resolutions(n_levels: int, base_res: int, max_res: int) -> list[int]:
@@ -61,6 +67,8 @@ class TriPlaneEncoder(nn.Module):
         self.register_buffer("centre", torch.tensor(centre, dtype=torch.float32), persistent=False)
         self.register_buffer("plane_axes", torch.tensor(PLANE_AXES, dtype=torch.long), persistent=False)
         # Level l: planes xy, yz, xz as a batch [3, F, res_l, res_l]; row index = the plane's second axis.
+        self._order_key: tuple | None = None  # (n, device) of the cached spread order
+        self._order: tuple[torch.Tensor, torch.Tensor] | None = None
         self.planes = nn.ParameterList(
             nn.Parameter(torch.empty(3, n_features_per_level, r, r).uniform_(-init_scale, init_scale))
             for r in self.resolutions
@@ -85,14 +93,34 @@ class TriPlaneEncoder(nn.Module):
             raise TalkgsError(f"tri-plane points must be [N, 3], got {tuple(points.shape)}")
         n = points.shape[0]
         u, inside = self.normalise(points.to(self.planes[0].dtype))
+        spread = points.is_cuda and n >= SPREAD_MIN_POINTS and torch.is_grad_enabled() and self.planes[0].requires_grad
+        if spread:
+            perm, inv = self._spread_order(n, points.device)
+            u = u.index_select(0, perm)
         grid = (u[:, self.plane_axes] * 2.0 - 1.0).permute(1, 0, 2)[:, None]  # [3, 1, N, 2]
-        per_level = [
-            F.grid_sample(p, grid, mode="bilinear", align_corners=True)[:, :, 0, :]  # [3, F, N]
-            for p in self.planes
-        ]
+        # The native sampler, not cuDNN's: its backward computes only the planes' gradient (the
+        # points' is never needed) and scatters it with fewer collisions.
+        native = points.is_cuda and NATIVE_SAMPLER_ON_CUDA
+        with torch.backends.cudnn.flags(enabled=False) if native else contextlib.nullcontext():
+            per_level = [
+                F.grid_sample(p, grid, mode="bilinear", align_corners=True)[:, :, 0, :]  # [3, F, N]
+                for p in self.planes
+            ]
         feat = torch.stack(per_level, dim=1).permute(3, 0, 1, 2).reshape(n, -1)  # [N, 3 * L * F]
+        if spread:
+            feat = feat.index_select(0, inv)
         return feat * inside[:, None].to(feat.dtype)
 
+    def _spread_order(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed pseudo-random order of ``n`` points and its inverse, on ``device``: neighbouring
+        points (Gaussians made by the same split sit side by side) go to different threads, so
+        the gradient scatter into the planes' cells does not serialise on one cell per warp."""
+        key = (n, str(device))
+        if self._order_key != key:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+            self._order = (perm.to(device), torch.argsort(perm).to(device))
+            self._order_key = key
+        return self._order
 
 def triplane_gather(enc: TriPlaneEncoder, points: torch.Tensor) -> torch.Tensor:
     """Same output as ``enc(points)`` from explicit bilinear weights on the 4 gathered corners of

@@ -75,7 +75,7 @@ def run_complete(checkpoint: dict) -> bool:
 def resumed_config(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
     """The config a resumed run trains with: the run's own (``checkpoint``'s) settings, with only
     how it runs taken from ``cfg`` (dataset path, output, device, backend, logging, checkpoint
-    interval, schedule_scale when given). The dataset must be the run's (the same source video;
+    interval, branches_in_parallel, schedule_scale when given). The dataset must be the run's (the same source video;
     it may have moved); output stays ``cfg.output`` (a moved run folder resumes where it is)."""
     saved = config_from_dict(TrainConfig, checkpoint["config"])
     sha = (checkpoint.get("dataset") or {}).get("sha256")
@@ -95,5 +95,6 @@ def resumed_config(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
         log_every=cfg.log_every,
         checkpoint_every=cfg.checkpoint_every,
         tensorboard=cfg.tensorboard,
+        branches_in_parallel=cfg.branches_in_parallel,
         schedule_scale=cfg.schedule_scale if cfg.schedule_scale != 1.0 else saved.schedule_scale,
     )

@@ -38,6 +38,7 @@ from talkgs.model.checkpoint import load as load_checkpoint
 from talkgs.model.motion import eye_ratio_reference
 from talkgs.provenance import RUN_HISTORY
 from talkgs.train import checkpoint as ckpt
+from talkgs.train import side as side_run
 from talkgs.train.batch import TrainingFrames
 from talkgs.train.config import StageConfig, TrainConfig
 from talkgs.train.mouth_predictor import fit_mouth_predictor
@@ -95,6 +96,7 @@ class Trainer:
         self._stage_start = time.perf_counter()
         self._stop = False
         self._stop_signal = signal.SIGINT
+        self._side: side_run.SideRun | None = None  # the mouth branch's side process, while it runs
 
     @property
     def model(self):
@@ -116,10 +118,12 @@ class Trainer:
         self._stop_signal = signum
 
     # ------------------------------------------------------------------ running
-    def run(self) -> Path:
-        """Run the remaining stages. Ctrl-C or SIGTERM (a job scheduler's stop) ends the current
-        step, saves a resumable ``latest`` checkpoint and the history, and raises
-        :class:`talkgs.errors.Interrupted` naming the checkpoint and the command that resumes."""
+    def run(self, until: str | None = None) -> Path:
+        """Run the remaining stages (``until``: stop after that stage). Ctrl-C or SIGTERM (a job
+        scheduler's stop) ends the current step, saves a resumable ``latest`` checkpoint and the
+        history, and raises :class:`talkgs.errors.Interrupted` naming the checkpoint and the
+        command that resumes. With ``cfg.branches_in_parallel`` the predictor and the mouth stage
+        train in a side process during the face stage (:mod:`talkgs.train.side`)."""
         # The run records its dataset as an absolute path, so it is found from any directory.
         self.cfg = dataclasses.replace(self.cfg, dataset=Path(os.path.abspath(self.cfg.dataset)))
         if self.is_main:
@@ -131,8 +135,9 @@ class Trainer:
         previous = {s: signal.signal(s, self._on_signal) for s in stop_signals} if in_main else {}
         st = self.state
         try:
-            if self.model.mouth_predictor is not None and st.predictor_report is None and st.stage_index == 0 \
-                    and st.stage_step == 0:
+            self._side = self._start_side()
+            if self._side is None and self.model.mouth_predictor is not None and st.predictor_report is None \
+                    and st.stage_index == 0 and st.stage_step == 0:
                 self.fit_predictor()
                 path = self._checkpoint("latest")
                 if self._stop:  # interrupted while fitting: a resume fits it again
@@ -140,18 +145,55 @@ class Trainer:
             while not st.finished:
                 stage = st.stage
                 self._run_stage(stage)
+                if self._side is not None and not self._stop:
+                    self._join_side()
                 if self._stop:
                     path = self._checkpoint("latest")
                     raise Interrupted(self._interrupted_message(stage, path), self._stop_signal)
                 st.end_stage()
                 self._save(stage.name)
                 self._checkpoint("latest")
+                if stage.name == until:
+                    break
         finally:
+            if self._side is not None:
+                self._side.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.logger.close()
         self._write_history()
         return self.out / "checkpoints" / "latest.pt"
+
+    def _start_side(self) -> side_run.SideRun | None:
+        """Hand the predictor and the mouth stage to a side process: in a new run that trains its
+        branches in parallel, and in a resumed one whose side run has not been joined yet."""
+        st = self.state
+        names = [s.name for s in self.stages]
+        pending = names[:2] == [side_run.SIDE_STAGE, "face"] and st.stage_index == 1 \
+            and side_run.SIDE_STAGE not in st.completed
+        fresh = st.stage_index == 0 and st.stage_step == 0 and self.is_main \
+            and side_run.wanted(self.cfg.branches_in_parallel, self.device, self.world_size, names)
+        if not (pending or fresh):
+            return None
+        side = side_run.SideRun(self.out, self.cfg.dataset, self.cfg.device, self.cfg.backend,
+                                self.cfg.log_every, self.cfg.checkpoint_every)
+        if fresh:  # the side run starts from this very state
+            ckpt.save(side.latest, self.cfg, self.ds, st)
+            st.stage_index = 1
+        side.start()
+        self.logger.say(f"[train] predictor and mouth stage: in a side process beside the face stage (log {side.log_path})")
+        return side
+
+    def _join_side(self) -> None:
+        """Wait for the side process and take its mouth branch, predictor and history."""
+        side, t0 = self._side, time.perf_counter()
+        merged = side.join()
+        side_run.merge(self.state, merged)
+        side.copy_stage_checkpoint(self.out)
+        self._side = None
+        waited = time.perf_counter() - t0
+        self.logger.say(f"[train] mouth stage (side process) done: {merged['stage_steps'].get('mouth', 0)} steps, "
+                        f"{merged['stage_times'].get('mouth', 0.0):.1f} s; waited {waited:.1f} s for it")
 
     def fit_predictor(self) -> dict:
         """Fit the audio -> mouth-state predictor on the training frames and augmented copies of
@@ -205,12 +247,11 @@ class Trainer:
         p = step / max(stage.iterations, 1)
         st.set_learning_rates(p)
         window, every = self.curriculum.window(stage.name, stage.curriculum_until, p)
-        # Non-blocking host copies: a blocking one would wait for the previous step's kernels.
-        idx = torch.from_numpy(st.sampler.draw(stage.batch_size, step, window, every)).to(self.device, non_blocking=True)
+        idx = self._to_device(torch.from_numpy(st.sampler.draw(stage.batch_size, step, window, every)))
         batch = self.frames.batch(idx, with_background=stage.name == "fuse")
         key = self._black
         if stage.random_background:
-            key = torch.rand(3, generator=st.generator).to(self.device, non_blocking=True)
+            key = self._to_device(torch.rand(3, generator=st.generator))
         sh_degree = min(self.model.cfg.sh_degree, step // SH_DEGREE_EVERY)
         loss, terms, renders, images = stage_loss(
             self.model, stage, batch, step, sh_degree, key, self.width, self.height,
@@ -222,11 +263,24 @@ class Trainer:
         st.optimizer_step()
         return StepOutput(loss, terms, images)
 
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A small host tensor on the device without waiting for the queued kernels: copied from
+        pinned memory (a copy from pageable memory may synchronise with the stream)."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
+
     def after_step(self, stage: StageConfig, out: StepOutput) -> None:
         """Called after every step (``state.stage_step`` already counts it): logs every
         ``log_every`` steps and at the stage's end, saves the periodic checkpoint. A subclass
         may extend it (e.g. stop at a chosen step with :meth:`request_stop`)."""
         step = self.state.stage_step
+        if self._side is not None and step % self.cfg.log_every == 0:
+            failure = self._side.failed()
+            if failure is not None:
+                self._side = None
+                self._checkpoint("latest")
+                raise TalkgsError(failure + "; the run saved its face stage so far: fix the cause and --resume")
         if step % self.cfg.log_every == 0 or step == stage.iterations:
             elapsed = time.perf_counter() - self._stage_start
             self.state.history.append(
