@@ -169,8 +169,8 @@ def main() -> int:
     ap.add_argument("--no-mouth", action="store_true", help="skip the mouth-area measurement")
     ap.add_argument("--per-call-fields", action="store_true",
                     help="baseline: evaluate the motion fields' spatial part in every call (no fix_fields)")
-    ap.add_argument("--cuda-graphs", action="store_true",
-                    help="variant: each batch's deformation replays a captured CUDA graph (HeadRenderer(cuda_graphs=True))")
+    ap.add_argument("--eager", action="store_true",
+                    help="baseline: the deformation runs eagerly instead of replaying CUDA graphs (HeadRenderer(cuda_graphs=False))")
     ap.add_argument("--plain-copy", action="store_true",
                     help="baseline: copy each batch to the host with .cpu() on the render stream (no talkgs.render.hostcopy)")
     args = ap.parse_args()
@@ -178,7 +178,7 @@ def main() -> int:
         R.HostCopies = _PlainCopies
 
     t0 = time.perf_counter()
-    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=args.cuda_graphs)
+    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager)
     if args.per_call_fields:
         r.model.train().eval()  # train() drops the fixed spatial part; eval() keeps it dropped
     dev = r.device

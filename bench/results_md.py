@@ -347,7 +347,7 @@ def fig_other_voices(d: dict) -> str | None:
 
 def fig_render(d: dict) -> str | None:
     params = d.get("params") or {}
-    if params.get("per_call_fields") or params.get("cuda_graphs"):  # a baseline or a variant, not the product
+    if params.get("per_call_fields") or params.get("plain_copy") or params.get("eager"):  # a baseline, not the product
         return None
     size = (d.get("setup") or {}).get("size")
     if size is not None and list(size) != [512, 512]:  # the README's figures are the anchor clip's (512x512)

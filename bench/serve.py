@@ -399,8 +399,8 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32, help="frames per render batch")
     ap.add_argument("--no-encode", action="store_true", help="inproc: leave VP8 encoding out")
     ap.add_argument("--cpu-threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--cuda-graphs", action="store_true",
-                    help="each batch size's deformation replays a CUDA graph captured in the warm-up (CUDA only)")
+    ap.add_argument("--eager", action="store_true",
+                    help="baseline: the deformation runs eagerly instead of replaying CUDA graphs (inproc)")
     ap.add_argument("--port", type=int, default=8765, help="webrtc: the server's port")
     ap.add_argument("--ray", type=int, default=0, metavar="K",
                     help="webrtc: serve with `talkgs serve --ray --ray-workers K` (a local Ray instance)")
@@ -414,8 +414,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ray and args.transport != "webrtc":
         ap.error("--ray needs --transport webrtc")
-    if args.cuda_graphs and args.transport != "inproc":
-        ap.error("--cuda-graphs is measured in process (--transport inproc)")
+    if args.eager and args.transport != "inproc":
+        ap.error("--eager is measured in process (--transport inproc)")
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
 
@@ -424,7 +424,7 @@ def main() -> None:
 
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
     t0 = time.perf_counter()
-    heads = load_heads(cfg, [args.dataset], cuda_graphs=args.cuda_graphs)
+    heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager)
     head = head_names([args.run])[0]
     r = heads[head]
     audio = load_audio(args, r)

@@ -76,8 +76,8 @@ class HeadRenderer:
     the drive segment's cameras and torso backgrounds (uint8), and the eye-code reference of
     the run. :meth:`set_drive` switches to another drive (``talkgs eval`` replays the val frames,
     then a block of training frames, then drives the head with other clips' audio).
-    ``cuda_graphs`` (CUDA only): each batch's deformation replays a captured graph
-    (:class:`talkgs.render.graphs.DeformGraphs`).
+    ``cuda_graphs`` (CUDA only; on by default): each batch's deformation replays a captured
+    graph (:class:`talkgs.render.graphs.DeformGraphs`); False runs it eagerly (the reference).
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class HeadRenderer:
         scale: float | None = None,
         keep_images: bool = False,
         mouth_amplitude: float = 1.0,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool = True,
     ):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         state = ckpt.load(run, map_location="cpu")
