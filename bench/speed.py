@@ -16,6 +16,11 @@ Modules, each timed alone (median of --repeats after --warmup calls):
   rasterize: face / mouth  one branch's deformed Gaussians, B frames
   render batch             TalkingHead.render_frames: both branches, composited over a background
   audio features: KIND     extracting KIND's features of --audio-s seconds of audio (model loaded)
+  tri-plane lookups: cuDNN / native / native, spread order
+                           the face field's tri-plane features of the face Gaussians (sorted
+                           along x: neighbours in memory are neighbours in space) and their
+                           gradient into the planes, with cuDNN's sampler, PyTorch's, and
+                           PyTorch's in the spread order of a training step on CUDA
   D-SSIM, conv / rows / matmul
                            1 - SSIM of a training batch and its gradient, the window applied as
                            depthwise 2-D convolutions, as 1-D convolutions over rows and columns
@@ -41,6 +46,7 @@ import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from talkgs.audio import extract, get_kind
 from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH
 from talkgs.model.config import BranchInitConfig, HeadConfig
+from talkgs.model import triplane
 from talkgs.model.head import BRANCHES, TalkingHead
 from talkgs.model.mouth import landmark_weights
 from talkgs.train.config import FACE_STAGE, FUSE_STAGE, MOUTH_STAGE
@@ -168,6 +174,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls before each module (default: 5 GPU, 1 CPU)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per module (default: 20 GPU, 3 CPU)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--only", default=None, help="time only the modules whose name starts with this")
     args = ap.parse_args()
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -188,6 +195,8 @@ def main() -> int:
     rows: list[dict] = []
 
     def add(module: str, detail: str, fn: Callable[[], Any], frames: int | None = b) -> None:
+        if args.only is not None and not module.startswith(args.only):
+            return
         row = {"module": module, "detail": detail, "batch": frames, **timed(timer, fn, *wr)}
         rows.append(row)
         print(f"{module:<28}{row['ms']:>10.2f} ms  ({detail})", flush=True)
@@ -218,6 +227,21 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - a kind this machine cannot run is reported, the others still timed
             rows.append({"module": f"audio features: {kind}", "detail": f"{args.audio_s:g} s of audio", "error": str(e)[:200]})
             print(f"audio features: {kind}: {e}", flush=True)
+    # The face field's tri-plane lookups and their gradient into the planes (a training step's
+    # share), the Gaussians sorted along the grid's first axis: neighbours in memory are neighbours
+    # in space, as densification's clones and splits are.
+    grids = model.branch("face").motion.grids()
+    means = model.gaussians("face")["means"].detach()
+    means = means[torch.argsort(means[:, 0])]
+    for name, native, spread in (("cuDNN", False, False), ("native", True, False), ("native, spread order", True, True)):
+        def lookup(native=native, spread=spread):
+            triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = native, (4096 if spread else 2**62)
+            try:
+                torch.cat([g(means) for g in grids], dim=-1).sum().backward()
+            finally:
+                triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = True, 4096
+        add(f"tri-plane lookups: {name}", f"{n['face']} points, {sum(g.n_levels for g in grids)} levels, with the planes' gradient",
+            lookup, frames=None)
     for blur in ("conv", "rows", "matmul"):
         pred = torch.rand(FACE_STAGE.batch_size, size, size, 3, generator=gen).to(device).requires_grad_()
         target = torch.rand(FACE_STAGE.batch_size, size, size, 3, generator=gen).to(device)

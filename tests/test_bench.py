@@ -133,7 +133,8 @@ def test_speed_times_every_module_of_a_synthetic_head_and_speed_md_shows_them(be
     doc = H.read(out)
     modules = [row["module"] for row in doc["rows"]]
     assert modules == ["mouth-state prediction", "deform: face", "deform: mouth", "rasterize: face", "rasterize: mouth",
-                       "render batch", "audio features: mel", "D-SSIM, conv", "D-SSIM, rows", "D-SSIM, matmul", "train step: mouth",
+                       "render batch", "audio features: mel", "tri-plane lookups: cuDNN", "tri-plane lookups: native",
+                       "tri-plane lookups: native, spread order", "D-SSIM, conv", "D-SSIM, rows", "D-SSIM, matmul", "train step: mouth",
                        "train step: face", "train step: fuse"]
     assert all("error" not in row and row["ms"] > 0 and row["runs"] == 1 for row in doc["rows"])
     assert doc["setup"]["face_gaussians"] == 300 and doc["setup"]["size"] == [32, 32]
