@@ -19,8 +19,8 @@ Modules, each timed alone (median of --repeats after --warmup calls):
   tri-plane lookups: cuDNN / native / native, spread order
                            the face field's tri-plane features of the face Gaussians (sorted
                            along x: neighbours in memory are neighbours in space) and their
-                           gradient into the planes, with cuDNN's sampler, PyTorch's, and
-                           PyTorch's in the spread order of a training step on CUDA
+                           gradient into the planes, with cuDNN's sampler (the default),
+                           PyTorch's, and PyTorch's over the points in a spread order
   D-SSIM, conv / rows / matmul
                            1 - SSIM of a training batch and its gradient, the window applied as
                            depthwise 2-D convolutions, as 1-D convolutions over rows and columns
@@ -233,13 +233,14 @@ def main() -> int:
     grids = model.branch("face").motion.grids()
     means = model.gaussians("face")["means"].detach()
     means = means[torch.argsort(means[:, 0])]
-    for name, native, spread in (("cuDNN", False, False), ("native", True, False), ("native, spread order", True, True)):
+    defaults = triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS
+    for name, native, spread in (("cuDNN", False, None), ("native", True, None), ("native, spread order", True, 4096)):
         def lookup(native=native, spread=spread):
-            triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = native, (4096 if spread else 2**62)
+            triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = native, spread
             try:
                 torch.cat([g(means) for g in grids], dim=-1).sum().backward()
             finally:
-                triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = True, 4096
+                triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = defaults
         add(f"tri-plane lookups: {name}", f"{n['face']} points, {sum(g.n_levels for g in grids)} levels, with the planes' gradient",
             lookup, frames=None)
     for blur in ("conv", "rows", "matmul"):

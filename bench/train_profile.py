@@ -2,7 +2,7 @@
 operators of a few steps of one stage, after its static warm-up.
 
     python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
-        [--schedule-scale 0.2] [--ssim-blur auto|conv|rows|matmul] [--triplane default|cudnn] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
+        [--schedule-scale 0.2] [--ssim-blur auto|conv|rows|matmul] [--triplane default|spread] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
 
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
 ``--stage`` (with ``--checkpoint``: from that checkpoint of a real run, its Gaussians and
@@ -68,15 +68,15 @@ def main() -> int:
     ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
     ap.add_argument("--ssim-blur", default="auto", choices=["auto", "conv", "rows", "matmul"],
                     help="how D-SSIM applies its window (talkgs.metrics.image._gaussian_blur)")
-    ap.add_argument("--triplane", default="default", choices=["default", "cudnn"],
-                    help="baseline cudnn: tri-plane lookups with cuDNN's sampler in the points' own order")
+    ap.add_argument("--triplane", default="default", choices=["default", "spread"],
+                    help="variant spread: tri-plane lookups with PyTorch's sampler over the points in a spread order")
     ap.add_argument("--checkpoint", type=Path, help="a run's checkpoint (RUN/checkpoints/<stage>.pt) to start from")
     ap.add_argument("--at", type=float, default=0.9, help="with --checkpoint: where in --stage to start, in [0, 1)")
     args = ap.parse_args()
 
-    if args.triplane == "cudnn":
-        triplane.NATIVE_SAMPLER_ON_CUDA = False
-        triplane.SPREAD_MIN_POINTS = 2**62
+    if args.triplane == "spread":
+        triplane.NATIVE_SAMPLER_ON_CUDA = True
+        triplane.SPREAD_MIN_POINTS = 4096
     tmp = Path(tempfile.mkdtemp(prefix="talkgs_prof_"))
     cfg = TrainConfig(dataset=args.dataset, output=tmp / "run", schedule_scale=args.schedule_scale,
                       image_scale=args.image_scale, device=args.device, progress=False, tensorboard=False,

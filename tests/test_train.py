@@ -196,12 +196,12 @@ def test_the_mouth_branch_trained_in_a_side_process_is_the_sequential_runs_and_r
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # nor in the side process
     try:
         torch.manual_seed(0)
-        seq = _short_cfg(anchor_dataset, tmp_path / "seq", branches_in_parallel="off")
+        seq = _short_cfg(anchor_dataset, tmp_path / "seq", branches_in_parallel=False)
         Trainer(seq).run()
-        par = _short_cfg(anchor_dataset, tmp_path / "par", branches_in_parallel="on")
+        par = _short_cfg(anchor_dataset, tmp_path / "par", branches_in_parallel=True)
         torch.manual_seed(0)
         path = Trainer(par).run()
-        stopped = _short_cfg(anchor_dataset, tmp_path / "stopped", branches_in_parallel="on")
+        stopped = _short_cfg(anchor_dataset, tmp_path / "stopped", branches_in_parallel=True)
         torch.manual_seed(0)
         with pytest.raises(Interrupted, match="face step 3/6"):
             StopAt(stopped, "face", 3).run()
@@ -271,3 +271,20 @@ def test_progress_is_printed_as_lines_while_training_when_stdout_is_a_pipe(ancho
     assert lines[0] == "[train] predictor: fitting 20 steps on the voice", lines
     mouth_end = next(i for i, x in enumerate(lines) if x.startswith("[train] stage mouth: "))
     assert steps[5] < mouth_end < steps[6]
+
+
+def test_a_side_process_that_fails_is_reported_in_one_line_with_its_log(tmp_path):
+    """A side process that ends without finishing its stage is named with its exit code, its log
+    and the log's last line; joining it raises that line."""
+    from talkgs.train.side import SideRun
+
+    side = SideRun(tmp_path / "run", tmp_path / "dataset", "cpu", "auto", log_every=10, checkpoint_every=100)
+    side.dir.mkdir(parents=True)
+    side.log_path.write_text("[train] predictor: fitting\nDatasetError: frames.mp4 is unreadable\n")
+    side.proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    side.proc.wait()
+    msg = side.failed()
+    assert msg is not None and "\n" not in msg
+    assert "exit code 3" in msg and str(side.log_path) in msg and "frames.mp4 is unreadable" in msg
+    with pytest.raises(TalkgsError, match="exit code 3"):
+        side.join()

@@ -12,9 +12,10 @@ dense, so no hashing is lost). Points outside the box get all-zero features, as 
 Each level is one parameter ``[3, F, res, res]`` (the three planes as a batch), sampled with one
 ``grid_sample`` call per level (``align_corners=True``, bilinear): L calls for all planes, faster
 than one flat-table gather of the 4 bilinear corners (:func:`triplane_gather`, kept as the
-independent formulation the tests compare against). On CUDA a training step's lookups take the
-points in a fixed shuffled order, so the backward's scatter into the planes does not serialise
-on the few cells a warp of neighbouring Gaussians shares.
+independent formulation the tests compare against). On CUDA the lookups can also run on
+PyTorch's own sampler and, in training, over the points in a fixed shuffled order, so the
+backward's scatter into the planes does not serialise on the few cells a warp of neighbouring
+Gaussians shares (``NATIVE_SAMPLER_ON_CUDA``, ``SPREAD_MIN_POINTS``; off until measured).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from torch import nn
 from talkgs.errors import TalkgsError
 
 PLANE_AXES = ((0, 1), (1, 2), (0, 2))  # xy, yz, xz: (column axis, row axis)
-SPREAD_MIN_POINTS = 4096  # from this many points a training lookup on CUDA spreads its order (TriPlaneEncoder._spread_order)
-NATIVE_SAMPLER_ON_CUDA = True  # PyTorch's own grid sampler rather than cuDNN's (see TriPlaneEncoder.forward)
+# How a training step's lookups run on CUDA. The defaults are what has been measured in training;
+# bench/speed.py and bench/train_profile.py --triplane time the alternative (PyTorch's own
+# sampler, which computes only the planes' gradient, over points in a spread order).
+NATIVE_SAMPLER_ON_CUDA = False  # PyTorch's grid sampler instead of cuDNN's
+SPREAD_MIN_POINTS: int | None = None  # from this many points a lookup spreads its order (TriPlaneEncoder._spread_order)
 
 
 def level_resolutions(n_levels: int, base_res: int, max_res: int) -> list[int]:
@@ -93,13 +97,12 @@ class TriPlaneEncoder(nn.Module):
             raise TalkgsError(f"tri-plane points must be [N, 3], got {tuple(points.shape)}")
         n = points.shape[0]
         u, inside = self.normalise(points.to(self.planes[0].dtype))
-        spread = points.is_cuda and n >= SPREAD_MIN_POINTS and torch.is_grad_enabled() and self.planes[0].requires_grad
+        spread = points.is_cuda and SPREAD_MIN_POINTS is not None and n >= SPREAD_MIN_POINTS \
+            and torch.is_grad_enabled() and self.planes[0].requires_grad
         if spread:
             perm, inv = self._spread_order(n, points.device)
             u = u.index_select(0, perm)
         grid = (u[:, self.plane_axes] * 2.0 - 1.0).permute(1, 0, 2)[:, None]  # [3, 1, N, 2]
-        # The native sampler, not cuDNN's: its backward computes only the planes' gradient (the
-        # points' is never needed) and scatters it with fewer collisions.
         native = points.is_cuda and NATIVE_SAMPLER_ON_CUDA
         with torch.backends.cudnn.flags(enabled=False) if native else contextlib.nullcontext():
             per_level = [

@@ -200,9 +200,8 @@ class TrainConfig:
     """Write OUTPUT/logs for TensorBoard (if installed)."""
     progress: bool = True
     """Show the live progress display."""
-    branches_in_parallel: Literal["auto", "on", "off"] = "auto"
-    """Train the inside-mouth branch and the mouth-state predictor in a second process beside the face branch
-    (auto: on a CUDA device)."""
+    branches_in_parallel: bool = False
+    """Train the inside-mouth branch and the mouth-state predictor in a second process beside the face branch."""
     model: Hidden[HeadConfig] = HeadConfig()
     """The talking-head model."""
     mouth: StageConfig = MOUTH_STAGE

@@ -4,9 +4,9 @@ The mouth stage and the face stage train disjoint parts of the head (the mouth b
 the mouth interior, the face branch against the head with the mouth transparent), and the
 mouth-state predictor depends on neither. A run whose first two stages are mouth and face can
 therefore hand the predictor fit and the mouth stage to a side process while it trains the face
-stage itself; both are launch-bound loops on one device, so side by side they finish in about
-the time of the longer one. The fuse stage, which needs both branches, starts once the side
-process has ended.
+stage itself (``TrainConfig.branches_in_parallel``): both loops are bound by kernel launches
+rather than by the device, so on one GPU they can overlap. The fuse stage, which needs both
+branches, starts once the side process has ended.
 
 The side process is an ordinary run of the same settings in ``RUN/mouth_branch/``, started from
 the run's first checkpoint and stopped after its mouth stage (``python -m talkgs.train.side``).
@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from talkgs.errors import Interrupted, TalkgsError
 from talkgs.model.checkpoint import load as load_checkpoint
 from talkgs.train.state import TrainState
@@ -37,14 +35,10 @@ SIDE_STAGE = "mouth"
 FACE_PREFIX = "branches.face."  # the face stage's parameters in the model's state dict
 
 
-def wanted(mode: str, device: torch.device, world_size: int, stage_names: list[str]) -> bool:
-    """Whether a run trains its mouth branch in a side process: ``mode`` on (or auto on a CUDA
-    device), one process, and a schedule that starts mouth, face."""
-    if mode not in ("auto", "on", "off"):
-        raise TalkgsError(f"branches_in_parallel must be auto, on or off, got {mode!r}")
-    if mode == "off" or (mode == "auto" and device.type != "cuda") or world_size > 1:
-        return False
-    return stage_names[:2] == [SIDE_STAGE, "face"]
+def wanted(on: bool, world_size: int, stage_names: list[str]) -> bool:
+    """Whether a run trains its mouth branch in a side process: asked for, one process, and a
+    schedule that starts mouth, face."""
+    return bool(on) and world_size == 1 and stage_names[:2] == [SIDE_STAGE, "face"]
 
 
 class SideRun:
@@ -160,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     args = ap.parse_args(argv)
     cfg = TrainConfig(dataset=args.dataset, output=args.side_dir, resume=True, device=args.device,
-                      backend=args.backend, progress=False, tensorboard=False, branches_in_parallel="off",
+                      backend=args.backend, progress=False, tensorboard=False, branches_in_parallel=False,
                       log_every=args.log_every, checkpoint_every=args.checkpoint_every)
     trainer = resume_trainer(cfg)
     try:

@@ -1,5 +1,5 @@
-"""The tri-plane lookup on CUDA (native sampler, spread order while training) against the CPU
-path (run on the GPU machine).
+"""The tri-plane lookup on CUDA, as built and with PyTorch's sampler over the points in a spread
+order, against the CPU path (run on the GPU machine).
 
     PYTHONPATH=/tmp/site:. python3 -m pytest -q -m gpu tests/gpu/test_triplane_cuda.py
 """
@@ -11,15 +11,19 @@ import copy
 import pytest
 import torch
 
-from talkgs.model.triplane import SPREAD_MIN_POINTS, TriPlaneEncoder
+from talkgs.model import triplane
+from talkgs.model.triplane import TriPlaneEncoder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-def test_training_lookups_on_cuda_give_the_cpu_features_and_plane_gradients():
+@pytest.mark.parametrize("native, spread", [(False, None), (True, 4096)])
+def test_training_lookups_on_cuda_give_the_cpu_features_and_plane_gradients(monkeypatch, native, spread):
+    monkeypatch.setattr(triplane, "NATIVE_SAMPLER_ON_CUDA", native)
+    monkeypatch.setattr(triplane, "SPREAD_MIN_POINTS", spread)
     g = torch.Generator().manual_seed(0)
     enc = TriPlaneEncoder(bound=0.15, n_levels=6, base_res=16, max_res=64, init_scale=1.0)
-    n = 4 * SPREAD_MIN_POINTS  # enough points for the spread order
+    n = 16384  # enough points for the spread order
     # Clustered points (many per cell, as Gaussians are) plus some outside the box.
     pts = 0.05 * torch.randn(n, 3, generator=g)
     pts[:50] = 0.3
@@ -28,7 +32,7 @@ def test_training_lookups_on_cuda_give_the_cpu_features_and_plane_gradients():
     f_cpu = cpu(pts)
     (f_cpu * w).sum().backward()
     f_gpu = gpu(pts.cuda())
-    assert gpu._order_key == (n, "cuda:0")  # the spread order was used
+    assert (gpu._order_key == (n, "cuda:0")) == (spread is not None)  # the spread order was used when asked
     (f_gpu * w.cuda()).sum().backward()
     torch.testing.assert_close(f_gpu.cpu(), f_cpu, atol=1e-5, rtol=1e-5)
     assert f_cpu[:50].abs().max() == 0 and f_cpu[50:].abs().max() > 0
