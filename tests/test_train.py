@@ -134,7 +134,23 @@ def _saved_optimizer_tensors(saved: dict) -> dict[str, torch.Tensor]:
     return flat
 
 
-def test_resumed_run_continues_where_it_stopped_and_ends_as_an_uninterrupted_one(anchor_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def whole_short_run(anchor_dataset, tmp_path_factory):
+    """The short config trained in sequence, uninterrupted, on one thread (bit-exact comparisons:
+    no order of a parallel sum may differ): the reference of the resume tests."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        whole = _short_cfg(anchor_dataset, tmp_path_factory.mktemp("whole") / "run")
+        Trainer(whole).run()
+    finally:
+        torch.set_num_threads(threads)
+    return whole
+
+
+def test_resumed_run_continues_where_it_stopped_and_ends_as_an_uninterrupted_one(anchor_dataset, whole_short_run,
+                                                                                   tmp_path):
     """A run stopped in the middle of the face stage saves its whole training state (optimisers,
     densification statistics, sampler, generators); the resumed trainer holds exactly that state,
     continues at the same step and ends with the very model and history of a run that was never
@@ -142,15 +158,12 @@ def test_resumed_run_continues_where_it_stopped_and_ends_as_an_uninterrupted_one
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-exact comparisons: no order of a parallel sum may differ
     try:
-        _resume_and_compare(anchor_dataset, tmp_path)
+        _resume_and_compare(anchor_dataset, whole_short_run, tmp_path)
     finally:
         torch.set_num_threads(threads)
 
 
-def _resume_and_compare(anchor_dataset, tmp_path):
-    torch.manual_seed(0)
-    whole = _short_cfg(anchor_dataset, tmp_path / "whole")
-    Trainer(whole).run()
+def _resume_and_compare(anchor_dataset, whole, tmp_path):
     cfg = _short_cfg(anchor_dataset, tmp_path / "stopped")
     torch.manual_seed(0)
     with pytest.raises(Interrupted, match="face step 3/6"):
@@ -185,8 +198,8 @@ def _resume_and_compare(anchor_dataset, tmp_path):
     assert (cfg.output / "checkpoints" / "latest.pt").stat().st_mtime_ns == before
 
 
-def test_the_mouth_branch_trained_in_a_side_process_is_the_sequential_runs_and_resumes(anchor_dataset, tmp_path,
-                                                                                        monkeypatch):
+def test_the_mouth_branch_trained_in_a_side_process_is_the_sequential_runs_and_resumes(anchor_dataset, whole_short_run,
+                                                                                        tmp_path, monkeypatch):
     """branches_in_parallel: the predictor and the mouth stage train in a second process while the
     run trains the face stage; that process trains the very mouth branch a run in sequence trains,
     the run ends with every stage, checkpoint and history row, and a run stopped in its face stage
@@ -195,9 +208,7 @@ def test_the_mouth_branch_trained_in_a_side_process_is_the_sequential_runs_and_r
     torch.set_num_threads(1)  # bit-exact comparisons: no order of a parallel sum may differ
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # nor in the side process
     try:
-        torch.manual_seed(0)
-        seq = _short_cfg(anchor_dataset, tmp_path / "seq", branches_in_parallel=False)
-        Trainer(seq).run()
+        seq = whole_short_run
         par = _short_cfg(anchor_dataset, tmp_path / "par", branches_in_parallel=True)
         torch.manual_seed(0)
         path = Trainer(par).run()
