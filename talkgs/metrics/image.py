@@ -102,18 +102,15 @@ def filter_matrix(kernel: torch.Tensor, size: int, valid: bool) -> torch.Tensor:
     return torch.where(inside, kernel[tap.clamp(0, n - 1)], kernel.new_zeros(()))
 
 
-def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool, method: str = "auto") -> torch.Tensor:
+def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool, method: str = "conv") -> torch.Tensor:
     """Separable Gaussian filter of ``x [B, K, H, W]`` (each channel on its own).
 
     ``valid=False`` zero-pads to keep ``[H, W]`` (the 3DGS / TalkingGaussian convention);
     ``valid=True`` keeps only the positions where the window fits (Wang et al.'s 'valid').
     ``method`` (the same sums, different kernels): ``conv``, two depthwise 2-D convolutions;
     ``rows``, two single-channel 1-D convolutions over every row, then every column (one
-    transpose between); ``matmul``, two products with banded matrices (:func:`filter_matrix`);
-    ``auto``, rows on CUDA and conv elsewhere (the faster of the two on each).
+    transpose between); ``matmul``, two products with banded matrices (:func:`filter_matrix`).
     """
-    if method == "auto":
-        method = "rows" if x.is_cuda else "conv"
     if method == "matmul":
         h, w = x.shape[-2:]
         x = x @ filter_matrix(kernel, w, valid)
@@ -129,7 +126,7 @@ def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool, method: s
         y = F.conv1d(y, taps, padding=pad)  # [B K W', 1, H']
         return y.view(b, k, w2, -1).transpose(2, 3)
     if method != "conv":
-        raise TalkgsError(f"blur method must be auto, conv, rows or matmul, got {method!r}")
+        raise TalkgsError(f"blur method must be conv, rows or matmul, got {method!r}")
     K = x.shape[1]
     kv = kernel.view(1, 1, n, 1).expand(K, 1, n, 1)
     kh = kernel.view(1, 1, 1, n).expand(K, 1, 1, n)
@@ -144,7 +141,7 @@ def ssim_map(
     sigma: float = 1.5,
     valid: bool = False,
     data_range: float = 1.0,
-    blur: str = "auto",
+    blur: str = "conv",
 ) -> torch.Tensor:
     """Per-pixel, per-channel SSIM ``[B, H', W', C]`` of ``a, b [B, H, W, C]``.
 
@@ -152,7 +149,7 @@ def ssim_map(
     as two 1-D convolutions. ``valid=False`` (default) zero-pads so ``H', W' = H, W``,
     matching the SSIM that 3DGS and TalkingGaussian train and report with;
     ``valid=True`` crops to ``H - window + 1, W - window + 1`` (no border effects).
-    Differentiable in both inputs. ``blur``: how the window is applied (``auto``, ``conv``, ``rows`` or ``matmul``,
+    Differentiable in both inputs. ``blur``: how the window is applied (``conv``, ``rows`` or ``matmul``,
     :func:`_gaussian_blur`; the same sums).
     """
     a, b = _pair(a, b)
