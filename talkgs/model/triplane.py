@@ -125,6 +125,7 @@ class TriPlaneEncoder(nn.Module):
             self._order_key = key
         return self._order
 
+
 def triplane_gather(enc: TriPlaneEncoder, points: torch.Tensor) -> torch.Tensor:
     """Same output as ``enc(points)`` from explicit bilinear weights on the 4 gathered corners of
     each cell (no ``grid_sample``): the test oracle for the encoder."""

@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from talkgs.errors import Interrupted, TalkgsError
@@ -50,7 +49,6 @@ class SideRun:
         self.log_every, self.checkpoint_every = int(log_every), int(checkpoint_every)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "train.log"
-        self.t0 = time.perf_counter()
 
     @property
     def latest(self) -> Path:
