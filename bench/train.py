@@ -115,6 +115,8 @@ def main() -> int:
     ap.add_argument("--shared-gpu", action="store_true",
                     help="other jobs share the GPU: recorded, so the times are never quoted as one training's")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--branches-in-parallel", action="store_true",
+                    help="the predictor and the mouth stage in a side process beside the face stage (talkgs.train.side)")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None,
                     help="stop training (with a resumable checkpoint) after this many seconds")
@@ -124,6 +126,7 @@ def main() -> int:
 
     cfg = TrainConfig.from_preset(args.preset, args.dataset, args.run, schedule_scale=args.schedule_scale,
                                   seed=args.seed, resume=args.resume, progress=args.progress, log_every=100,
+                                  branches_in_parallel=args.branches_in_parallel,
                                   **({} if args.audio_kind is None else {"audio_kind": args.audio_kind}))
     cfg = VARIANTS[args.variant](cfg)
     variant = args.variant
@@ -186,6 +189,8 @@ def main() -> int:
     if val is not None:
         out.append({"measure": "val", **val})
     setup = {"preset": args.preset, "variant": variant, "shared_gpu": args.shared_gpu,
+             "branches_in_parallel": cfg.branches_in_parallel,
+             **({"peak_gpu_mem_of": "the run's process; its side process is not counted"} if cfg.branches_in_parallel else {}),
              "lips_weight": cfg.face.losses.lips, "eval_notes": notes}
     H.write("train", args, out, device=dev, setup=setup)
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],
