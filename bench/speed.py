@@ -234,7 +234,8 @@ def main() -> int:
     means = model.gaussians("face")["means"].detach()
     means = means[torch.argsort(means[:, 0])]
     defaults = triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS
-    for name, native, spread in (("cuDNN", False, None), ("native", True, None), ("native, spread order", True, 4096)):
+    for name, (native, spread) in (("cuDNN", (False, None)), ("native", (True, None)),
+                                   ("native, spread order", triplane.SPREAD_VARIANT)):
         def lookup(native=native, spread=spread):
             triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = native, spread
             try:

@@ -75,8 +75,7 @@ def main() -> int:
     args = ap.parse_args()
 
     if args.triplane == "spread":
-        triplane.NATIVE_SAMPLER_ON_CUDA = True
-        triplane.SPREAD_MIN_POINTS = 4096
+        triplane.NATIVE_SAMPLER_ON_CUDA, triplane.SPREAD_MIN_POINTS = triplane.SPREAD_VARIANT
     tmp = Path(tempfile.mkdtemp(prefix="talkgs_prof_"))
     cfg = TrainConfig(dataset=args.dataset, output=tmp / "run", schedule_scale=args.schedule_scale,
                       image_scale=args.image_scale, device=args.device, progress=False, tensorboard=False,

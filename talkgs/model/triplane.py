@@ -34,6 +34,7 @@ PLANE_AXES = ((0, 1), (1, 2), (0, 2))  # xy, yz, xz: (column axis, row axis)
 # sampler, which computes only the planes' gradient, over points in a spread order).
 NATIVE_SAMPLER_ON_CUDA = False  # PyTorch's grid sampler instead of cuDNN's
 SPREAD_MIN_POINTS: int | None = None  # from this many points a lookup spreads its order (TriPlaneEncoder._spread_order)
+SPREAD_VARIANT = (True, 4096)  # (NATIVE_SAMPLER_ON_CUDA, SPREAD_MIN_POINTS) of the benches' spread variant
 
 
 def level_resolutions(n_levels: int, base_res: int, max_res: int) -> list[int]:

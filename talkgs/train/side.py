@@ -103,9 +103,10 @@ class SideRun:
             code = self.proc.wait()
             if code != 0:
                 raise TalkgsError(self._failure(code))
-        if not self.finished():
+        state = load_checkpoint(self.latest) if self.latest.is_file() else None
+        if state is None or SIDE_STAGE not in state["completed"]:
             raise TalkgsError(f"the mouth branch's side run {self.dir} has not finished its {SIDE_STAGE} stage")
-        return load_checkpoint(self.latest)
+        return state
 
     def copy_stage_checkpoint(self, run_out: Path) -> None:
         """The side run's end-of-stage checkpoint as the run's own ``checkpoints/mouth.pt``."""

@@ -17,7 +17,7 @@ from talkgs.model.triplane import TriPlaneEncoder
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("native, spread", [(False, None), (True, 4096)])
+@pytest.mark.parametrize("native, spread", [(False, None), triplane.SPREAD_VARIANT])
 def test_training_lookups_on_cuda_give_the_cpu_features_and_plane_gradients(monkeypatch, native, spread):
     monkeypatch.setattr(triplane, "NATIVE_SAMPLER_ON_CUDA", native)
     monkeypatch.setattr(triplane, "SPREAD_MIN_POINTS", spread)
