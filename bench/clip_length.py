@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -141,19 +140,18 @@ def measure_load(root: Path, device: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_train(root: Path, run: Path, kind: str) -> dict:
-    """The default training in a fresh process (bench/train.py), its result rows and host peak."""
+def measure_train(root: Path, run: Path, kind: str, extra: list[str]) -> dict:
+    """The default training in a fresh process (bench/train.py ... ``extra``), its result rows and host peak."""
     res = run.with_suffix(".json")
     t = time.perf_counter()
     subprocess.run([sys.executable, str(H.REPO / "bench" / "train.py"), str(root), "--run", str(run),
-                    "--audio-kind", kind, "--out", str(res)], check=True)
+                    "--audio-kind", kind, "--out", str(res), *extra], check=True)
     wall = time.perf_counter() - t
     rows = H.read(res)["rows"]
     total = next((r for r in rows if r.get("measure") == "total"), {})
     val = next((r for r in rows if r.get("measure") == "val"), {})
-    host = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     return {"process_wall_s": round(wall, 1), "train_s": total.get("train_wall_s"),
-            "peak_gpu_gib": total.get("peak_gpu_mem_gib"), "host_peak_gib_so_far": round(host, 2),
+            "peak_gpu_gib": total.get("peak_gpu_mem_gib"), "train_host_peak_gib": total.get("host_peak_gib"),
             "val_psnr": val.get("psnr"), "val_head_psnr": val.get("head_psnr"), "val_lpips": val.get("lpips")}
 
 
@@ -166,6 +164,8 @@ def main() -> int:
     ap.add_argument("--device", default="auto", help="where load_dataset puts the clip: auto, cuda or cpu")
     ap.add_argument("--train", action="store_true", help="also train the default on each (GPU)")
     ap.add_argument("--audio-kind", default="whisper", help="feature kind trained with (--train)")
+    ap.add_argument("--branches-in-parallel", action="store_true",
+                    help="train with the predictor and the mouth stage in a side process (--train)")
     args = ap.parse_args()
     import torch
 
@@ -181,11 +181,13 @@ def main() -> int:
                "dataset_mib": round(size_on_disk(root) / 2**20, 1), "device": device}
         row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in measure_load(root, device).items()})
         if args.train:
-            row.update(measure_train(root, args.work / f"run_{minutes:g}min", args.audio_kind))
+            extra = ["--branches-in-parallel"] if args.branches_in_parallel else []
+            row.update(measure_train(root, args.work / f"run_{minutes:g}min", args.audio_kind, extra))
         print(row, flush=True)
         rows.append(row)
-    H.write("clip_length", args, rows, device=device,
-            note="host_peak_gib: the loading process's peak resident memory (frames and maps go to --device)")
+        # Written after every length: a long run cut short keeps the lengths it finished.
+        H.write("clip_length", args, rows, device=device,
+                note="host_peak_gib: the loading process's peak resident memory (frames and maps go to --device)")
     return 0
 
 

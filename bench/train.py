@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import resource
 import sys
 import time
 from pathlib import Path
@@ -169,7 +170,8 @@ def main() -> int:
                      "it_per_s": round(n_steps / secs, 1) if secs > 0 else None})
     total = {"setup_s": round(t_setup, 1), "train_wall_s": round(t_train, 1),
              "peak_gpu_mem_gib": round(peak, 2) if peak is not None else None,
-             "num_gaussians": trainer.model.num_gaussians(), "interrupted": interrupted}
+             "num_gaussians": trainer.model.num_gaussians(), "interrupted": interrupted,
+             "host_peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
     val, notes = None, None
     if not args.no_eval and not interrupted:
         t1 = time.perf_counter()
@@ -190,7 +192,7 @@ def main() -> int:
         out.append({"measure": "val", **val})
     setup = {"preset": args.preset, "variant": variant, "shared_gpu": args.shared_gpu,
              "branches_in_parallel": cfg.branches_in_parallel,
-             **({"peak_gpu_mem_of": "the run's process; its side process is not counted"} if cfg.branches_in_parallel else {}),
+             **({"peak_gpu_mem_of": "the run's process (also host_peak_gib); its side process is not counted"} if cfg.branches_in_parallel else {}),
              "lips_weight": cfg.face.losses.lips, "eval_notes": notes}
     H.write("train", args, out, device=dev, setup=setup)
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],

@@ -2,7 +2,7 @@
 operators of a few steps of one stage, after its static warm-up.
 
     python bench/train_profile.py DATASET [--stage face] [--skip 30] [--steps 40]
-        [--schedule-scale 0.2] [--ssim-blur conv|rows|matmul] [--triplane default|spread] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
+        [--schedule-scale 0.2] [--ssim-blur auto|conv|rows|matmul] [--triplane default|spread] [--checkpoint RUN/checkpoints/face.pt --at 0.9]
 
 Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic steps into
 ``--stage`` (with ``--checkpoint``: from that checkpoint of a real run, its Gaussians and
@@ -66,7 +66,7 @@ def main() -> int:
     ap.add_argument("--image-scale", type=float, default=1.0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--audio-kind", default=TrainConfig.audio_kind)
-    ap.add_argument("--ssim-blur", default="conv", choices=["conv", "rows", "matmul"],
+    ap.add_argument("--ssim-blur", default="auto", choices=["auto", "conv", "rows", "matmul"],
                     help="how D-SSIM applies its window (talkgs.metrics.image._gaussian_blur)")
     ap.add_argument("--triplane", default="default", choices=["default", "spread"],
                     help="variant spread: tri-plane lookups with PyTorch's sampler over the points in a spread order")
@@ -117,7 +117,7 @@ def main() -> int:
     model.deform = timed("deform", model.deform)
     model.render_branch = timed("rasterize", model.render_branch)
     S.face_landmark_loss = timed("landmark loss", S.face_landmark_loss)
-    dssim = S.L.dssim if args.ssim_blur == "conv" else functools.partial(S.L.dssim, blur=args.ssim_blur)
+    dssim = S.L.dssim if args.ssim_blur == "auto" else functools.partial(S.L.dssim, blur=args.ssim_blur)
     S.L.dssim = timed("dssim", dssim)
     inner_loss = timed("loss forward (all)", T.stage_loss)
 

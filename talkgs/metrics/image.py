@@ -109,8 +109,11 @@ def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool, method: s
     ``valid=True`` keeps only the positions where the window fits (Wang et al.'s 'valid').
     ``method`` (the same sums, different kernels): ``conv``, two depthwise 2-D convolutions;
     ``rows``, two single-channel 1-D convolutions over every row, then every column (one
-    transpose between); ``matmul``, two products with banded matrices (:func:`filter_matrix`).
+    transpose between); ``matmul``, two products with banded matrices (:func:`filter_matrix`);
+    ``auto``, ``rows`` on CUDA (fewer, larger kernels there) and ``conv`` elsewhere.
     """
+    if method == "auto":
+        method = "rows" if x.is_cuda else "conv"
     if method == "matmul":
         h, w = x.shape[-2:]
         x = x @ filter_matrix(kernel, w, valid)
@@ -126,7 +129,7 @@ def _gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, valid: bool, method: s
         y = F.conv1d(y, taps, padding=pad)  # [B K W', 1, H']
         return y.view(b, k, w2, -1).transpose(2, 3)
     if method != "conv":
-        raise TalkgsError(f"blur method must be conv, rows or matmul, got {method!r}")
+        raise TalkgsError(f"blur method must be auto, conv, rows or matmul, got {method!r}")
     K = x.shape[1]
     kv = kernel.view(1, 1, n, 1).expand(K, 1, n, 1)
     kh = kernel.view(1, 1, 1, n).expand(K, 1, 1, n)
@@ -149,8 +152,8 @@ def ssim_map(
     as two 1-D convolutions. ``valid=False`` (default) zero-pads so ``H', W' = H, W``,
     matching the SSIM that 3DGS and TalkingGaussian train and report with;
     ``valid=True`` crops to ``H - window + 1, W - window + 1`` (no border effects).
-    Differentiable in both inputs. ``blur``: how the window is applied (``conv``, ``rows`` or ``matmul``,
-    :func:`_gaussian_blur`; the same sums).
+    Differentiable in both inputs. ``blur``: how the window is applied (``auto``, ``conv``, ``rows``
+    or ``matmul``, :func:`_gaussian_blur`; the same sums).
     """
     a, b = _pair(a, b)
     B, H, W, C = a.shape

@@ -57,7 +57,7 @@ def dssim(
     mask: torch.Tensor | None = None,
     window: int = 11,
     sigma: float = 1.5,
-    blur: str = "conv",
+    blur: str = "auto",
 ) -> torch.Tensor:
     """Structural dissimilarity ``1 - SSIM`` (in [0, 2]) of ``pred, gt [B, H, W, C]``.
 
