@@ -103,6 +103,22 @@ def graphs_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
     return int((graphed.int() - eager.int()).abs().max())
 
 
+def fused_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
+    """Largest uint8 difference between renders of one batch with the fused face deformation and
+    with PyTorch's (both eager)."""
+    windows = gather_windows(torch.as_tensor(feats, device=r.device).half(), np.arange(min(batch, len(feats))), r.audio_window)
+    plan = r.plan(windows.shape[0])
+    graphs, fused, r.graphs = r.graphs, r.model._fused_face, None
+    try:
+        with torch.no_grad():
+            got = r.render_batch(windows, plan).clone()
+            r.model._fused_face = None
+            want = r.render_batch(windows, plan)
+    finally:
+        r.graphs, r.model._fused_face = graphs, fused
+    return int((got.int() - want.int()).abs().max())
+
+
 def end_to_end(r: HeadRenderer, wav: np.ndarray, batch: int, out: Path) -> dict:
     t0 = time.perf_counter()
     n = int(round(len(wav) / 640))
@@ -171,6 +187,8 @@ def main() -> int:
                     help="baseline: evaluate the motion fields' spatial part in every call (no fix_fields)")
     ap.add_argument("--eager", action="store_true",
                     help="baseline: the deformation runs eagerly instead of replaying CUDA graphs (HeadRenderer(cuda_graphs=False))")
+    ap.add_argument("--fused-face", action="store_true",
+                    help="variant: the face deformation as one Triton kernel (HeadRenderer(fused_face=True))")
     ap.add_argument("--plain-copy", action="store_true",
                     help="baseline: copy each batch to the host with .cpu() on the render stream (no talkgs.render.hostcopy)")
     args = ap.parse_args()
@@ -178,7 +196,8 @@ def main() -> int:
         R.HostCopies = _PlainCopies
 
     t0 = time.perf_counter()
-    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager)
+    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager,
+                     fused_face=args.fused_face)
     if args.per_call_fields:
         r.model.train().eval()  # train() drops the fixed spatial part; eval() keeps it dropped
     dev = r.device
@@ -193,6 +212,7 @@ def main() -> int:
     feats = extract(r.audio_kind, audio, int(round(len(audio) / 640)))
 
     graphs_diff = graphs_parity(r, feats) if r.graphs is not None else None
+    fused_diff = fused_parity(r, feats) if r.model._fused_face is not None else None
     rows = []
     for b in [int(x) for x in args.batches.split(",")]:
         try:
@@ -212,6 +232,7 @@ def main() -> int:
         out.append({"measure": "mouth area", **mouth})
     setup = {"run": str(args.run), "fields": "per call" if args.per_call_fields else "fixed",
              "cuda_graphs": r.graphs is not None, "graphs_max_px_diff": graphs_diff,
+             "fused_face": r.model._fused_face is not None, "fused_max_px_diff": fused_diff,
              "size": [r.width, r.height], "gaussians": r.model.num_gaussians(), "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}
     H.write("render", args, out, device=str(dev), setup=setup)
     print(f"\ntalkgs render on {H.device_name(str(dev))}: {r.width}x{r.height}, Gaussians {setup['gaussians']}")

@@ -1,6 +1,6 @@
 """Where a rendered batch's time goes, and what candidate speed-ups buy (and cost in pixels).
 
-    python bench/render_profile.py RUN [--batch 32] [--iters 20]
+    python bench/render_profile.py RUN [--batch 32] [--iters 20] [--fused-face]
 
 On val audio of the run's dataset (its own features file), at one batch size:
 
@@ -20,6 +20,7 @@ On val audio of the run's dataset (its own features file), at one batch size:
      ``rasterize`` did before it let gsplat evaluate them).
    - ``attended_codes``: the face field's first layer on materialised [B, N, A] attended codes
      (what ``FaceMotion`` did before its one-matmul form).
+   - ``fused_face``: the face deformation as one Triton kernel (talkgs.model.fused_face).
    - ``packed``: gsplat's packed mode (only visible Gaussian-camera pairs are kept), with the
      SH colours evaluated in torch as in ``torch_sh`` (compare with that row).
 
@@ -44,6 +45,7 @@ from talkgs.data import format as fmt
 from talkgs.model.audio_encoder import gather_windows
 from talkgs.model.head import BRANCHES, composite
 from talkgs.raster.sh import sh_to_rgb
+from talkgs.render.graphs import DeformGraphs
 from talkgs.render.renderer import HeadRenderer, to_uint8
 
 VISIBLE_OPACITY = 1.0 / 255.0
@@ -177,8 +179,13 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
     dev = r.device
     ref = r.render_batch(win, plan)
     rows = []
+    fused_default = r.model._fused_face is not None
 
     def score(name, fn, extra=None):
+        # Fresh graphs: the renderer's were captured with the default deformation, which a
+        # replay would repeat whatever the variant changed.
+        saved = r.graphs
+        r.graphs = DeformGraphs(r.model, r.mouth_amplitude) if saved is not None else None
         try:
             out = fn()
             ms = _median_ms(fn, dev, iters)
@@ -186,6 +193,8 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
             rows.append({"variant": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
             print(f"{name}: failed: {rows[-1]['error']}", flush=True)
             return
+        finally:
+            r.graphs = saved
         diff = (out.float() - ref.float()).abs()
         mse = float((diff ** 2).mean())
         row = {"variant": name, "ms_per_batch": round(ms, 2), "fps": round(win.shape[0] * 1000.0 / ms, 1),
@@ -237,6 +246,15 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
                 score(name, lambda: r.render_batch(win, plan))
             finally:
                 del mot.forward
+        elif name == "fused_face":
+            r.model.fix_fields(fused=True)
+            try:
+                if r.model._fused_face is None:
+                    rows.append({"variant": name, "error": "Triton cannot run on this device"})
+                else:
+                    score(name, lambda: r.render_batch(win, plan))
+            finally:
+                r.model.fix_fields(fused=fused_default)
         elif name == "packed":
             score(name, lambda: _torch_sh_render_frames(r, r.model, win, plan, packed=True))
         else:
@@ -251,11 +269,13 @@ def main() -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch", type=int, default=32, help="frames per batch")
     ap.add_argument("--iters", type=int, default=20, help="timed batches per part and variant (median)")
-    ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,packed",
+    ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,fused_face,packed",
                     help="comma-separated variants (see above)")
+    ap.add_argument("--fused-face", action="store_true",
+                    help="profile with the fused face deformation (HeadRenderer(fused_face=True)) as the default")
     args = ap.parse_args()
 
-    r = HeadRenderer(args.run, args.device, args.dataset)
+    r = HeadRenderer(args.run, args.device, args.dataset, fused_face=args.fused_face)
     dev = r.device
     feats = torch.as_tensor(np.array(fmt.load_features(r.root / fmt.audio_feature_file(r.audio_kind)))).to(dev, torch.float16)
     v0 = int(r.meta["split"]["val"][0])
@@ -272,7 +292,8 @@ def main() -> int:
 
     out = ([{"measure": "part", "part": k, "ms_per_batch": v} for k, v in p.items()]
            + [{"measure": "op", **o} for o in ops] + [{"measure": "variant", **v} for v in rows])
-    setup = {"run": str(args.run), "size": [r.width, r.height], "gaussians": r.model.num_gaussians()}
+    setup = {"run": str(args.run), "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
+             "cuda_graphs": r.graphs is not None, "fused_face": r.model._fused_face is not None}
     H.write("render_profile", args, out, device=str(dev), setup=setup)
     print(table)
     print(f"\n{H.device_name(str(dev))}, batch {args.batch}, {r.width}x{r.height}, Gaussians {setup['gaussians']}")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talkgs.errors import TalkgsError
+from talkgs.model import fused_face
 from talkgs.model.audio_encoder import AudioNet
 from talkgs.model.mouth import MouthBasis, MouthPredictor, StateCode
 from talkgs.model.config import BranchInitConfig, GaussianLRs, HeadConfig, NetLRs  # noqa: F401
@@ -171,17 +172,26 @@ class TalkingHead(nn.Module):
         elif cfg.conditioning != "audio":
             raise TalkgsError(f"unknown conditioning {cfg.conditioning!r} (audio or mouth_state)")
         self._fixed_fields: dict[str, object] = {}  # fix_fields(): branch -> its motion's spatial part
+        self._fused_face: fused_face.FusedFace | None = None  # fix_fields(fused=True) where the kernel runs
 
-    def fix_fields(self) -> None:
+    def fix_fields(self, fused: bool = False) -> None:
         """Compute each branch's frame-independent motion terms once (tri-plane features through
         the first layer, region-attention gates): for rendering a model whose parameters no longer
-        change. ``deform`` then evaluates only the per-frame part; ``train()`` and ``load_state_dict`` drop them."""
+        change. ``deform`` then evaluates only the per-frame part; ``train()`` and ``load_state_dict`` drop them.
+        ``fused``: the face branch's per-frame part runs as one Triton kernel where it can
+        (:mod:`talkgs.model.fused_face`; without gradients)."""
         with torch.no_grad():
             self._fixed_fields = {name: br.motion.spatial(activate(br.gaussians)[0]) for name, br in self.branches.items()}
+            face = self.branch("face")
+            self._fused_face = None
+            if fused and fused_face.available(face.gaussians["means"].device):
+                self._fused_face = fused_face.prepare(face.motion, self._fixed_fields["face"], face.gaussians,
+                                                      MAX_LOG_SCALE_DELTA)
 
     def train(self, mode: bool = True) -> "TalkingHead":
         if mode:
             self._fixed_fields = {}  # the parameters may change from here on
+            self._fused_face = None
         return super().train(mode)
 
     # ------------------------------------------------------------------ access
@@ -292,6 +302,11 @@ class TalkingHead(nn.Module):
                 eye = eye.to(device=means_c.device, dtype=means_c.dtype)
             lm = self.neutral_landmarks.to(means_c) if with_landmarks else None
             fixed = self._fixed_fields.get(branch) if lm is None else None
+            if fixed is not None and self._fused_face is not None and not torch.is_grad_enabled():
+                eye_code = eye if eye is not None else code.new_zeros(b, br.motion.eye_dim)
+                means, quats, scales = fused_face.deform(self._fused_face, torch.cat([code, eye_code.to(code)], dim=1))
+                return DeformedGaussians(means=means, quats=quats, scales=scales, opacities=opac, sh=sh_b,
+                                         sh_degree=sh_degree, code=code, eye=eye_code)
             d = br.motion(means_c if lm is None else torch.cat([means_c, lm]), code, eye, spatial=fixed)
             landmarks = None
             if lm is not None:
@@ -457,6 +472,7 @@ class TalkingHead(nn.Module):
         """Like nn.Module's, but first resizes the Gaussians to the checkpoint's counts
         (densification changes N)."""
         self._fixed_fields = {}
+        self._fused_face = None
         for name in BRANCHES:
             gs = self.gaussians(name)
             for key in list(gs.keys()):

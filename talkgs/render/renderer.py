@@ -78,6 +78,8 @@ class HeadRenderer:
     then a block of training frames, then drives the head with other clips' audio).
     ``cuda_graphs`` (CUDA only; on by default): each batch's deformation replays a captured
     graph (:class:`talkgs.render.graphs.DeformGraphs`); False runs it eagerly (the reference).
+    ``fused_face``: the face branch's per-frame deformation as one Triton kernel where Triton runs
+    (:mod:`talkgs.model.fused_face`).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class HeadRenderer:
         keep_images: bool = False,
         mouth_amplitude: float = 1.0,
         cuda_graphs: bool = True,
+        fused_face: bool = False,
     ):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         state = ckpt.load(run, map_location="cpu")
@@ -110,7 +113,7 @@ class HeadRenderer:
         self.tracks = fmt.load_tracks(self.root, ("blink", "eye_ratio", "w2c"))
         self.n_dataset_frames = int(self.meta["n_frames"])
         self.model = ckpt.build_model(state, self.device)
-        self.model.fix_fields()  # a renderer's model never changes: its motion fields' spatial part is computed once
+        self.model.fix_fields(fused=fused_face)  # a renderer's model never changes: its motion fields' spatial part is computed once
         self.eye_ratio_ref = state["eye_ratio_ref"].to(self.device)
         self.audio_window = int(self.model.cfg.audio.window)
         if not 0.0 < mouth_amplitude <= MAX_MOUTH_AMPLITUDE:
