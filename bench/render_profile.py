@@ -20,7 +20,8 @@ On val audio of the run's dataset (its own features file), at one batch size:
      ``rasterize`` did before it let gsplat evaluate them).
    - ``attended_codes``: the face field's first layer on materialised [B, N, A] attended codes
      (what ``FaceMotion`` did before its one-matmul form).
-   - ``fused_face``: the face deformation as one Triton kernel (talkgs.model.fused_face).
+   - ``fused_face``: the face deformation as one Triton kernel (talkgs.model.fused_face), its
+     products as three TF32 products each; ``fused_face_ieee``: the same with float32 products.
    - ``packed``: gsplat's packed mode (only visible Gaussian-camera pairs are kept), with the
      SH colours evaluated in torch as in ``torch_sh`` (compare with that row).
 
@@ -246,12 +247,14 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
                 score(name, lambda: r.render_batch(win, plan))
             finally:
                 del mot.forward
-        elif name == "fused_face":
+        elif name in ("fused_face", "fused_face_ieee"):
             r.model.fix_fields(fused=True)
             try:
                 if r.model._fused_face is None:
                     rows.append({"variant": name, "error": "Triton cannot run on this device"})
                 else:
+                    if name == "fused_face_ieee":
+                        r.model._fused_face.precision = "ieee"
                     score(name, lambda: r.render_batch(win, plan))
             finally:
                 r.model.fix_fields(fused=fused_default)
@@ -269,7 +272,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--batch", type=int, default=32, help="frames per batch")
     ap.add_argument("--iters", type=int, default=20, help="timed batches per part and variant (median)")
-    ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,fused_face,packed",
+    ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,fused_face,fused_face_ieee,packed",
                     help="comma-separated variants (see above)")
     ap.add_argument("--fused-face", action="store_true",
                     help="profile with the fused face deformation (HeadRenderer(fused_face=True)) as the default")

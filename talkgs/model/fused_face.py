@@ -51,6 +51,7 @@ class FusedFace:
     raw_quats: torch.Tensor  # [N, 4] stored (unnormalised) quaternions
     raw_scales: torch.Tensor  # [N, 3] stored log-scales
     scale_bound: float  # bounded_log_scale_delta's bound
+    precision: str = "tf32x3"  # tl.dot's input precision: tf32x3 (three TF32 products, ~float32) or ieee
 
 
 def prepare(motion, spatial, params, scale_bound: float) -> FusedFace:
@@ -100,7 +101,7 @@ def deform(f: FusedFace, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     kernel[(triton.cdiv(n, BLOCK),)](
         f.gates, f.feat_first, codes, f.w_code, f.w_hidden, f.w_xyz, f.w_rot, f.w_scale,
         f.means, f.raw_quats, f.raw_scales, means, quats, scales, n, b, k, f.scale_bound,
-        H=h, KP=max(16, triton.next_power_of_2(k)), BLOCK=BLOCK, DC=DELTA_COLS, num_warps=4,
+        H=h, KP=max(16, triton.next_power_of_2(k)), BLOCK=BLOCK, DC=DELTA_COLS, PRECISION=f.precision, num_warps=4,
     )
     return means, quats, scales
 
@@ -115,7 +116,8 @@ def _kernel(interpreted: bool):
     @triton.jit
     def face_deform(gates, feat_first, codes, w_code, w_hidden, w_xyz, w_rot, w_scale,
                     means, raw_quats, raw_scales, out_means, out_quats, out_scales, N, B, K, bound,
-                    H: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr, DC: tl.constexpr):
+                    H: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr, DC: tl.constexpr,
+                    PRECISION: tl.constexpr):
         rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         live = rows < N
         kk = tl.arange(0, KP)
@@ -135,13 +137,13 @@ def _kernel(interpreted: bool):
         scale0 = tl.load(raw_scales + rows[:, None] * 3 + jj[None, :], mask=m3, other=0.0)
         for b in range(0, B):
             code = tl.load(codes + b * K + kk, mask=kk < K, other=0.0)
-            x = tl.maximum(tl.dot(gate * code[None, :], wc, input_precision="ieee") + first, 0.0)
-            x = tl.maximum(tl.dot(x, wh, input_precision="ieee"), 0.0)
-            d_xyz = tl.dot(x, wx, input_precision="ieee")
-            q = quat0 + tl.dot(x, wr, input_precision="ieee")
+            x = tl.maximum(tl.dot(gate * code[None, :], wc, input_precision=PRECISION) + first, 0.0)
+            x = tl.maximum(tl.dot(x, wh, input_precision=PRECISION), 0.0)
+            d_xyz = tl.dot(x, wx, input_precision=PRECISION)
+            q = quat0 + tl.dot(x, wr, input_precision=PRECISION)
             q = tl.where(m4, q, 0.0)
             norm = tl.maximum(tl.sqrt(tl.sum(q * q, axis=1)), 1e-12)
-            d_s = tl.dot(x, ws, input_precision="ieee") / bound
+            d_s = tl.dot(x, ws, input_precision=PRECISION) / bound
             tanh = 1.0 - 2.0 / (tl.exp(2.0 * d_s) + 1.0)
             at = (b * N + rows[:, None])
             tl.store(out_means + at * 3 + jj[None, :], mean0 + d_xyz, mask=m3)

@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
               pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")]
 
 
-@pytest.mark.parametrize("n_face,b", [(300, 3), (5000, 32)])
-def test_compiled_fused_face_matches_pytorch_eager_and_graphed(n_face, b):
+@pytest.mark.parametrize("n_face,b,precision", [(300, 3, "tf32x3"), (5000, 32, "tf32x3"), (5000, 32, "ieee")])
+def test_compiled_fused_face_matches_pytorch_eager_and_graphed(n_face, b, precision):
     head = fused_test_head("cuda", n_face=n_face)
     windows, eye = fused_test_inputs(b, 1, "cuda")
     with torch.no_grad():
@@ -27,6 +27,7 @@ def test_compiled_fused_face_matches_pytorch_eager_and_graphed(n_face, b):
         want = head.deform_frames(windows, eye)
         head.fix_fields(fused=True)
         assert head._fused_face is not None
+        head._fused_face.precision = precision
         got = head.deform_frames(windows, eye)
         graphed = DeformGraphs(head)(windows, eye)
     for out in (got, graphed):
