@@ -311,7 +311,17 @@ def test_peer_tg_score_saves_crops_without_mediapipe_and_lips_only_completes_the
     from talkgs.model.head import ground_truth_on_plate
 
     tg = bench_module("peer_tg")
-    a, b = (int(v) for v in fmt.read_meta(anchor_dataset)["split"]["val"])
+    # The anchor with a val split of its first 24 val frames (the files linked, meta.json its own).
+    clip = tmp_path / "anchor"
+    clip.mkdir()
+    for f in Path(anchor_dataset).iterdir():
+        if f.name != fmt.META:
+            (clip / f.name).symlink_to(f.resolve())
+    meta = fmt.read_meta(anchor_dataset)
+    a = int(meta["split"]["val"][0])
+    b = a + 24
+    (clip / fmt.META).write_text(json.dumps({**meta, "split": {**meta["split"], "val": [a, b]}}))
+    anchor_dataset = clip
     ds = load_dataset(anchor_dataset, "cpu", audio_kind=None, frame_range=(a, b))
     gt = ground_truth_on_plate(ds.frames, ds.labels, ds.background)
     renders = tmp_path / "output" / "clip" / "test" / "ours_None" / "renders" / "renders.npy"
