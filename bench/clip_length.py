@@ -164,8 +164,8 @@ def main() -> int:
     ap.add_argument("--device", default="auto", help="where load_dataset puts the clip: auto, cuda or cpu")
     ap.add_argument("--train", action="store_true", help="also train the default on each (GPU)")
     ap.add_argument("--audio-kind", default="whisper", help="feature kind trained with (--train)")
-    ap.add_argument("--branches-in-parallel", action="store_true",
-                    help="train with the predictor and the mouth stage in a side process (--train)")
+    ap.add_argument("--branches-in-parallel", default="auto", choices=["auto", "on", "off"],
+                    help="the trainings' --branches-in-parallel (bench/train.py; auto: on CUDA)")
     args = ap.parse_args()
     import torch
 
@@ -181,7 +181,7 @@ def main() -> int:
                "dataset_mib": round(size_on_disk(root) / 2**20, 1), "device": device}
         row.update({k: round(v, 3) if isinstance(v, float) else v for k, v in measure_load(root, device).items()})
         if args.train:
-            extra = ["--branches-in-parallel"] if args.branches_in_parallel else []
+            extra = ["--branches-in-parallel", args.branches_in_parallel]
             row.update(measure_train(root, args.work / f"run_{minutes:g}min", args.audio_kind, extra))
         print(row, flush=True)
         rows.append(row)

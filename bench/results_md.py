@@ -311,8 +311,15 @@ def _joined(rows: list[dict], value: Callable[[dict], Any], spec: str = ".3f") -
     return " / ".join(format(v, spec) for _, v in vals), names
 
 
+def _baseline(d: dict) -> bool:
+    """An earlier state measured beside a change (``setup.baseline`` names the change's result)."""
+    return bool((d.get("setup") or {}).get("baseline"))
+
+
 def fig_train(d: dict) -> str | None:
     p = d.get("params") or {}
+    if _baseline(d):
+        return None
     if p.get("resumed") or p.get("resume") or p.get("interrupted") or p.get("schedule_scale", 1.0) not in (1, 1.0):
         return None
     if (d.get("setup") or {}).get("shared_gpu") or p.get("shared_gpu"):  # not one training's time
@@ -320,13 +327,21 @@ def fig_train(d: dict) -> str | None:
     total = [r for r in _measure(d, "total") if r.get("train_wall_s") and not r.get("interrupted")]
     if not total:
         return None
-    stages = ", ".join(f"{r['stage']} {r['seconds']:.0f}" for r in _measure(d, "stage"))
+    setup = d.get("setup") or {}
+    side = setup.get("side_process", setup.get("branches_in_parallel") is True)
+    rows = _measure(d, "stage")
+    in_side = [r for r in rows if side and r["stage"] in ("predictor", "mouth")]
+    stages = ", ".join(f"{r['stage']} {r['seconds']:.0f}" for r in rows if r not in in_side)
+    if in_side:
+        stages += "; in a side process beside face: " + ", ".join(f"{r['stage']} {r['seconds']:.0f}" for r in in_side)
     mem = total[0].get("peak_gpu_mem_gib")
     return f"{total[0]['train_wall_s']:.0f} s ({stages})" + (f", peak GPU memory {mem:.1f} GiB" if mem else "")
 
 
 def fig_image(d: dict) -> str | None:
     if d["bench"] == "train":
+        if _baseline(d):
+            return None
         val = [r for r in _measure(d, "val") if r.get("psnr") is not None and r.get("lpips") is not None]
         return f"PSNR {val[0]['psnr']:.2f}, ST-LPIPS {val[0]['lpips']:.4f}" if val else None
     rows = [r for r in _defaults(d) if (r.get("val_image") or {}).get("lpips") is not None]
@@ -347,7 +362,8 @@ def fig_other_voices(d: dict) -> str | None:
 
 def fig_render(d: dict) -> str | None:
     params = d.get("params") or {}
-    if params.get("per_call_fields") or params.get("plain_copy") or params.get("eager"):  # a baseline, not the product
+    if params.get("per_call_fields") or params.get("plain_copy") or params.get("eager") or params.get("fused_face"):
+        return None  # a baseline or a variant, not the product
         return None
     size = (d.get("setup") or {}).get("size")
     if size is not None and list(size) != [512, 512]:  # the README's figures are the anchor clip's (512x512)

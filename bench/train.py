@@ -22,6 +22,7 @@ import torch
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from talkgs.commands.eval import EvalConfig  # noqa: E402
 from talkgs.train.config import TrainConfig  # noqa: E402
+from talkgs.train.side import SIDE_DIR  # noqa: E402
 from talkgs.eval.evaluate import evaluate  # noqa: E402
 from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
 
@@ -116,8 +117,9 @@ def main() -> int:
     ap.add_argument("--shared-gpu", action="store_true",
                     help="other jobs share the GPU: recorded, so the times are never quoted as one training's")
     ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--branches-in-parallel", action="store_true",
-                    help="the predictor and the mouth stage in a side process beside the face stage (talkgs.train.side)")
+    ap.add_argument("--branches-in-parallel", default="auto", choices=["auto", "on", "off"],
+                    help="the predictor and the mouth stage in a side process beside the face stage "
+                         "(talkgs.train.side; auto: on CUDA)")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None,
                     help="stop training (with a resumable checkpoint) after this many seconds")
@@ -157,6 +159,7 @@ def main() -> int:
     except KeyboardInterrupt:
         interrupted = True
     t_train = time.perf_counter() - t0
+    side = (args.run / SIDE_DIR).is_dir()  # the predictor and the mouth stage ran in a side process
     peak = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else None
     stages = {s.name: s for s in trainer.stages}
     rows = []
@@ -191,8 +194,8 @@ def main() -> int:
     if val is not None:
         out.append({"measure": "val", **val})
     setup = {"preset": args.preset, "variant": variant, "shared_gpu": args.shared_gpu,
-             "branches_in_parallel": cfg.branches_in_parallel,
-             **({"peak_gpu_mem_of": "the run's process (also host_peak_gib); its side process is not counted"} if cfg.branches_in_parallel else {}),
+             "branches_in_parallel": cfg.branches_in_parallel, "side_process": side,
+             **({"peak_gpu_mem_of": "the run's process (also host_peak_gib); its side process is not counted"} if side else {}),
              "lips_weight": cfg.face.losses.lips, "eval_notes": notes}
     H.write("train", args, out, device=dev, setup=setup)
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],

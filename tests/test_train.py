@@ -209,10 +209,10 @@ def test_the_mouth_branch_trained_in_a_side_process_is_the_sequential_runs_and_r
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # nor in the side process
     try:
         seq = whole_short_run
-        par = _short_cfg(anchor_dataset, tmp_path / "par", branches_in_parallel=True)
+        par = _short_cfg(anchor_dataset, tmp_path / "par", branches_in_parallel="on")
         torch.manual_seed(0)
         path = Trainer(par).run()
-        stopped = _short_cfg(anchor_dataset, tmp_path / "stopped", branches_in_parallel=True)
+        stopped = _short_cfg(anchor_dataset, tmp_path / "stopped", branches_in_parallel="on")
         torch.manual_seed(0)
         with pytest.raises(Interrupted, match="face step 3/6"):
             StopAt(stopped, "face", 3).run()
@@ -299,3 +299,17 @@ def test_a_side_process_that_fails_is_reported_in_one_line_with_its_log(tmp_path
     assert "exit code 3" in msg and str(side.log_path) in msg and "frames.mp4 is unreadable" in msg
     with pytest.raises(TalkgsError, match="exit code 3"):
         side.join()
+
+
+def test_side_process_is_on_by_default_on_cuda_only_and_forced_either_way():
+    """branches_in_parallel auto: a side process on a CUDA device, not on the CPU; on / off force
+    it (a bool is a config written before auto); never with several processes or another schedule."""
+    from talkgs.train.side import wanted
+
+    sched = ["mouth", "face", "fuse"]
+    assert wanted("auto", "cuda", 1, sched) and not wanted("auto", "cpu", 1, sched)
+    assert wanted("on", "cpu", 1, sched) and not wanted("off", "cuda", 1, sched)
+    assert wanted(True, "cpu", 1, sched) and not wanted(False, "cuda", 1, sched)
+    assert not wanted("on", "cuda", 2, sched) and not wanted("on", "cuda", 1, ["face", "mouth", "fuse"])
+    with pytest.raises(TalkgsError, match="auto, on or off"):
+        wanted("yes", "cuda", 1, sched)

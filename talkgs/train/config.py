@@ -200,8 +200,9 @@ class TrainConfig:
     """Write OUTPUT/logs for TensorBoard (if installed)."""
     progress: bool = True
     """Show the live progress display."""
-    branches_in_parallel: bool = False
-    """Train the inside-mouth branch and the mouth-state predictor in a second process beside the face branch."""
+    branches_in_parallel: Literal["auto", "on", "off"] = "auto"
+    """Train the inside-mouth branch and the mouth-state predictor in a second process beside the face
+    branch: on, off, or auto (on where the device is CUDA)."""
     model: Hidden[HeadConfig] = HeadConfig()
     """The talking-head model."""
     mouth: StageConfig = MOUTH_STAGE

@@ -34,10 +34,15 @@ SIDE_STAGE = "mouth"
 FACE_PREFIX = "branches.face."  # the face stage's parameters in the model's state dict
 
 
-def wanted(on: bool, world_size: int, stage_names: list[str]) -> bool:
-    """Whether a run trains its mouth branch in a side process: asked for, one process, and a
-    schedule that starts mouth, face."""
-    return bool(on) and world_size == 1 and stage_names[:2] == [SIDE_STAGE, "face"]
+def wanted(mode: str | bool, device_type: str, world_size: int, stage_names: list[str]) -> bool:
+    """Whether a run trains its mouth branch in a side process: ``mode`` on (or auto on a CUDA
+    device, where the two launch-bound loops overlap; a bool is a config written before auto),
+    one process, and a schedule that starts mouth, face."""
+    mode = {True: "on", False: "off"}.get(mode, mode)  # type: ignore[arg-type]
+    if mode not in ("auto", "on", "off"):
+        raise TalkgsError(f"branches_in_parallel must be auto, on or off, got {mode!r}")
+    on = mode == "on" or (mode == "auto" and device_type == "cuda")
+    return on and world_size == 1 and stage_names[:2] == [SIDE_STAGE, "face"]
 
 
 class SideRun:
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every)
     args = ap.parse_args(argv)
     cfg = TrainConfig(dataset=args.dataset, output=args.side_dir, resume=True, device=args.device,
-                      backend=args.backend, progress=False, tensorboard=False, branches_in_parallel=False,
+                      backend=args.backend, progress=False, tensorboard=False, branches_in_parallel="off",
                       log_every=args.log_every, checkpoint_every=args.checkpoint_every)
     trainer = resume_trainer(cfg)
     try:

@@ -172,7 +172,7 @@ class Trainer:
         pending = names[:2] == [side_run.SIDE_STAGE, "face"] and st.stage_index == 1 \
             and side_run.SIDE_STAGE not in st.completed
         fresh = st.stage_index == 0 and st.stage_step == 0 and self.is_main \
-            and side_run.wanted(self.cfg.branches_in_parallel, self.world_size, names)
+            and side_run.wanted(self.cfg.branches_in_parallel, self.device.type, self.world_size, names)
         if not (pending or fresh):
             return None
         side = side_run.SideRun(self.out, self.cfg.dataset, self.cfg.device, self.cfg.backend,
