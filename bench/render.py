@@ -78,13 +78,13 @@ class _PlainCopies:
         return frames.cpu().numpy()
 
 
-def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int) -> float:
+def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int, lanes: int = 1) -> float:
     n = min(n_frames, feats.shape[0])
-    for _ in render_features(r, feats[: 2 * batch], batch):  # warm-up (allocations, kernels)
+    for _ in render_features(r, feats[: 2 * batch * lanes], batch, lanes=lanes):  # warm-up (allocations, kernels, graphs)
         pass
     _sync(r.device)
     t = time.perf_counter()
-    done = sum(b.shape[0] for b in render_features(r, feats[:n], batch))
+    done = sum(b.shape[0] for b in render_features(r, feats[:n], batch, lanes=lanes))
     _sync(r.device)
     return done / (time.perf_counter() - t)
 
@@ -187,6 +187,8 @@ def main() -> int:
                     help="baseline: evaluate the motion fields' spatial part in every call (no fix_fields)")
     ap.add_argument("--eager", action="store_true",
                     help="baseline: the deformation runs eagerly instead of replaying CUDA graphs (HeadRenderer(cuda_graphs=False))")
+    ap.add_argument("--lanes", type=int, default=1,
+                    help="variant: batches in flight at once, each on its own thread and CUDA stream (render_features(lanes=))")
     ap.add_argument("--fused-face", action="store_true",
                     help="variant: the face deformation as one Triton kernel (HeadRenderer(fused_face=True))")
     ap.add_argument("--plain-copy", action="store_true",
@@ -213,10 +215,15 @@ def main() -> int:
 
     graphs_diff = graphs_parity(r, feats) if r.graphs is not None else None
     fused_diff = fused_parity(r, feats) if r.model._fused_face is not None else None
+    lanes_diff = None
+    if args.lanes > 1:  # the lanes' frames against one lane's, four batches of 32
+        one = np.concatenate(list(render_features(r, feats[:128], 32)))
+        many = np.concatenate(list(render_features(r, feats[:128], 32, lanes=args.lanes)))
+        lanes_diff = int(np.abs(one.astype(np.int16) - many.astype(np.int16)).max())
     rows = []
     for b in [int(x) for x in args.batches.split(",")]:
         try:
-            fps = pipeline_fps(r, feats, b, args.frames)
+            fps = pipeline_fps(r, feats, b, args.frames, args.lanes)
         except torch.OutOfMemoryError:
             break
         rows.append({"batch": b, "fps": round(fps, 1)})
@@ -233,6 +240,7 @@ def main() -> int:
     setup = {"run": str(args.run), "fields": "per call" if args.per_call_fields else "fixed",
              "cuda_graphs": r.graphs is not None, "graphs_max_px_diff": graphs_diff,
              "fused_face": r.model._fused_face is not None, "fused_max_px_diff": fused_diff,
+             "lanes": args.lanes, "lanes_max_px_diff": lanes_diff,
              "size": [r.width, r.height], "gaussians": r.model.num_gaussians(), "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}
     H.write("render", args, out, device=str(dev), setup=setup)
     print(f"\ntalkgs render on {H.device_name(str(dev))}: {r.width}x{r.height}, Gaussians {setup['gaussians']}")

@@ -362,7 +362,8 @@ def fig_other_voices(d: dict) -> str | None:
 
 def fig_render(d: dict) -> str | None:
     params = d.get("params") or {}
-    if params.get("per_call_fields") or params.get("plain_copy") or params.get("eager") or params.get("fused_face"):
+    if params.get("per_call_fields") or params.get("plain_copy") or params.get("eager") or params.get("fused_face") \
+            or (params.get("lanes") or 1) > 1:
         return None  # a baseline or a variant, not the product
         return None
     size = (d.get("setup") or {}).get("size")

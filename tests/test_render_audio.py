@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from talkgs.errors import AudioFeatureError, TalkgsError
 from talkgs.media import probe, read_audio, write_wav
 from talkgs.model.config import BranchInitConfig, HeadConfig
 from talkgs.render.drive import DriveConfig, default_segment, drive_plan, pingpong, synth_blinks
-from talkgs.render.renderer import HeadRenderer, render_audio
+from talkgs.render.renderer import HeadRenderer, render_audio, render_features
 from talkgs.train.trainer import Trainer
 from tests.media_utils import tone, write_audio, write_clip
 from tests.train_utils import _tiny_cfg
@@ -367,3 +368,23 @@ def test_measured_mouth_states_and_mouth_amplitude(mini_run, anchor_dataset):
 def test_cuda_graphs_are_off_the_cpu(mini_run):
     """Off CUDA the option renders eagerly: no graph is built."""
     assert HeadRenderer(mini_run, "cpu", cuda_graphs=True).graphs is None
+
+
+def test_render_lanes_give_the_same_frames_in_order(mini_run, anchor_dataset):
+    """render_features with 3 lanes (batches rendered by 3 threads at once) yields the frames of one
+    lane, batch by batch in order, the last batch partial; with mouth states given too."""
+    from talkgs.data import format as fmt
+
+    r = HeadRenderer(mini_run, "cpu")
+    feats = np.asarray(fmt.load_features(Path(anchor_dataset) / fmt.audio_feature_file(r.audio_kind)))[:47]
+    one = list(render_features(r, feats, batch_size=8, start=5))
+    three = list(render_features(r, feats, batch_size=8, start=5, lanes=3))
+    assert [b.shape[0] for b in three] == [8, 8, 8, 8, 8, 7] == [b.shape[0] for b in one]
+    for a, b in zip(one, three):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(np.diff(np.concatenate(one).astype(np.int16), axis=0)).max() > 0, "frames that differ"
+    states = r.measured_mouth_states(100, 147)
+    one = np.concatenate(list(render_features(r, feats, batch_size=8, states=states)))
+    two = np.concatenate(list(render_features(r, feats, batch_size=8, states=states, lanes=2)))
+    np.testing.assert_array_equal(one, two)
+    assert len(r.lanes(3)) == 3 and r.lanes(3)[0].stream is None  # kept; no streams off CUDA

@@ -23,6 +23,9 @@ Python API: :class:`HeadRenderer` (load once, render batches), :func:`render_fea
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -125,6 +128,7 @@ class HeadRenderer:
         self.mouth_amplitude = float(mouth_amplitude)
         # The deformation as captured CUDA graphs (one per batch size; talkgs.render.graphs).
         self.graphs = DeformGraphs(self.model, self.mouth_amplitude) if cuda_graphs and self.device.type == "cuda" else None
+        self._lanes: list[RenderLane] = []  # render_features's concurrent lanes beyond the first (lanes())
         self.width = int(round(self.meta["width"] * self.scale))
         self.height = int(round(self.meta["height"] * self.scale))
         self.drive: DriveConfig | None = None
@@ -201,17 +205,31 @@ class HeadRenderer:
         return self._plan.slice(start, stop)
 
     # ------------------------------------------------------------------ rendering
+    def lanes(self, n: int) -> list["RenderLane"]:
+        """``n`` lanes for :func:`render_features` to render batches in at once, each with its own
+        CUDA stream and its own deformation graphs (a graph's outputs are its own buffers, so
+        two batches in flight cannot share one); made on first use and kept."""
+        while len(self._lanes) < n:
+            cuda = self.device.type == "cuda"
+            self._lanes.append(RenderLane(
+                torch.cuda.Stream(device=self.device) if cuda else None,
+                DeformGraphs(self.model, self.mouth_amplitude) if self.graphs is not None else None))
+        return self._lanes[:n]
+
     @torch.no_grad()
-    def render(self, windows: torch.Tensor, plan: DrivePlan, states: torch.Tensor | None = None) -> FrameRender:
+    def render(self, windows: torch.Tensor, plan: DrivePlan, states: torch.Tensor | None = None,
+               lane: "RenderLane | None" = None) -> FrameRender:
         """The float :class:`FrameRender` (image not clamped, branch alphas; on the device) of
         audio windows ``[B, 8, W, C]`` and the matching slice of a drive plan; ``states [B, m]``:
         mouth states to use instead of the ones predicted from the audio (mouth_state runs;
-        predicted ones are scaled by ``self.mouth_amplitude``)."""
+        predicted ones are scaled by ``self.mouth_amplitude``); ``lane``: whose deformation
+        graphs to replay (:meth:`lanes`; default the renderer's own)."""
         x = self.inputs(windows, plan)
-        if self.graphs is None:
+        graphs = self.graphs if lane is None else lane.graphs
+        if graphs is None:
             return self.model.render_frames(x.audio, x.eye, x.viewmats, x.Ks, self.width, self.height, x.background,
                                             backend=self.backend, states=states, mouth_amplitude=self.mouth_amplitude)
-        deformed = self.graphs(x.audio, x.eye, states)
+        deformed = graphs(x.audio, x.eye, states)
         return self.model.render_deformed(deformed, x.viewmats, x.Ks, self.width, self.height, x.background, self.backend)
 
     def inputs(self, windows: torch.Tensor, plan: DrivePlan) -> FrameInputs:
@@ -265,16 +283,25 @@ class HeadRenderer:
         return states[idx].float()
 
     def render_batch(self, windows: torch.Tensor, plan: DrivePlan, with_mouth: bool = False,
-                     states: torch.Tensor | None = None):
+                     states: torch.Tensor | None = None, lane: "RenderLane | None" = None):
         """uint8 ``[B, H, W, 3]`` (on the device) for audio windows ``[B, 8, W, C]`` and the
         matching slice of a drive plan. ``with_mouth`` also returns the visible inside-mouth
         area ``[B]`` in pixels (sum of (1 - face alpha) x mouth alpha): the render's own
         mouth-opening signal, comparable with the dataset's mouth-interior label area."""
-        out = self.render(windows, plan, states)
+        out = self.render(windows, plan, states, lane)
         frames_u8 = to_uint8(out.image)
         if with_mouth:
             return frames_u8, out.visible_mouth_area()
         return frames_u8
+
+
+@dataclasses.dataclass
+class RenderLane:
+    """One of :func:`render_features`'s concurrent lanes (:meth:`HeadRenderer.lanes`)."""
+
+    stream: torch.cuda.Stream | None  # None off CUDA
+    graphs: DeformGraphs | None
+    captured: set = dataclasses.field(default_factory=set)  # (batch size, with states) its graphs hold
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -288,17 +315,24 @@ def render_features(
     batch_size: int = 16,
     start: int = 0,
     states: torch.Tensor | None = None,
+    lanes: int = 1,
 ) -> Iterator[np.ndarray]:
     """Yield uint8 frame batches ``[b, H, W, 3]`` (host memory) for per-frame features
     ``[N, W, C]`` (all frames of one clip; frame i of the output uses windows around i);
     ``states [N, m]``: mouth states to use instead of the predicted ones.
 
     Each batch is copied to the host while the next one renders (:class:`HostCopies`).
+    ``lanes > 1``: that many batches in flight at once, each launched by its own thread on its own
+    CUDA stream (:func:`_render_in_lanes`), so that one batch's kernels run while another's host
+    work (launches, the rasterizer's wait for its tile count) goes on. The frames are the same.
     """
     feats = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
     renderer.check_features(feats)
     feats = feats.to(renderer.device, torch.float16)
     n = feats.shape[0]
+    if lanes > 1:
+        yield from _render_in_lanes(renderer, feats, batch_size, start, states, lanes)
+        return
     copies = HostCopies(renderer.device)
     pending = None
     for s in range(0, n, batch_size):
@@ -311,6 +345,55 @@ def render_features(
         pending = copies.start(out)
     if pending is not None:
         yield copies.finish(pending)
+
+
+def _render_in_lanes(renderer: HeadRenderer, feats: torch.Tensor, batch_size: int, start: int,
+                     states: torch.Tensor | None, n_lanes: int) -> Iterator[np.ndarray]:
+    """:func:`render_features` with ``n_lanes`` batches in flight: batch i renders in lane
+    i mod n_lanes, on a worker thread; batches come out in order."""
+    dev = renderer.device
+    n = feats.shape[0]
+    spans = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    plans = [renderer.plan(e - s, start + s) for s, e in spans]  # the plan's cache is not thread-safe
+    lanes = renderer.lanes(n_lanes)
+    main = torch.cuda.current_stream(dev) if dev.type == "cuda" else None
+    for lane in lanes:
+        if lane.stream is not None:
+            lane.stream.wait_stream(main)  # the features (and states) come from the main stream
+        # Capture each lane's graphs for the batch sizes ahead one lane at a time, before any
+        # lane runs: a capture must not overlap another stream's work.
+        for b in sorted({e - s for s, e in spans}):
+            if lane.graphs is None or (b, states is not None) in lane.captured:
+                continue
+            with torch.cuda.stream(lane.stream):
+                win = gather_windows(feats, torch.zeros(b, dtype=torch.long, device=dev), renderer.audio_window)
+                renderer.render_batch(win, renderer.plan(b, start), lane=lane,
+                                      states=None if states is None else states[:1].expand(b, -1).contiguous())
+            lane.stream.synchronize()
+            lane.captured.add((b, states is not None))
+
+    def job(k: int) -> np.ndarray:
+        (s, e), lane = spans[k], lanes[k % n_lanes]
+        with torch.no_grad(), (torch.cuda.stream(lane.stream) if lane.stream is not None else contextlib.nullcontext()):
+            win = gather_windows(feats, torch.arange(s, e, device=dev), renderer.audio_window)
+            out = renderer.render_batch(win, plans[k], states=None if states is None else states[s:e], lane=lane)
+            if lane.stream is None:
+                return out.numpy()
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+        lane.stream.synchronize()  # this thread waits; the other lanes' threads go on launching
+        return host.numpy()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n_lanes, thread_name_prefix="talkgs-lane") as pool:
+        # At most one batch per lane in flight: batch k + n_lanes is queued once batch k is out.
+        inflight = collections.deque(pool.submit(job, k) for k in range(min(n_lanes, len(spans))))
+        nxt = len(inflight)
+        while inflight:
+            frames = inflight.popleft().result()
+            if nxt < len(spans):
+                inflight.append(pool.submit(job, nxt))
+                nxt += 1
+            yield frames
 
 
 def load_audio_for_render(path: str | Path) -> tuple[np.ndarray, np.ndarray, int, int]:
