@@ -14,6 +14,7 @@ from talkgs.model.head import TalkingHead
 from talkgs.model.motion import eye_code
 from tests.test_model import small_head_config
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy, inside Triton's interpreter
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="Triton is not installed (its CPU interpreter runs this test)")
 
