@@ -376,7 +376,7 @@ def test_render_lanes_give_the_same_frames_in_order(mini_run, anchor_dataset):
     from talkgs.data import format as fmt
 
     r = HeadRenderer(mini_run, "cpu")
-    feats = np.asarray(fmt.load_features(Path(anchor_dataset) / fmt.audio_feature_file(r.audio_kind)))[:47]
+    feats = np.array(fmt.load_features(Path(anchor_dataset) / fmt.audio_feature_file(r.audio_kind))[:47])
     one = list(render_features(r, feats, batch_size=8, start=5))
     three = list(render_features(r, feats, batch_size=8, start=5, lanes=3))
     assert [b.shape[0] for b in three] == [8, 8, 8, 8, 8, 7] == [b.shape[0] for b in one]
