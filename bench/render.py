@@ -89,10 +89,15 @@ def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int, 
     return done / (time.perf_counter() - t)
 
 
+def _first_batch(r: HeadRenderer, feats: np.ndarray, batch: int):
+    """Audio windows and drive plan of the first ``batch`` frames (what the parity checks render)."""
+    windows = gather_windows(torch.as_tensor(feats, device=r.device).half(), np.arange(min(batch, len(feats))), r.audio_window)
+    return windows, r.plan(windows.shape[0])
+
+
 def graphs_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
     """Largest uint8 difference between the graphed and the eager render of one batch."""
-    windows = gather_windows(torch.as_tensor(feats, device=r.device).half(), np.arange(min(batch, len(feats))), r.audio_window)
-    plan = r.plan(windows.shape[0])
+    windows, plan = _first_batch(r, feats, batch)
     with torch.no_grad():
         graphed = r.render_batch(windows, plan).clone()
         graphs, r.graphs = r.graphs, None
@@ -106,8 +111,7 @@ def graphs_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
 def fused_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
     """Largest uint8 difference between renders of one batch with the fused face deformation and
     with PyTorch's (both eager)."""
-    windows = gather_windows(torch.as_tensor(feats, device=r.device).half(), np.arange(min(batch, len(feats))), r.audio_window)
-    plan = r.plan(windows.shape[0])
+    windows, plan = _first_batch(r, feats, batch)
     graphs, fused, r.graphs = r.graphs, r.model._fused_face, None
     try:
         with torch.no_grad():

@@ -48,15 +48,20 @@ class DeformGraphs:
                  states: torch.Tensor | None = None) -> dict[str, DeformedGaussians]:
         if audio_windows.device.type != "cuda":
             return self.eager(audio_windows, eye, states)
-        key = tuple(None if t is None else (tuple(t.shape), t.dtype) for t in (audio_windows, eye, states))
-        cap = self._captured.get(key)
-        if cap is None:
-            cap = self._captured[key] = self._capture(audio_windows, eye, states)
+        cap = self.ensure(audio_windows, eye, states)
         for buf, x in zip(cap.inputs, (audio_windows, eye, states)):
             if buf is not None:
                 buf.copy_(x)
         cap.graph.replay()
         return cap.outputs
+
+    def ensure(self, audio_windows: torch.Tensor, eye: torch.Tensor, states: torch.Tensor | None = None) -> _Captured:
+        """The graph for inputs of these shapes, captured now if it is not yet (without a replay)."""
+        key = tuple(None if t is None else (tuple(t.shape), t.dtype) for t in (audio_windows, eye, states))
+        cap = self._captured.get(key)
+        if cap is None:
+            cap = self._captured[key] = self._capture(audio_windows, eye, states)
+        return cap
 
     @property
     def n_graphs(self) -> int:

@@ -128,7 +128,7 @@ class HeadRenderer:
         self.mouth_amplitude = float(mouth_amplitude)
         # The deformation as captured CUDA graphs (one per batch size; talkgs.render.graphs).
         self.graphs = DeformGraphs(self.model, self.mouth_amplitude) if cuda_graphs and self.device.type == "cuda" else None
-        self._lanes: list[RenderLane] = []  # render_features's concurrent lanes beyond the first (lanes())
+        self._lanes: list[RenderLane] = []  # render_features's concurrent lanes (lanes()), apart from self.graphs
         self.width = int(round(self.meta["width"] * self.scale))
         self.height = int(round(self.meta["height"] * self.scale))
         self.drive: DriveConfig | None = None
@@ -301,7 +301,6 @@ class RenderLane:
 
     stream: torch.cuda.Stream | None  # None off CUDA
     graphs: DeformGraphs | None
-    captured: set = dataclasses.field(default_factory=set)  # (batch size, with states) its graphs hold
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -362,15 +361,12 @@ def _render_in_lanes(renderer: HeadRenderer, feats: torch.Tensor, batch_size: in
             lane.stream.wait_stream(main)  # the features (and states) come from the main stream
         # Capture each lane's graphs for the batch sizes ahead one lane at a time, before any
         # lane runs: a capture must not overlap another stream's work.
-        for b in sorted({e - s for s, e in spans}):
-            if lane.graphs is None or (b, states is not None) in lane.captured:
-                continue
+        for b in sorted({e - s for s, e in spans}) if lane.graphs is not None else []:
             with torch.cuda.stream(lane.stream):
-                win = gather_windows(feats, torch.zeros(b, dtype=torch.long, device=dev), renderer.audio_window)
-                renderer.render_batch(win, renderer.plan(b, start), lane=lane,
-                                      states=None if states is None else states[:1].expand(b, -1).contiguous())
+                x = renderer.inputs(gather_windows(feats, torch.zeros(b, dtype=torch.long, device=dev),
+                                                   renderer.audio_window), renderer.plan(b, start))
+                lane.graphs.ensure(x.audio, x.eye, None if states is None else states[:1].expand(b, -1).contiguous())
             lane.stream.synchronize()
-            lane.captured.add((b, states is not None))
 
     def job(k: int) -> np.ndarray:
         (s, e), lane = spans[k], lanes[k % n_lanes]
