@@ -130,7 +130,7 @@ if ds.frames.is_cuda:
     torch.cuda.synchronize()
 print(json.dumps({"load_s": time.perf_counter() - t, "frames": ds.n_frames,
                   "host_peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                  "device_gib": (ds.frames.numel() + ds.labels.numel()) / 2**30}))
+                  "device_gib": ds.nbytes / 2**30}))
 """
 
 

@@ -38,3 +38,32 @@ def test_label_chunks_tile_the_range(anchor_dataset):
     parts = list(fmt.iter_labels(path, 40, 90, chunk=16))
     assert [p.shape[0] for p in parts] == [16, 16, 16, 2]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_label_area_counts_each_map_within_bounded_memory(anchor_dataset):
+    """The pixels of a class per map equal the whole-clip sum for every chunk, and counting a
+    2,000-frame clip's maps stays within a chunk's transient memory (the whole-clip sum widens
+    the mask to int64 first: +4.2 GB here)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from talkgs.data.loader import label_area
+
+    maps = torch.from_numpy(fmt.load_labels(anchor_dataset / fmt.LABELS, 0, 300))
+    ref = (maps == fmt.LABEL_MOUTH).flatten(1).sum(1)
+    assert ref.max() > 0 and ref.min() == 0  # open and closed mouths among the maps
+    for chunk in (1, 7, 256, 1000):
+        area = label_area(maps, fmt.LABEL_MOUTH, chunk=chunk)
+        assert area.dtype == torch.int64
+        torch.testing.assert_close(area, ref, rtol=0, atol=0)
+    code = (
+        "import resource, torch; from talkgs.data.loader import label_area\n"
+        "maps = torch.randint(0, 5, (2000, 512, 512), dtype=torch.uint8)\n"
+        "rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "before = rss(); a = label_area(maps, 4); print(rss() - before, int(a.sum()))"
+    )
+    grew, total = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert 0.15 * 2000 * 512 * 512 < total < 0.25 * 2000 * 512 * 512  # one class in five
+    assert grew < 1.0e9, f"counting grew the peak memory by {grew / 1e9:.2f} GB"

@@ -313,3 +313,15 @@ def test_side_process_is_on_by_default_on_cuda_only_and_forced_either_way():
     assert not wanted("on", "cuda", 2, sched) and not wanted("on", "cuda", 1, ["face", "mouth", "fuse"])
     with pytest.raises(TalkgsError, match="auto, on or off"):
         wanted("yes", "cuda", 1, sched)
+
+
+def test_side_process_needs_room_for_a_second_copy_of_the_clip():
+    """auto leaves the mouth stage to the run itself where the GPU's free memory does not hold
+    the side process's own copy of the clip and its headroom."""
+    from talkgs.train.side import SIDE_HEADROOM, has_room
+
+    gib = 2**30
+    clip_10min = 15000 * 512 * 512 * 4  # frames and maps of 10 min at 512x512
+    assert has_room(80 * gib - clip_10min - 5 * gib, clip_10min)
+    assert not has_room(24 * gib - clip_10min - 5 * gib, clip_10min)
+    assert has_room(clip_10min + SIDE_HEADROOM, clip_10min) and not has_room(clip_10min + SIDE_HEADROOM - 1, clip_10min)

@@ -15,7 +15,7 @@ from talkgs.data.format import (
 def __getattr__(name: str):
     # The loader needs torch; the format helpers do not. Importing it lazily keeps
     # `talkgs.data.format` (argument checks, --help) free of torch.
-    if name in ("Dataset", "load_dataset"):
+    if name in ("Dataset", "label_area", "load_dataset"):
         from talkgs.data import loader
 
         return getattr(loader, name)
@@ -31,6 +31,7 @@ __all__ = [
     "LABEL_MOUTH",
     "LABEL_NAMES",
     "Dataset",
+    "label_area",
     "load_dataset",
     "read_meta",
 ]

@@ -58,6 +58,22 @@ class Dataset:
     def device(self) -> torch.device:
         return self.w2c.device
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the clip holds on its device (frames, maps, plate, tracks, features)."""
+        held = [self.frames, self.labels, self.background, self.w2c, self.audio, *self.tracks.values()]
+        return sum(t.numel() * t.element_size() for t in held if t is not None)
+
+
+def label_area(labels: torch.Tensor, label: int, chunk: int = 256) -> torch.Tensor:
+    """``int64 [N]`` pixels of each map in ``labels [N, H, W]`` equal to ``label``, on their
+    device, ``chunk`` maps at a time (summing a whole clip's mask at once widens it to int64
+    first: 8 bytes a pixel, 29 GiB for 10 min of 512x512)."""
+    out = torch.empty(labels.shape[0], dtype=torch.int64, device=labels.device)
+    for a in range(0, labels.shape[0], chunk):
+        out[a : a + chunk] = (labels[a : a + chunk] == label).flatten(1).sum(1)
+    return out
+
 
 _PIXEL_TRACKS = ("landmarks", "lips_box", "face_box", "mouth_gap_px", "reproj_error_px", "landmarks_fan68")
 

@@ -68,7 +68,7 @@ import torch
 
 from talkgs.commands.eval import EvalConfig
 from talkgs.conventions import SAMPLE_RATE
-from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, load_dataset
+from talkgs.data import LABEL_FACE, LABEL_HAIR, LABEL_MOUTH, label_area, load_dataset
 from talkgs.data import format as fmt
 from talkgs.errors import DatasetError, TalkgsError
 from talkgs.fsutil import move_into, partial_dir, write_json
@@ -276,7 +276,7 @@ def render_replay(renderer: HeadRenderer, name: str, frames: tuple[int, int], fe
         gt_teeth.append(mouth_metrics.teeth_fraction(to_uint8(gt).cpu().numpy(), landmarks[s:e]))
         renders.append(to_uint8(pred).cpu())
         areas.append(out.visible_mouth_area().cpu())
-    gt_area = (ims.labels == LABEL_MOUTH).flatten(1).sum(1).cpu().numpy().astype(np.float64)
+    gt_area = label_area(ims.labels, LABEL_MOUTH).cpu().numpy().astype(np.float64)
     with np.load(renderer.root / fmt.TRACKS) as z:
         gt_open = z["mouth_open"][a:b].astype(np.float64)
         gt_lips = lips_landmarks(z["landmarks"][a:b]).astype(np.float32)

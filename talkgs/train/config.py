@@ -202,7 +202,7 @@ class TrainConfig:
     """Show the live progress display."""
     branches_in_parallel: Literal["auto", "on", "off"] = "auto"
     """Train the inside-mouth branch and the mouth-state predictor in a second process beside the face
-    branch: on, off, or auto (on where the device is CUDA)."""
+    branch: on, off, or auto (on where the device is CUDA and has room for a second copy of the clip)."""
     model: Hidden[HeadConfig] = HeadConfig()
     """The talking-head model."""
     mouth: StageConfig = MOUTH_STAGE

@@ -31,18 +31,25 @@ from talkgs.train.state import TrainState
 
 SIDE_DIR = "mouth_branch"  # the side run's folder inside the run folder
 SIDE_STAGE = "mouth"
+SIDE_HEADROOM = 5 * 2**30  # bytes the side process needs beyond its copy of the clip (context, model, steps)
 FACE_PREFIX = "branches.face."  # the face stage's parameters in the model's state dict
 
 
 def wanted(mode: str | bool, device_type: str, world_size: int, stage_names: list[str]) -> bool:
     """Whether a run trains its mouth branch in a side process: ``mode`` on (or auto on a CUDA
-    device, where the two launch-bound loops overlap; a bool is a config written before auto),
-    one process, and a schedule that starts mouth, face."""
+    device, where the two launch-bound loops overlap, if it :func:`has_room`; a bool is a config
+    written before auto), one process, and a schedule that starts mouth, face."""
     mode = {True: "on", False: "off"}.get(mode, mode)  # type: ignore[arg-type]
     if mode not in ("auto", "on", "off"):
         raise TalkgsError(f"branches_in_parallel must be auto, on or off, got {mode!r}")
     on = mode == "on" or (mode == "auto" and device_type == "cuda")
     return on and world_size == 1 and stage_names[:2] == [SIDE_STAGE, "face"]
+
+
+def has_room(free_bytes: int, dataset_bytes: int) -> bool:
+    """Whether a device with ``free_bytes`` free holds the side process: its own copy of the
+    clip (``dataset_bytes``) and :data:`SIDE_HEADROOM`."""
+    return free_bytes >= dataset_bytes + SIDE_HEADROOM
 
 
 class SideRun:

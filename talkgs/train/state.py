@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from talkgs.data import LABEL_MOUTH, Dataset
+from talkgs.data import LABEL_MOUTH, Dataset, label_area
 from talkgs.landmarks import measure_offsets
 from talkgs.model.audio_encoder import AudioNet
 from talkgs.model.head import TalkingHead
@@ -92,7 +92,7 @@ def training_sampler(ds: Dataset, seed: int, image_scale: float, rank: int = 0, 
     """The sampler of the training frames (windows over the capped mouth opening, among frames
     whose mouth interior is visible, and over the blink) and its curriculum."""
     tr = ds.tracks
-    mouth_area = (ds.labels == LABEL_MOUTH).flatten(1).sum(1).cpu().numpy()
+    mouth_area = label_area(ds.labels, LABEL_MOUTH).cpu().numpy()
     mouth_open = tr["mouth_open"].cpu().numpy().astype(np.float64)
     train = ds.train_idx.cpu().numpy()
     capped, p25, ub = cap_signal(mouth_open, train)

@@ -173,6 +173,13 @@ class Trainer:
             and side_run.SIDE_STAGE not in st.completed
         fresh = st.stage_index == 0 and st.stage_step == 0 and self.is_main \
             and side_run.wanted(self.cfg.branches_in_parallel, self.device.type, self.world_size, names)
+        if fresh and self.cfg.branches_in_parallel == "auto" and self.device.type == "cuda":
+            free, need = torch.cuda.mem_get_info(self.device)[0], self.ds.nbytes
+            if not side_run.has_room(free, need):
+                self.logger.say(f"[train] mouth stage after the face stage: the GPU's {free / 2**30:.1f} GiB free "
+                                f"do not hold a side process (the clip's {need / 2**30:.1f} GiB and "
+                                f"{side_run.SIDE_HEADROOM / 2**30:.0f} GiB more)")
+                fresh = False
         if not (pending or fresh):
             return None
         side = side_run.SideRun(self.out, self.cfg.dataset, self.cfg.device, self.cfg.backend,
