@@ -1,6 +1,6 @@
 """Audio feature extraction speed: seconds of compute per minute of audio and real-time factor
 for mel, whisper (tiny.en) and whisper_base, on the CPU (torch threads = --threads) and on CUDA
-when available; plus the cost of one WhisperStream step (one 30 s encoder window).
+when available; plus the cost of one WhisperStream step (one encoder window: the live default's and Whisper's 30 s).
 
     python bench/audio_features.py [--dataset DATASET] [--seconds 60] [--threads 2]
         [--whisper-model tiny.en] [--whisper-base-model base] [--kinds mel whisper] [--devices cuda]
@@ -14,6 +14,7 @@ and writes bench/results/audio_features/<device>.json (rows: ``measure`` extract
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -61,20 +62,22 @@ def time_kind(kind: str, wav: np.ndarray, device: str, opts: dict, repeat: int) 
             "runs_s": times, "s_per_audio_min": sec * 60.0 / audio_s, "rtf": sec / audio_s, "x_realtime": audio_s / sec}
 
 
-def time_stream(kind: str, model, device: str, repeat: int) -> dict:
-    """One WhisperStream step = one 30 s encoder window at the default layer."""
+def time_stream(kind: str, model, device: str, repeat: int, window_s: float) -> dict:
+    """One WhisperStream step = one encoder window of ``window_s`` (the live default's or
+    Whisper's 30 s) at the default layer, holding the default layout's audio."""
     enc = W.load_encoder(model, kind, None, device)
-    x = synthetic(30.0)[None]
-    W.encode(enc, x)
+    lay = dataclasses.replace(W.DEFAULT_STREAM, window_s=window_s).check()
+    x = synthetic(30.0)[None, : lay.span]
+    W.encode(enc, x, lay.positions)
     sync(device)
     times = []
     for _ in range(max(repeat, 3)):
         t0 = time.perf_counter()
-        W.encode(enc, x)
+        W.encode(enc, x, lay.positions)
         sync(device)
         times.append(time.perf_counter() - t0)
     ms = statistics.median(times) * 1000
-    return {"kind": kind, "device": device, "layer": enc.layers[0], "window_ms": ms,
+    return {"kind": kind, "device": device, "layer": enc.layers[0], "window_s": window_s, "window_ms": ms,
             "min_hop_frames_realtime": int(np.ceil(ms / 40.0))}
 
 
@@ -113,7 +116,7 @@ def main() -> int:
             try:
                 rows.append(time_kind(kind, wav, dev, opts, args.repeat))
                 if kind != "mel":
-                    streams.append(time_stream(kind, models[kind], dev, args.repeat))
+                    streams += [time_stream(kind, models[kind], dev, args.repeat, w) for w in (W.DEFAULT_STREAM.window_s, 30.0)]
             except Exception as e:  # noqa: BLE001 - report and go on with the other kinds
                 print(f"{kind} on {dev}: {e}", file=sys.stderr)
                 rows.append({"kind": kind, "device": dev, "error": str(e)})
@@ -136,9 +139,9 @@ def main() -> int:
         print(f"{r['kind']:<14}{r['device']:<8}{wc:<10}{r['s_per_audio_min']:>14.3f}{r['rtf']:>9.4f}{r['x_realtime']:>12.1f}"
               f"{r['first_call_s']:>14.2f}")
     if streams:
-        print(f"\n{'stream step':<14}{'device':<8}{'layer':>6}{'ms / window':>13}{'min hop (frames) for real time':>32}")
+        print(f"\n{'stream step':<14}{'device':<8}{'layer':>6}{'window s':>9}{'ms / window':>13}{'min hop (frames) for real time':>32}")
         for s in streams:
-            print(f"{s['kind']:<14}{s['device']:<8}{s['layer']:>6}{s['window_ms']:>13.1f}{s['min_hop_frames_realtime']:>32}")
+            print(f"{s['kind']:<14}{s['device']:<8}{s['layer']:>6}{s['window_s']:>9.2f}{s['window_ms']:>13.1f}{s['min_hop_frames_realtime']:>32}")
     return 0
 
 

@@ -6,7 +6,8 @@ offline chunking and the streaming windows change Whisper's states and the probe
     python bench/whisper_probe.py --no-probe --in-speaker [--folds 5] [--in-speaker-layer 3]
     python bench/whisper_probe.py --no-probe --position --chunking --max-layer 3
     python bench/whisper_probe.py --no-probe --streaming --max-layer 3 --speakers german trump may
-    (all: [--data /work/data] [--out bench/results/whisper_probe.json], results merged into it)
+    (all: [--data /work/data] [--name NAME]: bench/results/whisper_probe/NAME.json, one row per
+    figure with its ``measure``: layers, best_layer, in_speaker, position, chunking, streaming)
 
 A ridge regression (closed form, numpy; features standardised on the training frames; the ridge
 strength picked on the last 15 % of the training frames, then refitted on all of them) maps
@@ -41,20 +42,18 @@ Prints tables and writes JSON. Features are cached under --cache (default a temp
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _harness as H  # bench/ is on sys.path; it puts the checkout there too
+
+REPO = H.REPO
 
 from talkgs.audio import whisper as W  # noqa: E402
 from talkgs.audio.mel import extract_mel  # noqa: E402
@@ -363,37 +362,49 @@ def streaming(anchor: dict, others: list[dict], model: str, layers: list[int], c
     out = []
     for spec in specs:
         val_only = spec.endswith("@val")
-        h, hop, ahead = spec.removesuffix("@val").split(":")
-        lay = W.Layout(float(h), int(hop), float(ahead)).check()
+        h, hop, ahead, *window = spec.removesuffix("@val").split(":")
+        lay = W.Layout(float(h), int(hop), float(ahead), *map(float, window)).check()
         t0 = time.perf_counter()
         st_a = whisper_all_layers(anchor["wav"], anchor["n"], model, cache, lay, (va0, va1))
         sets = [] if val_only else others
         st_o = {d["name"]: whisper_all_layers(d["wav"], d["n"], model, cache, lay) for d in sets}
         secs = time.perf_counter() - t0
+        ms_window = encoder_ms(all_layers_encoder(model), anchor["wav"], lay, va0)
         for L in layers:
             f = fits[L]
             row = {"model": model, "layer": L, "history_s": lay.history_s, "hop_frames": lay.hop_frames,
-                   "lookahead_ms": lay.lookahead_ms, "stream_lookahead_ms": lay.lookahead_ms + 40 * (lay.hop_frames - 1),
+                   "lookahead_ms": lay.lookahead_ms, "window_s": lay.window_s, "stream_lookahead_ms": lay.lookahead_ms + 40 * (lay.hop_frames - 1),
                    "val_diff": rel_diff(st_a[L][va0:va1], off_a[L][va0:va1]),
                    "val_r_stream": pearson(f.predict(st_a[L][va0:va1]), anchor["y"][va0:va1]),
                    "val_r_offline": pearson(f.predict(off_a[L][va0:va1]), anchor["y"][va0:va1]),
                    "speakers_stream": {d["name"]: pearson(f.predict(st_o[d["name"]][L]), d["y"]) for d in sets},
                    "speakers_offline": {d["name"]: pearson(f.predict(off_o[d["name"]][L]), d["y"]) for d in sets},
                    "speakers_diff": {d["name"]: rel_diff(st_o[d["name"]][L], off_o[d["name"]][L]) for d in sets},
-                   "seconds": secs}
+                   "seconds": secs, "encoder_ms_per_window": ms_window}
             row["cross_mean_r_stream"] = float(np.mean(list(row["speakers_stream"].values()))) if sets else float("nan")
             row["cross_mean_r_offline"] = float(np.mean(list(row["speakers_offline"].values()))) if sets else float("nan")
             out.append(row)
         print(f"  stream {spec}: {secs:.0f} s", flush=True)
     print(f"\nstreaming ({model}; probe fitted on the offline train features; r offline in brackets)")
-    print(f"{'layer':>6}{'hist s':>7}{'hop':>5}{'ahead ms':>9}{'worst ms':>9}{'val diff':>9}{'val r':>8}{'(off)':>7}"
-          f"{'x diff':>8}{'x-mean r':>9}{'(off)':>7}")
+    print(f"{'layer':>6}{'hist s':>7}{'hop':>5}{'ahead ms':>9}{'worst ms':>9}{'window s':>9}{'ms/win':>7}{'val diff':>9}"
+          f"{'val r':>8}{'(off)':>7}{'x diff':>8}{'x-mean r':>9}{'(off)':>7}")
     for r in sorted(out, key=lambda r: r["layer"]):
         xd = float(np.mean(list(r["speakers_diff"].values()))) if r["speakers_diff"] else float("nan")
         print(f"{r['layer']:>6}{r['history_s']:>7.0f}{r['hop_frames']:>5}{r['lookahead_ms']:>9.0f}{r['stream_lookahead_ms']:>9.0f}"
-              f"{r['val_diff']:>9.3f}{r['val_r_stream']:>8.3f}{r['val_r_offline']:>7.3f}{xd:>8.3f}"
+              f"{r['window_s']:>9.2f}{r['encoder_ms_per_window']:>7.1f}{r['val_diff']:>9.3f}{r['val_r_stream']:>8.3f}{r['val_r_offline']:>7.3f}{xd:>8.3f}"
               f"{r['cross_mean_r_stream']:>9.3f}{r['cross_mean_r_offline']:>7.3f}")
     return out
+
+
+def encoder_ms(enc, wav: np.ndarray, lay, first: int, n: int = 16) -> float:
+    """Wall ms per window of the encoder on ``n`` of ``lay``'s windows from frame ``first`` on
+    (one batch, after one warm-up window): what a live session costs per frame at hop 1."""
+    groups = lay.groups(first, first + n, None)
+    windows = np.stack([W.window_audio(wav, W.STATES_PER_FRAME * a - lay.history, end, 0, lay.span) for a, _, end in groups])
+    W.group_states(enc, windows[:1], lay)
+    t0 = time.perf_counter()
+    W.group_states(enc, windows, lay, batch=n)
+    return (time.perf_counter() - t0) * 1e3 / n
 
 
 def position(anchor: dict, model: str, layers: list[int]) -> list[dict]:
@@ -437,7 +448,7 @@ def parse_layout(text: str):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = H.parser(__doc__, "whisper_probe")
     ap.add_argument("--data", type=Path, default=REPO.parent / "data")
     ap.add_argument("--anchor", default="anchor")
     ap.add_argument("--families", nargs="+", default=["mel", "tiny.en", "base"])
@@ -450,7 +461,7 @@ def main() -> int:
     ap.add_argument("--in-speaker", action="store_true", help="within-clip cross-validated probe r of every clip")
     ap.add_argument("--folds", type=int, default=5, help="folds of --in-speaker")
     ap.add_argument("--in-speaker-layer", type=int, default=3)
-    ap.add_argument("--streaming", nargs="*", default=None, metavar="H:HOP:AHEAD_MS[@val]",
+    ap.add_argument("--streaming", nargs="*", default=None, metavar="H:HOP:AHEAD_MS[:WINDOW_S][@val]",
                     help="compare WhisperStream layouts with the offline features (no value: a default grid)")
     ap.add_argument("--probe-model", default="tiny.en", help="model of --chunking / --streaming")
     ap.add_argument("--probe-layers", type=int, nargs="+", default=[2, 3])
@@ -458,7 +469,6 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "talkgs-whisper-probe")
     ap.add_argument("--max-layer", type=int, default=99, help="compute layers 0..this only (saves time)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "bench/results/whisper_probe.json")
     args = ap.parse_args()
     for k in MAX_LAYER:
         MAX_LAYER[k] = args.max_layer
@@ -477,41 +487,40 @@ def main() -> int:
         "pitch-3": pitch_shift(anchor["wav"], -3.0),
         "noise10dB": add_noise(anchor["wav"], 10.0),
     }
-    result = json.loads(args.out.read_text()) if args.out.exists() else {}
-    result.update({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": args.threads},
-                   "anchor": anchor["name"], "train": anchor["split"]["train"], "val": anchor["split"]["val"]})
+    rows: list[dict] = []
     if not args.no_probe:
         t0 = time.perf_counter()
-        rows = probe_table(anchor, others, variants, args.cache, args.neighbours, args.families, layout)
+        table = probe_table(anchor, others, variants, args.cache, args.neighbours, args.families, layout)
         print(f"\nlayout {layout!r} ({time.perf_counter() - t0:.0f} s)")
-        print_table(rows, others, variants)
+        print_table(table, others, variants)
         best = {}
         for fam in args.families:
-            cand = [r for r in rows if r["family"] == fam and r["neighbours"] == 0 and fam != "mel"]
+            cand = [r for r in table if r["family"] == fam and r["neighbours"] == 0 and fam != "mel"]
             if cand:
                 b = max(cand, key=lambda r: r["score"])
                 best[fam] = {"layer": b["layer"], "score": b["score"], "val_r": b["val_r"], "cross_mean_r": b["cross_mean_r"]}
         if best:
             print("\nbest layer (k = 0, mean of val r and mean cross-speaker r): "
                   + ", ".join(f"{k} L{v['layer']} ({v['score']:.3f})" for k, v in best.items()))
-        runs = result.setdefault("runs", {})
-        runs[f"{args.layout} {' '.join(args.families)}"] = {
-            "layout": repr(layout), "rows": rows, "best_layer": best, "variants": list(variants),
-            "neighbours": args.neighbours, "speakers": [d["name"] for d in others], "missing_speakers": missing}
+        run = f"{args.layout} {' '.join(args.families)}"
+        rows += [{"measure": "layers", "run": run, **r} for r in table]
+        rows += [{"measure": "best_layer", "run": run, "family": k, **v} for k, v in best.items()]
     if args.in_speaker:
         models = [f for f in args.families if f in MODELS]
-        result["in_speaker"] = in_speaker(anchor, others, models, args.in_speaker_layer, args.cache, args.folds)
+        rows += [{"measure": "in_speaker", **r} for r in in_speaker(anchor, others, models, args.in_speaker_layer, args.cache, args.folds)]
     if args.position:
-        result.setdefault("position", {})[args.probe_model] = position(anchor, args.probe_model, list(range(1, 5)))
+        rows += [{"measure": "position", "model": args.probe_model, **r} for r in position(anchor, args.probe_model, list(range(1, 5)))]
     if args.chunking:
-        result.setdefault("chunking", {})[args.probe_model] = chunking(anchor, others, args.probe_model, args.probe_layers, args.cache)
+        rows += [{"measure": "chunking", **r} for r in chunking(anchor, others, args.probe_model, args.probe_layers, args.cache)]
     if args.streaming is not None:
         specs = args.streaming or ["5:5:40", "5:5:120", "5:5:200", "5:5:400", "5:5:1000", "2:5:200", "10:5:200", "5:1:200@val"]
-        rows = streaming(anchor, others, args.probe_model, args.probe_layers, args.cache, specs)
-        result.setdefault("streaming", {})[args.probe_model] = {"speakers": [d["name"] for d in others], "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+        speakers = [d["name"] for d in others]
+        rows += [{"measure": "streaming", "speakers": speakers, **r}
+                 for r in streaming(anchor, others, args.probe_model, args.probe_layers, args.cache, specs)]
+    H.write("whisper_probe", args, rows, device="cpu", params={k: v for k, v in vars(args).items() if k not in ("out", "name", "cache")},
+            setup={"anchor": anchor["name"], "train": anchor["split"]["train"], "val": anchor["split"]["val"],
+                   "speakers": [d["name"] for d in others], "missing_speakers": missing, "torch_threads": args.threads,
+                   "platform": platform.platform()})
     return 0
 
 

@@ -9,6 +9,7 @@ tests on real weights use the pinned tiny.en package and skip, saying why, where
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -22,6 +23,7 @@ from talkgs.audio import REGISTRY, WhisperStream, available_kinds, extract
 from talkgs.audio import whisper as W
 from talkgs.errors import AudioFeatureError
 from tests.test_audio import speechlike
+from tests.test_bench import bench_module
 
 transformers = pytest.importorskip("transformers", reason="the whisper kinds need transformers (pip install talkgs[whisper])")
 import torch  # noqa: E402
@@ -270,9 +272,9 @@ def test_streams_batched_in_one_encoder_call_equal_each_stream_alone(rand_whispe
     """What the server does: three streams (own audio, own chunking) hand out their ready
     windows, ONE encoder call runs them all, each stream accepts its states. The features equal
     each stream run alone (push/flush) and the whole clip at once (stream_windows); with the
-    default layout (hop 1, 40 ms) frame i is ready once 640 (i + 1) + 640 samples are in."""
+    default layout (hop 1, 40 ms, a 6.4 s window) frame i is ready once 640 (i + 1) + 640 samples are in."""
     opts = {"model": rand_whisper["hf"], "layer": 2, "device": "cpu"}
-    assert W.DEFAULT_STREAM == W.Layout(5.0, 1, 40.0)
+    assert W.DEFAULT_STREAM == W.Layout(5.0, 1, 40.0, 6.4)
     ns = (9, 12, 7)
     wavs = [speechlike(640 * n - 100 * k, seed=20 + k) for k, n in enumerate(ns)]
     steps = (320, 640 * 3 + 17, 1000)
@@ -318,18 +320,8 @@ def test_streams_batched_in_one_encoder_call_equal_each_stream_alone(rand_whispe
     np.testing.assert_array_equal(st.accept(st.encode(w)), refs[1][7:10])
 
 
-def _bench_module(name: str):
-    """A script of bench/ loaded as a module (bench is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_encoder_only_export_loads_and_refuses_deeper_layers(rand_whisper, tmp_path):
-    mod = _bench_module("whisper_export")
+    mod = bench_module("whisper_export")
     out = tmp_path / "export"
     assert mod.main_args(["--model", str(rand_whisper["ct2"]), "--layer", "1", "--out", str(out), "--fp16"]) == 0
     assert mod.main_args(["--model", str(rand_whisper["ct2"]), "--out", str(out)]) == 2  # exists: refused
@@ -487,6 +479,11 @@ def test_real_tiny_en_chunked_and_streamed_stay_close_to_the_offline_states(anch
     # Measured: 0.51 of the norm with the default hop 1 / 40 ms (0.47 with hop 5 / 200 ms),
     # neighbours 0.59 (bench/whisper_probe.py --streaming: val diff 0.49 / 0.38).
     assert d0 < 0.9 * nbr and d0 < min(_rel(st[5:-5], one[4 : m - 6]), _rel(st[5:-5], one[6 : m - 4])), d0
+    # The encoder run on the first 6.4 s of each window (the default stream's audio is 5.1 s):
+    # measured 0.12 of the norm from the 30 s window's states.
+    s = WhisperStream("whisper", model="tiny.en", device="cpu", window_s=6.4)
+    cut = np.concatenate([s.push(x[i : i + 3200]) for i in range(0, 640 * m, 3200)] + [s.flush()])
+    assert _rel(cut[5:-5], st[5:-5]) < 0.4 * nbr, (_rel(cut[5:-5], st[5:-5]), nbr)
 
 
 # ------------------------------------------------------------------------ talkgs features
@@ -575,13 +572,44 @@ def test_live_windows_hold_only_their_audio_and_pad_to_the_same_mel(rand_whisper
         W.log_mel(enc, np.zeros((1, W.WINDOW_SAMPLES + 1), np.float32))
 
 
+def test_a_shorter_encoder_window_keeps_the_mel_and_the_weights_and_refuses_to_cut_audio(rand_whisper):
+    """``Layout.window_s`` < 30 runs the encoder on the window's first states only: the mel of
+    those states is the 30 s window's, the shortened encoder holds the same weights (its first
+    position embeddings), the stream stays chunking-independent, and a window too short for the
+    layout's audio is a one-line error."""
+    lay = dataclasses.replace(W.DEFAULT_STREAM, window_s=6.4)
+    assert lay.check().positions == 320
+    x = speechlike(SR * 7, seed=6)
+    enc = W.load_encoder(rand_whisper["hf"], "whisper", 2, "cpu")
+    win = np.stack([W.window_audio(x, 2 * a - lay.history, 640 * (a + 1) + lay.lookahead, length=lay.span) for a in (10, 90)])
+    for T in (256, 320, 750):
+        torch.testing.assert_close(W.log_mel(enc, win, 2 * T), W.log_mel(enc, win)[..., : 2 * T], rtol=0, atol=0)
+    short, full = enc.net_of(320).state_dict(), enc.net.state_dict()
+    assert set(short) == set(full) and enc.net_of(W.WINDOW_STATES) is enc.net and enc.net_of(320) is enc.net_of(320)
+    for k, v in full.items():
+        torch.testing.assert_close(short[k], v[:320] if k == "embed_positions.weight" else v, rtol=0, atol=0)
+    st = W.encode(enc, win, 320)
+    assert st.shape == (1, 2, 320, enc.d_model) and torch.isfinite(st).all()
+    s = WhisperStream("whisper", model=rand_whisper["hf"], layer=2, device="cpu", window_s=6.4)
+    x3 = x[: SR * 3]
+    one = np.concatenate([s.push(x3), s.flush()])
+    s = WhisperStream("whisper", model=rand_whisper["hf"], layer=2, device="cpu", window_s=6.4)
+    parts = np.concatenate([s.push(x3[i : i + 1234]) for i in range(0, x3.shape[0], 1234)] + [s.flush()])
+    np.testing.assert_array_equal(one, parts)
+    with pytest.raises(AudioFeatureError, match=r"a window of 5 s must lie within 5\.1\d-30 s") as e:
+        dataclasses.replace(W.DEFAULT_STREAM, window_s=5.0).check()
+    assert "\n" not in str(e.value)
+    with pytest.raises(AudioFeatureError, match="1..1500 states"):
+        enc.net_of(1501)
+
+
 # ------------------------------------------------------------------------ bench/whisper_probe.py
 
 
 def test_probe_cross_validated_r_finds_a_linear_mouth_and_nothing_in_noise():
     """The in-speaker figure (--in-speaker) is the r of held-out contiguous folds: high where the
     target is a linear function of the features plus noise, about 0 where it is unrelated."""
-    P = _bench_module("whisper_probe")
+    P = bench_module("whisper_probe")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((400, 24))
     y = X @ rng.standard_normal(24) + 0.5 * rng.standard_normal(400)

@@ -59,9 +59,10 @@ Position in the window (measured, ``bench/whisper_probe.py``)
 
 Streaming
     :class:`WhisperStream` re-runs the encoder for each group of ``hop_frames`` frames on a
-    30 s window holding the ``history_s`` seconds before the group, the group and
-    ``lookahead_ms`` after it, zero-padded (:class:`Layout`, default :data:`DEFAULT_STREAM`:
-    5 s, 1 frame, 40 ms, i.e. a frame is final 40 ms after its end).
+    window holding the ``history_s`` seconds before the group, the group and ``lookahead_ms``
+    after it, zero-padded, the encoder cut to the window's first ``window_s`` seconds
+    (:class:`Layout`, default :data:`DEFAULT_STREAM`: 5 s, 1 frame, 40 ms, 6.4 s, i.e. a frame
+    is final 40 ms after its end).
     :func:`stream_windows` computes the same for a whole clip at once. A server batches the
     encoder runs of many streams in one call (the stream's two phases, ``ready_windows`` and
     ``accept``; :mod:`talkgs.serve.batcher`); a window's states depend on that window only.
@@ -70,6 +71,7 @@ Streaming
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -90,6 +92,7 @@ STRIDE = 320  # samples per encoder state (50 Hz)
 OFFSET = 160  # our state j is centred on clip sample 320 j + OFFSET
 WINDOW_SAMPLES = 30 * SAMPLE_RATE  # the encoder's fixed input: 30 s
 WINDOW_STATES = WINDOW_SAMPLES // STRIDE  # 1500
+HOP = STRIDE // 2  # samples per mel frame (two per state)
 DEFAULT_CHUNK_S = 26.0  # offline: states kept per 30 s window ...
 DEFAULT_CONTEXT_S = 2.0  # ... with 2 s of audio on each side (bench/whisper_probe.py --chunking)
 
@@ -364,6 +367,27 @@ class Encoder:
     d_model: int
     device: str
     label: str
+    shortened: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # positions -> net
+
+    def net_of(self, positions: int):
+        """The encoder run on its first ``positions`` positions (Whisper's window cut to
+        ``positions`` states, the same weights): ``net`` itself for all 1500."""
+        if positions == WINDOW_STATES:
+            return self.net
+        if not 0 < positions < WINDOW_STATES:
+            raise AudioFeatureError(f"whisper: an encoder window holds 1..{WINDOW_STATES} states, not {positions}")
+        if positions not in self.shortened:
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            cfg = copy.deepcopy(self.net.config)
+            cfg.max_source_positions = positions
+            net = WhisperEncoder(cfg)
+            net.layer_norm = self.net.layer_norm
+            state = dict(self.net.state_dict())
+            state["embed_positions.weight"] = state["embed_positions.weight"][:positions]
+            net.load_state_dict(state, strict=True)
+            self.shortened[positions] = net.to(self.device).eval().requires_grad_(False)
+        return self.shortened[positions]
 
 
 def build_encoder(w: EncoderWeights, layers: Sequence[int], device: str) -> Encoder:
@@ -443,22 +467,27 @@ def load_encoder(
 # ----------------------------------------------------------------------------- running
 
 
-def log_mel(enc: Encoder, windows: np.ndarray):
-    """Whisper log-mel ``float32 tensor [B, n_mels, 3000]`` of 30 s windows ``[B, S]``, on
-    the encoder's device: the steps of transformers' ``WhisperFeatureExtractor`` (its mel
-    filterbank; tested equal to it) without its numpy round trip. ``S <= 480000``: a window
-    given shorter is zero-padded to 30 s on the device (live windows hold ~5 s of audio, and
-    copying 25 s of zeros to the device per frame and session cost more than the encoder)."""
+def log_mel(enc: Encoder, windows: np.ndarray, n_frames: int = 2 * WINDOW_STATES):
+    """Whisper log-mel ``float32 tensor [B, n_mels, n_frames]`` of 30 s windows ``[B, S]``
+    (the first ``n_frames`` of its 3000), on the encoder's device: the steps of transformers'
+    ``WhisperFeatureExtractor`` (its mel filterbank; tested equal to it) without its numpy round
+    trip. ``S <= 480000``: a window given shorter is zero-padded on the device (live windows hold
+    ~5 s of audio, and copying 25 s of zeros to the device per frame and session cost more than
+    the encoder). The first ``n_frames`` equal the 30 s window's where its samples from
+    ``160 n_frames - 200`` on are zero (the last frame's half-width)."""
     import torch
 
     w = np.asarray(windows, np.float32)
     if w.ndim != 2 or w.shape[1] > WINDOW_SAMPLES:
         raise AudioFeatureError(f"whisper: encoder windows must be [B, <= {WINDOW_SAMPLES}], got {w.shape}")
     x = torch.as_tensor(w).to(enc.device)
-    if x.shape[1] < WINDOW_SAMPLES:
-        x = torch.nn.functional.pad(x, (0, WINDOW_SAMPLES - x.shape[1]))
+    length = HOP * n_frames if n_frames < 2 * WINDOW_STATES else WINDOW_SAMPLES
+    if x.shape[1] > length:
+        x = x[:, :length]
+    if x.shape[1] < length:
+        x = torch.nn.functional.pad(x, (0, length - x.shape[1]))
     window = torch.hann_window(400, device=enc.device)  # periodic: peak on the frame centre
-    spec = torch.stft(x, 400, 160, window=window, return_complex=True)[..., :-1]  # centred frames
+    spec = torch.stft(x, 400, HOP, window=window, return_complex=True)[..., :-1]  # centred frames
     power = (spec.abs() ** 2).contiguous()
     filters = torch.as_tensor(np.asarray(enc.extractor.mel_filters, np.float32), device=enc.device)  # [201, n_mels]
     mel = torch.clamp(filters.T @ power, min=1e-10).log10()
@@ -466,17 +495,19 @@ def log_mel(enc: Encoder, windows: np.ndarray):
     return (mel + 4.0) / 4.0
 
 
-def encode(enc: Encoder, windows: np.ndarray):
-    """States ``float32 tensor [len(enc.layers), B, 1500, C]`` of 30 s windows ``[B, <= 480000]``
-    (zero-padded to 30 s, :func:`log_mel`):
-    for each requested layer L, the residual stream after block L (module docstring)."""
+def encode(enc: Encoder, windows: np.ndarray, positions: int = WINDOW_STATES):
+    """States ``float32 tensor [len(enc.layers), B, positions, C]`` of 30 s windows ``[B, <=
+    480000]`` (zero-padded, :func:`log_mel`): for each requested layer L, the residual stream
+    after block L (module docstring). ``positions`` < 1500 runs the encoder on the window's first
+    ``positions`` states only, as if Whisper's window were that long (:meth:`Encoder.net_of`)."""
     import torch
 
-    mel = log_mel(enc, windows)
+    mel = log_mel(enc, windows, 2 * positions)
+    net = enc.net_of(positions)
     deepest = max(enc.layers)
     got: dict[int, object] = {}
     hooks = []
-    blocks = list(enc.net.layers)
+    blocks = list(net.layers)
 
     def keep(idx: int):
         def hook(_module, args, output=None):
@@ -497,7 +528,7 @@ def encode(enc: Encoder, windows: np.ndarray):
     half = torch.autocast("cuda", dtype=torch.float16, enabled=str(enc.device).startswith("cuda"))
     try:
         with torch.inference_mode(), half:
-            got[deepest] = enc.net(mel).last_hidden_state
+            got[deepest] = net(mel).last_hidden_state
     finally:
         for h in hooks:
             h.remove()
@@ -524,11 +555,18 @@ class Layout:
     """Streaming windows: frames are computed ``hop_frames`` at a time, each group from its own
     30 s window holding ``history_s`` of audio before the group, the group and ``lookahead_ms``
     after it, then zeros (Whisper's padding of short audio). The group's states sit at window
-    positions [history, history + 2 hop)."""
+    positions [history, history + 2 hop). ``window_s`` < 30 runs the encoder on the window's
+    first ``window_s`` seconds only (:func:`encode`'s ``positions``), which must hold the audio
+    and the last mel frame's half-width (200 samples) after it."""
 
     history_s: float
     hop_frames: int
     lookahead_ms: float
+    window_s: float = 30.0
+
+    @property
+    def positions(self) -> int:  # encoder states per window
+        return int(round(self.window_s * SAMPLE_RATE / STRIDE))
 
     @property
     def history(self) -> int:  # states
@@ -552,6 +590,9 @@ class Layout:
                 f"whisper: history {self.history_s:g} s + {self.hop_frames} frames + lookahead {self.lookahead_ms:g} ms "
                 f"exceed the encoder's 30 s window"
             )
+        if not STRIDE * self.positions >= self.span + 200 or self.positions > WINDOW_STATES:
+            least = (self.span + 200) / SAMPLE_RATE
+            raise AudioFeatureError(f"whisper: a window of {self.window_s:g} s must lie within {least:.2f}-30 s for this layout")
         return self
 
     def groups(self, f0: int, f1: int, n_frames: int | None) -> list[tuple[int, int, int]]:
@@ -568,10 +609,10 @@ class Layout:
 
 
 # Live serving: a frame is final 40 ms after its end (hop 1: one encoder window per frame; the
-# server batches the windows of all sessions in one call). History 5 s was chosen with
-# bench/whisper_probe.py --streaming; there a 40 ms lookahead (hop 5) and hop 1 (200 ms) cost
-# the mouth probe little (README "Audio feature kinds"); hop 1 with 40 ms is not measured yet.
-DEFAULT_STREAM = Layout(history_s=5.0, hop_frames=1, lookahead_ms=40.0)
+# server batches the windows of all sessions in one call), from 5 s of history, the encoder run
+# on the window's first 6.4 s (its audio is 5.1 s): 8x less encoder time than the full 30 s and
+# the mouth probe as good (bench/whisper_probe.py --streaming; docs/audio.md "Live features").
+DEFAULT_STREAM = Layout(history_s=5.0, hop_frames=1, lookahead_ms=40.0, window_s=6.4)
 
 
 def _default_batch(enc: Encoder) -> int:
@@ -588,7 +629,7 @@ def group_states(enc: Encoder, windows: np.ndarray, layout: Layout, batch: int |
     out = np.zeros((len(enc.layers), G, K, enc.d_model), np.float32)
     batch = batch or _default_batch(enc)
     for i in range(0, G, batch):
-        out[:, i : i + batch] = encode(enc, windows[i : i + batch])[:, :, H : H + K].cpu().numpy()
+        out[:, i : i + batch] = encode(enc, windows[i : i + batch], layout.positions)[:, :, H : H + K].cpu().numpy()
     return out
 
 
@@ -755,7 +796,7 @@ class WhisperStream:
     Frames are computed ``hop_frames`` (h) at a time from sliding 30 s windows (:class:`Layout`,
     default :data:`DEFAULT_STREAM`): group g (frames [g h, g h + h)) once samples up to
     640 (g h + h) + lookahead have arrived, from ``history_s`` of audio before the group, the
-    group and the lookahead, zero-padded to 30 s. Nothing later enters a window, so the result
+    group and the lookahead, zero-padded to the layout's ``window_s``. Nothing later enters a window, so the result
     does not depend on how the audio was chunked, nor on which streams' windows share an
     encoder call; concatenated, ``push`` and ``flush`` outputs equal :func:`stream_windows`.
     They differ from the offline features (:func:`extract`), whose windows hold real audio on
@@ -787,6 +828,7 @@ class WhisperStream:
         history_s: float | None = None,
         hop_frames: int | None = None,
         lookahead_ms: float | None = None,
+        window_s: float | None = None,
     ) -> None:
         if kind not in KINDS:
             raise AudioFeatureError(f"whisper stream: unknown kind {kind!r}; one of {', '.join(KINDS)}")
@@ -796,6 +838,7 @@ class WhisperStream:
             d.history_s if history_s is None else float(history_s),
             d.hop_frames if hop_frames is None else int(hop_frames),
             d.lookahead_ms if lookahead_ms is None else float(lookahead_ms),
+            d.window_s if window_s is None else float(window_s),
         ).check()
         self.enc = load_encoder(model, kind, layer, device)
         self._buf = np.zeros(0, np.float32)

@@ -15,7 +15,7 @@ never stalls the others: nothing here waits on a session's sender (its frames be
 session cannot take more than its share of a full batch.
 
 Features whose model runs on the device (:class:`talkgs.audio.DeviceStream`: whisper, one
-30 s encoder window per frame) are batched the same way, as a first stage of each tick:
+encoder window per frame) are batched the same way, as a first stage of each tick:
 :meth:`Batcher.collect_features` takes every session's ready encoder inputs (grouped by the
 streams' ``encode_key``: same encoder, same layout), :meth:`Batcher.encode` runs **one**
 ``encode`` call per group on the device, and :meth:`Batcher.accept_features` hands each
