@@ -28,7 +28,9 @@ bytes per second of each client.
 
 Whisper heads: the sessions' encoder windows (one per frame) run in one batched call per tick
 (``feature_*`` fields: calls per second, windows per call, ms per call); ``lookahead_ms`` is the
-stream's plus the model's window, read from the session.
+stream's plus the model's window, read from the session. ``--stream-window S`` (inproc, a
+variant) gives the sessions Whisper streams whose encoder window is S seconds (the server's
+default: 6.4; Whisper's own: 30).
 A client "holds 25 fps" when it received >= 24 frames/s over the measured window (after a
 warm-up). ``--find-max`` then searches for the largest N at which every client does.
 Audio: ``--audio`` (16 kHz wav), default the run's dataset audio from its val split; client k
@@ -121,10 +123,17 @@ def make_encoder():
 
 
 # ------------------------------------------------------------------------------ in process
-async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encoder_factory):
+def live_stream(kind: str, window_s: float | None):
+    """The session's feature stream: the server's (``open_stream``), or a Whisper stream whose
+    encoder window is ``window_s`` (``--stream-window``, a variant)."""
+    from talkgs.audio import WhisperStream, open_stream
+
+    return open_stream(kind) if window_s is None else WhisperStream(kind, window_s=window_s)
+
+
+async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encoder_factory, stream_window=None):
     import concurrent.futures
 
-    from talkgs.audio import open_stream
     from talkgs.serve.batcher import Batcher, BatchLoop
     from talkgs.serve.session import Session, SessionLimits
 
@@ -191,7 +200,7 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
 
     tasks = []
     for k in range(n):
-        s = Session(f"c{k}", head, open_stream(r.audio_kind), r.audio_window, SessionLimits(), plan_offset=37 * k)
+        s = Session(f"c{k}", head, live_stream(r.audio_kind, stream_window), r.audio_window, SessionLimits(), plan_offset=37 * k)
         s.on_pending = loop.wake
         batcher.add(s)
         sessions.append(s)
@@ -407,6 +416,8 @@ def main() -> None:
     ap.add_argument("--note", default=None, help="one sentence a reader of the result needs (e.g. the machine's load)")
     ap.add_argument("--idle-s", type=float, default=3.0,
                     help="webrtc: seconds the front's CPU time is measured with no session, before the trials")
+    ap.add_argument("--stream-window", type=float, default=None, metavar="S",
+                    help="inproc, Whisper heads: the sessions' encoder window in seconds (default: the server's)")
     ap.add_argument("--mouth-check", action="store_true",
                     help="also measure the mouth box's change in speech vs silence through the server's path")
     ap.add_argument("--switch-interval-ms", type=float, default=None,
@@ -414,6 +425,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ray and args.transport != "webrtc":
         ap.error("--ray needs --transport webrtc")
+    if args.stream_window is not None and args.transport != "inproc":
+        ap.error("--stream-window is an inproc variant (a served session opens the server's own stream)")
     if args.eager and args.transport != "inproc":
         ap.error("--eager is measured in process (--transport inproc)")
     if args.switch_interval_ms is not None:
@@ -430,11 +443,12 @@ def main() -> None:
     audio = load_audio(args, r)
     print(f"[bench] head {head}: {r.width}x{r.height} on {r.device}, loaded in {time.perf_counter() - t0:.1f} s; "
           f"audio {audio.shape[0] / SAMPLE_RATE:.1f} s; transport {args.transport}")
-    from talkgs.audio import open_stream
     from talkgs.serve.session import Session
 
     # Audio past a frame's end needed before it can be rendered: the stream's + the model's window.
-    lookahead_ms = Session("probe", head, open_stream(r.audio_kind), r.audio_window).lookahead_ms
+    probe_stream = live_stream(r.audio_kind, args.stream_window)
+    lookahead_ms = Session("probe", head, probe_stream, r.audio_window).lookahead_ms
+    stream_window_s = getattr(getattr(probe_stream, "layout", None), "window_s", None)  # Whisper streams
     print(f"[bench] feature kind {r.audio_kind}: lookahead {lookahead_ms:g} ms past a frame's end")
     dev_name = H.device_name(str(r.device))
     encoder_factory = None if args.no_encode or args.transport != "inproc" else make_encoder()
@@ -458,7 +472,7 @@ def main() -> None:
             t0 = time.monotonic()
             if args.transport == "inproc":
                 per, extra = asyncio.run(trial_inproc(heads, head, n, args.seconds, args.warmup, audio, args.max_batch,
-                                                      encoder_factory))
+                                                      encoder_factory, args.stream_window))
             else:
                 per, extra = asyncio.run(trial_webrtc(url, head, n, args.seconds, args.warmup, audio,
                                                       front_pid=proc.pid))
@@ -520,6 +534,7 @@ def main() -> None:
         "encode": ("vp8 (aiortc encoder)" if encoder_factory else "not measured (no aiortc/PyAV here)")
         if args.transport == "inproc" else "vp8 + opus over loopback (aiortc)",
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
+        "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
     }
     if args.transport == "webrtc":
