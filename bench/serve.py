@@ -416,6 +416,8 @@ def main() -> None:
     ap.add_argument("--note", default=None, help="one sentence a reader of the result needs (e.g. the machine's load)")
     ap.add_argument("--idle-s", type=float, default=3.0,
                     help="webrtc: seconds the front's CPU time is measured with no session, before the trials")
+    ap.add_argument("--fused-face", action="store_true",
+                    help="inproc: the face deformation as one kernel (talkgs.model.fused_face; a variant)")
     ap.add_argument("--stream-window", type=float, default=None, metavar="S",
                     help="inproc, Whisper heads: the sessions' encoder window in seconds (default: the server's)")
     ap.add_argument("--mouth-check", action="store_true",
@@ -425,8 +427,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ray and args.transport != "webrtc":
         ap.error("--ray needs --transport webrtc")
-    if args.stream_window is not None and args.transport != "inproc":
-        ap.error("--stream-window is an inproc variant (a served session opens the server's own stream)")
+    if (args.stream_window is not None or args.fused_face) and args.transport != "inproc":
+        ap.error("--stream-window and --fused-face are inproc variants (a served session is the server's own)")
     if args.eager and args.transport != "inproc":
         ap.error("--eager is measured in process (--transport inproc)")
     if args.switch_interval_ms is not None:
@@ -437,7 +439,7 @@ def main() -> None:
 
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
     t0 = time.perf_counter()
-    heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager)
+    heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager, fused_face=args.fused_face)
     head = head_names([args.run])[0]
     r = heads[head]
     audio = load_audio(args, r)
@@ -536,6 +538,7 @@ def main() -> None:
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
         "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
+        "fused_face": args.fused_face,
     }
     if args.transport == "webrtc":
         setup["server_idle_cpu_s_per_s"] = front_idle

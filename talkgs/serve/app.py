@@ -59,12 +59,13 @@ def head_names(runs) -> list[str]:
     return names
 
 
-def load_heads(cfg, datasets: list | None = None, cuda_graphs: bool = True) -> dict:
+def load_heads(cfg, datasets: list | None = None, cuda_graphs: bool = True, fused_face: bool = False) -> dict:
     """``{name: HeadRenderer}`` for the command line's runs, each checked to stream its feature
     kind (the batch loop runs every batch shape once before serving: ``Batcher.warm_up``).
     ``datasets``: each run's dataset when not where its checkpoint says (benchmarks on another
     machine). ``cuda_graphs`` (CUDA only): each batch size's deformation as a CUDA graph, captured
-    in the warm-up (:class:`HeadRenderer`'s default; False: eager, bench/serve.py --eager)."""
+    in the warm-up (:class:`HeadRenderer`'s default; False: eager, bench/serve.py --eager).
+    ``fused_face``: the face deformation as one kernel (a variant, bench/serve.py --fused-face)."""
     import torch
 
     from talkgs.audio import open_stream
@@ -78,7 +79,7 @@ def load_heads(cfg, datasets: list | None = None, cuda_graphs: bool = True) -> d
     datasets = datasets or [None] * len(cfg.runs)
     for name, run, ds in zip(head_names(cfg.runs), cfg.runs, datasets):
         r = HeadRenderer(run, device, dataset=ds, drive=cfg.drive, backend=cfg.backend,
-                         mouth_amplitude=cfg.mouth_amplitude, cuda_graphs=cuda_graphs)
+                         mouth_amplitude=cfg.mouth_amplitude, cuda_graphs=cuda_graphs, fused_face=fused_face)
         open_stream(r.audio_kind)  # a kind that cannot stream is refused here, in one line
         heads[name] = r
     return heads
