@@ -110,7 +110,7 @@ def synthetic_batch(model: TalkingHead, b: int, size: int, window: tuple[int, in
                          background=rand(b, size, size, 3))
     return Batch(
         idx=torch.arange(b, device=device), inputs=inputs, gt=rand(b, size, size, 3), labels=labels,
-        lips_box=torch.cat([lips_lo, lips_hi], 1), states=0.1 * torch.randn(b, m, generator=gen).to(device),
+        lips_box=torch.cat([lips_lo, lips_hi], 1), lips_box_host=torch.cat([lips_lo, lips_hi], 1).cpu(), states=0.1 * torch.randn(b, m, generator=gen).to(device),
         landmarks=lm + rand(b, lm.shape[1], 2), landmark_weights=torch.as_tensor(landmark_weights(), device=device),
     )
 

@@ -1,4 +1,4 @@
-"""Which torch device a command runs on."""
+"""Which torch device a command runs on, and small host tensors sent to it without a wait."""
 
 from __future__ import annotations
 
@@ -24,3 +24,15 @@ def resolve_device(name: str):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise TalkgsError("--device cuda was asked for but this torch has no CUDA device")
     return torch.device(name)
+
+
+def to_device_async(t, device):
+    """A small host tensor on ``device`` without waiting for the kernels queued there: on CUDA it
+    goes from pinned memory, non-blocking (a copy from pageable memory synchronises the stream,
+    which a launch-bound loop pays in idle device time)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -325,3 +325,21 @@ def test_side_process_needs_room_for_a_second_copy_of_the_clip():
     assert has_room(80 * gib - clip_10min - 5 * gib, clip_10min)
     assert not has_room(24 * gib - clip_10min - 5 * gib, clip_10min)
     assert has_room(clip_10min + SIDE_HEADROOM, clip_10min) and not has_room(clip_10min + SIDE_HEADROOM - 1, clip_10min)
+
+
+def test_batches_carry_their_lips_boxes_on_the_host_for_crops_without_a_device_sync(anchor_dataset):
+    """The lips boxes a batch hands the crop losses are its device boxes, on the host (indexed by
+    the sampler's host indices, or copied from the device ones)."""
+    from talkgs.data.loader import load_dataset
+    from talkgs.train import losses
+    from talkgs.train.batch import TrainingFrames
+
+    ds = load_dataset(anchor_dataset, "cpu", audio_kind="mel", frame_range=(300, 340), scale=0.25)
+    frames = TrainingFrames(ds, torch.tensor([0.3, 0.3]))
+    idx = torch.tensor([3, 17, 17, 39])
+    for b in (frames.batch(idx, host_idx=idx.clone()), frames.batch(idx)):
+        assert b.lips_box_host.device.type == "cpu"
+        torch.testing.assert_close(b.lips_box_host, b.lips_box.cpu(), rtol=0, atol=0)
+        assert torch.equal(losses.safe_square_boxes(b.lips_box_host, ds.height, ds.width),
+                           losses.safe_square_boxes(b.lips_box, ds.height, ds.width).cpu())
+    assert not torch.equal(b.lips_box_host[0], b.lips_box_host[1])  # boxes of different frames differ

@@ -24,6 +24,7 @@ class Batch:
     gt: torch.Tensor  # [B, H, W, 3] float in [0, 1]
     labels: torch.Tensor  # [B, H, W] uint8
     lips_box: torch.Tensor  # [B, 4]
+    lips_box_host: torch.Tensor  # [B, 4] the same on the host: lips crops are cut without a device sync
     states: torch.Tensor | None = None  # [B, m] measured mouth states (mouth_state heads)
     landmarks: torch.Tensor | None = None  # [B, 468, 2] tracked points, pixels of this resolution
     landmark_weights: torch.Tensor | None = None  # [468] weights of the landmark loss
@@ -43,6 +44,7 @@ class TrainingFrames:
         self.states = states  # [N, m] on the device, or None
         self.state_noise = state_noise
         self.landmark_weights = torch.as_tensor(landmark_weights(), device=ds.device)
+        self.lips_box_host = ds.tracks["lips_box"].float().cpu()  # [N, 4]: crop boxes are host ints
         self.source_scale = float(ds.meta["width"]) / float(ds.width)
 
     def inputs(self, idx: torch.Tensor, with_background: bool = True) -> FrameInputs:
@@ -64,9 +66,10 @@ class TrainingFrames:
             background,
         )
 
-    def batch(self, idx: torch.Tensor, with_background: bool = True) -> Batch:
+    def batch(self, idx: torch.Tensor, with_background: bool = True, host_idx: torch.Tensor | None = None) -> Batch:
         """Training batch of frames ``idx [B]``; ``with_background=False`` skips the torso
-        background, which only full-frame (fuse) steps composite over."""
+        background, which only full-frame (fuse) steps composite over. ``host_idx``: the same
+        indices on the host (default: copied from ``idx``, a device sync on CUDA)."""
         ds = self.ds
         frames = ds.frames[idx]
         labels = ds.labels[idx]
@@ -78,6 +81,7 @@ class TrainingFrames:
             gt=gt,
             labels=labels,
             lips_box=ds.tracks["lips_box"][idx].float(),
+            lips_box_host=self.lips_box_host[idx.cpu() if host_idx is None else host_idx],
             states=self._noisy_states(idx),
             landmarks=ds.tracks["landmarks"][idx, :N_MESH].float(),
             landmark_weights=self.landmark_weights,

@@ -16,6 +16,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
+from talkgs.device import to_device_async
 from talkgs.errors import TalkgsError
 from talkgs.metrics.image import ssim_map
 from talkgs.metrics.lpips import MIN_INPUT_SIZE, lpips
@@ -219,8 +220,8 @@ def random_patches(
     top = torch.randint(0, H - s + 1, (k,), generator=generator)
     left = torch.randint(0, W - s + 1, (k,), generator=generator)
     ar = torch.arange(s)
-    rows = (top[:, None] + ar)[:, :, None].to(pred.device)  # [k, s, 1]
-    cols = (left[:, None] + ar)[:, None, :].to(pred.device)  # [k, 1, s]
+    rows = to_device_async((top[:, None] + ar)[:, :, None], pred.device)  # [k, s, 1]
+    cols = to_device_async((left[:, None] + ar)[:, None, :], pred.device)  # [k, 1, s]
     img = torch.arange(B, device=pred.device).repeat_interleave(n)[:, None, None]  # [k, 1, 1]
     return pred[img, rows, cols], gt[img, rows, cols]
 

@@ -121,7 +121,7 @@ def stage_loss(
         if w.landmarks > 0 and deformed.code is not None and batch.landmarks is not None:
             terms["landmarks"] = w.landmarks * face_landmark_loss(model, deformed, batch)
         if lpips_on and w.lpips > 0:
-            terms["lpips"] = w.lpips * L.lips_lpips(pred, target, batch.lips_box)
+            terms["lpips"] = w.lpips * L.lips_lpips(pred, target, batch.lips_box_host)
     elif stage.name == "fuse":
         _, f_rgb, f_alpha, _ = render("face")
         _, m_rgb, m_alpha, _ = render("mouth")
@@ -132,7 +132,7 @@ def stage_loss(
             terms["lips"] = w.lips * L.l1(pred, batch.gt, box_mask(_grow_boxes(batch.lips_box, 1.5), height, width))
         if lpips_on and w.lpips > 0:
             terms["lpips"] = w.lpips * (
-                L.patch_lpips(pred, batch.gt) + L.lips_lpips(pred, batch.gt, batch.lips_box)
+                L.patch_lpips(pred, batch.gt) + L.lips_lpips(pred, batch.gt, batch.lips_box_host)
             )
     else:  # pragma: no cover - StageConfig.name is a Literal
         raise TalkgsError(f"unknown stage {stage.name!r}")

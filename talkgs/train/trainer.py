@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from talkgs.data import load_dataset
-from talkgs.device import resolve_device
+from talkgs.device import resolve_device, to_device_async
 from talkgs.errors import Interrupted, TalkgsError
 from talkgs.fsutil import write_json
 from talkgs.model.checkpoint import build_model
@@ -254,11 +254,12 @@ class Trainer:
         p = step / max(stage.iterations, 1)
         st.set_learning_rates(p)
         window, every = self.curriculum.window(stage.name, stage.curriculum_until, p)
-        idx = self._to_device(torch.from_numpy(st.sampler.draw(stage.batch_size, step, window, every)))
-        batch = self.frames.batch(idx, with_background=stage.name == "fuse")
+        host_idx = torch.from_numpy(st.sampler.draw(stage.batch_size, step, window, every))
+        batch = self.frames.batch(to_device_async(host_idx, self.device), with_background=stage.name == "fuse",
+                                  host_idx=host_idx)
         key = self._black
         if stage.random_background:
-            key = self._to_device(torch.rand(3, generator=st.generator))
+            key = to_device_async(torch.rand(3, generator=st.generator), self.device)
         sh_degree = min(self.model.cfg.sh_degree, step // SH_DEGREE_EVERY)
         loss, terms, renders, images = stage_loss(
             self.model, stage, batch, step, sh_degree, key, self.width, self.height,
@@ -269,13 +270,6 @@ class Trainer:
         st.densify_after_backward(renders, self.width, self.height)
         st.optimizer_step()
         return StepOutput(loss, terms, images)
-
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """A small host tensor on the device without waiting for the queued kernels: copied from
-        pinned memory (a copy from pageable memory may synchronise with the stream)."""
-        if self.device.type != "cuda":
-            return t.to(self.device)
-        return t.pin_memory().to(self.device, non_blocking=True)
 
     def after_step(self, stage: StageConfig, out: StepOutput) -> None:
         """Called after every step (``state.stage_step`` already counts it): logs every
