@@ -481,7 +481,7 @@ def log_mel(enc: Encoder, windows: np.ndarray, n_frames: int = 2 * WINDOW_STATES
     if w.ndim != 2 or w.shape[1] > WINDOW_SAMPLES:
         raise AudioFeatureError(f"whisper: encoder windows must be [B, <= {WINDOW_SAMPLES}], got {w.shape}")
     x = torch.as_tensor(w).to(enc.device)
-    length = HOP * n_frames if n_frames < 2 * WINDOW_STATES else WINDOW_SAMPLES
+    length = HOP * n_frames  # 480000 for all 3000
     if x.shape[1] > length:
         x = x[:, :length]
     if x.shape[1] < length:
@@ -553,7 +553,7 @@ def window_audio(x: np.ndarray, lo: int, end: int | None = None, x_offset: int =
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Streaming windows: frames are computed ``hop_frames`` at a time, each group from its own
-    30 s window holding ``history_s`` of audio before the group, the group and ``lookahead_ms``
+    window holding ``history_s`` of audio before the group, the group and ``lookahead_ms``
     after it, then zeros (Whisper's padding of short audio). The group's states sit at window
     positions [history, history + 2 hop). ``window_s`` < 30 runs the encoder on the window's
     first ``window_s`` seconds only (:func:`encode`'s ``positions``), which must hold the audio
@@ -590,7 +590,7 @@ class Layout:
                 f"whisper: history {self.history_s:g} s + {self.hop_frames} frames + lookahead {self.lookahead_ms:g} ms "
                 f"exceed the encoder's 30 s window"
             )
-        if not STRIDE * self.positions >= self.span + 200 or self.positions > WINDOW_STATES:
+        if STRIDE * self.positions < self.span + 200 or self.positions > WINDOW_STATES:
             least = (self.span + 200) / SAMPLE_RATE
             raise AudioFeatureError(f"whisper: a window of {self.window_s:g} s must lie within {least:.2f}-30 s for this layout")
         return self
@@ -793,12 +793,12 @@ class WhisperStream:
     (a :class:`talkgs.audio.stream.FeatureStream` and a :class:`talkgs.audio.stream.DeviceStream`;
     ``open_stream("whisper")`` makes one with the defaults).
 
-    Frames are computed ``hop_frames`` (h) at a time from sliding 30 s windows (:class:`Layout`,
+    Frames are computed ``hop_frames`` (h) at a time from sliding windows (:class:`Layout`,
     default :data:`DEFAULT_STREAM`): group g (frames [g h, g h + h)) once samples up to
     640 (g h + h) + lookahead have arrived, from ``history_s`` of audio before the group, the
-    group and the lookahead, zero-padded to the layout's ``window_s``. Nothing later enters a window, so the result
-    does not depend on how the audio was chunked, nor on which streams' windows share an
-    encoder call; concatenated, ``push`` and ``flush`` outputs equal :func:`stream_windows`.
+    group and the lookahead, zero-padded to the layout's ``window_s``. Nothing later enters a
+    window, so the result does not depend on how the audio was chunked, nor on which streams'
+    windows share an encoder call; concatenated, ``push`` and ``flush`` outputs equal :func:`stream_windows`.
     They differ from the offline features (:func:`extract`), whose windows hold real audio on
     both sides and put the states anywhere in the window; the difference and its effect on the
     mouth probe are measured (README "Audio feature kinds").
