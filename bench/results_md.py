@@ -316,9 +316,15 @@ def _baseline(d: dict) -> bool:
     return bool((d.get("setup") or {}).get("baseline"))
 
 
+def _variant_training(d: dict) -> bool:
+    """A training of another preset, a bench variant or TF32 (not the default's figure)."""
+    setup = d.get("setup") or {}
+    return setup.get("preset", "default") != "default" or setup.get("variant", "none") != "none" or bool(setup.get("tf32"))
+
+
 def fig_train(d: dict) -> str | None:
     p = d.get("params") or {}
-    if _baseline(d):
+    if _baseline(d) or _variant_training(d):
         return None
     if p.get("resumed") or p.get("resume") or p.get("interrupted") or p.get("schedule_scale", 1.0) not in (1, 1.0):
         return None
@@ -340,7 +346,7 @@ def fig_train(d: dict) -> str | None:
 
 def fig_image(d: dict) -> str | None:
     if d["bench"] == "train":
-        if _baseline(d):
+        if _baseline(d) or _variant_training(d):
             return None
         val = [r for r in _measure(d, "val") if r.get("psnr") is not None and r.get("lpips") is not None]
         return f"PSNR {val[0]['psnr']:.2f}, ST-LPIPS {val[0]['lpips']:.4f}" if val else None

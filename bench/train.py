@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import sys
 import time
@@ -120,6 +121,9 @@ def main() -> int:
     ap.add_argument("--branches-in-parallel", default="auto", choices=["auto", "on", "off"],
                     help="the predictor and the mouth stage in a side process beside the face stage "
                          "(talkgs.train.side; auto: on CUDA)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="variant: cuBLAS matrix products in TF32, in the run and its side process "
+                         "(TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1, which the side process inherits)")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--time-budget-s", type=float, default=None,
                     help="stop training (with a resumable checkpoint) after this many seconds")
@@ -127,6 +131,9 @@ def main() -> int:
                     help="write a PNG of a few val frames: ground truth | render | face alpha | mouth branch")
     args = ap.parse_args()
 
+    if args.tf32:
+        os.environ["TORCH_ALLOW_TF32_CUBLAS_OVERRIDE"] = "1"
+        torch.backends.cuda.matmul.allow_tf32 = True
     cfg = TrainConfig.from_preset(args.preset, args.dataset, args.run, schedule_scale=args.schedule_scale,
                                   seed=args.seed, resume=args.resume, progress=args.progress, log_every=100,
                                   branches_in_parallel=args.branches_in_parallel,
@@ -193,7 +200,7 @@ def main() -> int:
     out = [{"measure": "stage", **r} for r in rows] + [{"measure": "total", **total}]
     if val is not None:
         out.append({"measure": "val", **val})
-    setup = {"preset": args.preset, "variant": variant, "shared_gpu": args.shared_gpu,
+    setup = {"preset": args.preset, "variant": variant, "shared_gpu": args.shared_gpu, "tf32": args.tf32,
              "branches_in_parallel": cfg.branches_in_parallel, "side_process": side,
              **({"peak_gpu_mem_of": "the run's process (also host_peak_gib); its side process is not counted"} if side else {}),
              "lips_weight": cfg.face.losses.lips, "eval_notes": notes}

@@ -113,6 +113,20 @@ def test_results_md_names_command_commit_and_device_of_every_result(bench_module
     assert readme.read_text().startswith("before\n") and readme.read_text().endswith("after\n")
 
 
+def test_readme_training_figures_come_from_default_trainings_only(bench_modules):
+    """A bench variant, another preset, TF32 or a baseline is never the README's training time
+    or image quality; the default training is."""
+    _, R = bench_modules
+    rows = [{"measure": "total", "train_wall_s": 151.4, "peak_gpu_mem_gib": 5.7},
+            {"measure": "stage", "stage": "face", "seconds": 122.3},
+            {"measure": "val", "psnr": 31.19, "lpips": 0.0305}]
+    default = {"bench": "train", "params": {}, "setup": {"preset": "default", "variant": "none"}, "rows": rows}
+    assert R.fig_train(default).startswith("151 s (face 122)") and R.fig_image(default).startswith("PSNR 31.19")
+    for other in ({"variant": "mouth_loss"}, {"preset": "original"}, {"tf32": True}, {"baseline": "x"}):
+        d = dict(default, setup={**default["setup"], **other})
+        assert R.fig_train(d) is None and R.fig_image(d) is None, other
+
+
 def test_results_md_leaves_a_readme_without_the_markers_as_it_is(bench_modules, tmp_path):
     _, R = bench_modules
     readme = tmp_path / "README.md"
