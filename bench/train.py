@@ -22,7 +22,7 @@ import torch
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from talkgs.commands.eval import EvalConfig  # noqa: E402
-from talkgs.train.config import TrainConfig  # noqa: E402
+from talkgs.train.config import TrainConfig, scale_stage  # noqa: E402
 from talkgs.train.side import SIDE_DIR  # noqa: E402
 from talkgs.eval.evaluate import evaluate  # noqa: E402
 from talkgs.train.trainer import Trainer, resume_trainer  # noqa: E402
@@ -93,9 +93,16 @@ def _no_landmark_loss(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, face=_losses(cfg.face, landmarks=0.0))
 
 
+def _batch8(cfg: TrainConfig) -> TrainConfig:
+    """Twice the frames per step (batch_size) in half of every stage's steps: the same frames
+    seen with half the launches per frame."""
+    return dataclasses.replace(cfg, batch_size=2 * cfg.batch_size,
+                               **{s: scale_stage(getattr(cfg, s), 0.5) for s in ("mouth", "face", "fuse")})
+
+
 VARIANTS = {"none": lambda cfg: cfg, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
             "audio_conditioning": _audio_conditioning, "no_lower_face_grid": _no_lower_face_grid,
-            "no_landmark_loss": _no_landmark_loss}
+            "no_landmark_loss": _no_landmark_loss, "batch8": _batch8}
 """Bench variants (--variant): named changes to the preset's config, measured against it."""
 
 
