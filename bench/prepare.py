@@ -1,4 +1,5 @@
-"""Benchmark `talkgs prepare`: wall time of the real command, per-step times, dataset size, and
+"""Benchmark `talkgs prepare`: wall time of the real command, per-step times, dataset size, peak
+host memory, and
 (with --baseline) the same for an earlier checkout, in the same run, with the tracking compared.
 
     python bench/prepare.py [--video ../shared/data/anchor_cnn_512_25fps.mp4] [--keep DIR]
@@ -28,22 +29,28 @@ import numpy as np
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 
 
-def run_prepare(video: Path, ds: Path, checkout: Path) -> tuple[dict, float]:
-    """`talkgs prepare VIDEO -o DS` with the code of ``checkout``; (its meta.json, wall seconds)."""
+def run_prepare(video: Path, ds: Path, checkout: Path) -> tuple[dict, float, float]:
+    """`talkgs prepare VIDEO -o DS` with the code of ``checkout``; (its meta.json, wall seconds,
+    the process's peak resident memory in GiB)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "talkgs", "prepare", str(video), "-o", str(ds), "--no-progress"]
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=checkout)
-    wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"bench/prepare.py: talkgs prepare ({checkout}) failed:\n{r.stdout}{r.stderr}")
-    return json.loads((ds / "meta.json").read_text()), wall
+    with tempfile.TemporaryFile() as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=checkout)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (its peak memory)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"bench/prepare.py: talkgs prepare ({checkout}) failed:\n{log.read().decode(errors='replace')}")
+    return json.loads((ds / "meta.json").read_text()), wall, usage.ru_maxrss / 2**20  # KiB on Linux
 
 
-def summary(ds: Path, meta: dict, wall: float) -> dict:
+def summary(ds: Path, meta: dict, wall: float, host_peak_gib: float) -> dict:
     files = {p.name: p.stat().st_size for p in sorted(ds.iterdir())}
     return {
         "wall_s": round(wall, 2),
+        "host_peak_gib": round(host_peak_gib, 2),
         "steps_s": meta["timings_s"],
         "dataset_bytes": sum(files.values()),
         "files_bytes": files,
@@ -101,11 +108,12 @@ def main() -> int:
     try:
         base_ds = tmp / "baseline"
         if args.baseline is not None:
-            meta, wall = run_prepare(video, base_ds, args.baseline.resolve())
-            rows.append({"code": "baseline", "commit": _git_commit(args.baseline), **summary(base_ds, meta, wall)})
+            meta, wall, peak = run_prepare(video, base_ds, args.baseline.resolve())
+            rows.append({"code": "baseline", "commit": _git_commit(args.baseline), **summary(base_ds, meta, wall, peak)})
         ds = tmp / "dataset"
-        meta, wall = run_prepare(video, ds, H.REPO)
-        rows.append({"code": "this", "commit": H.commit(), **summary(ds, meta, wall)} if args.baseline else summary(ds, meta, wall))
+        meta, wall, peak = run_prepare(video, ds, H.REPO)
+        rows.append({"code": "this", "commit": H.commit(), **summary(ds, meta, wall, peak)} if args.baseline
+                    else summary(ds, meta, wall, peak))
         if args.baseline is not None:
             rows.append(tracking_agreement(ds, base_ds))
         if args.keep:
@@ -123,6 +131,7 @@ def main() -> int:
         print(f"{k:<14}" + "".join(f"{r['steps_s'].get(k, float('nan')):>12.2f}" for r in timed))
     print(f"{'wall (CLI)':<14}" + "".join(f"{r['wall_s']:>12.2f}" for r in timed))
     print(f"{'MiB':<14}" + "".join(f"{r['dataset_bytes'] / 2**20:>12.2f}" for r in timed))
+    print(f"{'host peak GiB':<14}" + "".join(f"{r['host_peak_gib']:>12.2f}" for r in timed))
     for r in timed:
         q = r["quality"]
         print(f"{r.get('code', 'this')}: face found {q['face_detected_fraction']:.4f}; reprojection "

@@ -67,3 +67,22 @@ def test_label_area_counts_each_map_within_bounded_memory(anchor_dataset):
     grew, total = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     assert 0.15 * 2000 * 512 * 512 < total < 0.25 * 2000 * 512 * 512  # one class in five
     assert grew < 1.0e9, f"counting grew the peak memory by {grew / 1e9:.2f} GB"
+
+
+def test_label_maps_written_a_chunk_at_a_time_are_the_whole_file_byte_for_byte(tmp_path):
+    """write_labels (prepare's streaming writer) gives save_labels' very file for any chunking,
+    odd widths included, and refuses a count other than the one announced or values >= 16."""
+    from talkgs.errors import DatasetError
+
+    rng = np.random.default_rng(0)
+    for w in (8, 7):
+        maps = rng.integers(0, 5, (23, 6, w), dtype=np.uint8)
+        fmt.save_labels(tmp_path / "whole.npz", maps)
+        for chunk in (1, 5, 23):
+            fmt.write_labels(tmp_path / "parts.npz", (maps[a : a + chunk] for a in range(0, 23, chunk)), 23)
+            assert (tmp_path / "parts.npz").read_bytes() == (tmp_path / "whole.npz").read_bytes()
+        np.testing.assert_array_equal(fmt.load_labels(tmp_path / "parts.npz"), maps)
+    with pytest.raises(DatasetError, match="22 frames were written where 23"):
+        fmt.write_labels(tmp_path / "short.npz", [maps[:22]], 23)
+    with pytest.raises(DatasetError, match="below 16"):
+        fmt.write_labels(tmp_path / "bad.npz", [maps, np.full((1, 6, w), 16, np.uint8)], 24)

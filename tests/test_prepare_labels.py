@@ -474,3 +474,19 @@ def test_inspect_max_frames_and_missing_files(tmp_path):
     (tmp_path / "ds" / "labels.npz").unlink()
     with pytest.raises(DatasetError, match="labels.npz"):
         insp.write_inspect(tmp_path / "ds", tmp_path / "out2", progress=False)
+
+
+def test_labels_in_chunks_equal_the_whole_clip_from_masks_read_on_demand(tmp_path):
+    """label_chunks (what prepare writes from person masks read from disk a chunk at a time)
+    gives label_video's maps for any chunk size."""
+    from talkgs.prepare.pipeline import _NpyRows
+
+    lms = np.stack([synthetic_landmarks(mouth=m) for m in ("closed", "open", "as_is") * 2 + ("open",)])
+    persons = np.stack([synthetic_person(x) for x in lms])
+    np.save(tmp_path / "person.npy", persons)
+    whole = lab.label_video(lms, persons, progress=False)
+    rows = _NpyRows(tmp_path / "person.npy")
+    assert len(rows) == 7 and np.array_equal(rows[2:5], persons[2:5])
+    for chunk in (1, 3, 7):
+        np.testing.assert_array_equal(np.concatenate(list(lab.label_chunks(lms, rows, chunk, progress=False))), whole)
+    assert len(np.unique(whole)) >= 4  # background, torso, face and mouth at least

@@ -425,3 +425,38 @@ def test_anchor_signals(anchor_pose):
     assert np.median(sig["blink"]) < 0.5
     side = sig["lips_box"][:, 2] - sig["lips_box"][:, 0]
     assert (side >= 32).all()
+
+
+@pytest.mark.parametrize("hint", [None, 5, 7, 9])
+def test_person_masks_fill_one_array_when_the_count_is_known(hint):
+    """The masks come back in order whatever the hint: fewer, as many or more frames than it
+    said, or none (then they are stacked at the end)."""
+    from talkgs.prepare.track import _Masks
+
+    rng = np.random.default_rng(0)
+    masks = [rng.integers(0, 256, (6, 4), dtype=np.uint8) for _ in range(7)]
+    store = _Masks(hint)
+    for m in masks:
+        store.append(m)
+    got = store.stacked()
+    assert len(store) == 7 and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, np.stack(masks))
+    if hint == 7:
+        assert got is store.array  # filled exactly: no copy
+
+
+def test_prepare_picks_sampled_items_from_a_stream_in_one_pass():
+    """picked() yields the items at the given indices of a generator and stops taking items
+    after the last one (a decoder is not run to the end for 48 samples)."""
+    from talkgs.prepare.pipeline import picked
+
+    taken = []
+
+    def stream():
+        for i in range(100):
+            taken.append(i)
+            yield np.full(2, i)
+
+    got = [int(x[0]) for x in picked(stream(), np.array([0, 3, 4, 50]))]
+    assert got == [0, 3, 4, 50] and taken[-1] == 50
+    assert list(picked(stream(), np.array([], np.int64))) == []

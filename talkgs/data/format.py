@@ -6,6 +6,7 @@ One definition of the file names, label values and meta.json checks, shared by t
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -238,21 +239,46 @@ LABELS_ZLIB_LEVEL = 3
 def save_labels(path: str | Path, labels) -> None:
     """Write uint8 label maps ``[N, H, W]`` (values < 16) to an .npz at ``path`` (not atomic:
     callers pass a temporary path)."""
+    import numpy as np
+
+    labels = np.asarray(labels, dtype=np.uint8)
+    if labels.ndim != 3:
+        raise DatasetError("label maps must be uint8 [N, H, W] with values below 16")
+    write_labels(path, [labels], labels.shape[0])
+
+
+def write_labels(path: str | Path, chunks, n_frames: int) -> None:
+    """Write the label maps of ``n_frames`` frames, given as uint8 chunks ``[k, H, W]`` (values
+    < 16) in frame order, to an .npz at ``path`` as :func:`save_labels` does, packing and
+    compressing a chunk at a time (a long clip's maps never sit in memory whole; not atomic)."""
     import zipfile
 
     import numpy as np
 
-    labels = np.asarray(labels, dtype=np.uint8)
-    if labels.ndim != 3 or (labels.size and labels.max() > 15):
+    chunks = iter(chunks)
+    first = next(chunks, None)
+    if first is None or np.asarray(first).ndim != 3:
         raise DatasetError("label maps must be uint8 [N, H, W] with values below 16")
-    n, h, w = labels.shape
-    if w % 2:
-        labels = np.concatenate([labels, np.zeros((n, h, 1), np.uint8)], axis=2)
-    packed = (labels[..., 0::2] << 4) | labels[..., 1::2]
+    _, h, w = np.asarray(first).shape
+    half = (w + 1) // 2
+    done = 0
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=LABELS_ZLIB_LEVEL) as z:
-        for key, arr in ((LABELS_KEY, packed), ("width", np.array(w, np.int64))):
-            with z.open(f"{key}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arr))
+        with z.open(f"{LABELS_KEY}.npy", "w", force_zip64=True) as f:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                      "shape": (int(n_frames), h, half)}
+            np.lib.format.write_array_header_1_0(f, header)
+            for part in itertools.chain([first], chunks):
+                part = np.asarray(part, dtype=np.uint8)
+                if part.ndim != 3 or part.shape[1:] != (h, w) or (part.size and part.max() > 15):
+                    raise DatasetError("label maps must be uint8 [N, H, W] with values below 16")
+                if w % 2:
+                    part = np.concatenate([part, np.zeros((part.shape[0], h, 1), np.uint8)], axis=2)
+                f.write(np.ascontiguousarray((part[..., 0::2] << 4) | part[..., 1::2]).tobytes())
+                done += part.shape[0]
+        if done != n_frames:
+            raise DatasetError(f"label maps of {done} frames were written where {n_frames} were announced")
+        with z.open("width.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.ascontiguousarray(np.array(w, np.int64)))  # [1], as written before
 
 
 def iter_labels(path: str | Path, start: int = 0, stop: int | None = None, chunk: int = 256):

@@ -135,10 +135,19 @@ def background_plate(
     if labels.shape != frames.shape[:3]:
         raise PrepareError(f"labels {labels.shape} do not match frames {frames.shape[:3]}")
     idx = sample_indices(len(frames), stride, max_samples)
-    valid = background_masks(np.stack([labels[i] for i in idx]), halo_px)
-    frames_iter = (frames[i] for i in ProgressBar(idx, desc="background", unit="frame", disable=not progress))
-    med, count = masked_median(frames_iter, valid)
+    picked = (frames[i] for i in ProgressBar(idx, desc="background", unit="frame", disable=not progress))
+    return plate_from_samples(picked, np.stack([labels[i] for i in idx]), halo_px, min_seen)
+
+
+def plate_from_samples(
+    frames: Iterable[np.ndarray], labels: np.ndarray, halo_px: int = 4, min_seen: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`background_plate` of its sampled frames: ``frames`` uint8 ``[H, W, 3]`` (any
+    iterable, e.g. picked from a decoder as it streams) and their ``labels [K, H, W]``, in the
+    same order."""
+    valid = background_masks(labels, halo_px)
+    med, count = masked_median(frames, valid)
     # A pixel seen as background in fewer than min_seen samples is too likely a
     # mislabelled edge (thin hair the selfie mask missed) to trust: inpaint it instead.
-    unseen = count < min(min_seen, len(idx))
+    unseen = count < min(min_seen, len(labels))
     return inpaint_unseen(med, unseen), unseen

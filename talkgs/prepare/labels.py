@@ -41,7 +41,7 @@ The rules, in the order they are applied (each is one function below):
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -319,21 +319,43 @@ def label_video(
             f"label_video needs landmarks [N, 478, 2] and person [N, H, W] with equal N, "
             f"got {landmarks.shape} and {person.shape}"
         )
-    n = len(landmarks)
-    out = np.empty(person.shape, dtype=np.uint8)
-
-    def work(i: int) -> None:
-        out[i] = label_frame(landmarks[i], person[i], forehead_extend, head_half_width)
-
-    _run_parallel(work, range(n), n, progress, "labels")
-    return out
+    if len(landmarks) == 0:
+        return np.empty(person.shape, dtype=np.uint8)
+    return np.concatenate(list(label_chunks(landmarks, person, len(landmarks), progress, forehead_extend, head_half_width)))
 
 
-def _run_parallel(fn, items: Iterable[int], total: int, progress: bool, desc: str) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
+def label_chunks(
+    landmarks: np.ndarray,
+    person,
+    chunk: int = 256,
+    progress: bool = True,
+    forehead_extend: float = 0.08,
+    head_half_width: float = 1.6,
+) -> Iterator[np.ndarray]:
+    """:func:`label_video`'s maps ``uint8 [k, H, W]``, ``chunk`` frames at a time; ``person`` is
+    anything that gives ``person[a:b] -> [k, H, W]`` (an array, or masks read from a file), so
+    a long clip's masks and maps are never in memory whole."""
     from talkgs.console import ProgressBar
 
-    with ThreadPoolExecutor(max_workers=2) as pool, ProgressBar(total=total, desc=desc, unit="frame", disable=not progress) as bar:
+    n = len(landmarks)
+    if len(person) != n:
+        raise PrepareError(f"label_chunks needs one person mask per landmark frame, got {len(person)} for {n}")
+    with ProgressBar(total=n, desc="labels", unit="frame", disable=not progress) as bar:
+        for a in range(0, n, chunk):
+            masks = np.asarray(person[a : a + chunk])
+            out = np.empty(masks.shape, dtype=np.uint8)
+
+            def work(i: int, a=a, masks=masks, out=out) -> None:
+                out[i] = label_frame(landmarks[a + i], masks[i], forehead_extend, head_half_width)
+
+            _run_parallel(work, range(len(masks)))
+            bar.update(len(masks))
+            yield out
+
+
+def _run_parallel(fn, items: Iterable[int]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
         for _ in pool.map(fn, items):
-            bar.update(1)
+            pass

@@ -25,7 +25,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -45,15 +45,16 @@ class _Ctx:
     work: Path  # OUTPUT.partial
     source: dict
     timings: dict
-    frames_cache: np.ndarray | None = None
 
-    def frames(self) -> np.ndarray:
-        """All frames of frames.mp4, decoded once per process. uint8 [N, H, W, 3]."""
-        if self.frames_cache is None:
-            from talkgs.media import read_frames
+    def frames(self) -> Iterator[np.ndarray]:
+        """The frames of frames.mp4, uint8 ``[H, W, 3]``, decoded as they are taken (a step holds
+        one at a time, never the clip: 5 minutes of 512x512 are 5.9 GB)."""
+        from talkgs.media import iter_frames
 
-            self.frames_cache = read_frames(self.work / fmt.FRAMES)
-        return self.frames_cache
+        return iter_frames(self.work / fmt.FRAMES)
+
+    def n_frames(self) -> int:
+        return int(json.loads((self.work / WORK / "media.json").read_text())["n_frames"])
 
     def say(self, msg: str) -> None:
         """A step's progress (hidden by --no-progress)."""
@@ -64,6 +65,20 @@ class _Ctx:
     def tell(msg: str) -> None:
         """An outcome the user must see: printed with or without --no-progress."""
         print(f"[prepare] {msg}", flush=True)
+
+
+def picked(items: Iterable[np.ndarray], idx: np.ndarray) -> Iterator[np.ndarray]:
+    """The items at the increasing indices ``idx`` of a stream, in one pass (it stops after the last)."""
+    want = iter(np.asarray(idx).tolist())
+    nxt = next(want, None)
+    if nxt is None:
+        return
+    for i, x in enumerate(items):
+        if i == nxt:
+            yield x
+            nxt = next(want, None)
+            if nxt is None:
+                return
 
 
 def _save_npz(path: Path, compressed: bool = False, **arrays) -> None:
@@ -124,8 +139,7 @@ def _step_media(ctx: _Ctx) -> None:
 def _step_track(ctx: _Ctx) -> None:
     from talkgs.prepare.track import fill_missing, track_video
 
-    frames = ctx.frames()
-    tr = track_video(frames, n_frames_hint=len(frames), progress=ctx.cfg.progress)
+    tr = track_video(ctx.frames(), n_frames_hint=ctx.n_frames(), progress=ctx.cfg.progress)
     landmarks, interpolated = fill_missing(
         tr.landmarks, tr.detected, max_missing_fraction=ctx.cfg.max_missing_fraction
     )
@@ -164,24 +178,55 @@ def _step_pose(ctx: _Ctx) -> None:
     )
 
 
+class _NpyRows:
+    """Rows ``[a:b]`` of a C-order .npy file read from disk on demand (not memory-mapped: mapped
+    pages stay resident, and a long clip's person masks are gigabytes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            self.shape, fortran, self.dtype = header(f)
+            self.offset = f.tell()
+        if fortran:
+            raise PrepareError(f"internal: {path} is Fortran-ordered")
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        a, b, _ = rows.indices(len(self))
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + a * self.row_bytes)
+            data = f.read(max(b - a, 0) * self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(max(b - a, 0), *self.shape[1:])
+
+
 def _step_labels(ctx: _Ctx) -> None:
-    from talkgs.prepare.labels import label_video
+    from talkgs.prepare.labels import label_chunks
 
     with np.load(ctx.work / WORK / "track.npz") as z:
         landmarks = z["landmarks"]
-    person = np.load(ctx.work / WORK / "person.npy", mmap_mode="r")
-    labels = label_video(landmarks, person, progress=ctx.cfg.progress)
+    person = _NpyRows(ctx.work / WORK / "person.npy")
     with atomic_path(ctx.work / fmt.LABELS, suffix=".npz") as tmp:
-        fmt.save_labels(tmp, labels)
+        fmt.write_labels(tmp, label_chunks(landmarks, person, progress=ctx.cfg.progress), len(landmarks))
 
 
 def _step_background(ctx: _Ctx) -> None:
     import cv2
 
-    from talkgs.prepare.background import background_plate
+    from talkgs.prepare.background import plate_from_samples, sample_indices
 
-    labels = fmt.load_labels(ctx.work / fmt.LABELS)
-    plate, inpainted = background_plate(ctx.frames(), labels, progress=ctx.cfg.progress)
+    from talkgs.console import ProgressBar
+
+    idx = sample_indices(ctx.n_frames())
+    maps = (m for chunk in fmt.iter_labels(ctx.work / fmt.LABELS) for m in chunk)
+    labels = np.stack(list(picked(maps, idx)))
+    frames = ProgressBar(picked(ctx.frames(), idx), total=len(idx), desc="background", unit="frame",
+                         disable=not ctx.cfg.progress)
+    plate, inpainted = plate_from_samples(frames, labels)
     with atomic_path(ctx.work / fmt.BACKGROUND) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(plate, cv2.COLOR_RGB2BGR)):
             raise PrepareError(f"could not write {tmp}")

@@ -90,7 +90,39 @@ def _mesh_points(result, width: int, height: int) -> tuple[np.ndarray, np.ndarra
     return xy, arr[:, 2] * np.float32(width)
 
 
-def _selfie_worker(jobs: "queue.Queue", masks: list, errors: list) -> None:
+class _Masks:
+    """Person masks ``uint8 [H, W]`` in frame order, written into one preallocated ``[n, H, W]``
+    array when the frame count is known (a list stacked at the end held every mask twice)."""
+
+    def __init__(self, n_hint: int | None) -> None:
+        self.n_hint = n_hint
+        self.array: np.ndarray | None = None
+        self.extra: list[np.ndarray] = []  # masks past the hint, or all of them without one
+        self.count = 0
+
+    def append(self, mask: np.ndarray) -> None:
+        if self.array is None and self.n_hint:
+            self.array = np.empty((self.n_hint, *mask.shape), np.uint8)
+        if self.array is not None and self.count < len(self.array):
+            self.array[self.count] = mask
+        else:
+            self.extra.append(mask)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def stacked(self) -> np.ndarray:
+        """``uint8 [count, H, W]`` (the preallocated array itself when it was filled exactly)."""
+        if self.array is None:
+            return np.stack(self.extra)
+        if self.count == len(self.array):
+            return self.array
+        head = self.array[: min(self.count, len(self.array))]
+        return np.concatenate([head, np.stack(self.extra)]) if self.extra else head
+
+
+def _selfie_worker(jobs: "queue.Queue", masks: _Masks, errors: list) -> None:
     """Consume frames from ``jobs`` (None ends) and append uint8 masks to ``masks``."""
     import mediapipe as mp
 
@@ -156,8 +188,8 @@ def track_video(
     """Track the face and segment the person on every frame, in one pass.
 
     ``frames``: RGB uint8 ``[H, W, 3]`` images, all the same size (an array ``[N, H, W, 3]``
-    or any iterable, e.g. a decoder). ``n_frames_hint`` sizes the progress bar when
-    ``frames`` has no ``len``. Frames without a face get zero landmarks and
+    or any iterable, e.g. a decoder). ``n_frames_hint`` sizes the progress bar and the person
+    masks' array when ``frames`` has no ``len``. Frames without a face get zero landmarks and
     ``detected=False``; :func:`fill_missing` decides whether that is acceptable.
     """
     with native_logs_hidden():
@@ -172,7 +204,7 @@ def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progre
         n_frames_hint = len(frames)  # type: ignore[arg-type]
 
     jobs: queue.Queue = queue.Queue(maxsize=8)
-    masks: list[np.ndarray] = []
+    masks = _Masks(n_frames_hint)
     errors: list[BaseException] = []
     worker = threading.Thread(target=_selfie_worker, args=(jobs, masks, errors), daemon=True)
     worker.start()
@@ -213,7 +245,7 @@ def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progre
         landmarks=np.stack(xys),
         landmarks_z=np.stack(zs),
         detected=np.asarray(detected, bool),
-        person=np.stack(masks),
+        person=masks.stacked(),
     )
 
 
