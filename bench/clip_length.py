@@ -1,6 +1,7 @@
 """How time and memory grow with the length of the training clip.
 
     python bench/clip_length.py DATASET --minutes 1.2 5 10 --work DIR [--train] [--kinds mel whisper]
+        [--source-video]
 
 Builds longer datasets from a real prepared one, then measures each. A longer clip is the
 dataset's training part played forward, backward, forward, ... (each turn continues where the
@@ -116,6 +117,28 @@ def build(src: Path, dst: Path, minutes: float, kinds: list[str]) -> Path:
     return dst
 
 
+def source_video(root: Path, out: Path) -> Path:
+    """A video with sound of a built dataset (its frames.mp4's stream as it is, its audio.wav as
+    AAC): what `talkgs prepare` of that length takes (bench/prepare.py --video). Needs PyAV."""
+    from talkgs.media import import_av
+
+    av = import_av()
+    if av is None:
+        raise SystemExit("bench/clip_length.py: --source-video needs PyAV (pip install av)")
+    with av.open(str(root / fmt.FRAMES)) as vin, av.open(str(root / fmt.AUDIO)) as ain, av.open(str(out), "w") as mux:
+        video = mux.add_stream_from_template(vin.streams.video[0])
+        audio = mux.add_stream("aac", rate=16000)
+        for packet in vin.demux(vin.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                mux.mux(packet)
+        for frame in ain.decode(audio=0):
+            frame.pts = None
+            mux.mux(audio.encode(frame))
+        mux.mux(audio.encode(None))
+    return out
+
+
 def size_on_disk(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
@@ -166,6 +189,8 @@ def main() -> int:
     ap.add_argument("--audio-kind", default="whisper", help="feature kind trained with (--train)")
     ap.add_argument("--branches-in-parallel", default="auto", choices=["auto", "on", "off"],
                     help="the trainings' --branches-in-parallel (bench/train.py; auto: on CUDA)")
+    ap.add_argument("--source-video", action="store_true",
+                    help="also write each built clip as a video with sound, WORK/clip_<M>min.mp4 (for bench/prepare.py)")
     args = ap.parse_args()
     import torch
 
@@ -176,6 +201,8 @@ def main() -> int:
         root = args.dataset if minutes <= 0 else build(args.dataset, args.work / f"clip_{minutes:g}min", minutes,
                                                          args.kinds)
         built_s = time.perf_counter() - t
+        if args.source_video and minutes > 0:
+            print(f"source video: {source_video(root, args.work / f'clip_{minutes:g}min.mp4')}", flush=True)
         n = int(fmt.read_meta(root)["n_frames"])
         row = {"minutes": round(n / FPS / 60, 2), "frames": n, "build_s": round(built_s, 1) if minutes > 0 else 0,
                "dataset_mib": round(size_on_disk(root) / 2**20, 1), "device": device}
