@@ -38,6 +38,9 @@ class DeformGraphs:
         self.warmup = int(warmup)
         self._captured: dict[tuple, _Captured] = {}
         self._pool = None  # one memory pool for all captures: a batch size costs its outputs, not its peak
+        # Its own capture stream: cuBLAS's workspace is per (thread, stream), so graphs captured on
+        # torch's shared capture stream would all write one workspace when replayed at once.
+        self._capture_stream = None
 
     def eager(self, audio_windows: torch.Tensor, eye: torch.Tensor, states: torch.Tensor | None = None):
         """The reference: the same deformation without a graph."""
@@ -80,6 +83,7 @@ class DeformGraphs:
         graph = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
+            self._capture_stream = torch.cuda.Stream(device=audio_windows.device)
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool, stream=self._capture_stream):
             outputs = self.model.deform_frames(*inputs, mouth_amplitude=self.mouth_amplitude)
         return _Captured(graph=graph, inputs=inputs, outputs=outputs)

@@ -323,7 +323,8 @@ def render_features(
     Each batch is copied to the host while the next one renders (:class:`HostCopies`).
     ``lanes > 1``: that many batches in flight at once, each launched by its own thread on its own
     CUDA stream (:func:`_render_in_lanes`), so that one batch's kernels run while another's host
-    work (launches, the rasterizer's wait for its tile count) goes on. The frames are the same.
+    work (launches, the rasterizer's wait for its tile count) goes on. The frames must equal one
+    lane's (bench/render.py --lanes reports the largest difference on a GPU).
     """
     feats = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
     renderer.check_features(feats)

@@ -62,3 +62,43 @@ def test_graphed_frames_equal_the_eager_frames():
         graphs(*_inputs(b, 6))  # capture on other audio first: the replay must take the new inputs
         got = head.render_deformed(graphs(windows, eye), V, K, size, size, bg)
     assert (got.image - want.image).abs().max() <= 1 / 255
+
+
+def test_two_sets_of_graphs_replayed_at_once_on_two_streams_equal_the_eager_deformation():
+    """Render lanes: each its own DeformGraphs on its own stream and thread, replaying at the
+    same time. Each set captures on its own stream, so the graphs do not share a cuBLAS
+    workspace (on torch's one capture stream they did, and lanes' frames differed)."""
+    import threading
+
+    torch.manual_seed(0)
+    head = TalkingHead(small_head_config(n_face=20_000, n_mouth=1_000), audio_window=16, audio_channels=20,
+                       generator=torch.Generator().manual_seed(0)).to("cuda").eval()
+    head.fix_fields()  # large enough that cuBLAS's products use their workspace
+    b, rounds = 32, 30
+    cases = [_inputs(b, 100 + k) for k in range(4)]
+    with torch.no_grad():
+        want = [head.deform_frames(w, e)["face"].means.clone() for w, e in cases]
+    lanes = [(DeformGraphs(head), torch.cuda.Stream()) for _ in range(2)]
+    for graphs, stream in lanes:  # capture one set at a time, before any replays
+        with torch.cuda.stream(stream):
+            graphs.ensure(*cases[0])
+        stream.synchronize()
+    errors: list[str] = []
+
+    def run(lane: int) -> None:
+        graphs, stream = lanes[lane]
+        with torch.no_grad(), torch.cuda.stream(stream):
+            for r in range(rounds):
+                k = (r + 2 * lane) % len(cases)
+                got = graphs(*cases[k])["face"].means.clone()
+                stream.synchronize()
+                err = float((got - want[k]).abs().max())
+                if err > 1e-5:
+                    errors.append(f"lane {lane} round {r}: {err:.3g}")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
