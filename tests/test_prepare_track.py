@@ -443,6 +443,14 @@ def test_person_masks_fill_one_array_when_the_count_is_known(hint):
     np.testing.assert_array_equal(got, np.stack(masks))
     if hint == 7:
         assert got is store.array  # filled exactly: no copy
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d, tempfile.TemporaryFile(dir=d) as spool:  # track_video(person_to=)
+        store = _Masks(hint, spool)
+        for m in masks:
+            store.append(m)
+        store.save_spooled(f"{d}/person.npy")
+        np.testing.assert_array_equal(np.load(f"{d}/person.npy"), np.stack(masks))
 
 
 def test_prepare_picks_sampled_items_from_a_stream_in_one_pass():

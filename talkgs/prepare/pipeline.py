@@ -139,12 +139,12 @@ def _step_media(ctx: _Ctx) -> None:
 def _step_track(ctx: _Ctx) -> None:
     from talkgs.prepare.track import fill_missing, track_video
 
-    tr = track_video(ctx.frames(), n_frames_hint=ctx.n_frames(), progress=ctx.cfg.progress)
+    with atomic_path(ctx.work / WORK / "person.npy", suffix=".npy") as person:
+        tr = track_video(ctx.frames(), n_frames_hint=ctx.n_frames(), progress=ctx.cfg.progress, person_to=person)
     landmarks, interpolated = fill_missing(
         tr.landmarks, tr.detected, max_missing_fraction=ctx.cfg.max_missing_fraction
     )
     landmarks_z, _ = fill_missing(tr.landmarks_z, tr.detected, max_missing_fraction=ctx.cfg.max_missing_fraction)
-    _save_npy(ctx.work / WORK / "person.npy", tr.person)
     _save_npz(
         ctx.work / WORK / "track.npz",
         landmarks=landmarks.astype(np.float32),

@@ -91,16 +91,25 @@ def _mesh_points(result, width: int, height: int) -> tuple[np.ndarray, np.ndarra
 
 
 class _Masks:
-    """Person masks ``uint8 [H, W]`` in frame order, written into one preallocated ``[n, H, W]``
-    array when the frame count is known (a list stacked at the end held every mask twice)."""
+    """Person masks ``uint8 [H, W]`` in frame order: appended to a ``spool`` file as they come
+    (``track_video(person_to=)``: memory stays flat), else written into one preallocated
+    ``[n, H, W]`` array when the frame count is known (a list stacked at the end held every mask
+    twice)."""
 
-    def __init__(self, n_hint: int | None) -> None:
+    def __init__(self, n_hint: int | None, spool=None) -> None:
         self.n_hint = n_hint
+        self.spool = spool
+        self.shape: tuple[int, ...] | None = None
         self.array: np.ndarray | None = None
         self.extra: list[np.ndarray] = []  # masks past the hint, or all of them without one
         self.count = 0
 
     def append(self, mask: np.ndarray) -> None:
+        self.shape = mask.shape
+        if self.spool is not None:
+            self.spool.write(np.ascontiguousarray(mask, np.uint8).tobytes())
+            self.count += 1
+            return
         if self.array is None and self.n_hint:
             self.array = np.empty((self.n_hint, *mask.shape), np.uint8)
         if self.array is not None and self.count < len(self.array):
@@ -111,6 +120,17 @@ class _Masks:
 
     def __len__(self) -> int:
         return self.count
+
+    def save_spooled(self, path) -> None:
+        """Write the spooled masks to ``path`` as a ``uint8 [count, H, W]`` .npy, a block at a time."""
+        import shutil
+
+        self.spool.flush()
+        self.spool.seek(0)
+        with open(path, "wb") as f:
+            header = {"descr": "|u1", "fortran_order": False, "shape": (self.count, *(self.shape or (0, 0)))}
+            np.lib.format.write_array_header_1_0(f, header)
+            shutil.copyfileobj(self.spool, f, 1 << 24)
 
     def stacked(self) -> np.ndarray:
         """``uint8 [count, H, W]`` (the preallocated array itself when it was filled exactly)."""
@@ -184,19 +204,28 @@ def track_video(
     frames: Iterable[np.ndarray],
     n_frames_hint: int | None = None,
     progress: bool = True,
+    person_to: str | os.PathLike | None = None,
 ) -> TrackResult:
     """Track the face and segment the person on every frame, in one pass.
 
     ``frames``: RGB uint8 ``[H, W, 3]`` images, all the same size (an array ``[N, H, W, 3]``
     or any iterable, e.g. a decoder). ``n_frames_hint`` sizes the progress bar and the person
-    masks' array when ``frames`` has no ``len``. Frames without a face get zero landmarks and
-    ``detected=False``; :func:`fill_missing` decides whether that is acceptable.
+    masks' array when ``frames`` has no ``len``. ``person_to``: write the person masks to this
+    .npy as they come instead of returning them (``person`` None). Frames without a face get zero
+    landmarks and ``detected=False``; :func:`fill_missing` decides whether that is acceptable.
     """
     with native_logs_hidden():
-        return _track_video(frames, n_frames_hint, progress)
+        if person_to is None:
+            return _track_video(frames, n_frames_hint, progress, _Masks(n_frames_hint))
+        with tempfile.TemporaryFile(dir=os.path.dirname(os.fspath(person_to)) or None) as spool:
+            masks = _Masks(n_frames_hint, spool)
+            result = _track_video(frames, n_frames_hint, progress, masks)
+            masks.save_spooled(person_to)
+            return result
 
 
-def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progress: bool) -> TrackResult:
+def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progress: bool,
+                 masks: _Masks) -> TrackResult:
     import mediapipe as mp
     from talkgs.console import ProgressBar
 
@@ -204,7 +233,6 @@ def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progre
         n_frames_hint = len(frames)  # type: ignore[arg-type]
 
     jobs: queue.Queue = queue.Queue(maxsize=8)
-    masks = _Masks(n_frames_hint)
     errors: list[BaseException] = []
     worker = threading.Thread(target=_selfie_worker, args=(jobs, masks, errors), daemon=True)
     worker.start()
@@ -245,7 +273,7 @@ def _track_video(frames: Iterable[np.ndarray], n_frames_hint: int | None, progre
         landmarks=np.stack(xys),
         landmarks_z=np.stack(zs),
         detected=np.asarray(detected, bool),
-        person=masks.stacked(),
+        person=None if masks.spool is not None else masks.stacked(),
     )
 
 
