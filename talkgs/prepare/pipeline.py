@@ -239,7 +239,7 @@ def _step_audio(kind: str) -> Callable[[_Ctx], None]:
         from talkgs.media import read_wav
 
         wav, sr = read_wav(ctx.work / fmt.AUDIO)
-        n = json.loads((ctx.work / WORK / "media.json").read_text())["n_frames"]
+        n = ctx.n_frames()
         # float16 on disk halves the dataset that travels to the GPU; the loader returns float32.
         _save_npy(ctx.work / fmt.audio_feature_file(kind), extract(kind, wav, n).astype(np.float16))
 
