@@ -193,6 +193,30 @@ def timer(device: Any) -> Callable[[Callable[[], Any]], float]:
     return run_cpu
 
 
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` and all its descendants, in bytes (Linux /proc; 0 once
+    it is gone). A command that starts worker processes holds their memory too."""
+    total, todo, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        p = todo.pop()
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # it ended between two reads
+    return total
+
+
+def wait_sampling_rss(proc: subprocess.Popen, every_s: float = 0.05) -> float:
+    """Wait for ``proc``; the peak of :func:`tree_rss_bytes` seen every ``every_s``, in GiB."""
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss_bytes(proc.pid))
+        time.sleep(every_s)
+    return peak / 2**30
+
+
 def read(path: str | Path) -> dict[str, Any]:
     """One result file; ValueError when it is not of this schema."""
     doc = json.loads(Path(path).read_text())

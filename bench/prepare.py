@@ -31,19 +31,18 @@ import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 
 def run_prepare(video: Path, ds: Path, checkout: Path) -> tuple[dict, float, float]:
     """`talkgs prepare VIDEO -o DS` with the code of ``checkout``; (its meta.json, wall seconds,
-    the process's peak resident memory in GiB)."""
+    the peak resident memory of its processes together in GiB, sampled every 50 ms)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "talkgs", "prepare", str(video), "-o", str(ds), "--no-progress"]
     with tempfile.TemporaryFile() as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=checkout)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (its peak memory)
+        peak_gib = H.wait_sampling_rss(proc)  # the command and its audio feature process together
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             log.seek(0)
             raise SystemExit(f"bench/prepare.py: talkgs prepare ({checkout}) failed:\n{log.read().decode(errors='replace')}")
-    return json.loads((ds / "meta.json").read_text()), wall, usage.ru_maxrss / 2**20  # KiB on Linux
+    return json.loads((ds / "meta.json").read_text()), wall, peak_gib
 
 
 def summary(ds: Path, meta: dict, wall: float, host_peak_gib: float) -> dict:

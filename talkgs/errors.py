@@ -53,3 +53,16 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str = "interrupted", signum: int = 2):
         super().__init__(message)
         self.signum = signum
+
+
+def interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) that ``e`` was raised from, if any: some libraries turn a
+    signal that lands inside them into their own error (MediaPipe's import raises
+    ``ImportError: initialization failed`` from the KeyboardInterrupt)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

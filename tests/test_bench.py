@@ -400,3 +400,20 @@ def test_prepare_bench_compares_tracks_with_a_baseline(tmp_path):
     r = subprocess.run([sys.executable, str(BENCH / "prepare.py"), "--video", str(tmp_path / "a" / "tracks.npz"),
                         "--baseline", str(tmp_path), "--out", str(tmp_path / "out.json")], capture_output=True, text=True)
     assert r.returncode == 2 and "not a talkgs checkout" in r.stderr and not (tmp_path / "out.json").exists()
+
+
+def test_peak_memory_counts_the_processes_a_command_starts(bench_modules):
+    """A parent holding 200 MB that starts a child holding 300 MB peaks above 450 MB in all, which
+    the parent's own rusage would never show."""
+    H, _ = bench_modules
+    script = (
+        "import subprocess, sys, time\n"
+        "a = bytearray(200 * 2**20)\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(300 * 2**20); time.sleep(1.5)'])\n"
+        "c.wait()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    peak_gib = H.wait_sampling_rss(proc)
+    assert proc.returncode == 0
+    assert 450 / 1024 < peak_gib < 2.0, peak_gib
+    assert H.tree_rss_bytes(proc.pid) == 0  # gone

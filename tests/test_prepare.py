@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -291,29 +292,22 @@ def test_cli_prints_one_line_error(tmp_path):
 
 
 def test_audio_features_are_computed_beside_the_picture_steps(tmp_path, anchor_excerpt, monkeypatch):
-    """The audio feature steps need only the media step's audio: they run while track runs (the
-    track step here waits until an audio step has started), and finalize waits for them."""
-    import threading
-
+    """The audio feature steps need only the media step's audio: their process writes them while
+    track runs (the track step here waits until an audio file is on disk), and finalize waits."""
     import talkgs.prepare.pipeline as pl
 
-    started = threading.Event()
     steps = pl._steps
-
-    def audio(f):
-        def run(ctx):
-            started.set()
-            f(ctx)
-        return run
 
     def track(f):
         def run(ctx):
-            assert started.wait(60), "no audio step started while track ran"
+            deadline = time.monotonic() + 120
+            while not any(ctx.work.glob("audio_*.npy")):
+                assert time.monotonic() < deadline, "no audio feature was written while track ran"
+                time.sleep(0.05)
             f(ctx)
         return run
 
-    monkeypatch.setattr(pl, "_steps", lambda cfg: [
-        (n, o, audio(f) if n.startswith("audio_") else track(f) if n == "track" else f) for n, o, f in steps(cfg)])
+    monkeypatch.setattr(pl, "_steps", lambda cfg: [(n, o, track(f) if n == "track" else f) for n, o, f in steps(cfg)])
     out = prepare(_cfg(anchor_excerpt(), tmp_path / "ds"))
     meta = read_meta(out)
     assert set(meta["audio"]["features"]) and all((out / e["file"]).is_file() for e in meta["audio"]["features"].values())

@@ -415,6 +415,32 @@ def test_prepare_sigint_keeps_the_work_folder_and_says_how_to_resume(anchor_exce
     assert not (tmp_path / "ds.partial").exists()
 
 
+def test_an_interrupt_wrapped_by_a_library_is_still_found():
+    from talkgs.errors import Interrupted, interrupt_behind
+
+    def wrapped(signal_: BaseException):
+        try:
+            try:
+                raise signal_
+            except KeyboardInterrupt as e:
+                raise ImportError("initialization failed") from e  # what MediaPipe's import does
+        except ImportError as e:
+            return e
+
+    ki = KeyboardInterrupt()
+    assert interrupt_behind(wrapped(ki)) is ki
+    term = Interrupted("terminated (SIGTERM)", signal.SIGTERM)
+    assert interrupt_behind(wrapped(term)) is term
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("while handling")  # implicit context counts as well
+    except RuntimeError as e:
+        assert isinstance(interrupt_behind(e), KeyboardInterrupt)
+    assert interrupt_behind(ValueError("plain")) is None
+
+
 def test_library_errors_are_shortened_at_a_word():
     from talkgs.errors import short
 

@@ -32,8 +32,8 @@ import numpy as np
 from talkgs import __version__, conventions
 from talkgs.commands.prepare import PrepareConfig
 from talkgs.data import format as fmt
-from talkgs.errors import Interrupted, MediaError, PrepareError, TalkgsError
-from talkgs.fsutil import atomic_path, move_into, sha256_file, write_json
+from talkgs.errors import Interrupted, MediaError, PrepareError, TalkgsError, interrupt_behind
+from talkgs.fsutil import atomic_path, move_into, sha256_file, signals_deferred, write_json
 
 WORK = "_work"
 SOURCE_JSON = "source.json"
@@ -428,37 +428,45 @@ def prepare(cfg: PrepareConfig) -> Path:
                 getattr(e, "signum", signal.SIGINT),
             ) from None
         raise
-    # Scratch goes before the move, so the finished folder is exactly the dataset.
-    shutil.rmtree(work / WORK, ignore_errors=True)
-    source_json.unlink(missing_ok=True)
-    replace = owner.dataset_files(old_meta) if old_meta is not None else []
-    if old_meta is not None:
-        replace = _keep_added_features(work, out, old_meta, sha, replace, ctx)
-    move_into(work, out, replace=replace, last=fmt.META)
-    ctx.tell(f"dataset written to {out}")
+    # Scratch goes before the move, so the finished folder is exactly the dataset; a signal
+    # waits until the dataset is in place (a folder without source.json would be redone).
+    with signals_deferred():
+        shutil.rmtree(work / WORK, ignore_errors=True)
+        source_json.unlink(missing_ok=True)
+        replace = owner.dataset_files(old_meta) if old_meta is not None else []
+        if old_meta is not None:
+            replace = _keep_added_features(work, out, old_meta, sha, replace, ctx)
+        move_into(work, out, replace=replace, last=fmt.META)
+        ctx.tell(f"dataset written to {out}")
     return out
 
 
 def _run_steps(ctx: _Ctx) -> None:
     """Run the unfinished steps in order; the audio feature steps need only the media step's
-    audio, so they run in a thread beside the picture steps (track, pose, labels, background),
-    which leave a core free, and are joined before ``finalize``."""
-    import threading
-
+    audio, so they run in a child process beside the picture steps (track, pose, labels,
+    background), which leave a core free, and are joined before ``finalize``. A process, not a
+    thread: an interrupt stops it at once, and torch never loads beside MediaPipe and scipy."""
     work = ctx.work
     timings_file = work / WORK / "timings.json"
     if timings_file.exists():
         ctx.timings.update(json.loads(timings_file.read_text()))
-    lock = threading.Lock()
+
+    def record(name: str, seconds: float) -> None:
+        ctx.timings[name] = round(seconds, 3)
+        write_json(timings_file, ctx.timings)
+        ctx.say(f"{name}: {ctx.timings[name]:.1f} s")
 
     def run(name: str, fn: Callable[[_Ctx], None]) -> None:
         t0 = time.perf_counter()
         ctx.say(f"{name} ...")
-        fn(ctx)
-        with lock:
-            ctx.timings[name] = round(time.perf_counter() - t0, 3)
-            write_json(timings_file, ctx.timings)
-        ctx.say(f"{name}: {ctx.timings[name]:.1f} s")
+        try:
+            fn(ctx)
+        except Exception as e:
+            signal_ = interrupt_behind(e)
+            if signal_ is None:
+                raise
+            raise signal_ from None  # still an interrupt, so the finished steps are kept
+        record(name, time.perf_counter() - t0)
 
     total0 = time.perf_counter()
     pending = []
@@ -467,42 +475,115 @@ def _run_steps(ctx: _Ctx) -> None:
             ctx.say(f"{name}: done earlier, skipped")
         else:
             pending.append((name, fn))
-    side = [(name, fn) for name, fn in pending if name.startswith("audio_")]
-    errors: list[BaseException] = []
-
-    def run_side() -> None:
-        try:
-            for name, fn in side:
-                run(name, fn)
-        except BaseException as e:  # re-raised in the main thread, where the command handles it
-            errors.append(e)
-
-    thread: threading.Thread | None = None
-
-    def start_side() -> None:
-        nonlocal thread
-        if side and thread is None:
-            thread = threading.Thread(target=run_side, name="prepare-audio", daemon=True)
-            thread.start()
-
-    def join_side() -> None:
-        if thread is not None:
-            thread.join()
-        if errors:
-            raise errors[0]
-
-    if not any(name == "media" for name, _ in pending):
-        start_side()
-    for name, fn in pending:
-        if name.startswith("audio_"):
-            continue
-        if name == "finalize":
-            join_side()
-        run(name, fn)
-        if name == "media":
-            start_side()
-    join_side()
+    side = [name for name, _ in pending if name.startswith("audio_")]
+    audio: _AudioProcess | None = None
+    try:
+        if not any(name == "media" for name, _ in pending) and side:
+            audio = _AudioProcess(ctx, side)
+        for name, fn in pending:
+            if name.startswith("audio_"):
+                continue
+            if name == "finalize" and audio is not None:
+                audio.join(record)
+            run(name, fn)
+            if name == "media" and side:
+                audio = _AudioProcess(ctx, side)
+        if audio is not None:
+            audio.join(record)
+    finally:
+        if audio is not None:
+            audio.stop(record)
     ctx.say(f"all steps done in {time.perf_counter() - total0:.1f} s")
+
+
+class _AudioProcess:
+    """The audio feature steps ``names`` (``audio_<kind>``) in a spawned child process that
+    writes their files into the work folder and reports each step's seconds over a pipe."""
+
+    def __init__(self, ctx: _Ctx, names: list[str]):
+        import multiprocessing
+
+        mp = multiprocessing.get_context("spawn")  # a fork would copy MediaPipe's threads' locks
+        self.conn, child = mp.Pipe(duplex=False)
+        self.proc = mp.Process(target=_audio_steps, args=(ctx.cfg, ctx.work, names, child), name="prepare-audio",
+                               daemon=True)
+        # Ctrl-C in a terminal reaches the whole process group: the child starts with SIGINT
+        # ignored (inherited through exec, so Python never turns it into KeyboardInterrupt there)
+        # and is stopped by this process instead.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
+        try:
+            self.proc.start()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        child.close()
+        self.error: BaseException | None = None
+
+    def _drain(self, record: Callable[[str, float], None], block: bool) -> None:
+        while block or self.conn.poll():
+            try:
+                kind, *args = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "done":
+                record(*args)
+            elif kind == "error":
+                self.error = args[0]
+
+    def join(self, record: Callable[[str, float], None]) -> None:
+        """Wait for the steps; re-raise a step's error here, in the main process."""
+        self._drain(record, block=True)
+        self.proc.join()
+        if self.error is not None:
+            raise self.error
+        if self.proc.exitcode != 0:
+            raise PrepareError(f"the audio feature process ended with status {self.proc.exitcode}")
+
+    def stop(self, record: Callable[[str, float], None]) -> None:
+        """End the child if it still runs (an interrupt or another step's error), keeping the
+        timings of the steps it finished."""
+        if self.proc.is_alive():
+            self.proc.terminate()  # SIGTERM: the child unwinds, so no temporary file stays
+            self.proc.join(10)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+        self._drain(record, block=False)
+        self.conn.close()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _audio_steps(cfg: PrepareConfig, work: Path, names: list[str], conn) -> None:
+    """The child of :class:`_AudioProcess`: run the steps ``names`` and send ``("done", name,
+    seconds)`` for each, or ``("error", exception)`` for the first that fails."""
+    def unwind(signum, frame):
+        raise Interrupted("terminated", signum)
+
+    signal.signal(signal.SIGTERM, unwind)  # how the parent stops us (SIGINT is ignored here)
+    ctx = _Ctx(cfg=cfg, work=work, source={}, timings={})
+    steps = {name: fn for name, _, fn in _steps(cfg)}
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            ctx.say(f"{name} ...")
+            steps[name](ctx)
+            conn.send(("done", name, time.perf_counter() - t0))
+    except Interrupted:
+        pass
+    except TalkgsError as e:
+        conn.send(("error", e))
+    except Exception as e:  # a bug: its traceback here, a one-line cause in the parent
+        import traceback
+
+        traceback.print_exc()
+        conn.send(("error", RuntimeError(f"audio features: {type(e).__name__}: {e}")))
+    finally:
+        conn.close()
 
 
 def _keep_added_features(work: Path, out: Path, old_meta: dict, sha: str, replace: list[str], ctx: _Ctx) -> list[str]:
