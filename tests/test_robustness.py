@@ -43,6 +43,15 @@ def talkgs(*args, cwd=None, timeout=600, importtime=False) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout)
 
 
+def talkgs_each(arg_lists, importtime=False) -> list[subprocess.CompletedProcess]:
+    """``talkgs(*args)`` for each of ``arg_lists``, three at a time (independent refusals: each
+    a real command line in its own process), results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return list(pool.map(lambda args: talkgs(*args, importtime=importtime), arg_lists))
+
+
 def start(*args, cwd=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "talkgs.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd)
@@ -183,10 +192,10 @@ def test_bad_arguments_and_paths_are_refused_in_one_line_before_torch(world, anc
     run = trained[3]
     before = snapshot(world, anchor_dataset, run)
     cases = _refusal_cases(world, anchor_dataset, run)
-    for args, needle in cases:
-        # Before any heavy work: one_line_refusal checks (-X importtime) that torch was never
-        # imported; how quick that is, bench/cli_latency.py measures.
-        one_line_refusal(talkgs(*args, importtime=True), needle)
+    # Before any heavy work: one_line_refusal checks (-X importtime) that torch was never
+    # imported; how quick that is, bench/cli_latency.py measures.
+    for (_, needle), r in zip(cases, talkgs_each([args for args, _ in cases], importtime=True)):
+        one_line_refusal(r, needle)
     assert snapshot(world, anchor_dataset, run) == before, "a refused command changed a file"
     assert sorted(p.name for p in world.iterdir()) == ["features.npy", "notes", "talk.mp4"], "a refusal left files"
 
