@@ -131,7 +131,8 @@ def live_stream(kind: str, window_s: float | None):
     return open_stream(kind) if window_s is None else WhisperStream(kind, window_s=window_s)
 
 
-async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encoder_factory, stream_window=None):
+async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encoder_factory, stream_window=None,
+                       pipelined=False):
     import concurrent.futures
 
     from talkgs.serve.batcher import Batcher, BatchLoop
@@ -139,7 +140,7 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
 
     r = heads[head]
     batcher = Batcher(heads, max_batch)
-    loop = BatchLoop(batcher)
+    loop = BatchLoop(batcher, pipelined=pipelined)
     loop.start()
     enc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8) if encoder_factory else None
     t_start = time.monotonic() + 0.2
@@ -418,6 +419,8 @@ def main() -> None:
                     help="webrtc: seconds the front's CPU time is measured with no session, before the trials")
     ap.add_argument("--fused-face", action="store_true",
                     help="inproc: the face deformation as one kernel (talkgs.model.fused_face; a variant)")
+    ap.add_argument("--pipelined", action="store_true",
+                    help="inproc: the batch loop delivers a tick's frames after launching the next tick's (a variant)")
     ap.add_argument("--stream-window", type=float, default=None, metavar="S",
                     help="inproc, Whisper heads: the sessions' encoder window in seconds (default: the server's)")
     ap.add_argument("--mouth-check", action="store_true",
@@ -427,8 +430,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ray and args.transport != "webrtc":
         ap.error("--ray needs --transport webrtc")
-    if (args.stream_window is not None or args.fused_face) and args.transport != "inproc":
-        ap.error("--stream-window and --fused-face are inproc variants (a served session is the server's own)")
+    if (args.stream_window is not None or args.fused_face or args.pipelined) and args.transport != "inproc":
+        ap.error("--stream-window, --fused-face and --pipelined are inproc variants (a served session is the server's own)")
     if args.eager and args.transport != "inproc":
         ap.error("--eager is measured in process (--transport inproc)")
     if args.switch_interval_ms is not None:
@@ -474,7 +477,7 @@ def main() -> None:
             t0 = time.monotonic()
             if args.transport == "inproc":
                 per, extra = asyncio.run(trial_inproc(heads, head, n, args.seconds, args.warmup, audio, args.max_batch,
-                                                      encoder_factory, args.stream_window))
+                                                      encoder_factory, args.stream_window, args.pipelined))
             else:
                 per, extra = asyncio.run(trial_webrtc(url, head, n, args.seconds, args.warmup, audio,
                                                       front_pid=proc.pid))
@@ -538,7 +541,7 @@ def main() -> None:
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
         "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
-        "fused_face": args.fused_face,
+        "fused_face": args.fused_face, "pipelined": args.pipelined,
     }
     if args.transport == "webrtc":
         setup["server_idle_cpu_s_per_s"] = front_idle

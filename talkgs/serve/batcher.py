@@ -95,6 +95,16 @@ class Encoded:
 
 
 @dataclasses.dataclass
+class InFlight:
+    """A batch whose render and copy to the host are queued on the device (:meth:`Batcher.launch`)."""
+
+    batch: Batch
+    copy: tuple  # HostCopies.start's pending copy
+    rendered: torch.cuda.Event | None  # the render's kernels are done (None off CUDA)
+    t_start: float
+
+
+@dataclasses.dataclass
 class Rendered:
     frames: np.ndarray  # uint8 [B, H, W, 3] on the host
     t_start: float
@@ -109,6 +119,7 @@ class Batcher:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.renderers = renderers
+        self._copies: dict = {}  # head -> its HostCopies, made on its first batch
         self.max_batch = int(max_batch)
         self.clock = clock
         self.sessions: dict[str, Session] = {}
@@ -276,17 +287,35 @@ class Batcher:
     def render(self, batch: Batch) -> Rendered:
         """One ``render_batch`` call on the head's device; frames copied to the host. Touches no
         session state (runs on the render thread)."""
+        return self.finish(self.launch(batch))
+
+    def launch(self, batch: Batch) -> InFlight:
+        """Queue one ``render_batch`` call and the copy of its frames to the host, without
+        waiting for the device (on a CPU the render is done when this returns). Render thread."""
         renderer = self.renderers[batch.head]
         dev = renderer.device
         t0 = self.clock()
         win = torch.as_tensor(batch.windows).to(dev, non_blocking=True)
         out = renderer.render_batch(win, batch.plan)
+        rendered = None
         if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+            rendered = torch.cuda.Event()
+            rendered.record()
+        if batch.head not in self._copies:
+            from talkgs.render.hostcopy import HostCopies
+
+            self._copies[batch.head] = HostCopies(dev)
+        return InFlight(batch, self._copies[batch.head].start(out), rendered, t0)
+
+    def finish(self, flight: InFlight) -> Rendered:
+        """Wait for a launched batch's frames on the host. Render thread."""
+        from talkgs.render.hostcopy import HostCopies
+
+        if flight.rendered is not None:
+            flight.rendered.synchronize()
         t1 = self.clock()
-        frames = out.cpu().numpy()
-        t2 = self.clock()
-        return Rendered(frames, t0, t1, t2)
+        frames = HostCopies.finish(flight.copy)
+        return Rendered(frames, flight.t_start, t1, self.clock())
 
     def deliver(self, batch: Batch, rendered: Rendered) -> None:
         """Hand each frame to its session (sessions that left meanwhile are skipped)."""
@@ -344,10 +373,16 @@ class Batcher:
 
 
 class BatchLoop:
-    """Runs the batcher's ticks on the event loop, rendering on one worker thread."""
+    """Runs the batcher's ticks on the event loop, rendering on one worker thread.
 
-    def __init__(self, batcher: Batcher):
+    ``pipelined``: a tick's batches are launched, and the previous tick's are collected and
+    delivered only then, so the device renders one tick while the host prepares the next (its
+    encoder call, collecting, delivering); frames then wait up to one more tick (a variant,
+    bench/serve.py --pipelined)."""
+
+    def __init__(self, batcher: Batcher, pipelined: bool = False):
         self.batcher = batcher
+        self.pipelined = pipelined
         self._wake = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="talkgs-render")
         self._task: asyncio.Task | None = None
@@ -377,8 +412,9 @@ class BatchLoop:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        in_flight: list[InFlight] = []  # pipelined: the previous tick's batches, launched
         while True:
-            if not self.batcher.due():
+            if not in_flight and not self.batcher.due():
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -386,12 +422,29 @@ class BatchLoop:
                 # encode() never raises (it reports failures per session); accept on this thread.
                 enc = await loop.run_in_executor(self._executor, self.batcher.encode, job)
                 self.batcher.accept_features(job, enc)
+            launched = []
             for batch in self.batcher.collect():
-                try:
-                    rendered = await loop.run_in_executor(self._executor, self.batcher.render, batch)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # a failed batch must not stop the others' sessions
-                    self.batcher.fail(batch, e)
-                    continue
-                self.batcher.deliver(batch, rendered)
+                flight = await self._device(loop, self.batcher.launch, batch, batch)
+                if flight is not None:
+                    launched.append(flight)
+                    if not self.pipelined:
+                        await self._deliver(loop, flight)
+            if self.pipelined:
+                for flight in in_flight:
+                    await self._deliver(loop, flight)
+                in_flight = launched
+
+    async def _deliver(self, loop, flight: InFlight) -> None:
+        rendered = await self._device(loop, self.batcher.finish, flight, flight.batch)
+        if rendered is not None:
+            self.batcher.deliver(flight.batch, rendered)
+
+    async def _device(self, loop, fn, arg, batch: Batch):
+        """``fn(arg)`` on the render thread; a failure fails ``batch`` alone (None)."""
+        try:
+            return await loop.run_in_executor(self._executor, fn, arg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a failed batch must not stop the others' sessions
+            self.batcher.fail(batch, e)
+            return None
