@@ -234,12 +234,12 @@ class Batcher:
 
         t0 = self.clock()
         seen: set = set()
-        for r in self.renderers.values():
+        for head, r in self.renderers.items():
             cuda = r.device.type == "cuda"
             for b in range(1, self.max_batch + 1) if cuda else [1]:
-                r.render_batch(torch.zeros(b, r.audio_window, *r.feature_shape, device=r.device), r.plan(b))
-            if cuda:
-                torch.cuda.synchronize(r.device)
+                # Through launch/finish, so each size's pinned host buffer is allocated here too.
+                windows = np.zeros((b, r.audio_window, *r.feature_shape), np.float32)
+                self.finish(self.launch(Batch(head, [], windows, r.plan(b), t0)))
             st = open_stream(r.audio_kind)
             if not isinstance(st, DeviceStream) or st.encode_key in seen:
                 continue
