@@ -46,6 +46,7 @@ import torch
 from talkgs.conventions import SAMPLES_PER_FRAME
 from talkgs.serve.session import FrameOut, Pending, Session
 from talkgs.render.drive import DrivePlan
+from talkgs.render.hostcopy import HostCopies
 
 log = logging.getLogger("talkgs.serve")
 
@@ -119,7 +120,7 @@ class Batcher:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.renderers = renderers
-        self._copies: dict = {}  # head -> its HostCopies, made on its first batch
+        self._copies: dict[str, HostCopies] = {}  # made on a head's first batch
         self.max_batch = int(max_batch)
         self.clock = clock
         self.sessions: dict[str, Session] = {}
@@ -302,15 +303,11 @@ class Batcher:
             rendered = torch.cuda.Event()
             rendered.record()
         if batch.head not in self._copies:
-            from talkgs.render.hostcopy import HostCopies
-
             self._copies[batch.head] = HostCopies(dev)
         return InFlight(batch, self._copies[batch.head].start(out), rendered, t0)
 
     def finish(self, flight: InFlight) -> Rendered:
         """Wait for a launched batch's frames on the host. Render thread."""
-        from talkgs.render.hostcopy import HostCopies
-
         if flight.rendered is not None:
             flight.rendered.synchronize()
         t1 = self.clock()
