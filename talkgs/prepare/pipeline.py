@@ -497,26 +497,24 @@ def _run_steps(ctx: _Ctx) -> None:
 
 
 class _AudioProcess:
-    """The audio feature steps ``names`` (``audio_<kind>``) in a spawned child process that
-    writes their files into the work folder and reports each step's seconds over a pipe."""
+    """The audio feature steps ``names`` (``audio_<kind>``) in a child Python process that
+    writes their files into the work folder and reports each step's seconds over a pipe. The
+    child has its own process group, so a terminal's Ctrl-C reaches only this process, which
+    stops the child; a fresh interpreter, not a fork, which would copy MediaPipe's threads' locks."""
 
     def __init__(self, ctx: _Ctx, names: list[str]):
-        import multiprocessing
+        import subprocess
+        import sys
+        from multiprocessing import Pipe
 
-        mp = multiprocessing.get_context("spawn")  # a fork would copy MediaPipe's threads' locks
-        self.conn, child = mp.Pipe(duplex=False)
-        self.proc = mp.Process(target=_audio_steps, args=(ctx.cfg, ctx.work, names, child), name="prepare-audio",
-                               daemon=True)
-        # Ctrl-C in a terminal reaches the whole process group: the child starts with SIGINT
-        # ignored (inherited through exec, so Python never turns it into KeyboardInterrupt there)
-        # and is stopped by this process instead.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
-        try:
-            self.proc.start()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+        self.conn, child = Pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from talkgs.prepare.pipeline import _audio_main; _audio_main()",
+             str(child.fileno())],
+            pass_fds=(child.fileno(),), process_group=0,
+        )
         child.close()
+        self.conn.send((ctx.cfg, ctx.work, names))
         self.error: BaseException | None = None
 
     def _drain(self, record: Callable[[str, float], None], block: bool) -> None:
@@ -533,29 +531,37 @@ class _AudioProcess:
     def join(self, record: Callable[[str, float], None]) -> None:
         """Wait for the steps; re-raise a step's error here, in the main process."""
         self._drain(record, block=True)
-        self.proc.join()
+        self.proc.wait()
         if self.error is not None:
             raise self.error
-        if self.proc.exitcode != 0:
-            raise PrepareError(f"the audio feature process ended with status {self.proc.exitcode}")
+        if self.proc.returncode != 0:
+            raise PrepareError(f"the audio feature process ended with status {self.proc.returncode}")
 
     def stop(self, record: Callable[[str, float], None]) -> None:
         """End the child if it still runs (an interrupt or another step's error), keeping the
         timings of the steps it finished."""
-        if self.proc.is_alive():
+        import subprocess
+
+        if self.proc.poll() is None:
             self.proc.terminate()  # SIGTERM: the child unwinds, so no temporary file stays
-            self.proc.join(10)
-            if self.proc.is_alive():
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.join()
+                self.proc.wait()
         self._drain(record, block=False)
         self.conn.close()
 
 
-def _in_main_thread() -> bool:
-    import threading
+def _audio_main() -> None:
+    """Entry point of :class:`_AudioProcess`'s child: its arguments come over the pipe whose
+    file descriptor is ``sys.argv[1]``."""
+    import sys
+    from multiprocessing.connection import Connection
 
-    return threading.current_thread() is threading.main_thread()
+    conn = Connection(int(sys.argv[1]))
+    cfg, work, names = conn.recv()
+    _audio_steps(cfg, work, names, conn)
 
 
 def _audio_steps(cfg: PrepareConfig, work: Path, names: list[str], conn) -> None:
@@ -564,7 +570,7 @@ def _audio_steps(cfg: PrepareConfig, work: Path, names: list[str], conn) -> None
     def unwind(signum, frame):
         raise Interrupted("terminated", signum)
 
-    signal.signal(signal.SIGTERM, unwind)  # how the parent stops us (SIGINT is ignored here)
+    signal.signal(signal.SIGTERM, unwind)  # how the parent stops us
     ctx = _Ctx(cfg=cfg, work=work, source={}, timings={})
     steps = {name: fn for name, _, fn in _steps(cfg)}
     try:
@@ -573,7 +579,7 @@ def _audio_steps(cfg: PrepareConfig, work: Path, names: list[str], conn) -> None
             ctx.say(f"{name} ...")
             steps[name](ctx)
             conn.send(("done", name, time.perf_counter() - t0))
-    except Interrupted:
+    except KeyboardInterrupt:  # SIGTERM from the parent, or a signal sent to this process
         pass
     except TalkgsError as e:
         conn.send(("error", e))
