@@ -103,6 +103,7 @@ class InFlight:
     copy: tuple  # HostCopies.start's pending copy
     rendered: torch.cuda.Event | None  # the render's kernels are done (None off CUDA)
     t_start: float
+    t_launched: float  # launch returned
 
 
 @dataclasses.dataclass
@@ -111,6 +112,7 @@ class Rendered:
     t_start: float
     t_device: float  # the device finished (synchronised)
     t_host: float  # frames on the host
+    gap_s: float = 0.0  # between launch and finish, spent on other work (the pipelined loop)
 
 
 class Batcher:
@@ -304,15 +306,17 @@ class Batcher:
             rendered.record()
         if batch.head not in self._copies:
             self._copies[batch.head] = HostCopies(dev)
-        return InFlight(batch, self._copies[batch.head].start(out), rendered, t0)
+        copy = self._copies[batch.head].start(out)
+        return InFlight(batch, copy, rendered, t0, self.clock())
 
     def finish(self, flight: InFlight) -> Rendered:
         """Wait for a launched batch's frames on the host. Render thread."""
+        t0 = self.clock()
         if flight.rendered is not None:
             flight.rendered.synchronize()
         t1 = self.clock()
         frames = HostCopies.finish(flight.copy)
-        return Rendered(frames, flight.t_start, t1, self.clock())
+        return Rendered(frames, flight.t_start, t1, self.clock(), gap_s=t0 - flight.t_launched)
 
     def deliver(self, batch: Batch, rendered: Rendered) -> None:
         """Hand each frame to its session (sessions that left meanwhile are skipped)."""
@@ -322,11 +326,12 @@ class Batcher:
                 continue
             s.deliver(FrameOut(p.index, rendered.frames[k], p.audio, p.t_in, p.t_final,
                                rendered.t_start, rendered.t_host, b))
-        self.busy_s += rendered.t_host - rendered.t_start
+        # The render thread's time on this batch: launching, then waiting for it (not the gap).
+        self.busy_s += rendered.t_host - rendered.t_start - rendered.gap_s
         self.frames_rendered += b
         self.ticks.append({
             "head": batch.head, "size": b, "sessions": len({s.id for s, _ in batch.items}),
-            "t": rendered.t_start, "render_s": rendered.t_device - rendered.t_start,
+            "t": rendered.t_start, "render_s": rendered.t_device - rendered.t_start - rendered.gap_s,
             "copy_s": rendered.t_host - rendered.t_device,
         })
 
@@ -421,20 +426,17 @@ class BatchLoop:
                 self.batcher.accept_features(job, enc)
             launched = []
             for batch in self.batcher.collect():
-                flight = await self._device(loop, self.batcher.launch, batch, batch)
-                if flight is not None:
+                if not self.pipelined:
+                    rendered = await self._device(loop, self.batcher.render, batch, batch)
+                    if rendered is not None:
+                        self.batcher.deliver(batch, rendered)
+                elif (flight := await self._device(loop, self.batcher.launch, batch, batch)) is not None:
                     launched.append(flight)
-                    if not self.pipelined:
-                        await self._deliver(loop, flight)
-            if self.pipelined:
-                for flight in in_flight:
-                    await self._deliver(loop, flight)
-                in_flight = launched
-
-    async def _deliver(self, loop, flight: InFlight) -> None:
-        rendered = await self._device(loop, self.batcher.finish, flight, flight.batch)
-        if rendered is not None:
-            self.batcher.deliver(flight.batch, rendered)
+            for flight in in_flight:
+                rendered = await self._device(loop, self.batcher.finish, flight, flight.batch)
+                if rendered is not None:
+                    self.batcher.deliver(flight.batch, rendered)
+            in_flight = launched
 
     async def _device(self, loop, fn, arg, batch: Batch):
         """``fn(arg)`` on the render thread; a failure fails ``batch`` alone (None)."""
