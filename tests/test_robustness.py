@@ -53,7 +53,11 @@ def talkgs_each(arg_lists, importtime=False) -> list[subprocess.CompletedProcess
 
 
 def start(*args, cwd=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "talkgs.cli", *map(str, args)], stdout=subprocess.PIPE,
+    """`talkgs ARGS` in the background, with Ctrl-C as KeyboardInterrupt even where this suite
+    runs with SIGINT ignored (a shell's background job: `make test &`), as in a terminal."""
+    from talkgs.batch.worker import _CHILD
+
+    return subprocess.Popen([sys.executable, "-c", _CHILD, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd)
 
 
