@@ -20,7 +20,7 @@ import tyro
 
 from talkgs.console import end_open_bars
 from talkgs.commands import commands
-from talkgs.errors import Interrupted, TalkgsError
+from talkgs.errors import TalkgsError, unwind_on_sigterm
 from talkgs.train.config import command_line_default
 
 
@@ -47,7 +47,7 @@ def run_command(cfg) -> int:
     status 2, Ctrl-C and SIGTERM 128 + the signal number."""
     cmd = next(m for m in commands().values() if isinstance(cfg, m.Config))
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    previous = signal.signal(signal.SIGTERM, unwind_on_sigterm) if in_main else None  # training installs its own
     try:
         if getattr(cfg, "verbose", False):
             os.environ["TALKGS_VERBOSE"] = "1"  # read by talkgs.prepare.track (MediaPipe logs)
@@ -66,12 +66,6 @@ def run_command(cfg) -> int:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-def _on_sigterm(signum, frame) -> None:
-    # Unwind like Ctrl-C: every `finally` runs, so temporaries go and partial work is kept as
-    # each command documents (training installs its own handler and saves a checkpoint).
-    raise Interrupted("terminated (SIGTERM)", signum)
 
 
 if __name__ == "__main__":

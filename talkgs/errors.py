@@ -55,6 +55,12 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def unwind_on_sigterm(signum, frame) -> None:
+    """A SIGTERM handler that unwinds like Ctrl-C: every ``finally`` runs, so temporaries go and
+    partial work is kept as each command documents."""
+    raise Interrupted("terminated (SIGTERM)", signum)
+
+
 def interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C (or SIGTERM) that ``e`` was raised from, if any: some libraries turn a
     signal that lands inside them into their own error (MediaPipe's import raises

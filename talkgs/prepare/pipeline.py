@@ -32,7 +32,7 @@ import numpy as np
 from talkgs import __version__, conventions
 from talkgs.commands.prepare import PrepareConfig
 from talkgs.data import format as fmt
-from talkgs.errors import Interrupted, MediaError, PrepareError, TalkgsError, interrupt_behind
+from talkgs.errors import Interrupted, MediaError, PrepareError, TalkgsError, interrupt_behind, unwind_on_sigterm
 from talkgs.fsutil import atomic_path, move_into, sha256_file, signals_deferred, write_json
 
 WORK = "_work"
@@ -567,10 +567,7 @@ def _audio_main() -> None:
 def _audio_steps(cfg: PrepareConfig, work: Path, names: list[str], conn) -> None:
     """The child of :class:`_AudioProcess`: run the steps ``names`` and send ``("done", name,
     seconds)`` for each, or ``("error", exception)`` for the first that fails."""
-    def unwind(signum, frame):
-        raise Interrupted("terminated", signum)
-
-    signal.signal(signal.SIGTERM, unwind)  # how the parent stops us
+    signal.signal(signal.SIGTERM, unwind_on_sigterm)  # how the parent stops us
     ctx = _Ctx(cfg=cfg, work=work, source={}, timings={})
     steps = {name: fn for name, _, fn in _steps(cfg)}
     try:
