@@ -576,8 +576,9 @@ def _audio_steps(cfg: PrepareConfig, work: Path, names: list[str], conn) -> None
             ctx.say(f"{name} ...")
             steps[name](ctx)
             conn.send(("done", name, time.perf_counter() - t0))
-    except KeyboardInterrupt:  # SIGTERM from the parent, or a signal sent to this process
-        pass
+    except KeyboardInterrupt as e:  # SIGTERM from the parent, or a signal sent to this process
+        # A non-zero status: a parent still waiting sees that the steps did not all finish.
+        raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None
     except TalkgsError as e:
         conn.send(("error", e))
     except Exception as e:  # a bug: its traceback here, a one-line cause in the parent
