@@ -96,6 +96,37 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
+@contextlib.contextmanager
+def signals_noted() -> Iterator[list[int]]:
+    """Note each SIGINT and SIGTERM as it arrives, then handle it as before (its handler runs as
+    usual). The yielded list tells code that catches a library's error whether a signal came
+    meanwhile: a signal landing inside a native import can surface as that library's own
+    ImportError, without the KeyboardInterrupt. Only the main thread handles signals, so
+    elsewhere the list stays empty."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def note(signum, frame):
+        noted.append(signum)
+        previous = old[signum]
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:  # what the default would do, as an interrupt that unwinds
+            raise KeyboardInterrupt
+
+    for s, handler in old.items():
+        if handler != signal.SIG_IGN:
+            signal.signal(s, note)
+    try:
+        yield noted
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def move_into(src: str | os.PathLike, dst: str | os.PathLike, replace: Iterable[str] = (), last: str | None = None) -> None:
     """Move every entry of the finished folder ``src`` into the folder ``dst``, then remove ``src``.
 

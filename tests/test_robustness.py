@@ -454,6 +454,24 @@ def test_an_interrupt_wrapped_by_a_library_is_still_found():
     assert interrupt_behind(ValueError("plain")) is None
 
 
+def test_signals_noted_while_their_handlers_run_as_before():
+    """A signal that a library swallows still leaves a note: the handler that was installed
+    runs, and the note stays after it."""
+    from talkgs.fsutil import signals_noted
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with signals_noted() as noted:
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)  # Python's default handler: KeyboardInterrupt
+            signal.raise_signal(signal.SIGTERM)  # the installed handler, which raises nothing
+        assert noted == [signal.SIGINT, signal.SIGTERM] and seen == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_library_errors_are_shortened_at_a_word():
     from talkgs.errors import short
 

@@ -33,7 +33,7 @@ from talkgs import __version__, conventions
 from talkgs.commands.prepare import PrepareConfig
 from talkgs.data import format as fmt
 from talkgs.errors import Interrupted, MediaError, PrepareError, TalkgsError, interrupt_behind, unwind_on_sigterm
-from talkgs.fsutil import atomic_path, move_into, sha256_file, signals_deferred, write_json
+from talkgs.fsutil import atomic_path, move_into, sha256_file, signals_deferred, signals_noted, write_json
 
 WORK = "_work"
 SOURCE_JSON = "source.json"
@@ -462,10 +462,15 @@ def _run_steps(ctx: _Ctx) -> None:
         try:
             fn(ctx)
         except Exception as e:
+            # A library can turn a signal into its own error (MediaPipe's import: ImportError),
+            # with or without the KeyboardInterrupt behind it: still an interrupt, so the
+            # finished steps are kept.
             signal_ = interrupt_behind(e)
+            if signal_ is None and noted:
+                signal_ = Interrupted("interrupted", noted[-1])
             if signal_ is None:
                 raise
-            raise signal_ from None  # still an interrupt, so the finished steps are kept
+            raise signal_ from None
         record(name, time.perf_counter() - t0)
 
     total0 = time.perf_counter()
@@ -477,22 +482,23 @@ def _run_steps(ctx: _Ctx) -> None:
             pending.append((name, fn))
     side = [name for name, _ in pending if name.startswith("audio_")]
     audio: _AudioProcess | None = None
-    try:
-        if not any(name == "media" for name, _ in pending) and side:
-            audio = _AudioProcess(ctx, side)
-        for name, fn in pending:
-            if name.startswith("audio_"):
-                continue
-            if name == "finalize" and audio is not None:
-                audio.join(record)
-            run(name, fn)
-            if name == "media" and side:
+    with signals_noted() as noted:
+        try:
+            if not any(name == "media" for name, _ in pending) and side:
                 audio = _AudioProcess(ctx, side)
-        if audio is not None:
-            audio.join(record)
-    finally:
-        if audio is not None:
-            audio.stop(record)
+            for name, fn in pending:
+                if name.startswith("audio_"):
+                    continue
+                if name == "finalize" and audio is not None:
+                    audio.join(record)
+                run(name, fn)
+                if name == "media" and side:
+                    audio = _AudioProcess(ctx, side)
+            if audio is not None:
+                audio.join(record)
+        finally:
+            if audio is not None:
+                audio.stop(record)
     ctx.say(f"all steps done in {time.perf_counter() - total0:.1f} s")
 
 
