@@ -461,6 +461,8 @@ def test_signals_noted_while_their_handlers_run_as_before():
 
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    # Ctrl-C as a terminal gives it, also where this suite runs with SIGINT ignored (`make test &`).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with signals_noted() as noted:
             with pytest.raises(KeyboardInterrupt):
@@ -470,6 +472,7 @@ def test_signals_noted_while_their_handlers_run_as_before():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def test_library_errors_are_shortened_at_a_word():
