@@ -8,7 +8,8 @@ Runs `talkgs train` on DATASET into a temporary folder up to ``--skip`` dynamic 
 ``--stage`` (with ``--checkpoint``: from that checkpoint of a real run, its Gaussians and
 networks, placed ``--at`` that fraction of ``--stage`` with fresh optimisers, so a late step is
 timed at its real size), then times ``--steps`` steps: the loss forward and its parts (deform, rasterize,
-landmark loss, D-SSIM), and the rest (backward, densification, optimiser steps); then profiles
+landmark loss, D-SSIM), the backward pass, densification, the optimiser steps, the batch and
+the rest (learning rates, logging, checkpoints); then profiles
 the same number of steps with torch.profiler (kernel launches, host syncs and the device's busy
 share per step: bench/_profile.py), then times as many steps with no synchronisation at all.
 Prints a table and writes
@@ -120,6 +121,13 @@ def main() -> int:
     dssim = S.L.dssim if args.ssim_blur == "auto" else functools.partial(S.L.dssim, blur=args.ssim_blur)
     S.L.dssim = timed("dssim", dssim)
     inner_loss = timed("loss forward (all)", T.stage_loss)
+    # The rest of a step, part by part (Tensor.backward calls torch.autograd.backward).
+    st = trainer.state
+    torch.autograd.backward = timed("backward", torch.autograd.backward)
+    st.densify_before_backward = timed("densify (statistics and edits)", st.densify_before_backward)
+    st.densify_after_backward = timed("densify (statistics and edits)", st.densify_after_backward)
+    st.optimizer_step = timed("optimiser steps", st.optimizer_step)
+    trainer.frames.batch = timed("batch (draw, gather to the device)", trainer.frames.batch)
 
     def stage_loss(model_, stage, batch, step, *a, **k):
         if stage.name == args.stage:
@@ -159,7 +167,9 @@ def main() -> int:
     wall = time.perf_counter() - t0
     step_ms = 1000 * sum(state["step_times"]) / max(len(state["step_times"]), 1)
     parts = {k: 1000 * sum(v) / max(len(state["step_times"]), 1) for k, v in times.items()}
-    parts["rest (backward, densify, optimisers)"] = step_ms - parts.get("loss forward (all)", 0.0)
+    named = ("loss forward (all)", "backward", "densify (statistics and edits)", "optimiser steps",
+             "batch (draw, gather to the device)")
+    parts["rest (learning rates, logging, checkpoints)"] = step_ms - sum(parts.get(k, 0.0) for k in named)
     n = model.num_gaussians()
     prof = state["prof"]
     sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
@@ -178,11 +188,11 @@ def main() -> int:
     H.write("train_profile", args, out, device=str(dev), setup={"gaussians": n, "wall_s": wall})
     print(table)
     print(f"\n{args.stage} stage, {len(state['step_times'])} steps timed, Gaussians {n}, device {H.device_name(str(dev))}")
-    print(f"{'part':<40}{'ms/step':>10}")
+    print(f"{'part':<46}{'ms/step':>10}")
     for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
-        print(f"{k:<40}{v:>10.2f}")
-    print(f"{'step (parts synchronised)':<40}{step_ms:>10.2f}")
-    print(f"{'step (no synchronisation)':<40}{plain_ms:>10.2f}")
+        print(f"{k:<46}{v:>10.2f}")
+    print(f"{'step (parts synchronised)':<46}{step_ms:>10.2f}")
+    print(f"{'step (no synchronisation)':<46}{plain_ms:>10.2f}")
     if launch:
         print_summary(launch)
     return 0
