@@ -390,3 +390,12 @@ def test_the_interruption_message_starts_a_line_after_a_progress_bar(mel_run, sm
     last = text.rstrip("\n").split("\n")[-1]  # a line in a terminal: only \n starts one
     assert last.startswith("talkgs: terminated"), repr(text[-300:])
     assert "render:" in text  # the bar was on screen
+
+
+def test_help_into_a_closed_pipe_ends_quietly():
+    # `talkgs train --help | head -1`: the reader leaves early; no traceback may follow.
+    exe = Path(sys.executable).with_name("talkgs")
+    p = subprocess.run(f"'{exe}' train --help | head -1", shell=True, capture_output=True, text=True,
+                       env=ENV, timeout=120)
+    assert p.stdout.count("\n") == 1 and "usage" in p.stdout.lower()
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
