@@ -1,10 +1,13 @@
 """Benchmark `talkgs render`: frames per second of the whole pipeline and end-to-end wall time.
 
     python bench/render.py RUN [--dataset DATASET] [--scale 1.0] [--batches 1,32] [--seconds 60]
+                           [--rounds K] [--alternate-fused-face]
 
 1. Pipeline FPS (features already extracted -> audio encoder, deformers, rasterization of
    both branches, compositing over the torso background, uint8, copy to host memory; no file
-   encoding) at batch 1 and at larger batches, on ~`--frames` frames after a warm-up.
+   encoding) at batch 1 and at larger batches, on ~`--frames` frames after a warm-up; `--rounds`
+   times, and with `--alternate-fused-face` for a second renderer with the fused face kernel the
+   other way round too, the two alternating each round (rows then name their round and kernel).
 2. End to end for `--seconds` of audio: feature extraction + rendering + encoding (PyAV
    H.264 + AAC where installed; otherwise OpenCV's mp4v without audio, e.g. on the GPU machine,
    and the JSON says so), encoder on its own thread as in `talkgs render`.
@@ -87,6 +90,30 @@ def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int, 
     done = sum(b.shape[0] for b in render_features(r, feats[:n], batch, lanes=lanes))
     _sync(r.device)
     return done / (time.perf_counter() - t)
+
+
+def _pipeline_rows(renderers: list[HeadRenderer], feats: np.ndarray, batches: list[int], frames: int, lanes: int,
+                   rounds: int) -> list[dict]:
+    """Pipeline frames/s of each renderer at each batch size, ``rounds`` times, the renderers
+    alternating within each round; rows name the round and the kernel only where there are several."""
+    rows, largest = [], max(batches)
+    for k in range(rounds):
+        for rr in renderers:
+            for b in [b for b in batches if b <= largest]:
+                try:
+                    fps = pipeline_fps(rr, feats, b, frames, lanes)
+                except torch.OutOfMemoryError:
+                    largest = b - 1
+                    break
+                row = {"batch": b, "fps": round(fps, 1)}
+                if rounds > 1:
+                    row["round"] = k
+                if len(renderers) > 1:
+                    row["fused_face"] = rr.model._fused_face is not None
+                rows.append(row)
+                print(f"batch {b}: {fps:.1f} frames/s" + "".join(f", {a} {row[a]}" for a in ("round", "fused_face") if a in row),
+                      flush=True)
+    return rows
 
 
 def _first_batch(r: HeadRenderer, feats: np.ndarray, batch: int):
@@ -197,6 +224,10 @@ def main() -> int:
                     help="variant: the face deformation as one Triton kernel (HeadRenderer(fused_face=True))")
     ap.add_argument("--plain-copy", action="store_true",
                     help="baseline: copy each batch to the host with .cpu() on the render stream (no talkgs.render.hostcopy)")
+    ap.add_argument("--rounds", type=int, default=1, help="pipeline measurements per batch size")
+    ap.add_argument("--alternate-fused-face", action="store_true",
+                    help="also measure a second renderer with the fused face kernel the other way round, "
+                         "alternating with the first each round (the same process and machine)")
     args = ap.parse_args()
     if args.plain_copy:
         R.HostCopies = _PlainCopies
@@ -218,21 +249,22 @@ def main() -> int:
     feats = extract(r.audio_kind, audio, int(round(len(audio) / 640)))
 
     graphs_diff = graphs_parity(r, feats) if r.graphs is not None else None
-    fused_diff = fused_parity(r, feats) if r.model._fused_face is not None else None
+    renderers = [r]
+    if args.alternate_fused_face:
+        renderers.append(HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager,
+                                      fused_face=not args.fused_face))
+        if args.per_call_fields:
+            renderers[1].model.train().eval()
+    fused = next((x for x in renderers if x.model._fused_face is not None), None)
+    fused_diff = fused_parity(fused, feats) if fused is not None else None
     lanes_diff = None
     if args.lanes > 1:  # the lanes' frames against one lane's, four batches of 32
         one = np.concatenate(list(render_features(r, feats[:128], 32)))
         many = np.concatenate(list(render_features(r, feats[:128], 32, lanes=args.lanes)))
         lanes_diff = int(np.abs(one.astype(np.int16) - many.astype(np.int16)).max())
-    rows = []
-    for b in [int(x) for x in args.batches.split(",")]:
-        try:
-            fps = pipeline_fps(r, feats, b, args.frames, args.lanes)
-        except torch.OutOfMemoryError:
-            break
-        rows.append({"batch": b, "fps": round(fps, 1)})
-        print(f"batch {b}: {fps:.1f} frames/s", flush=True)
-    best = max(rows, key=lambda x: x["fps"])
+    rows = _pipeline_rows(renderers, feats, [int(x) for x in args.batches.split(",")], args.frames, args.lanes, args.rounds)
+    rows_r = [x for x in rows if x.get("fused_face", r.model._fused_face is not None) == (r.model._fused_face is not None)]
+    best = max(rows_r, key=lambda x: x["fps"])
     e2e = end_to_end(r, audio, best["batch"], args.video)
     mouth = None
     if not args.no_mouth:
@@ -250,7 +282,7 @@ def main() -> int:
     print(f"\ntalkgs render on {H.device_name(str(dev))}: {r.width}x{r.height}, Gaussians {setup['gaussians']}")
     print(f"{'batch':>6}{'frames/s':>12}")
     for row in rows:
-        print(f"{row['batch']:>6}{row['fps']:>12.1f}")
+        print(f"{row['batch']:>6}{row['fps']:>12.1f}" + "".join(f"  {a} {row[a]}" for a in ("round", "fused_face") if a in row))
     print(f"end to end, {e2e['audio_s']:.0f} s of audio ({e2e['frames']} frames, {e2e['encoder']}): "
           f"{e2e['wall_s']:.1f} s wall = {e2e['fps']:.1f} frames/s (features {e2e['features_s']} s, "
           f"encoder busy {e2e['encode_busy_s']} s)")
