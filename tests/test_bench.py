@@ -127,6 +127,38 @@ def test_readme_training_figures_come_from_default_trainings_only(bench_modules)
         assert R.fig_train(d) is None and R.fig_image(d) is None, other
 
 
+def test_readme_serve_figure_comes_from_the_product_only(bench_modules):
+    """A bench/serve.py variant (fused kernel, pipelined loop, another stream window) or the eager
+    baseline is never the README's sessions per GPU."""
+    _, R = bench_modules
+    product = {"bench": "serve", "params": {"fused_face": False, "pipelined": False, "stream_window": None,
+                                            "eager": False, "max_batch": 32},
+               "rows": [{"measure": "capacity", "largest_n_holding_25fps": 36}]}
+    assert R.fig_serve(product) == "36 sessions at >= 24 frames/s each"
+    for other in ({"fused_face": True}, {"pipelined": True}, {"stream_window": 30.0}, {"eager": True}):
+        assert R.fig_serve(dict(product, params={**product["params"], **other})) is None, other
+    limits = dict(product, rows=[{"measure": "capacity", "largest_n_holding_25fps": 38, "largest_n_within_limits": 36}])
+    assert R.fig_serve(limits).startswith("36 sessions at >= 24 frames/s each, latency p95 < 250 ms")
+
+
+def test_readme_render_figure_skips_the_fused_rows_of_an_alternating_run(bench_modules):
+    _, R = bench_modules
+    rows = [{"measure": "pipeline", "batch": 32, "fps": fps, "round": k, "fused_face": fused}
+            for k, (fps, fused) in enumerate([(1576.0, False), (1993.0, True), (1590.0, False)])]
+    d = {"bench": "render", "params": {"alternate_fused_face": True, "rounds": 2}, "setup": {"size": [512, 512]}, "rows": rows}
+    assert R.fig_render(d) == "1576 / 1590 frames/s (512x512)"
+
+
+def test_serve_capacity_counts_latency_and_first_frame_limits():
+    S = bench_module("serve")
+    trial = lambda n, holds, p95, first: {"clients": n, "holds_25fps": holds, "latency_ms_p95": p95,  # noqa: E731
+                                          "first_frame_ms_max": first}
+    table = [trial(24, True, 201.0, 215.0), trial(29, True, 454.0, 326.0), trial(32, True, 240.0, 310.0),
+             trial(36, False, 200.0, 200.0)]
+    assert S.capacity(table) == {"largest_n_holding_25fps": 32, "largest_n_within_limits": 24}
+    assert S.capacity([trial(24, True, None, 200.0)])["largest_n_within_limits"] == 0
+
+
 def test_results_md_leaves_a_readme_without_the_markers_as_it_is(bench_modules, tmp_path):
     _, R = bench_modules
     readme = tmp_path / "README.md"
