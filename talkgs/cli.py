@@ -26,7 +26,10 @@ from talkgs.train.config import command_line_default
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return run_command(parse(sys.argv[1:] if argv is None else argv))
+        try:
+            return run_command(parse(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here (help text is printed, then SystemExit)
     except BrokenPipeError:
         # The reader went away (`talkgs train --help | head`): no traceback, and none at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

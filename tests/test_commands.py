@@ -392,10 +392,14 @@ def test_the_interruption_message_starts_a_line_after_a_progress_bar(mel_run, sm
     assert "render:" in text  # the bar was on screen
 
 
-def test_help_into_a_closed_pipe_ends_quietly():
-    # `talkgs train --help | head -1`: the reader leaves early; no traceback may follow.
-    exe = Path(sys.executable).with_name("talkgs")
-    p = subprocess.run(f"'{exe}' train --help | head -1", shell=True, capture_output=True, text=True,
-                       env=ENV, timeout=120)
-    assert p.stdout.count("\n") == 1 and "usage" in p.stdout.lower()
-    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"]])
+def test_help_into_a_closed_pipe_ends_quietly(args):
+    # `talkgs train --help | head -1` where head has already left: a pipe whose reader is closed.
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "talkgs", *args], stdout=w, stderr=subprocess.PIPE, text=True,
+                           env=ENV, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 128 + signal.SIGPIPE and p.stderr == "", (p.returncode, p.stderr)
