@@ -392,8 +392,7 @@ def fig_serve(d: dict) -> str | None:
     rows = _measure(d, "capacity")
     within = [r["largest_n_within_limits"] for r in rows if r.get("largest_n_within_limits") is not None]
     if within:  # the search's bar since it has one (bench/serve.py within_limits)
-        return (f"{within[0]} sessions at >= 24 frames/s each, latency p95 < 250 ms, first frame < 300 ms"
-                if within[0] else None)
+        return f"{within[0]} sessions at >= 24 frames/s each, latency p95 < 250 ms, first frame < 300 ms"
     cap = [r["largest_n_holding_25fps"] for r in rows if r.get("largest_n_holding_25fps")]
     return f"{cap[0]} sessions at >= 24 frames/s each" if cap else None
 
