@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The speed measurements of one GPU machine in one detached chain, so that two or three calls on
+# the warm machine collect them (a machine is given back 30 s after a call; the chain runs on
+# between calls made at once). Carry .whl and .carry (bench/gpu_wheels.sh, bench/gpu_carry.sh
+# DATA_ROOT anchor), then:
+#
+#   bash bench/gpu_speed.sh start COMMIT12 DEADLINE_S [STEP ...]   # first call
+#   bash bench/gpu_speed.sh collect - DEADLINE_S                    # following calls
+#
+# start copies the tree to /tmp/repo (a later call replaces the working tree), installs the
+# carried wheels, computes the anchor's Whisper features and starts the chain; both verbs then
+# wait until the chain is done or DEADLINE_S seconds have passed and tar into $OUT: res.tgz (the
+# bench JSONs, named <step>_<h100|h200>) and evals.tgz (the runs' eval/metrics.json and config).
+# Steps, in this order unless named: train (the default, seed 0: every later step uses its run),
+# render, render_fused, serve, serve_fused, batch8, profile, tests.
+set -u
+T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
+verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3
+steps=${*:-train render render_fused serve serve_fused batch8 profile tests}
+tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o "H[12]00" | head -1 | tr H h)
+if [ "$verb" = start ]; then
+  rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && cd /tmp/repo || exit 1
+  source bench/gpu_env.sh
+  mkdir -p /tmp/data /tmp/runs /tmp/res && rm -rf /tmp/data/anchor && cp -r .carry/data/anchor /tmp/data/anchor
+  cat > /tmp/speed_env.sh <<EOV
+export PYTHONPATH=/tmp/site:/tmp/repo/.whl/site:/tmp/repo PYTHONUNBUFFERED=1
+export TALKGS_WHISPER_MODEL=/tmp/repo/.carry/whisper TALKGS_COMMIT=$commit TAG=$tag STEPS="$steps"
+EOV
+  source /tmp/speed_env.sh
+  python3 -m talkgs features /tmp/data/anchor --kind whisper 2>&1 | tail -n 1
+  echo "--- set up at $(el) s"
+  cat > /tmp/speed_chain.sh <<'EOS'
+cd /tmp/repo && source /tmp/speed_env.sh
+R=/tmp/runs O=/tmp/res
+SERVE="--dataset /tmp/data/anchor --clients 24 32 40 48 --find-max --seconds 4 --no-encode"
+for step in $STEPS; do
+  echo "[chain] $(date +%T) $step"
+  case $step in
+    train) python3 bench/train.py /tmp/data/anchor --run $R/default_s0 --out $O/train_$TAG.json --seed 0 ;;
+    batch8) python3 bench/train.py /tmp/data/anchor --run $R/batch8_s0 --out $O/batch8_$TAG.json --seed 0 --variant batch8 ;;
+    render) python3 bench/render.py $R/default_s0 --batches 1,32 --frames 1600 --seconds 2 --no-mouth --out $O/render_$TAG.json ;;
+    render_fused) python3 bench/render.py $R/default_s0 --batches 1,32 --frames 1000 --seconds 2 --no-mouth --rounds 3 \
+                    --alternate-fused-face --out $O/render_fused_$TAG.json ;;
+    serve) python3 bench/serve.py $R/default_s0 $SERVE --out $O/serve_$TAG.json ;;
+    serve_fused) python3 bench/serve.py $R/default_s0 $SERVE --fused-face --out $O/serve_fused_$TAG.json ;;
+    profile) python3 bench/train_profile.py /tmp/data/anchor --stage face --checkpoint $R/default_s0/checkpoints/face.pt \
+               --at 0.9 --steps 20 --out $O/profile_$TAG.json ;;
+    tests) timeout 300 python3 -m pytest -q tests/gpu ;;
+    *) echo "gpu_speed.sh: no step $step" ;;
+  esac > $R/$step.log 2>&1
+done
+echo "[chain] $(date +%T) done"
+EOS
+  setsid nohup bash /tmp/speed_chain.sh > /tmp/speed_chain.log 2>&1 < /dev/null &
+elif [ "$verb" != collect ]; then
+  echo "gpu_speed.sh: the verb is start or collect, not $verb" >&2; exit 2
+fi
+while [ "$(el)" -lt "$deadline" ] && ! grep -q "\[chain\].* done" /tmp/speed_chain.log 2>/dev/null; do sleep 15; done
+echo "--- $(el) s"; cat /tmp/speed_chain.log
+for f in /tmp/runs/*.log; do echo "== $f"; grep -v "^\s*$" "$f" | tail -n 8 | cut -c1-200; done
+tar czf "$OUT/res.tgz" -C /tmp res
+(cd /tmp/runs && tar czf "$OUT/evals.tgz" $(ls -d */eval/metrics.json */config.json 2>/dev/null))
