@@ -20,6 +20,7 @@ steps=${*:-train render render_fused serve serve_fused batch8 profile tests}
 tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o "H[12]00" | head -1 | tr H h)
 if [ "$verb" = start ]; then
   rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && cd /tmp/repo || exit 1
+  export TALKGS_COMMIT=$commit
   source bench/gpu_env.sh
   mkdir -p /tmp/data /tmp/runs /tmp/res && rm -rf /tmp/data/anchor && cp -r .carry/data/anchor /tmp/data/anchor
   cat > /tmp/speed_env.sh <<EOV
