@@ -12,11 +12,12 @@
 # wait until the chain is done or DEADLINE_S seconds have passed and tar into $OUT: res.tgz (the
 # bench JSONs, named <step>_<h100|h200>) and evals.tgz (the runs' eval/metrics.json and config).
 # Steps, in this order unless named: train (the default, seed 0: every later step uses its run),
-# render, render_fused, serve, serve_fused, batch8, profile, tests.
+# render, render_fused, serve, serve_fused, serve_mb64 (`talkgs serve --max-batch 64`), batch8,
+# profile, tests.
 set -u
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3
-steps=${*:-train render render_fused serve serve_fused batch8 profile tests}
+steps=${*:-train render render_fused serve serve_fused serve_mb64 batch8 profile tests}
 tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o "H[12]00" | head -1 | tr H h)
 if [ "$verb" = start ]; then
   rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && cd /tmp/repo || exit 1
@@ -44,6 +45,7 @@ for step in $STEPS; do
                     --alternate-fused-face --out $O/render_fused_$TAG.json ;;
     serve) python3 bench/serve.py $R/default_s0 $SERVE --out $O/serve_$TAG.json ;;
     serve_fused) python3 bench/serve.py $R/default_s0 $SERVE --fused-face --out $O/serve_fused_$TAG.json ;;
+    serve_mb64) python3 bench/serve.py $R/default_s0 $SERVE --max-batch 64 --out $O/serve_mb64_$TAG.json ;;
     profile) python3 bench/train_profile.py /tmp/data/anchor --stage face --checkpoint $R/default_s0/checkpoints/face.pt \
                --at 0.9 --steps 20 --out $O/profile_$TAG.json ;;
     tests) timeout 300 python3 -m pytest -q tests/gpu ;;
