@@ -232,11 +232,15 @@ def main() -> int:
     if args.plain_copy:
         R.HostCopies = _PlainCopies
 
+    def renderer(fused_face: bool) -> HeadRenderer:
+        rr = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager,
+                          fused_face=fused_face)
+        if args.per_call_fields:
+            rr.model.train().eval()  # train() drops the fixed spatial part; eval() keeps it dropped
+        return rr
+
     t0 = time.perf_counter()
-    r = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager,
-                     fused_face=args.fused_face)
-    if args.per_call_fields:
-        r.model.train().eval()  # train() drops the fixed spatial part; eval() keeps it dropped
+    r = renderer(args.fused_face)
     dev = r.device
     t_load = time.perf_counter() - t0
     dataset = Path(args.dataset) if args.dataset else Path(r.state["config"]["dataset"])
@@ -249,12 +253,7 @@ def main() -> int:
     feats = extract(r.audio_kind, audio, int(round(len(audio) / 640)))
 
     graphs_diff = graphs_parity(r, feats) if r.graphs is not None else None
-    renderers = [r]
-    if args.alternate_fused_face:
-        renderers.append(HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager,
-                                      fused_face=not args.fused_face))
-        if args.per_call_fields:
-            renderers[1].model.train().eval()
+    renderers = [r, renderer(not args.fused_face)] if args.alternate_fused_face else [r]
     fused = next((x for x in renderers if x.model._fused_face is not None), None)
     fused_diff = fused_parity(fused, feats) if fused is not None else None
     lanes_diff = None
