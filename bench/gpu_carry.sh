@@ -19,11 +19,14 @@
 #                        mouth_open, and the landmarks of the lower face only: the rest are zeroed
 #                        so that they compress; only the lower face is transferred).
 # Usage: bench/gpu_carry.sh DATA_ROOT TRAIN_NAME [DRIVE_NAME ...]   (e.g. /work/data anchor german)
+# CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT NAME: only the datasets, into another
+# ignored folder, for a second clip carried by a later call (bench/gpu_speed.sh).
 set -euo pipefail
+C=${CARRY:-.carry}
 root=$1; shift
 train=$1; shift
-grep -qx "/.carry/" .git/info/exclude 2>/dev/null || echo "/.carry/" >> .git/info/exclude
-rm -rf .carry/data && mkdir -p .carry/data .carry/mediapipe
+grep -qx "/$C/" .git/info/exclude 2>/dev/null || echo "/$C/" >> .git/info/exclude
+rm -rf $C/data && mkdir -p $C/data
 slim_tracks() {  # $1 source dataset, $2 destination [, keys to keep: default all but landmarks_z]
   .venv/bin/python - "$1/tracks.npz" "$2/tracks.npz" "${@:3}" <<'EOF'
 import sys, numpy as np
@@ -33,20 +36,20 @@ z = {k: v for k, v in z.items() if (k in keep if keep else k != "landmarks_z")}
 np.savez_compressed(sys.argv[2], **z)  # the landmarks compress by ~1 MiB
 EOF
 }
-mkdir -p ".carry/data/$train"
-cp "$root/$train"/{meta.json,frames.mp4,labels.npz,background.png,audio.wav} ".carry/data/$train/"
-slim_tracks "$root/$train" ".carry/data/$train"
+mkdir -p "$C/data/$train"
+cp "$root/$train"/{meta.json,frames.mp4,labels.npz,background.png,audio.wav} "$C/data/$train/"
+slim_tracks "$root/$train" "$C/data/$train"
 for d in "$@"; do
-  mkdir -p ".carry/data/$d"
-  cp "$root/$d"/{meta.json,audio.wav} ".carry/data/$d/"
-  slim_tracks "$root/$d" ".carry/data/$d" mouth_open  # eval --drive reads only the mouth opening
+  mkdir -p "$C/data/$d"
+  cp "$root/$d"/{meta.json,audio.wav} "$C/data/$d/"
+  slim_tracks "$root/$d" "$C/data/$d" mouth_open  # eval --drive reads only the mouth opening
 done
 # The wavs travel xz-compressed (1.2 MiB less: with them, .whl's ST-LPIPS copy fits too);
 # bench/gpu_env.sh restores audio.wav on the GPU machine.
-for w in .carry/data/*/audio.wav; do xz -9 -f -T1 "$w"; done
+for w in $C/data/*/audio.wav; do xz -9 -f -T1 "$w"; done
 # Feature files are not carried: the copies' meta.json must not list them (`talkgs features`
 # computes them there; eval --drive computes a drive clip's from its audio.wav).
-.venv/bin/python - .carry/data/* <<'EOF'
+.venv/bin/python - $C/data/* <<'EOF'
 import json, sys
 for d in sys.argv[1:]:
     p = f"{d}/meta.json"
@@ -54,9 +57,10 @@ for d in sys.argv[1:]:
     m.setdefault("audio", {})["features"] = {}
     json.dump(m, open(p, "w"), indent=1)
 EOF
-rm -rf .carry/other
+if [ -n "${DATA_ONLY:-}" ]; then du -sh --total "$C" | tail -1; exit 0; fi
+rm -rf $C/other
 for d in ${OTHER_SPEAKERS:-}; do
-  o=".carry/other/$(basename "$d")"
+  o="$C/other/$(basename "$d")"
   mkdir -p "$o"
   cp "$d"/{meta.json,audio.wav} "$o/"
   .venv/bin/python - "$d/tracks.npz" "$o/tracks.npz" <<'EOF'
@@ -69,13 +73,13 @@ np.savez_compressed(sys.argv[2], landmarks=lm, w2c=z["w2c"], mouth_open=z["mouth
 EOF
 done
 if [ -n "${WHISPER_BASE:-}" ]; then
-  rm -rf .carry/whisper
-  [ -f .carry/whisper_base/model.safetensors ] || .venv/bin/python bench/whisper_export.py --model base --out .carry/whisper_base --fp16
-elif [ ! -f .carry/whisper/model.safetensors ]; then
-  rm -rf .carry/whisper .carry/whisper_base
-  .venv/bin/python bench/whisper_export.py --model tiny.en --out .carry/whisper --fp16
+  rm -rf $C/whisper
+  [ -f $C/whisper_base/model.safetensors ] || .venv/bin/python bench/whisper_export.py --model base --out $C/whisper_base --fp16
+elif [ ! -f $C/whisper/model.safetensors ]; then
+  rm -rf $C/whisper $C/whisper_base
+  .venv/bin/python bench/whisper_export.py --model tiny.en --out $C/whisper --fp16
 fi
-if [ ! -f .carry/mediapipe/mediapipe.zip ]; then
+if [ ! -f $C/mediapipe/mediapipe.zip ]; then
   tmp=$(mktemp -d)
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -85,8 +89,8 @@ if [ ! -f .carry/mediapipe/mediapipe.zip ]; then
        mediapipe/modules/face_landmark/face_landmark.tflite mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite \
     && rm -rf mediapipe/model_maker mediapipe/tasks/python/test \
     && zip -q -r -9 mediapipe.zip . )
-  mv "$tmp/x/mediapipe.zip" .carry/mediapipe/
+  mkdir -p $C/mediapipe && mv "$tmp/x/mediapipe.zip" $C/mediapipe/
   rm -rf "$tmp"
 fi
-du -sh .carry/* .whl 2>/dev/null
-du -sh --total .carry .whl 2>/dev/null | tail -1
+du -sh $C/* .whl 2>/dev/null
+du -sh --total $C .whl 2>/dev/null | tail -1

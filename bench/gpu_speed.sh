@@ -18,6 +18,16 @@ set -u
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3
 steps=${*:-train render render_fused serve serve_fused serve_mb64 batch8 profile tests}
+take_data() {  # datasets carried in .carry2 (any call) into /tmp/data, marked ready when whole
+  for d in .carry2/data/*/; do
+    [ -d "$d" ] || continue
+    n=$(basename "$d"); [ -e "/tmp/data/$n/.ready" ] && continue
+    rm -rf "/tmp/data/$n" && mkdir -p /tmp/data && cp -r "$d" "/tmp/data/$n"
+    python3 -c "import lzma, sys; open(sys.argv[1][:-3], 'wb').write(lzma.open(sys.argv[1]).read())" \
+      "/tmp/data/$n/audio.wav.xz" && rm "/tmp/data/$n/audio.wav.xz"
+    touch "/tmp/data/$n/.ready"; echo "--- took $n"
+  done
+}
 tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o "H[12]00" | head -1 | tr H h)
 if [ "$verb" = start ]; then
   rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && cd /tmp/repo || exit 1
@@ -31,18 +41,29 @@ EOV
   source /tmp/speed_env.sh
   python3 -m talkgs features /tmp/data/anchor --kind whisper 2>&1 | tail -n 1
   echo "--- set up at $(el) s"
+  take_data
   cat > /tmp/speed_chain.sh <<'EOS'
 cd /tmp/repo && source /tmp/speed_env.sh
 R=/tmp/runs O=/tmp/res
 SERVE="--dataset /tmp/data/anchor --clients 24 32 40 48 --find-max --seconds 4 --no-encode"
+ALT="--batches 1,32 --frames 1000 --seconds 2 --no-mouth --rounds 3 --alternate-fused-face"
+clip() {  # waits for a dataset carried by a later call, then computes its Whisper features
+  for i in $(seq 120); do [ -e "/tmp/data/$1/.ready" ] && break; sleep 5; done
+  [ -e "/tmp/data/$1/audio_whisper.npy" ] || python3 -m talkgs features "/tmp/data/$1" --kind whisper
+}
 for step in $STEPS; do
   echo "[chain] $(date +%T) $step"
   case $step in
     train) python3 bench/train.py /tmp/data/anchor --run $R/default_s0 --out $O/train_$TAG.json --seed 0 ;;
     batch8) python3 bench/train.py /tmp/data/anchor --run $R/batch8_s0 --out $O/batch8_$TAG.json --seed 0 --variant batch8 ;;
     render) python3 bench/render.py $R/default_s0 --batches 1,32 --frames 1600 --seconds 2 --no-mouth --out $O/render_$TAG.json ;;
-    render_fused) python3 bench/render.py $R/default_s0 --batches 1,32 --frames 1000 --seconds 2 --no-mouth --rounds 3 \
-                    --alternate-fused-face --out $O/render_fused_$TAG.json ;;
+    batch8_s1) python3 bench/train.py /tmp/data/anchor --run $R/batch8_s1 --out $O/batch8_s1_$TAG.json --seed 1 --variant batch8 ;;
+    obama) clip obama_v25 && python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_s0 --out $O/obama_$TAG.json --seed 0 ;;
+    obama_b8) clip obama_v25 && python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_b8_s0 --out $O/obama_b8_$TAG.json \
+                --seed 0 --variant batch8 ;;
+    render_fused) python3 bench/render.py $R/default_s0 $ALT --out $O/render_fused_$TAG.json ;;
+    render_b8) python3 bench/render.py $R/batch8_s1 $ALT --out $O/render_b8_$TAG.json ;;
+    serve_b8) python3 bench/serve.py $R/batch8_s1 $SERVE --out $O/serve_b8_$TAG.json ;;
     serve) python3 bench/serve.py $R/default_s0 $SERVE --out $O/serve_$TAG.json ;;
     serve_fused) python3 bench/serve.py $R/default_s0 $SERVE --fused-face --out $O/serve_fused_$TAG.json ;;
     serve_mb64) python3 bench/serve.py $R/default_s0 $SERVE --max-batch 64 --out $O/serve_mb64_$TAG.json ;;
@@ -55,7 +76,9 @@ done
 echo "[chain] $(date +%T) done"
 EOS
   setsid nohup bash /tmp/speed_chain.sh > /tmp/speed_chain.log 2>&1 < /dev/null &
-elif [ "$verb" != collect ]; then
+elif [ "$verb" = collect ]; then
+  take_data
+else
   echo "gpu_speed.sh: the verb is start or collect, not $verb" >&2; exit 2
 fi
 while [ "$(el)" -lt "$deadline" ] && ! grep -q "\[chain\].* done" /tmp/speed_chain.log 2>/dev/null; do sleep 15; done
