@@ -64,6 +64,7 @@ for step in $STEPS; do
     render_fused) python3 bench/render.py $R/default_s0 $ALT --out $O/render_fused_$TAG.json ;;
     render_b8) python3 bench/render.py $R/batch8_s1 $ALT --out $O/render_b8_$TAG.json ;;
     serve_b8) python3 bench/serve.py $R/batch8_s1 $SERVE --out $O/serve_b8_$TAG.json ;;
+    serve_p2) python3 bench/serve.py $R/default_s0 $SERVE --processes 2 --out $O/serve_p2_$TAG.json ;;
     serve) python3 bench/serve.py $R/default_s0 $SERVE --out $O/serve_$TAG.json ;;
     serve_fused) python3 bench/serve.py $R/default_s0 $SERVE --fused-face --out $O/serve_fused_$TAG.json ;;
     serve_mb64) python3 bench/serve.py $R/default_s0 $SERVE --max-batch 64 --out $O/serve_mb64_$TAG.json ;;

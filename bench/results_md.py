@@ -387,7 +387,7 @@ SERVE_VARIANTS = ("fused_face", "pipelined", "stream_window", "eager")
 
 def fig_serve(d: dict) -> str | None:
     params = d.get("params") or {}
-    if any(params.get(k) not in (None, False) for k in SERVE_VARIANTS):
+    if any(params.get(k) not in (None, False) for k in SERVE_VARIANTS) or (params.get("processes") or 1) > 1:
         return None
     rows = _measure(d, "capacity")
     within = [r["largest_n_within_limits"] for r in rows if r.get("largest_n_within_limits") is not None]

@@ -17,6 +17,11 @@ Transports:
   the client's sending of the frame's centre audio sample, i.e. including Opus, aiortc's
   audio jitter buffer, VP8 encode/decode and the network stack.
 
+- ``--processes P`` (inproc, a variant): P processes on the one device, each with its own heads
+  and batch loop (own GIL, own CUDA context) and its share of the clients, started on one
+  clock; the rows merge their clients (``device_busy``: the busiest process's render thread;
+  ``per_process``: each one's figures). What ``talkgs serve --ray`` with several workers per
+  GPU would run, measured without Ray.
 - ``--ray K`` (webrtc): the server is ``talkgs serve --ray --ray-workers K`` (a local Ray
   instance, K workers on this machine's GPUs, or CPU workers with ``--device cpu``; each worker
   may hold every client); rows add the sessions per worker, the front's offer round trip and
@@ -151,7 +156,9 @@ def live_stream(kind: str, window_s: float | None):
 
 
 async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encoder_factory, stream_window=None,
-                       pipelined=False):
+                       pipelined=False, first_client=0, start_gate=None):
+    """``n`` clients numbered from ``first_client``; ``start_gate``: called once the batch loop is
+    warm, returns the (monotonic) start time shared with other processes' clients."""
     import concurrent.futures
 
     from talkgs.serve.batcher import Batcher, BatchLoop
@@ -162,12 +169,12 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
     loop = BatchLoop(batcher, pipelined=pipelined)
     loop.start()
     enc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8) if encoder_factory else None
-    t_start = time.monotonic() + 0.2
+    t_start = start_gate() if start_gate is not None else time.monotonic() + 0.2
     t_measure = t_start + warmup
     t_end = t_measure + seconds
     sessions, records, enc_times, firsts = [], [], [], []
     vp8_bytes: dict[str, int] = {}  # per session, payload bytes of frames sent in the measured window
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(first_client)
 
     async def producer(s: Session, k: int):
         off = int(1.3 * k * SAMPLE_RATE)
@@ -219,7 +226,7 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
                         t_take - f.t_host, t_out - t_take, f.batch))
 
     tasks = []
-    for k in range(n):
+    for k in range(first_client, first_client + n):
         s = Session(f"c{k}", head, live_stream(r.audio_kind, stream_window), r.audio_window, SessionLimits(), plan_offset=37 * k)
         s.on_pending = loop.wake
         batcher.add(s)
@@ -252,6 +259,87 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
                                                 if enc_times else None),
                         "encode_ms_p50": 1000 * _pct(enc_times, 50) if enc_times else None,
                         "encode_ms_p95": 1000 * _pct(enc_times, 95) if enc_times else None}
+
+
+def load_head(args):
+    """The run's heads on the device (as `talkgs serve` loads them), its name, and the clients' audio."""
+    from talkgs.commands.serve import ServeConfig
+    from talkgs.serve.app import head_names, load_heads
+
+    cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
+    heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager, fused_face=args.fused_face)
+    head = head_names([args.run])[0]
+    return heads, head, load_audio(args, heads[head])
+
+
+def process_main(conn, args) -> None:
+    """One of ``--processes P``: its own copy of the heads and batch loop on the same device; runs
+    the trials the parent sends (clients, first client) and sends back their records."""
+    heads, head, audio = load_head(args)
+    conn.send("loaded")
+    while (msg := conn.recv()) is not None:
+        n, first = msg
+
+        def gate():
+            conn.send("ready")
+            return conn.recv()
+
+        conn.send(asyncio.run(trial_inproc(heads, head, n, args.seconds, args.warmup, audio, args.max_batch, None,
+                                           args.stream_window, args.pipelined, first, gate)))
+
+
+class Processes:
+    """``--processes P``: P batch loops in P processes on one device, each with its share of a
+    trial's clients, started on one clock (CLOCK_MONOTONIC is system-wide)."""
+
+    def __init__(self, args, p: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # a CUDA context does not survive fork
+        self.conns, self.procs = [], []
+        for _ in range(p):
+            a, b = ctx.Pipe()
+            proc = ctx.Process(target=process_main, args=(b, args), daemon=True)
+            proc.start()
+            self.conns.append(a)
+            self.procs.append(proc)
+        for c in self.conns:
+            if c.recv() != "loaded":
+                raise RuntimeError("a serve process did not load its head")
+
+    def trial(self, n: int) -> tuple[list, dict]:
+        p = len(self.conns)
+        shares = [n // p + (1 if i < n % p else 0) for i in range(p)]
+        firsts = np.concatenate([[0], np.cumsum(shares)[:-1]]).tolist()
+        used = [(c, m, f) for c, m, f in zip(self.conns, shares, firsts) if m > 0]
+        for c, m, f in used:
+            c.send((m, int(f)))
+        for c, _, _ in used:
+            c.recv()  # warm
+        t_start = time.monotonic() + 0.3
+        for c, _, _ in used:
+            c.send(t_start)
+        results = [c.recv() for c, _, _ in used]
+        per = [x for r_, _ in results for x in r_]
+        extras = [e for _, e in results]
+        merged = {  # the busiest process's render thread is what gives out first
+            "device_busy": max(e["device_busy"] for e in extras),
+            "mean_batch": float(np.mean([e["mean_batch"] for e in extras])),
+            "warm_up_s": max(e["warm_up_s"] or 0.0 for e in extras),
+            "first_frame_stages_ms_p50": extras[0]["first_frame_stages_ms_p50"],
+            "feature_calls_per_s": sum(e["feature_calls_per_s"] for e in extras),
+            **{k: (float(np.mean([e[k] for e in extras])) if all(e[k] is not None for e in extras) else None)
+               for k in ("feature_batch_mean", "feature_ms_p50", "feature_ms_p95")},
+            "vp8_kbps_per_client": None, "encode_ms_p50": None, "encode_ms_p95": None,
+            "clients_per_process": shares, "per_process": extras,
+        }
+        return per, merged
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.send(None)
+        for proc in self.procs:
+            proc.join(30)
 
 
 # ------------------------------------------------------------------------------ webrtc
@@ -444,6 +532,8 @@ def main() -> None:
                     help="inproc, Whisper heads: the sessions' encoder window in seconds (default: the server's)")
     ap.add_argument("--mouth-check", action="store_true",
                     help="also measure the mouth box's change in speech vs silence through the server's path")
+    ap.add_argument("--processes", type=int, default=1, metavar="P",
+                    help="inproc: P batch loops in P processes on the one device, the clients split among them (a variant)")
     ap.add_argument("--switch-interval-ms", type=float, default=None,
                     help="Python's thread switch interval (default: Python's 5 ms), for the render thread's share of the GIL")
     args = ap.parse_args()
@@ -451,20 +541,18 @@ def main() -> None:
         ap.error("--ray needs --transport webrtc")
     if (args.stream_window is not None or args.fused_face or args.pipelined) and args.transport != "inproc":
         ap.error("--stream-window, --fused-face and --pipelined are inproc variants (a served session is the server's own)")
+    if args.processes < 1 or (args.processes > 1 and args.transport != "inproc"):
+        ap.error("--processes is a positive count, and more than 1 only with --transport inproc")
+    if args.processes > 1 and not args.no_encode:
+        ap.error("--processes measures the batch loops: add --no-encode")
     if args.eager and args.transport != "inproc":
         ap.error("--eager is measured in process (--transport inproc)")
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000.0)
 
-    from talkgs.commands.serve import ServeConfig
-    from talkgs.serve.app import head_names, load_heads
-
-    cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
     t0 = time.perf_counter()
-    heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager, fused_face=args.fused_face)
-    head = head_names([args.run])[0]
+    heads, head, audio = load_head(args)
     r = heads[head]
-    audio = load_audio(args, r)
     print(f"[bench] head {head}: {r.width}x{r.height} on {r.device}, loaded in {time.perf_counter() - t0:.1f} s; "
           f"audio {audio.shape[0] / SAMPLE_RATE:.1f} s; transport {args.transport}")
     from talkgs.serve.session import Session
@@ -489,12 +577,15 @@ def main() -> None:
         front_idle = (cpu_seconds(proc.pid) - cpu0) / args.idle_s
         print(f"[bench] the server process idle: {front_idle:.3f} CPU s per s")
 
+    procs = Processes(args, args.processes) if args.processes > 1 else None
     rows: dict[int, dict] = {}
 
     def run_trial(n: int) -> dict:
         with GpuSampler() as gpu:
             t0 = time.monotonic()
-            if args.transport == "inproc":
+            if procs is not None:
+                per, extra = procs.trial(n)
+            elif args.transport == "inproc":
                 per, extra = asyncio.run(trial_inproc(heads, head, n, args.seconds, args.warmup, audio, args.max_batch,
                                                       encoder_factory, args.stream_window, args.pipelined))
             else:
@@ -540,6 +631,8 @@ def main() -> None:
                     hi = n
             print(f"[bench] largest N within the limits: {lo}")
     finally:
+        if procs is not None:
+            procs.close()
         if proc is not None:
             proc.terminate()
             proc.wait(20)
@@ -560,7 +653,7 @@ def main() -> None:
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
         "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
-        "fused_face": args.fused_face, "pipelined": args.pipelined,
+        "fused_face": args.fused_face, "pipelined": args.pipelined, "processes": args.processes,
     }
     if args.transport == "webrtc":
         setup["server_idle_cpu_s_per_s"] = front_idle
