@@ -13,7 +13,11 @@
 # bench JSONs, named <step>_<h100|h200>) and evals.tgz (the runs' eval/metrics.json and config).
 # Steps, in this order unless named: train (the default, seed 0: every later step uses its run),
 # render, render_fused, serve, serve_fused, serve_mb64 (`talkgs serve --max-batch 64`), batch8,
-# profile, tests.
+# profile, tests. Also: batch8_s1 (seed 1), render_b8 (render_fused on the batch8 seed-1 run),
+# serve_b8, serve_p2 (two serve processes on the GPU: bench/serve.py --processes 2), and obama /
+# obama_b8 (the default and batch8 on obama_v25, seed 0). A second clip does not fit the first
+# call's 64 MiB: make it with CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT obama_v25 and
+# carry .carry2 alone in the first collect call; its steps wait up to 10 min for it.
 set -u
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3
