@@ -135,7 +135,7 @@ def test_readme_serve_figure_comes_from_the_product_only(bench_modules):
                                             "eager": False, "max_batch": 32},
                "rows": [{"measure": "capacity", "largest_n_holding_25fps": 36}]}
     assert R.fig_serve(product) == "36 sessions at >= 24 frames/s each"
-    for other in ({"fused_face": True}, {"pipelined": True}, {"stream_window": 30.0}, {"eager": True}):
+    for other in ({"fused_face": True}, {"pipelined": True}, {"stream_window": 30.0}, {"eager": True}, {"processes": 2}):
         assert R.fig_serve(dict(product, params={**product["params"], **other})) is None, other
     limits = dict(product, rows=[{"measure": "capacity", "largest_n_holding_25fps": 38, "largest_n_within_limits": 36}])
     assert R.fig_serve(limits).startswith("36 sessions at >= 24 frames/s each, latency p95 < 250 ms")
@@ -157,6 +157,21 @@ def test_serve_capacity_counts_latency_and_first_frame_limits():
              trial(36, False, 200.0, 200.0)]
     assert S.capacity(table) == {"largest_n_holding_25fps": 32, "largest_n_within_limits": 24}
     assert S.capacity([trial(24, True, None, 200.0)])["largest_n_within_limits"] == 0
+
+
+def test_serve_processes_split_the_clients_and_merge_their_records(live_run, anchor_dataset, tmp_path):
+    """bench/serve.py --processes 2: two batch loops in two processes on one clock; every client
+    of both is in the merged trial, with its frames."""
+    out = tmp_path / "serve_p2.json"
+    cmd = [sys.executable, str(BENCH / "serve.py"), str(live_run), "--dataset", str(anchor_dataset), "--device", "cpu",
+           "--clients", "3", "--seconds", "2", "--warmup", "1", "--no-encode", "--processes", "2", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    d = json.loads(out.read_text())
+    trial = next(r for r in d["rows"] if r["measure"] == "trial")
+    assert d["params"]["processes"] == 2 and d["setup"]["processes"] == 2
+    assert trial["clients"] == 3 and trial["clients_per_process"] == [2, 1]
+    assert len(trial["per_process"]) == 2 and trial["fps_min"] > 0
+    assert trial["first_frame_ms_max"] is not None and trial["latency_ms_p50"] > 0
 
 
 def test_results_md_leaves_a_readme_without_the_markers_as_it_is(bench_modules, tmp_path):
