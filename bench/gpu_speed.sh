@@ -12,16 +12,17 @@
 # wait until the chain is done or DEADLINE_S seconds have passed and tar into $OUT: res.tgz (the
 # bench JSONs, named <step>_<h100|h200>) and evals.tgz (the runs' eval/metrics.json and config).
 # Steps, in this order unless named: train (the default, seed 0: every later step uses its run),
-# render, render_fused, serve, serve_fused, serve_mb64 (`talkgs serve --max-batch 64`), batch8,
-# profile, tests. Also: batch8_s1 (seed 1), render_b8 (render_fused on the batch8 seed-1 run),
-# serve_b8, serve_p2 (two serve processes on the GPU: bench/serve.py --processes 2), and obama /
-# obama_b8 (the default and batch8 on obama_v25, seed 0). A second clip does not fit the first
-# call's 64 MiB: make it with CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT obama_v25 and
-# carry .carry2 alone in the first collect call; its steps wait up to 10 min for it.
+# render (the fused face kernel, as built, alternating with PyTorch's, three rounds), serve,
+# serve_torch (PyTorch's face deformation), serve_mb64 (`--max-batch 64`), serve_p2 (two serve
+# processes on the GPU: bench/serve.py --processes 2), train_s1 (seed 1), batch4 (the schedule of
+# 4 frames per step, seed 0), profile, tests. Also: obama / obama_b4 (the default and batch4 on
+# obama_v25, seed 0). A second clip does not fit the first call's 64 MiB: make it with
+# CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT obama_v25 and carry .carry2 alone in the
+# first collect call; its steps wait up to 10 min for it.
 set -u
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3
-steps=${*:-train render render_fused serve serve_fused serve_mb64 batch8 profile tests}
+steps=${*:-train render serve serve_torch serve_mb64 serve_p2 train_s1 batch4 profile tests}
 take_data() {  # datasets carried in .carry2 (any call) into /tmp/data, marked ready when whole
   for d in .carry2/data/*/; do
     [ -d "$d" ] || continue
@@ -59,19 +60,16 @@ for step in $STEPS; do
   echo "[chain] $(date +%T) $step"
   case $step in
     train) python3 bench/train.py /tmp/data/anchor --run $R/default_s0 --out $O/train_$TAG.json --seed 0 ;;
-    batch8) python3 bench/train.py /tmp/data/anchor --run $R/batch8_s0 --out $O/batch8_$TAG.json --seed 0 --variant batch8 ;;
-    render) python3 bench/render.py $R/default_s0 --batches 1,32 --frames 1600 --seconds 2 --no-mouth --out $O/render_$TAG.json ;;
-    batch8_s1) python3 bench/train.py /tmp/data/anchor --run $R/batch8_s1 --out $O/batch8_s1_$TAG.json --seed 1 --variant batch8 ;;
+    train_s1) python3 bench/train.py /tmp/data/anchor --run $R/default_s1 --out $O/train_s1_$TAG.json --seed 1 ;;
+    batch4) python3 bench/train.py /tmp/data/anchor --run $R/batch4_s0 --out $O/batch4_$TAG.json --seed 0 --variant batch4 ;;
     obama) clip obama_v25 && python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_s0 --out $O/obama_$TAG.json --seed 0 ;;
-    obama_b8) clip obama_v25 && python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_b8_s0 --out $O/obama_b8_$TAG.json \
-                --seed 0 --variant batch8 ;;
-    render_fused) python3 bench/render.py $R/default_s0 $ALT --out $O/render_fused_$TAG.json ;;
-    render_b8) python3 bench/render.py $R/batch8_s1 $ALT --out $O/render_b8_$TAG.json ;;
-    serve_b8) python3 bench/serve.py $R/batch8_s1 $SERVE --out $O/serve_b8_$TAG.json ;;
-    serve_p2) python3 bench/serve.py $R/default_s0 $SERVE --processes 2 --out $O/serve_p2_$TAG.json ;;
+    obama_b4) clip obama_v25 && python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_b4_s0 --out $O/obama_b4_$TAG.json \
+                --seed 0 --variant batch4 ;;
+    render) python3 bench/render.py $R/default_s0 $ALT --out $O/render_$TAG.json ;;
     serve) python3 bench/serve.py $R/default_s0 $SERVE --out $O/serve_$TAG.json ;;
-    serve_fused) python3 bench/serve.py $R/default_s0 $SERVE --fused-face --out $O/serve_fused_$TAG.json ;;
+    serve_torch) python3 bench/serve.py $R/default_s0 $SERVE --torch-face --out $O/serve_torch_$TAG.json ;;
     serve_mb64) python3 bench/serve.py $R/default_s0 $SERVE --max-batch 64 --out $O/serve_mb64_$TAG.json ;;
+    serve_p2) python3 bench/serve.py $R/default_s0 $SERVE --processes 2 --out $O/serve_p2_$TAG.json ;;
     profile) python3 bench/train_profile.py /tmp/data/anchor --stage face --checkpoint $R/default_s0/checkpoints/face.pt \
                --at 0.9 --steps 20 --out $O/profile_$TAG.json ;;
     tests) timeout 300 python3 -m pytest -q tests/gpu ;;

@@ -1,13 +1,14 @@
 """Benchmark `talkgs render`: frames per second of the whole pipeline and end-to-end wall time.
 
     python bench/render.py RUN [--dataset DATASET] [--scale 1.0] [--batches 1,32] [--seconds 60]
-                           [--rounds K] [--alternate-fused-face]
+                           [--rounds K] [--alternate-fused-face] [--torch-face]
 
 1. Pipeline FPS (features already extracted -> audio encoder, deformers, rasterization of
    both branches, compositing over the torso background, uint8, copy to host memory; no file
    encoding) at batch 1 and at larger batches, on ~`--frames` frames after a warm-up; `--rounds`
    times, and with `--alternate-fused-face` for a second renderer with the fused face kernel the
-   other way round too, the two alternating each round (rows then name their round and kernel).
+   other way round too, the two alternating each round (rows then name their round and kernel,
+   and ``product``: the renderer as `talkgs render` builds it, with the kernel where it runs).
 2. End to end for `--seconds` of audio: feature extraction + rendering + encoding (PyAV
    H.264 + AAC where installed; otherwise OpenCV's mp4v without audio, e.g. on the GPU machine,
    and the JSON says so), encoder on its own thread as in `talkgs render`.
@@ -93,7 +94,7 @@ def pipeline_fps(r: HeadRenderer, feats: np.ndarray, batch: int, n_frames: int, 
 
 
 def _pipeline_rows(renderers: list[HeadRenderer], feats: np.ndarray, batches: list[int], frames: int, lanes: int,
-                   rounds: int) -> list[dict]:
+                   rounds: int, product: HeadRenderer | None = None) -> list[dict]:
     """Pipeline frames/s of each renderer at each batch size, ``rounds`` times, the renderers
     alternating within each round; rows name the round and the kernel only where there are several."""
     rows, largest = [], max(batches)
@@ -110,6 +111,7 @@ def _pipeline_rows(renderers: list[HeadRenderer], feats: np.ndarray, batches: li
                     row["round"] = k
                 if len(renderers) > 1:
                     row["fused_face"] = rr.model._fused_face is not None
+                    row["product"] = rr is product
                 rows.append(row)
                 print(f"batch {b}: {fps:.1f} frames/s" + "".join(f", {a} {row[a]}" for a in ("round", "fused_face") if a in row),
                       flush=True)
@@ -220,8 +222,8 @@ def main() -> int:
                     help="baseline: the deformation runs eagerly instead of replaying CUDA graphs (HeadRenderer(cuda_graphs=False))")
     ap.add_argument("--lanes", type=int, default=1,
                     help="variant: batches in flight at once, each on its own thread and CUDA stream (render_features(lanes=))")
-    ap.add_argument("--fused-face", action="store_true",
-                    help="variant: the face deformation as one Triton kernel (HeadRenderer(fused_face=True))")
+    ap.add_argument("--torch-face", action="store_true",
+                    help="baseline: the face deformation by PyTorch's ops instead of the fused kernel (HeadRenderer(fused_face=False))")
     ap.add_argument("--plain-copy", action="store_true",
                     help="baseline: copy each batch to the host with .cpu() on the render stream (no talkgs.render.hostcopy)")
     ap.add_argument("--rounds", type=int, default=1, help="pipeline measurements per batch size")
@@ -240,7 +242,7 @@ def main() -> int:
         return rr
 
     t0 = time.perf_counter()
-    r = renderer(args.fused_face)
+    r = renderer(not args.torch_face)
     dev = r.device
     t_load = time.perf_counter() - t0
     dataset = Path(args.dataset) if args.dataset else Path(r.state["config"]["dataset"])
@@ -253,7 +255,7 @@ def main() -> int:
     feats = extract(r.audio_kind, audio, int(round(len(audio) / 640)))
 
     graphs_diff = graphs_parity(r, feats) if r.graphs is not None else None
-    renderers = [r, renderer(not args.fused_face)] if args.alternate_fused_face else [r]
+    renderers = [r, renderer(args.torch_face)] if args.alternate_fused_face else [r]
     fused = next((x for x in renderers if x.model._fused_face is not None), None)
     fused_diff = fused_parity(fused, feats) if fused is not None else None
     lanes_diff = None
@@ -261,7 +263,9 @@ def main() -> int:
         one = np.concatenate(list(render_features(r, feats[:128], 32)))
         many = np.concatenate(list(render_features(r, feats[:128], 32, lanes=args.lanes)))
         lanes_diff = int(np.abs(one.astype(np.int16) - many.astype(np.int16)).max())
-    rows = _pipeline_rows(renderers, feats, [int(x) for x in args.batches.split(",")], args.frames, args.lanes, args.rounds)
+    product = renderers[1] if args.torch_face and len(renderers) > 1 else r  # built with the kernel, as talkgs render is
+    rows = _pipeline_rows(renderers, feats, [int(x) for x in args.batches.split(",")], args.frames, args.lanes, args.rounds,
+                          product)
     mine = r.model._fused_face is not None  # the end-to-end run below is the first renderer's
     best = max((x for x in rows if x.get("fused_face", mine) == mine), key=lambda x: x["fps"])
     e2e = end_to_end(r, audio, best["batch"], args.video)

@@ -1,6 +1,6 @@
 """Where a rendered batch's time goes, and what candidate speed-ups buy (and cost in pixels).
 
-    python bench/render_profile.py RUN [--batch 32] [--iters 20] [--fused-face]
+    python bench/render_profile.py RUN [--batch 32] [--iters 20] [--torch-face]
 
 On val audio of the run's dataset (its own features file), at one batch size:
 
@@ -274,11 +274,11 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=20, help="timed batches per part and variant (median)")
     ap.add_argument("--variants", default="default,tf32,bf16_deform,cull,torch_sh,attended_codes,fused_face,fused_face_ieee,packed",
                     help="comma-separated variants (see above)")
-    ap.add_argument("--fused-face", action="store_true",
-                    help="profile with the fused face deformation (HeadRenderer(fused_face=True)) as the default")
+    ap.add_argument("--torch-face", action="store_true",
+                    help="profile with PyTorch's face deformation (HeadRenderer(fused_face=False)) as the default")
     args = ap.parse_args()
 
-    r = HeadRenderer(args.run, args.device, args.dataset, fused_face=args.fused_face)
+    r = HeadRenderer(args.run, args.device, args.dataset, fused_face=not args.torch_face)
     dev = r.device
     feats = torch.as_tensor(np.array(fmt.load_features(r.root / fmt.audio_feature_file(r.audio_kind)))).to(dev, torch.float16)
     v0 = int(r.meta["split"]["val"][0])

@@ -267,7 +267,7 @@ def load_head(args):
     from talkgs.serve.app import head_names, load_heads
 
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
-    heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager, fused_face=args.fused_face)
+    heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager, fused_face=not args.torch_face)
     head = head_names([args.run])[0]
     return heads, head, load_audio(args, heads[head])
 
@@ -524,8 +524,8 @@ def main() -> None:
     ap.add_argument("--note", default=None, help="one sentence a reader of the result needs (e.g. the machine's load)")
     ap.add_argument("--idle-s", type=float, default=3.0,
                     help="webrtc: seconds the front's CPU time is measured with no session, before the trials")
-    ap.add_argument("--fused-face", action="store_true",
-                    help="inproc: the face deformation as one kernel (talkgs.model.fused_face; a variant)")
+    ap.add_argument("--torch-face", action="store_true",
+                    help="inproc: the face deformation by PyTorch's ops instead of the fused kernel (a baseline)")
     ap.add_argument("--pipelined", action="store_true",
                     help="inproc: the batch loop delivers a tick's frames after launching the next tick's (a variant)")
     ap.add_argument("--stream-window", type=float, default=None, metavar="S",
@@ -539,8 +539,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ray and args.transport != "webrtc":
         ap.error("--ray needs --transport webrtc")
-    if (args.stream_window is not None or args.fused_face or args.pipelined) and args.transport != "inproc":
-        ap.error("--stream-window, --fused-face and --pipelined are inproc variants (a served session is the server's own)")
+    if (args.stream_window is not None or args.torch_face or args.pipelined) and args.transport != "inproc":
+        ap.error("--stream-window, --torch-face and --pipelined are inproc variants (a served session is the server's own)")
     if args.processes < 1 or (args.processes > 1 and args.transport != "inproc"):
         ap.error("--processes is a positive count, and more than 1 only with --transport inproc")
     if args.processes > 1 and not args.no_encode:
@@ -653,7 +653,7 @@ def main() -> None:
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
         "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
-        "fused_face": args.fused_face, "pipelined": args.pipelined, "processes": args.processes,
+        "fused_face": r.model._fused_face is not None, "pipelined": args.pipelined, "processes": args.processes,
     }
     if args.transport == "webrtc":
         setup["server_idle_cpu_s_per_s"] = front_idle

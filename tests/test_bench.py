@@ -128,25 +128,33 @@ def test_readme_training_figures_come_from_default_trainings_only(bench_modules)
 
 
 def test_readme_serve_figure_comes_from_the_product_only(bench_modules):
-    """A bench/serve.py variant (fused kernel, pipelined loop, another stream window) or the eager
-    baseline is never the README's sessions per GPU."""
+    """A bench/serve.py variant (pipelined loop, another stream window, several processes) or a
+    baseline (PyTorch's face deformation, eager) is never the README's sessions per GPU; nor is
+    the fused kernel of the results from before it was built in."""
     _, R = bench_modules
     product = {"bench": "serve", "params": {"fused_face": False, "pipelined": False, "stream_window": None,
                                             "eager": False, "max_batch": 32},
                "rows": [{"measure": "capacity", "largest_n_holding_25fps": 36}]}
     assert R.fig_serve(product) == "36 sessions at >= 24 frames/s each"
-    for other in ({"fused_face": True}, {"pipelined": True}, {"stream_window": 30.0}, {"eager": True}, {"processes": 2}):
+    for other in ({"fused_face": True}, {"torch_face": True}, {"pipelined": True}, {"stream_window": 30.0},
+                  {"eager": True}, {"processes": 2}):
         assert R.fig_serve(dict(product, params={**product["params"], **other})) is None, other
     limits = dict(product, rows=[{"measure": "capacity", "largest_n_holding_25fps": 38, "largest_n_within_limits": 36}])
     assert R.fig_serve(limits).startswith("36 sessions at >= 24 frames/s each, latency p95 < 250 ms")
 
 
-def test_readme_render_figure_skips_the_fused_rows_of_an_alternating_run(bench_modules):
+def test_readme_render_figure_takes_the_product_rows_of_an_alternating_run(bench_modules):
+    """Rows that name the product's renderer: its rows; older rows (the fused kernel a variant then):
+    those without the kernel."""
     _, R = bench_modules
     rows = [{"measure": "pipeline", "batch": 32, "fps": fps, "round": k, "fused_face": fused}
             for k, (fps, fused) in enumerate([(1576.0, False), (1993.0, True), (1590.0, False)])]
     d = {"bench": "render", "params": {"alternate_fused_face": True, "rounds": 2}, "setup": {"size": [512, 512]}, "rows": rows}
     assert R.fig_render(d) == "1576 / 1590 frames/s (512x512)"
+    marked = dict(d, rows=[dict(r, product=r["fused_face"]) for r in rows])
+    assert R.fig_render(marked) == "1993 frames/s (512x512)"
+    baseline = dict(marked, params={**d["params"], "torch_face": True})
+    assert R.fig_render(baseline) is None
 
 
 def test_serve_capacity_counts_latency_and_first_frame_limits():

@@ -71,13 +71,13 @@ def test_preset_original_is_the_original_design_and_flags_win():
 
 def test_preset_quick_scales_the_schedule_and_composes_with_schedule_scale():
     quick = parse(["train", str(D), "-o", str(R), "--preset", "quick"])
-    assert [(s.iterations, s.warmup_static) for s in quick.resolved_stages()] == [(225, 11), (225, 19), (56, 0)]
+    assert [(s.iterations, s.warmup_static) for s in quick.resolved_stages()] == [(112, 6), (112, 9), (28, 0)]
     assert (quick.model.face_init.n, quick.model.mouth_init.n, quick.predictor.steps) == (3000, 1000, 150)
     tenth = parse(["train", str(D), "-o", str(R), "--preset", "quick", "--schedule-scale", "0.1", "--mouth.iterations", "500"])
-    assert [s.iterations for s in tenth.resolved_stages()] == [50, 22, 6]
+    assert [s.iterations for s in tenth.resolved_stages()] == [50, 11, 3]
     assert set(PRESETS) == {"default", "quick", "cpu", "original"} and all(f.__doc__ for f in PRESETS.values())
     cpu = parse(["train", str(D), "-o", str(R), "--preset", "cpu", "--schedule-scale", "4"])
-    assert [s.iterations for s in cpu.resolved_stages()] == [900, 900, 224]
+    assert [s.iterations for s in cpu.resolved_stages()] == [448, 448, 112]
     assert (cpu.model.face_init.n, cpu.model.mouth_init.n, cpu.mouth.densify, cpu.face.densify) == (600, 150, None, None)
 
 

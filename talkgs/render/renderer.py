@@ -81,8 +81,9 @@ class HeadRenderer:
     then a block of training frames, then drives the head with other clips' audio).
     ``cuda_graphs`` (CUDA only; on by default): each batch's deformation replays a captured
     graph (:class:`talkgs.render.graphs.DeformGraphs`); False runs it eagerly (the reference).
-    ``fused_face``: the face branch's per-frame deformation as one Triton kernel where Triton runs
-    (:mod:`talkgs.model.fused_face`).
+    ``fused_face`` (on by default): the face branch's per-frame deformation as one Triton kernel
+    where Triton runs on CUDA (:mod:`talkgs.model.fused_face`); False, or any other device, runs
+    PyTorch's ops (the reference).
     """
 
     def __init__(
@@ -96,7 +97,7 @@ class HeadRenderer:
         keep_images: bool = False,
         mouth_amplitude: float = 1.0,
         cuda_graphs: bool = True,
-        fused_face: bool = False,
+        fused_face: bool = True,
     ):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         state = ckpt.load(run, map_location="cpu")

@@ -59,13 +59,14 @@ def head_names(runs) -> list[str]:
     return names
 
 
-def load_heads(cfg, datasets: list | None = None, cuda_graphs: bool = True, fused_face: bool = False) -> dict:
+def load_heads(cfg, datasets: list | None = None, cuda_graphs: bool = True, fused_face: bool = True) -> dict:
     """``{name: HeadRenderer}`` for the command line's runs, each checked to stream its feature
     kind (the batch loop runs every batch shape once before serving: ``Batcher.warm_up``).
     ``datasets``: each run's dataset when not where its checkpoint says (benchmarks on another
     machine). ``cuda_graphs`` (CUDA only): each batch size's deformation as a CUDA graph, captured
     in the warm-up (:class:`HeadRenderer`'s default; False: eager, bench/serve.py --eager).
-    ``fused_face``: the face deformation as one kernel (a variant, bench/serve.py --fused-face)."""
+    ``fused_face``: the face deformation as one kernel where it runs (False: PyTorch's ops, the
+    baseline of bench/serve.py --torch-face)."""
     import torch
 
     from talkgs.audio import open_stream

@@ -89,7 +89,7 @@ class StageConfig:
     background against the full frame."""
     iterations: int
     """Steps of this stage (each on --batch-size frames)."""
-    batch_size: Hidden[int] = 4
+    batch_size: Hidden[int] = 8
     """Frames per step (set by TrainConfig.batch_size)."""
     warmup_static: Hidden[int] = 0
     """First steps render the canonical Gaussians without deformation."""
@@ -104,10 +104,10 @@ class StageConfig:
     losses: Hidden[LossWeights] = LossWeights()
 
 
-# The default schedule (steps per stage; warm-ups about 5-8 % of them).
-MOUTH_STAGE = StageConfig("mouth", iterations=4500, warmup_static=225)
-FACE_STAGE = StageConfig("face", iterations=4500, warmup_static=375)
-FUSE_STAGE = StageConfig("fuse", iterations=1125, densify=None, curriculum_until=0.0, random_background=False)
+# The default schedule (steps of 8 frames per stage; warm-ups about 5-8 % of them).
+MOUTH_STAGE = StageConfig("mouth", iterations=2250, warmup_static=112)
+FACE_STAGE = StageConfig("face", iterations=2250, warmup_static=188)
+FUSE_STAGE = StageConfig("fuse", iterations=562, densify=None, curriculum_until=0.0, random_background=False)
 
 
 def scale_stage(stage: StageConfig, scale: float, batch_size: int | None = None) -> StageConfig:
@@ -178,7 +178,7 @@ class TrainConfig:
     """Continue the run in OUTPUT from its latest checkpoint, with its own settings (device and logging may change)."""
     schedule_scale: float = 1.0
     """Multiply every stage's steps by this factor."""
-    batch_size: int = 4
+    batch_size: int = 8
     """Frames per step."""
     device: str = "auto"
     """cuda, cpu or auto (cuda when available)."""
