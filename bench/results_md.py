@@ -316,15 +316,41 @@ def _baseline(d: dict) -> bool:
     return bool((d.get("setup") or {}).get("baseline"))
 
 
+SCHEDULE_VARIANTS = ("batch8", "batch4")
+"""bench/train.py variants that change only the schedule (frames per step, steps per stage)."""
+
+
+def _default_schedule() -> dict:
+    """Steps and frames per step of each stage of today's default (talkgs.train.config)."""
+    from talkgs.train.config import TrainConfig
+
+    return {s.name: (s.iterations, s.batch_size) for s in TrainConfig(Path("."), Path(".")).resolved_stages()}
+
+
 def _variant_training(d: dict) -> bool:
-    """A training of another preset, a bench variant or TF32 (not the default's figure)."""
+    """Not a training of today's default: another preset, TF32, a bench variant other than a
+    schedule's, or stages (steps, frames per step) other than the default's."""
     setup = d.get("setup") or {}
-    return setup.get("preset", "default") != "default" or setup.get("variant", "none") != "none" or bool(setup.get("tf32"))
+    if setup.get("preset", "default") != "default" or bool(setup.get("tf32")):
+        return True
+    if setup.get("variant", "none") not in ("none", *SCHEDULE_VARIANTS):
+        return True
+    stages = {r["stage"]: (r.get("iterations"), r.get("batch")) for r in _measure(d, "stage") if r.get("iterations")}
+    return stages != _default_schedule()
+
+
+def _anchor_clip(d: dict) -> bool:
+    """Trained on the anchor clip (the README's): the clip bench/train.py names, or before it named
+    one, a dataset folder called anchor."""
+    clip = (d.get("setup") or {}).get("clip")
+    if clip is not None:
+        return clip == ANCHOR_VIDEO
+    return Path(str((d.get("params") or {}).get("dataset") or "")).name == "anchor"
 
 
 def fig_train(d: dict) -> str | None:
     p = d.get("params") or {}
-    if _baseline(d) or _variant_training(d):
+    if _baseline(d) or _variant_training(d) or not _anchor_clip(d):
         return None
     if p.get("resumed") or p.get("resume") or p.get("interrupted") or p.get("schedule_scale", 1.0) not in (1, 1.0):
         return None
@@ -346,7 +372,7 @@ def fig_train(d: dict) -> str | None:
 
 def fig_image(d: dict) -> str | None:
     if d["bench"] == "train":
-        if _baseline(d) or _variant_training(d):
+        if _baseline(d) or _variant_training(d) or not _anchor_clip(d):
             return None
         val = [r for r in _measure(d, "val") if r.get("psnr") is not None and r.get("lpips") is not None]
         return f"PSNR {val[0]['psnr']:.2f}, ST-LPIPS {val[0]['lpips']:.4f}" if val else None

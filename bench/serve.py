@@ -31,6 +31,10 @@ Network per session (webrtc): bytes the client's transport received and sent (vi
 RTCP, datachannel) per second of the measured window; inproc with encoding: the VP8 payload
 bytes per second of each client.
 
+Device memory (CUDA): ``gpu_reserved_gib``, what the process's caching allocator holds once the
+batch loop has warmed every batch size up (its captured graphs' pool included; summed over
+``--processes``).
+
 Whisper heads: the sessions' encoder windows (one per frame) run in one batched call per tick
 (``feature_*`` fields: calls per second, windows per call, ms per call); ``lookahead_ms`` is the
 stream's plus the model's window, read from the session. ``--stream-window S`` (inproc, a
@@ -118,6 +122,13 @@ class GpuSampler:
         return float(np.mean(v)) if v else None
 
 
+def torch_reserved_gib(device) -> float | None:
+    """GiB the caching allocator holds on a CUDA ``device`` (None elsewhere)."""
+    import torch
+
+    return round(torch.cuda.memory_reserved(device) / 2**30, 2) if device.type == "cuda" else None
+
+
 def _pct(a, q):
     return float(np.percentile(a, q)) if len(a) else None
 
@@ -168,6 +179,8 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
     batcher = Batcher(heads, max_batch)
     loop = BatchLoop(batcher, pipelined=pipelined)
     loop.start()
+    # The device memory the loop holds once every batch size is warm (its captured graphs' pool).
+    reserved_gib = torch_reserved_gib(r.device)
     enc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8) if encoder_factory else None
     t_start = start_gate() if start_gate is not None else time.monotonic() + 0.2
     t_measure = t_start + warmup
@@ -250,7 +263,7 @@ async def trial_inproc(heads, head, n, seconds, warmup, audio, max_batch, encode
     sizes = [t["size"] for t in batcher.ticks if t_measure <= t["t"] < t_end]
     first_stages = {k: 1000 * float(np.median([f[k] for f in firsts])) for k in firsts[0] if k not in ("index", "batch")} if firsts else {}
     first_stages["first_index_max"] = max((f["index"] for f in firsts), default=None)
-    return per_client, {"warm_up_s": loop.warm_up_s, "first_frame_stages_ms_p50": first_stages, "device_busy": busy, "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
+    return per_client, {"warm_up_s": loop.warm_up_s, "gpu_reserved_gib": reserved_gib, "first_frame_stages_ms_p50": first_stages, "device_busy": busy, "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
                         "feature_calls_per_s": len(feat) / seconds,
                         "feature_batch_mean": float(np.mean([t["size"] for t in feat])) if feat else None,
                         "feature_ms_p50": 1000 * _pct([t["encode_s"] for t in feat], 50) if feat else None,
@@ -326,6 +339,8 @@ class Processes:
             "device_busy": max(e["device_busy"] for e in extras),
             "mean_batch": float(np.mean([e["mean_batch"] for e in extras])),
             "warm_up_s": max(e["warm_up_s"] or 0.0 for e in extras),
+            "gpu_reserved_gib": None if any(e["gpu_reserved_gib"] is None for e in extras)
+            else sum(e["gpu_reserved_gib"] for e in extras),
             "first_frame_stages_ms_p50": extras[0]["first_frame_stages_ms_p50"],
             "feature_calls_per_s": sum(e["feature_calls_per_s"] for e in extras),
             **{k: (float(np.mean([e[k] for e in extras])) if all(e[k] is not None for e in extras) else None)
@@ -606,7 +621,9 @@ def main() -> None:
               if row.get("feature_batch_mean") else ""), flush=True)
         if row.get("first_frame_stages_ms_p50"):
             print("        first frame p50 (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in row["first_frame_stages_ms_p50"].items()
-                                                       if v is not None) + f"; warm-up {row.get('warm_up_s') or 0:.2f} s", flush=True)
+                                                       if v is not None) + f"; warm-up {row.get('warm_up_s') or 0:.2f} s"
+                  + (f", {row['gpu_reserved_gib']:.1f} GiB reserved" if row.get("gpu_reserved_gib") is not None else ""),
+                  flush=True)
         return row
 
     try:

@@ -22,6 +22,7 @@ import torch
 
 import _harness as H  # bench/ is on sys.path; it puts the checkout there too
 from talkgs.commands.eval import EvalConfig  # noqa: E402
+from talkgs.data import format as fmt  # noqa: E402
 from talkgs.train.config import TrainConfig, scale_stage  # noqa: E402
 from talkgs.train.side import SIDE_DIR  # noqa: E402
 from talkgs.eval.evaluate import evaluate  # noqa: E402
@@ -210,7 +211,8 @@ def main() -> int:
     setup = {"preset": args.preset, "variant": variant, "shared_gpu": args.shared_gpu, "tf32": args.tf32,
              "branches_in_parallel": cfg.branches_in_parallel, "side_process": side,
              **({"peak_gpu_mem_of": "the run's process (also host_peak_gib); its side process is not counted"} if side else {}),
-             "lips_weight": cfg.face.losses.lips, "eval_notes": notes}
+             "lips_weight": cfg.face.losses.lips, "eval_notes": notes,
+             "clip": Path(str((fmt.read_meta(args.dataset).get("source") or {}).get("path") or args.dataset)).name}
     H.write("train", args, out, device=dev, setup=setup)
     result = {"device": H.device_name(dev), "num_gaussians": total["num_gaussians"],
               "peak_gpu_mem_gib": total["peak_gpu_mem_gib"], **({"val": val, "eval_s": total["eval_s"]} if val else {})}

@@ -117,11 +117,20 @@ def test_readme_training_figures_come_from_default_trainings_only(bench_modules)
     """A bench variant, another preset, TF32 or a baseline is never the README's training time
     or image quality; the default training is."""
     _, R = bench_modules
-    rows = [{"measure": "total", "train_wall_s": 151.4, "peak_gpu_mem_gib": 5.7},
-            {"measure": "stage", "stage": "face", "seconds": 122.3},
+    stages = [{"measure": "stage", "stage": name, "seconds": sec, "iterations": it, "batch": 8}
+              for name, sec, it in (("face", 122.3, 2250), ("mouth", 80.0, 2250), ("fuse", 11.0, 562))]
+    rows = [{"measure": "total", "train_wall_s": 151.4, "peak_gpu_mem_gib": 5.7}, *stages,
             {"measure": "val", "psnr": 31.19, "lpips": 0.0305}]
-    default = {"bench": "train", "params": {}, "setup": {"preset": "default", "variant": "none"}, "rows": rows}
-    assert R.fig_train(default).startswith("151 s (face 122)") and R.fig_image(default).startswith("PSNR 31.19")
+    default = {"bench": "train", "params": {"dataset": "/d/anchor"}, "setup": {"preset": "default", "variant": "none"},
+               "rows": rows}
+    assert R.fig_train(default).startswith("151 s (face 122, mouth 80, fuse 11)") and R.fig_image(default).startswith("PSNR 31.19")
+    # A schedule variant that is today's default schedule counts; today's variant of the old one does not.
+    assert R.fig_train(dict(default, setup={**default["setup"], "variant": "batch8"})) is not None
+    old = [dict(r, iterations=2 * r["iterations"], batch=4) if r["measure"] == "stage" else r for r in rows]
+    assert R.fig_train(dict(default, rows=old)) is None
+    # Another clip is not the README's.
+    assert R.fig_train(dict(default, setup={**default["setup"], "clip": "obama.mp4"})) is None
+    assert R.fig_train(dict(default, params={"dataset": "/d/obama_v25"})) is None
     for other in ({"variant": "mouth_loss"}, {"preset": "original"}, {"tf32": True}, {"baseline": "x"}):
         d = dict(default, setup={**default["setup"], **other})
         assert R.fig_train(d) is None and R.fig_image(d) is None, other

@@ -30,6 +30,8 @@ class DeformGraphs:
     fixed fields). The returned tensors are the graphs' own buffers, in one memory pool shared
     by every captured shape: they hold this call's result until the next call, of any shape,
     which may overwrite them (a render batch rasterizes them before asking for the next).
+    Capture the largest shape first: the blocks it frees are split for smaller captures, while
+    blocks freed by a smaller capture are too small for a larger one.
     """
 
     def __init__(self, model: TalkingHead, mouth_amplitude: float = 1.0, warmup: int = 2) -> None:

@@ -239,7 +239,9 @@ class Batcher:
         seen: set = set()
         for head, r in self.renderers.items():
             cuda = r.device.type == "cuda"
-            for b in range(1, self.max_batch + 1) if cuda else [1]:
+            # Largest first: a smaller size's capture reuses the pool blocks a larger one freed
+            # (ascending, no freed block is large enough and every size allocates its own).
+            for b in range(self.max_batch, 0, -1) if cuda else [1]:
                 # Through launch/finish, so each size's pinned host buffer is allocated here too.
                 windows = np.zeros((b, r.audio_window, *r.feature_shape), np.float32)
                 self.finish(self.launch(Batch(head, [], windows, r.plan(b), t0)))

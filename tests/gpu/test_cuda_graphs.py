@@ -102,3 +102,26 @@ def test_two_sets_of_graphs_replayed_at_once_on_two_streams_equal_the_eager_defo
     for t in threads:
         t.join()
     assert not errors, errors[:5]
+
+
+def _reserved_for_sizes(sizes) -> int:
+    """Bytes the caching allocator reserves to capture the deformation at ``sizes``, in order."""
+    head = TalkingHead(small_head_config(n_face=40_000), audio_window=16, audio_channels=20,
+                       generator=torch.Generator().manual_seed(0)).to("cuda").eval()
+    head.fix_fields()
+    graphs = DeformGraphs(head)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_reserved()
+    for b in sizes:
+        graphs.ensure(*_inputs(b, b))
+    torch.cuda.synchronize()
+    return torch.cuda.memory_reserved() - before
+
+
+def test_capturing_the_largest_size_first_reuses_the_pool():
+    """Batcher.warm_up captures every batch size of a serve loop, largest first: the smaller
+    captures reuse what the larger one freed, so the pool stays far below the ascending order's."""
+    ascending = _reserved_for_sizes(range(1, 17))
+    torch.cuda.empty_cache()
+    descending = _reserved_for_sizes(range(16, 0, -1))
+    assert descending < 0.6 * ascending, (descending, ascending)
