@@ -362,8 +362,8 @@ def _render_in_lanes(renderer: HeadRenderer, feats: torch.Tensor, batch_size: in
         if lane.stream is not None:
             lane.stream.wait_stream(main)  # the features (and states) come from the main stream
         # Capture each lane's graphs for the batch sizes ahead one lane at a time, before any
-        # lane runs: a capture must not overlap another stream's work.
-        for b in sorted({e - s for s, e in spans}, reverse=True) if lane.graphs is not None else []:  # largest first, as Batcher.warm_up
+        # lane runs: a capture must not overlap another stream's work. Largest first, as Batcher.warm_up.
+        for b in sorted({e - s for s, e in spans}, reverse=True) if lane.graphs is not None else []:
             with torch.cuda.stream(lane.stream):
                 x = renderer.inputs(gather_windows(feats, torch.zeros(b, dtype=torch.long, device=dev),
                                                    renderer.audio_window), renderer.plan(b, start))
