@@ -301,6 +301,14 @@ def process_main(conn, args) -> None:
                                            args.stream_window, args.pipelined, first, gate)))
 
 
+def _recv(conn, doing: str):
+    """The next message from a serve process, or a clear error where it has ended."""
+    try:
+        return conn.recv()
+    except EOFError:
+        raise RuntimeError(f"a serve process ended during {doing} (its traceback is above)") from None
+
+
 class Processes:
     """``--processes P``: P batch loops in P processes on one device, each with its share of a
     trial's clients, started on one clock (CLOCK_MONOTONIC is system-wide)."""
@@ -317,8 +325,7 @@ class Processes:
             self.conns.append(a)
             self.procs.append(proc)
         for c in self.conns:
-            if c.recv() != "loaded":
-                raise RuntimeError("a serve process did not load its head")
+            _recv(c, "loading its head")
 
     def trial(self, n: int) -> tuple[list, dict]:
         p = len(self.conns)
@@ -328,11 +335,11 @@ class Processes:
         for c, m, f in used:
             c.send((m, int(f)))
         for c, _, _ in used:
-            c.recv()  # warm
+            _recv(c, "its warm-up")
         t_start = time.monotonic() + 0.3
         for c, _, _ in used:
             c.send(t_start)
-        results = [c.recv() for c, _, _ in used]
+        results = [_recv(c, "a trial") for c, _, _ in used]
         per = [x for r_, _ in results for x in r_]
         extras = [e for _, e in results]
         merged = {  # the busiest process's render thread is what gives out first
@@ -352,7 +359,10 @@ class Processes:
 
     def close(self) -> None:
         for c in self.conns:
-            c.send(None)
+            try:
+                c.send(None)
+            except OSError:  # a process that died (its traceback is above) has closed its end
+                pass
         for proc in self.procs:
             proc.join(30)
 
