@@ -122,6 +122,13 @@ class GpuSampler:
         return float(np.mean(v)) if v else None
 
 
+def encoder_graphs(stream) -> dict | None:
+    """Whisper streams on CUDA: how many encoder batch shapes ran as CUDA graphs in this process,
+    or why capturing failed (None for other kinds and devices)."""
+    g = getattr(getattr(stream, "enc", None), "_graphs", None)
+    return None if g is None else {"captured": g.n_graphs, "failed": g.failed}
+
+
 def torch_reserved_gib(device) -> float | None:
     """GiB the caching allocator holds on a CUDA ``device`` (None elsewhere)."""
     import torch
@@ -681,6 +688,7 @@ def main() -> None:
         "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
         "fused_face": r.model._fused_face is not None, "pipelined": args.pipelined, "processes": args.processes,
+        "encoder_graphs": encoder_graphs(probe_stream),
     }
     if args.transport == "webrtc":
         setup["server_idle_cpu_s_per_s"] = front_idle

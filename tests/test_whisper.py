@@ -618,3 +618,28 @@ def test_probe_cross_validated_r_finds_a_linear_mouth_and_nothing_in_noise():
     # held-out folds only: memorising the fitted frames would not help (more features than frames)
     Xw = rng.standard_normal((60, 200))
     assert abs(P.cv_r(Xw, rng.standard_normal(60), folds=5)) < 0.4
+
+
+def test_encoder_graphs_run_eagerly_with_a_warning_where_capturing_fails(rand_whisper, monkeypatch, caplog):
+    """A device that cannot capture the encoder as a CUDA graph (fault injected into the capture)
+    gets the eager encoder's states, once warned, and no further capture attempts."""
+    import logging
+
+    enc = W.load_encoder(rand_whisper["hf"], "whisper", 1, "cpu")
+    graphs = W.EncoderGraphs(enc)
+    tries = []
+
+    def fail(*args):
+        tries.append(args)
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(graphs, "_capture", fail)
+    w = (0.1 * np.random.default_rng(0).standard_normal((2, W.DEFAULT_STREAM.span))).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="talkgs.audio"):
+        got = [graphs(w, W.DEFAULT_STREAM.positions) for _ in range(2)]
+    with torch.inference_mode():
+        want = W._encode_device(enc, torch.as_tensor(w), W.DEFAULT_STREAM.positions)
+    for g in got:
+        torch.testing.assert_close(g, want)
+    assert graphs.failed == "operation not permitted when stream is capturing" and graphs.n_graphs == 0
+    assert len(tries) == 1 and "without CUDA graphs" in caplog.text

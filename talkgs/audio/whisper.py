@@ -76,6 +76,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -86,6 +87,8 @@ from talkgs.audio.registry import RUNTIME, register
 from talkgs.audio.stream import checked_chunk, register_stream
 from talkgs.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkgs.errors import AudioFeatureError
+
+log = logging.getLogger("talkgs.audio")
 
 STATES_PER_FRAME = 2
 STRIDE = 320  # samples per encoder state (50 Hz)
@@ -368,6 +371,26 @@ class Encoder:
     device: str
     label: str
     shortened: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # positions -> net
+    _device_consts: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # log-mel's window, filters
+    _graphs: object = dataclasses.field(default=None, repr=False, compare=False)  # EncoderGraphs, on CUDA
+
+    @property
+    def graphs(self) -> "EncoderGraphs":
+        """The CUDA graphs :func:`encode` replays on a CUDA encoder (made on first use)."""
+        if self._graphs is None:
+            self._graphs = EncoderGraphs(self)
+        return self._graphs
+
+    def mel_consts(self):
+        """The log-mel's Hann window ``[400]`` and mel filters ``[201, n_mels]`` on the device
+        (made once: a copy from the host cannot run inside a CUDA graph's capture)."""
+        if not self._device_consts:
+            import torch
+
+            self._device_consts["window"] = torch.hann_window(400, device=self.device)  # periodic: peak on the frame centre
+            self._device_consts["filters"] = torch.as_tensor(np.asarray(self.extractor.mel_filters, np.float32),
+                                                             device=self.device)
+        return self._device_consts["window"], self._device_consts["filters"]
 
     def net_of(self, positions: int):
         """The encoder run on its first ``positions`` positions (Whisper's window cut to
@@ -477,19 +500,29 @@ def log_mel(enc: Encoder, windows: np.ndarray, n_frames: int = 2 * WINDOW_STATES
     ``160 n_frames - 200`` on are zero (the last frame's half-width)."""
     import torch
 
+    return _log_mel_device(enc, torch.as_tensor(_windows(windows)).to(enc.device), n_frames)
+
+
+def _windows(windows: np.ndarray) -> np.ndarray:
     w = np.asarray(windows, np.float32)
     if w.ndim != 2 or w.shape[1] > WINDOW_SAMPLES:
         raise AudioFeatureError(f"whisper: encoder windows must be [B, <= {WINDOW_SAMPLES}], got {w.shape}")
-    x = torch.as_tensor(w).to(enc.device)
+    return w
+
+
+def _log_mel_device(enc: Encoder, x, n_frames: int):
+    """:func:`log_mel` of windows ``x [B, S]`` already on the encoder's device (no host copy:
+    what a CUDA graph captures)."""
+    import torch
+
     length = HOP * n_frames  # 480000 for all 3000
     if x.shape[1] > length:
         x = x[:, :length]
     if x.shape[1] < length:
         x = torch.nn.functional.pad(x, (0, length - x.shape[1]))
-    window = torch.hann_window(400, device=enc.device)  # periodic: peak on the frame centre
+    window, filters = enc.mel_consts()  # [400], [201, n_mels]
     spec = torch.stft(x, 400, HOP, window=window, return_complex=True)[..., :-1]  # centred frames
     power = (spec.abs() ** 2).contiguous()
-    filters = torch.as_tensor(np.asarray(enc.extractor.mel_filters, np.float32), device=enc.device)  # [201, n_mels]
     mel = torch.clamp(filters.T @ power, min=1e-10).log10()
     mel = torch.maximum(mel, mel.amax(dim=(1, 2), keepdim=True) - 8.0)  # floor: 80 dB below the window's peak
     return (mel + 4.0) / 4.0
@@ -502,7 +535,19 @@ def encode(enc: Encoder, windows: np.ndarray, positions: int = WINDOW_STATES):
     ``positions`` states only, as if Whisper's window were that long (:meth:`Encoder.net_of`)."""
     import torch
 
-    mel = log_mel(enc, windows, 2 * positions)
+    w = _windows(windows)
+    if enc.device.startswith("cuda"):
+        return enc.graphs(w, positions)
+    with torch.inference_mode():
+        return _encode_device(enc, torch.as_tensor(w).to(enc.device), positions)
+
+
+def _encode_device(enc: Encoder, x, positions: int):
+    """:func:`encode` of windows ``x [B, S]`` already on the encoder's device (under no_grad or
+    inference mode; what a CUDA graph captures)."""
+    import torch
+
+    mel = _log_mel_device(enc, x, 2 * positions)
     net = enc.net_of(positions)
     deepest = max(enc.layers)
     got: dict[int, object] = {}
@@ -525,14 +570,83 @@ def encode(enc: Encoder, windows: np.ndarray, positions: int = WINDOW_STATES):
             hooks.append(blocks[L - 1].register_forward_hook(keep(L)))
     # Half precision on CUDA (Whisper was trained in it): ~3x the windows per second, which the
     # live server needs (one window per frame and session); offline features use the same path.
-    half = torch.autocast("cuda", dtype=torch.float16, enabled=str(enc.device).startswith("cuda"))
+    # No cast cache: a CUDA graph's capture must not keep casts made outside it.
+    half = torch.autocast("cuda", dtype=torch.float16, enabled=str(enc.device).startswith("cuda"), cache_enabled=False)
     try:
-        with torch.inference_mode(), half:
+        with half:
             got[deepest] = net(mel).last_hidden_state
     finally:
         for h in hooks:
             h.remove()
     return torch.stack([got[L].float() for L in enc.layers])
+
+
+@dataclasses.dataclass
+class _EncoderCapture:
+    graph: object  # torch.cuda.CUDAGraph
+    x: object  # the windows' device buffer [B, S]
+    out: object  # the states' device buffer [L, B, positions, C]
+
+
+class EncoderGraphs:
+    """:func:`encode` on a CUDA encoder as CUDA graphs, one per (windows' shape, positions),
+    captured on first use after two eager runs (cuFFT plans and cuBLAS workspaces are made
+    outside the capture): the log-mel and every block replay as one launch, where the eager
+    encoder is a few hundred small kernels launched from Python (the live server encodes one
+    batch of windows per tick on its render thread). One memory pool for all shapes: capture
+    the largest batch first (``Batcher.warm_up``). Thread-safe; returns a copy of the states."""
+
+    def __init__(self, enc: Encoder):
+        import threading
+
+        self.enc = enc
+        self._captured: dict[tuple, _EncoderCapture] = {}
+        self._pool = None
+        self._stream = None  # its own capture stream (cuBLAS workspaces are per stream)
+        self._lock = threading.Lock()
+        self.failed: str | None = None  # why capturing failed (then every call runs eagerly)
+
+    @property
+    def n_graphs(self) -> int:
+        return len(self._captured)
+
+    def __call__(self, windows: np.ndarray, positions: int):
+        """States ``float32 [L, B, positions, C]`` of ``windows [B, S]`` (float32, host)."""
+        import torch
+
+        with self._lock, torch.no_grad():
+            key = (windows.shape, int(positions))
+            cap = self._captured.get(key)
+            if cap is None and self.failed is None:
+                try:
+                    cap = self._captured[key] = self._capture(windows, int(positions))
+                except RuntimeError as e:  # a CUDA/driver combination that cannot capture it: slower, not broken
+                    self.failed = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    log.warning("whisper: the encoder runs without CUDA graphs (%s)", self.failed)
+            if cap is None:
+                return _encode_device(self.enc, torch.as_tensor(windows).to(self.enc.device), positions)
+            cap.x.copy_(torch.from_numpy(windows))
+            cap.graph.replay()
+            return cap.out.clone()
+
+    def _capture(self, windows: np.ndarray, positions: int) -> _EncoderCapture:
+        import torch
+
+        dev = torch.device(self.enc.device)
+        x = torch.as_tensor(windows).to(dev)
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                _encode_device(self.enc, x, positions)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+            self._stream = torch.cuda.Stream(device=dev)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+            out = _encode_device(self.enc, x, positions)
+        return _EncoderCapture(graph, x, out)
 
 
 def window_audio(x: np.ndarray, lo: int, end: int | None = None, x_offset: int = 0,

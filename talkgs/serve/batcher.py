@@ -251,7 +251,7 @@ class Batcher:
             seen.add(st.encode_key)
             st.feed(np.zeros(4 * SAMPLES_PER_FRAME, np.float32))
             w = st.ready_windows()[:1]
-            for g in range(1, st.max_encode_batch + 1) if cuda else [1]:
+            for g in range(st.max_encode_batch, 0, -1) if cuda else [1]:  # largest first, as above
                 st.encode(np.repeat(w, g, axis=0))
         return self.clock() - t0
 
