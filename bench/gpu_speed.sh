@@ -13,7 +13,8 @@
 # bench JSONs, named <step>_<h100|h200>) and evals.tgz (the runs' eval/metrics.json and config).
 # Steps, in this order unless named: train (the default, seed 0: every later step uses its run),
 # render (the fused face kernel, as built, alternating with PyTorch's, three rounds), serve,
-# serve_torch (PyTorch's face deformation), serve_mb64 (`--max-batch 64`), serve_p2 (two serve
+# serve_torch (PyTorch's face deformation), serve_eager_enc (the Whisper encoder without CUDA
+# graphs), serve_mb64 (`--max-batch 64`), serve_p2 (two serve
 # processes on the GPU: bench/serve.py --processes 2), train_s1 (seed 1), batch4 (the schedule of
 # 4 frames per step, seed 0), profile, tests. Also: obama / obama_b4 (the default and batch4 on
 # obama_v25, seed 0). A second clip does not fit the first call's 64 MiB: make it with
@@ -22,7 +23,7 @@
 set -u
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3
-steps=${*:-train render serve serve_torch serve_mb64 serve_p2 train_s1 batch4 profile tests}
+steps=${*:-train render serve serve_torch serve_eager_enc serve_mb64 serve_p2 train_s1 batch4 profile tests}
 take_data() {  # datasets carried in .carry2 (any call) into /tmp/data, marked ready when whole
   for d in .carry2/data/*/; do
     [ -d "$d" ] || continue
@@ -68,6 +69,7 @@ for step in $STEPS; do
     render) python3 bench/render.py $R/default_s0 $ALT --out $O/render_$TAG.json ;;
     serve) python3 bench/serve.py $R/default_s0 $SERVE --out $O/serve_$TAG.json ;;
     serve_torch) python3 bench/serve.py $R/default_s0 $SERVE --torch-face --out $O/serve_torch_$TAG.json ;;
+    serve_eager_enc) python3 bench/serve.py $R/default_s0 $SERVE --eager-encoder --out $O/serve_eager_enc_$TAG.json ;;
     serve_mb64) python3 bench/serve.py $R/default_s0 $SERVE --max-batch 64 --out $O/serve_mb64_$TAG.json ;;
     serve_p2) python3 bench/serve.py $R/default_s0 $SERVE --processes 2 --out $O/serve_p2_$TAG.json ;;
     profile) python3 bench/train_profile.py /tmp/data/anchor --stage face --checkpoint $R/default_s0/checkpoints/face.pt \

@@ -409,7 +409,7 @@ def fig_render(d: dict) -> str | None:
     return " / ".join(f"{r['fps']:.0f}" for r in rows) + " frames/s" + (f" ({size[0]}x{size[1]})" if size else "")
 
 
-SERVE_VARIANTS = ("fused_face", "torch_face", "pipelined", "stream_window", "eager")
+SERVE_VARIANTS = ("fused_face", "torch_face", "pipelined", "stream_window", "eager", "eager_encoder")
 """bench/serve.py options that make a variant or a baseline (set in its params), not the product."""
 
 

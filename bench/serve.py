@@ -289,6 +289,10 @@ def load_head(args):
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
     heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager, fused_face=not args.torch_face)
     head = head_names([args.run])[0]
+    if args.eager_encoder:  # the baseline: every Whisper encoder call runs eagerly
+        enc = getattr(live_stream(heads[head].audio_kind, args.stream_window), "enc", None)
+        if enc is not None:
+            enc.graphs.failed = "off (bench/serve.py --eager-encoder)"
     return heads, head, load_audio(args, heads[head])
 
 
@@ -556,6 +560,8 @@ def main() -> None:
     ap.add_argument("--note", default=None, help="one sentence a reader of the result needs (e.g. the machine's load)")
     ap.add_argument("--idle-s", type=float, default=3.0,
                     help="webrtc: seconds the front's CPU time is measured with no session, before the trials")
+    ap.add_argument("--eager-encoder", action="store_true",
+                    help="inproc, Whisper heads: the encoder runs eagerly instead of replaying CUDA graphs (a baseline)")
     ap.add_argument("--torch-face", action="store_true",
                     help="inproc: the face deformation by PyTorch's ops instead of the fused kernel (a baseline)")
     ap.add_argument("--pipelined", action="store_true",
@@ -571,8 +577,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.ray and args.transport != "webrtc":
         ap.error("--ray needs --transport webrtc")
-    if (args.stream_window is not None or args.torch_face or args.pipelined) and args.transport != "inproc":
-        ap.error("--stream-window, --torch-face and --pipelined are inproc variants (a served session is the server's own)")
+    if (args.stream_window is not None or args.torch_face or args.pipelined or args.eager_encoder) \
+            and args.transport != "inproc":
+        ap.error("--stream-window, --torch-face, --eager-encoder and --pipelined are inproc variants "
+                 "(a served session is the server's own)")
     if args.processes < 1 or (args.processes > 1 and args.transport != "inproc"):
         ap.error("--processes is a positive count, and more than 1 only with --transport inproc")
     if args.processes > 1 and not args.no_encode:

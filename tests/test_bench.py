@@ -146,7 +146,7 @@ def test_readme_serve_figure_comes_from_the_product_only(bench_modules):
                "rows": [{"measure": "capacity", "largest_n_holding_25fps": 36}]}
     assert R.fig_serve(product) == "36 sessions at >= 24 frames/s each"
     for other in ({"fused_face": True}, {"torch_face": True}, {"pipelined": True}, {"stream_window": 30.0},
-                  {"eager": True}, {"processes": 2}):
+                  {"eager": True}, {"eager_encoder": True}, {"processes": 2}):
         assert R.fig_serve(dict(product, params={**product["params"], **other})) is None, other
     limits = dict(product, rows=[{"measure": "capacity", "largest_n_holding_25fps": 38, "largest_n_within_limits": 36}])
     assert R.fig_serve(limits).startswith("36 sessions at >= 24 frames/s each, latency p95 < 250 ms")
