@@ -48,7 +48,7 @@ from talkgs.render.drive import DriveConfig, DrivePlan, default_segment, drive_p
 from talkgs.render.graphs import DeformGraphs
 from talkgs.render.hostcopy import HostCopies
 from talkgs.model import checkpoint as ckpt
-from talkgs.device import resolve_device
+from talkgs.device import resolve_device, to_device_async
 
 MAX_DEFAULT_SEGMENT = 300  # frames (12 s): longer shots are cut to their middle part
 MAX_MUX_RATE = 48_000
@@ -240,13 +240,15 @@ class HeadRenderer:
         b = windows.shape[0]
         if len(plan) != b:
             raise TalkgsError(f"render_batch: {b} audio windows but {len(plan)} drive frames")
-        dev = self.device
-        local = torch.as_tensor(plan.frames, device=dev) - self.segment[0]
+        # The plan's numbers in one pinned, non-blocking copy (frame indices < 2^24 are exact in
+        # float32): a copy from pageable memory would wait for every kernel queued before it.
+        host = np.column_stack([plan.frames, plan.blink, plan.eye_ratio]).astype(np.float32)
+        x = to_device_async(torch.from_numpy(host), self.device)  # [B, 4]
+        local = x[:, 0].long() - self.segment[0]
         if self.drive.pose == "still":
             local = torch.zeros_like(local)
         bg = self.backgrounds[local].float() / 255.0
-        return frame_inputs(windows, torch.as_tensor(plan.blink, device=dev), torch.as_tensor(plan.eye_ratio, device=dev),
-                            self.eye_ratio_ref, self.w2c[local], self.K, bg)
+        return frame_inputs(windows, x[:, 1], x[:, 2:4], self.eye_ratio_ref, self.w2c[local], self.K, bg)
 
     def measured_mouth_states(self, a: int, b: int) -> torch.Tensor:
         """States ``[b - a, m]`` (on the device) measured from this run's own dataset frames

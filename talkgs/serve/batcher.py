@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from talkgs.conventions import SAMPLES_PER_FRAME
+from talkgs.device import to_device_async
 from talkgs.serve.session import FrameOut, Pending, Session
 from talkgs.render.drive import DrivePlan
 from talkgs.render.hostcopy import HostCopies
@@ -300,7 +301,7 @@ class Batcher:
         renderer = self.renderers[batch.head]
         dev = renderer.device
         t0 = self.clock()
-        win = torch.as_tensor(batch.windows).to(dev, non_blocking=True)
+        win = to_device_async(torch.as_tensor(batch.windows), dev)  # pinned: a pageable copy waits for the queue
         out = renderer.render_batch(win, batch.plan)
         rendered = None
         if dev.type == "cuda":
