@@ -625,7 +625,7 @@ class EncoderGraphs:
                     log.warning("whisper: the encoder runs without CUDA graphs (%s)", self.failed)
             if cap is None:
                 return _encode_device(self.enc, torch.as_tensor(windows).to(self.enc.device), positions)
-            cap.x.copy_(torch.from_numpy(windows))
+            cap.x.copy_(torch.from_numpy(windows).pin_memory(), non_blocking=True)  # no wait for queued kernels
             cap.graph.replay()
             return cap.out.clone()
 
