@@ -12,18 +12,19 @@
 # wait until the chain is done or DEADLINE_S seconds have passed and tar into $OUT: res.tgz (the
 # bench JSONs, named <step>_<h100|h200>) and evals.tgz (the runs' eval/metrics.json and config).
 # Steps, in this order unless named: train (the default, seed 0: every later step uses its run),
-# render (the fused face kernel, as built, alternating with PyTorch's, three rounds), serve,
-# serve_torch (PyTorch's face deformation), serve_eager_enc (the Whisper encoder without CUDA
-# graphs), serve_mb64 (`--max-batch 64`), serve_p2 (two serve
+# render (as built, alternating with the two rasterizer passes of --two-passes, three rounds),
+# serve, serve_2pass (--two-passes), serve_torch (PyTorch's face deformation), serve_eager_enc
+# (the Whisper encoder without CUDA graphs), serve_mb64 (`--max-batch 64`), serve_p2 (two serve
 # processes on the GPU: bench/serve.py --processes 2), train_s1 (seed 1), batch4 (the schedule of
 # 4 frames per step, seed 0), profile, tests. Also: obama / obama_b4 (the default and batch4 on
-# obama_v25, seed 0). A second clip does not fit the first call's 64 MiB: make it with
+# obama_v25, seed 0), obama_pair (on obama_v25, seed 0, side by side so only their quality
+# counts: the default with audio conditioning, and the original preset). A second clip does not fit the first call's 64 MiB: make it with
 # CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT obama_v25 and carry .carry2 alone in the
 # first collect call; its steps wait up to 10 min for it.
 set -u
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3
-steps=${*:-train render serve serve_torch serve_eager_enc serve_mb64 serve_p2 train_s1 batch4 profile tests}
+steps=${*:-train render serve serve_2pass serve_torch serve_eager_enc serve_mb64 serve_p2 train_s1 batch4 profile tests}
 take_data() {  # datasets carried in .carry2 (any call) into /tmp/data, marked ready when whole
   for d in .carry2/data/*/; do
     [ -d "$d" ] || continue
@@ -52,7 +53,7 @@ EOV
 cd /tmp/repo && source /tmp/speed_env.sh
 R=/tmp/runs O=/tmp/res
 SERVE="--dataset /tmp/data/anchor --clients 24 32 40 48 --find-max --seconds 4 --no-encode"
-ALT="--batches 1,32 --frames 1000 --seconds 2 --no-mouth --rounds 3 --alternate-fused-face"
+ALT="--batches 1,4,16,32 --frames 1000 --seconds 2 --no-mouth --rounds 3 --alternate one-pass"
 clip() {  # waits for a dataset carried by a later call, then computes its Whisper features
   for i in $(seq 120); do [ -e "/tmp/data/$1/.ready" ] && break; sleep 5; done
   [ -e "/tmp/data/$1/audio_whisper.npy" ] || python3 -m talkgs features "/tmp/data/$1" --kind whisper
@@ -66,9 +67,15 @@ for step in $STEPS; do
     obama) clip obama_v25 && python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_s0 --out $O/obama_$TAG.json --seed 0 ;;
     obama_b4) clip obama_v25 && python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_b4_s0 --out $O/obama_b4_$TAG.json \
                 --seed 0 --variant batch4 ;;
+    obama_pair) clip obama_v25 && python3 -m talkgs features /tmp/data/obama_v25 --kind mel && {
+                python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_ac_s0 --out $O/obama_ac_$TAG.json --seed 0 \
+                  --variant audio_conditioning --shared-gpu > $R/obama_ac.log 2>&1 &
+                python3 bench/train.py /tmp/data/obama_v25 --run $R/obama_orig_s0 --out $O/obama_orig_$TAG.json --seed 0 \
+                  --preset original --shared-gpu; wait; } ;;
     render) python3 bench/render.py $R/default_s0 $ALT --out $O/render_$TAG.json ;;
     serve) python3 bench/serve.py $R/default_s0 $SERVE --out $O/serve_$TAG.json ;;
     serve_torch) python3 bench/serve.py $R/default_s0 $SERVE --torch-face --out $O/serve_torch_$TAG.json ;;
+    serve_2pass) python3 bench/serve.py $R/default_s0 $SERVE --two-passes --out $O/serve_2pass_$TAG.json ;;
     serve_eager_enc) python3 bench/serve.py $R/default_s0 $SERVE --eager-encoder --out $O/serve_eager_enc_$TAG.json ;;
     serve_mb64) python3 bench/serve.py $R/default_s0 $SERVE --max-batch 64 --out $O/serve_mb64_$TAG.json ;;
     serve_p2) python3 bench/serve.py $R/default_s0 $SERVE --processes 2 --out $O/serve_p2_$TAG.json ;;

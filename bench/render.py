@@ -1,14 +1,15 @@
 """Benchmark `talkgs render`: frames per second of the whole pipeline and end-to-end wall time.
 
     python bench/render.py RUN [--dataset DATASET] [--scale 1.0] [--batches 1,32] [--seconds 60]
-                           [--rounds K] [--alternate-fused-face] [--torch-face]
+                           [--rounds K] [--alternate fused-face|one-pass] [--torch-face] [--two-passes]
 
 1. Pipeline FPS (features already extracted -> audio encoder, deformers, rasterization of
    both branches, compositing over the torso background, uint8, copy to host memory; no file
    encoding) at batch 1 and at larger batches, on ~`--frames` frames after a warm-up; `--rounds`
-   times, and with `--alternate-fused-face` for a second renderer with the fused face kernel the
-   other way round too, the two alternating each round (rows then name their round and kernel,
-   and ``product``: the renderer as `talkgs render` builds it, with the kernel where it runs).
+   times, and with `--alternate fused-face` (or `one-pass`) for a second renderer with the fused
+   face kernel (or both branches' one rasterizer pass) the other way round too, the two
+   alternating each round (rows then name their round, kernel and passes, and ``product``: the
+   renderer as `talkgs render` builds it).
 2. End to end for `--seconds` of audio: feature extraction + rendering + encoding (PyAV
    H.264 + AAC where installed; otherwise OpenCV's mp4v without audio, e.g. on the GPU machine,
    and the JSON says so), encoder on its own thread as in `talkgs render`.
@@ -111,11 +112,15 @@ def _pipeline_rows(renderers: list[HeadRenderer], feats: np.ndarray, batches: li
                     row["round"] = k
                 if len(renderers) > 1:
                     row["fused_face"] = rr.model._fused_face is not None
+                    row["one_pass"] = rr.one_pass
                     row["product"] = rr is product
                 rows.append(row)
-                print(f"batch {b}: {fps:.1f} frames/s" + "".join(f", {a} {row[a]}" for a in ("round", "fused_face") if a in row),
+                print(f"batch {b}: {fps:.1f} frames/s" + "".join(f", {a} {row[a]}" for a in _TAGS if a in row),
                       flush=True)
     return rows
+
+
+_TAGS = ("round", "fused_face", "one_pass")
 
 
 def _first_batch(r: HeadRenderer, feats: np.ndarray, batch: int):
@@ -149,6 +154,22 @@ def fused_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
             want = r.render_batch(windows, plan)
     finally:
         r.graphs, r.model._fused_face = graphs, fused
+    return int((got.int() - want.int()).abs().max())
+
+
+def one_pass_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
+    """Largest uint8 difference between renders of one batch with both branches in one
+    rasterizer pass and in two."""
+    windows, plan = _first_batch(r, feats, batch)
+    was = r.one_pass
+    try:
+        with torch.no_grad():
+            r.one_pass = True
+            got = r.render_batch(windows, plan).clone()
+            r.one_pass = False
+            want = r.render_batch(windows, plan)
+    finally:
+        r.one_pass = was
     return int((got.int() - want.int()).abs().max())
 
 
@@ -227,22 +248,25 @@ def main() -> int:
     ap.add_argument("--plain-copy", action="store_true",
                     help="baseline: copy each batch to the host with .cpu() on the render stream (no talkgs.render.hostcopy)")
     ap.add_argument("--rounds", type=int, default=1, help="pipeline measurements per batch size")
-    ap.add_argument("--alternate-fused-face", action="store_true",
-                    help="also measure a second renderer with the fused face kernel the other way round, "
-                         "alternating with the first each round (the same process and machine)")
+    ap.add_argument("--two-passes", action="store_true",
+                    help="baseline: rasterize the face and mouth branches in two calls (HeadRenderer(one_pass=False))")
+    ap.add_argument("--alternate", choices=("fused-face", "one-pass"), default=None,
+                    help="also measure a second renderer with the fused face kernel (or the one rasterizer pass) "
+                         "the other way round, alternating with the first each round (the same process and machine)")
     args = ap.parse_args()
     if args.plain_copy:
         R.HostCopies = _PlainCopies
 
-    def renderer(fused_face: bool) -> HeadRenderer:
+    def renderer(fused_face: bool, one_pass: bool) -> HeadRenderer:
         rr = HeadRenderer(args.run, args.device, args.dataset, scale=args.scale, cuda_graphs=not args.eager,
-                          fused_face=fused_face)
+                          fused_face=fused_face, one_pass=one_pass)
         if args.per_call_fields:
             rr.model.train().eval()  # train() drops the fixed spatial part; eval() keeps it dropped
         return rr
 
     t0 = time.perf_counter()
-    r = renderer(not args.torch_face)
+    fused, one_pass = not args.torch_face, not args.two_passes
+    r = renderer(fused, one_pass)
     dev = r.device
     t_load = time.perf_counter() - t0
     dataset = Path(args.dataset) if args.dataset else Path(r.state["config"]["dataset"])
@@ -255,19 +279,26 @@ def main() -> int:
     feats = extract(r.audio_kind, audio, int(round(len(audio) / 640)))
 
     graphs_diff = graphs_parity(r, feats) if r.graphs is not None else None
-    renderers = [r, renderer(args.torch_face)] if args.alternate_fused_face else [r]
-    fused = next((x for x in renderers if x.model._fused_face is not None), None)
-    fused_diff = fused_parity(fused, feats) if fused is not None else None
+    renderers = [r]
+    if args.alternate == "fused-face":
+        renderers.append(renderer(not fused, one_pass))
+    elif args.alternate == "one-pass":
+        renderers.append(renderer(fused, not one_pass))
+    with_kernel = next((x for x in renderers if x.model._fused_face is not None), None)
+    fused_diff = fused_parity(with_kernel, feats) if with_kernel is not None else None
+    one_pass_diff = one_pass_parity(r, feats) if r.device.type == "cuda" else None
     lanes_diff = None
     if args.lanes > 1:  # the lanes' frames against one lane's, four batches of 32
         one = np.concatenate(list(render_features(r, feats[:128], 32)))
         many = np.concatenate(list(render_features(r, feats[:128], 32, lanes=args.lanes)))
         lanes_diff = int(np.abs(one.astype(np.int16) - many.astype(np.int16)).max())
-    product = renderers[1] if args.torch_face and len(renderers) > 1 else r  # built with the kernel, as talkgs render is
+    # the product: built with the kernel and one pass, as talkgs render is
+    product = next((x for x in renderers if x.model._fused_face is not None and x.one_pass), None)
     rows = _pipeline_rows(renderers, feats, [int(x) for x in args.batches.split(",")], args.frames, args.lanes, args.rounds,
                           product)
-    mine = r.model._fused_face is not None  # the end-to-end run below is the first renderer's
-    best = max((x for x in rows if x.get("fused_face", mine) == mine), key=lambda x: x["fps"])
+    # the end-to-end run below is the first renderer's (as built: neither runs off CUDA)
+    mine = {"fused_face": r.model._fused_face is not None, "one_pass": r.one_pass}
+    best = max((x for x in rows if all(x.get(k, v) == v for k, v in mine.items())), key=lambda x: x["fps"])
     e2e = end_to_end(r, audio, best["batch"], args.video)
     mouth = None
     if not args.no_mouth:
@@ -279,13 +310,14 @@ def main() -> int:
     setup = {"run": str(args.run), "fields": "per call" if args.per_call_fields else "fixed",
              "cuda_graphs": r.graphs is not None, "graphs_max_px_diff": graphs_diff,
              "fused_face": r.model._fused_face is not None, "fused_max_px_diff": fused_diff,
+             "one_pass": r.one_pass, "one_pass_max_px_diff": one_pass_diff,
              "lanes": args.lanes, "lanes_max_px_diff": lanes_diff,
              "size": [r.width, r.height], "gaussians": r.model.num_gaussians(), "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}
     H.write("render", args, out, device=str(dev), setup=setup)
     print(f"\ntalkgs render on {H.device_name(str(dev))}: {r.width}x{r.height}, Gaussians {setup['gaussians']}")
     print(f"{'batch':>6}{'frames/s':>12}")
     for row in rows:
-        print(f"{row['batch']:>6}{row['fps']:>12.1f}" + "".join(f"  {a} {row[a]}" for a in ("round", "fused_face") if a in row))
+        print(f"{row['batch']:>6}{row['fps']:>12.1f}" + "".join(f"  {a} {row[a]}" for a in _TAGS if a in row))
     print(f"end to end, {e2e['audio_s']:.0f} s of audio ({e2e['frames']} frames, {e2e['encoder']}): "
           f"{e2e['wall_s']:.1f} s wall = {e2e['fps']:.1f} frames/s (features {e2e['features_s']} s, "
           f"encoder busy {e2e['encode_busy_s']} s)")

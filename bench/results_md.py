@@ -395,13 +395,13 @@ def fig_other_voices(d: dict) -> str | None:
 def fig_render(d: dict) -> str | None:
     params = d.get("params") or {}
     if params.get("per_call_fields") or params.get("plain_copy") or params.get("eager") or params.get("fused_face") \
-            or params.get("torch_face") or (params.get("lanes") or 1) > 1:
+            or params.get("torch_face") or params.get("two_passes") or (params.get("lanes") or 1) > 1:
         return None  # a baseline or a variant, not the product
     size = (d.get("setup") or {}).get("size")
     if size is not None and list(size) != [512, 512]:  # the README's figures are the anchor clip's (512x512)
         return None
-    # --alternate-fused-face: rows say which renderer is the product's; before they did (the
-    # kernel a variant then), the renderer without the kernel was
+    # --alternate: rows say which renderer is the product's; before they did (the kernel a
+    # variant then), the renderer without the kernel was
     rows = [r for r in _measure(d, "pipeline") if r.get("batch") == 32 and r.get("fps")
             and r.get("product", not r.get("fused_face"))]
     if not rows:
@@ -409,7 +409,7 @@ def fig_render(d: dict) -> str | None:
     return " / ".join(f"{r['fps']:.0f}" for r in rows) + " frames/s" + (f" ({size[0]}x{size[1]})" if size else "")
 
 
-SERVE_VARIANTS = ("fused_face", "torch_face", "pipelined", "stream_window", "eager", "eager_encoder")
+SERVE_VARIANTS = ("fused_face", "torch_face", "two_passes", "pipelined", "stream_window", "eager", "eager_encoder")
 """bench/serve.py options that make a variant or a baseline (set in its params), not the product."""
 
 

@@ -289,6 +289,9 @@ def load_head(args):
     cfg = ServeConfig(runs=(args.run,), device=args.device, max_batch=args.max_batch, cpu_threads=args.cpu_threads)
     heads = load_heads(cfg, [args.dataset], cuda_graphs=not args.eager, fused_face=not args.torch_face)
     head = head_names([args.run])[0]
+    if args.two_passes:  # the baseline: the face and mouth branches in two rasterizer calls
+        for r in heads.values():
+            r.one_pass = False
     if args.eager_encoder:  # the baseline: every Whisper encoder call runs eagerly
         enc = getattr(live_stream(heads[head].audio_kind, args.stream_window), "enc", None)
         if enc is not None:
@@ -564,6 +567,8 @@ def main() -> None:
                     help="inproc, Whisper heads: the encoder runs eagerly instead of replaying CUDA graphs (a baseline)")
     ap.add_argument("--torch-face", action="store_true",
                     help="inproc: the face deformation by PyTorch's ops instead of the fused kernel (a baseline)")
+    ap.add_argument("--two-passes", action="store_true",
+                    help="inproc: the face and mouth branches rasterized in two calls instead of one (a baseline)")
     ap.add_argument("--pipelined", action="store_true",
                     help="inproc: the batch loop delivers a tick's frames after launching the next tick's (a variant)")
     ap.add_argument("--stream-window", type=float, default=None, metavar="S",
@@ -577,9 +582,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.ray and args.transport != "webrtc":
         ap.error("--ray needs --transport webrtc")
-    if (args.stream_window is not None or args.torch_face or args.pipelined or args.eager_encoder) \
+    if (args.stream_window is not None or args.torch_face or args.pipelined or args.eager_encoder or args.two_passes) \
             and args.transport != "inproc":
-        ap.error("--stream-window, --torch-face, --eager-encoder and --pipelined are inproc variants "
+        ap.error("--stream-window, --torch-face, --two-passes, --eager-encoder and --pipelined are inproc variants "
                  "(a served session is the server's own)")
     if args.processes < 1 or (args.processes > 1 and args.transport != "inproc"):
         ap.error("--processes is a positive count, and more than 1 only with --transport inproc")
@@ -695,7 +700,7 @@ def main() -> None:
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
         "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
-        "fused_face": r.model._fused_face is not None, "pipelined": args.pipelined, "processes": args.processes,
+        "fused_face": r.model._fused_face is not None, "one_pass": r.one_pass, "pipelined": args.pipelined, "processes": args.processes,
         "encoder_graphs": encoder_graphs(probe_stream),
     }
     if args.transport == "webrtc":

@@ -271,6 +271,33 @@ def test_deform_render_composite_gradients_reach_every_network():
             assert p.grad.abs().sum() > 0, (br, name)
 
 
+def test_both_branches_in_one_pass_render_the_frames_of_two_passes():
+    """stack_branches pads the smaller branch with zero-opacity Gaussians: one rasterizer call of
+    2B images gives each branch's own render, so the composite equals two calls' (torch rasterizer,
+    the reference of the gsplat path tests/gpu/test_cuda_graphs.py checks)."""
+    from talkgs.model.head import stack_branches
+
+    torch.manual_seed(0)
+    head = TalkingHead(small_head_config(), audio_window=16, audio_channels=20, generator=torch.Generator().manual_seed(0))
+    b, size = 3, 32
+    windows = gather_windows(torch.randn(30, 16, 20), torch.tensor([3, 11, 20]))
+    eye = eye_code(torch.tensor([0.0, 0.4, 0.8]), torch.tensor([[0.3, 0.3], [0.1, 0.2], [0.05, 0.06]]))
+    V, K = front_cameras(b, size)
+    bg = torch.rand(b, size, size, 3)
+    with torch.no_grad():
+        deformed = head.deform_frames(windows, eye)
+        stacked = stack_branches(deformed["face"], deformed["mouth"])
+        two = head.render_deformed(deformed, V, K, size, size, bg)
+        one = head.render_deformed(deformed, V, K, size, size, bg, one_pass=True)
+    assert stacked.means.shape == (2 * b, 300, 3) and stacked.sh.shape == (2 * b, 300, 9, 3)
+    assert torch.equal(stacked.means[b:, :150], deformed["mouth"].means) and (stacked.opacities[b:, 150:] == 0).all()
+    assert two.mouth_alpha.max() > 0.1 and two.face_alpha.max() > 0.5  # both branches are in view
+    for field in ("image", "face_alpha", "mouth_alpha"):
+        torch.testing.assert_close(getattr(one, field), getattr(two, field), atol=1e-6, rtol=0, msg=field)
+    other_bands = dataclasses.replace(deformed["mouth"], sh=deformed["mouth"].sh[..., :4, :], sh_degree=1)
+    assert stack_branches(deformed["face"], other_bands) is None  # then two passes
+
+
 def test_attention_maps_single_pass_equals_detached_pass():
     torch.manual_seed(0)
     windows = torch.randn(1, 8, 16, 20)

@@ -457,13 +457,26 @@ class TalkingHead(nn.Module):
         height: int,
         background: torch.Tensor,
         backend: str = "auto",
+        one_pass: bool = False,
     ) -> "FrameRender":
         """Rasterize both deformed branches (:meth:`deform_frames`) and composite face over
-        mouth over ``background [B, H, W, 3]``."""
-        outs = {}
-        for branch in BRANCHES:
-            o = self.render_branch(deformed[branch], viewmats, Ks, width, height, backend=backend)
-            outs[branch] = (o.colors[:, 0], o.alphas[:, 0])
+        mouth over ``background [B, H, W, 3]``.
+
+        ``one_pass``: both branches in one rasterizer call of ``2B`` images
+        (:func:`stack_branches`): the same frames for one call's launches and host syncs
+        instead of two, at the cost of projecting the padding."""
+        b = viewmats.shape[0]
+        stacked = stack_branches(deformed["face"], deformed["mouth"]) if one_pass else None
+        if stacked is not None:
+            o = self.render_branch(stacked, viewmats.repeat(2, 1, 1, 1), Ks.repeat(2, 1, 1, 1), width, height,
+                                   backend=backend)
+            colors, alphas = o.colors[:, 0], o.alphas[:, 0]
+            outs = {"face": (colors[:b], alphas[:b]), "mouth": (colors[b:], alphas[b:])}
+        else:
+            outs = {}
+            for branch in BRANCHES:
+                o = self.render_branch(deformed[branch], viewmats, Ks, width, height, backend=backend)
+                outs[branch] = (o.colors[:, 0], o.alphas[:, 0])
         image = composite(*outs["face"], *outs["mouth"], background)
         return FrameRender(image=image, face_alpha=outs["face"][1], mouth_alpha=outs["mouth"][1])
 
@@ -483,6 +496,29 @@ class TalkingHead(nn.Module):
 
     def num_gaussians(self) -> dict[str, int]:
         return {name: int(self.gaussians(name)["means"].shape[0]) for name in BRANCHES}
+
+
+def stack_branches(face: DeformedGaussians, mouth: DeformedGaussians) -> DeformedGaussians | None:
+    """Both branches' Gaussians of ``B`` frames as ``2B`` renderable sets of ``N = max(N_face,
+    N_mouth)``: rows ``[0, B)`` the face, ``[B, 2B)`` the mouth, the smaller branch padded with
+    Gaussians of opacity 0, which the rasterizer culls (alpha below 1/255) so that each image is
+    its branch's own render. None where the branches' SH bands differ."""
+    if face.sh.shape[2:] != mouth.sh.shape[2:] or face.sh_degree != mouth.sh_degree:
+        return None
+    b, n = face.batch_size, max(face.means.shape[1], mouth.means.shape[1])
+
+    def stacked(name: str, pad: float) -> torch.Tensor:
+        parts = (getattr(face, name), getattr(mouth, name))
+        out = parts[0].new_empty((2 * b, n) + tuple(parts[0].shape[2:]))
+        for i, t in enumerate(parts):
+            out[i * b:(i + 1) * b, : t.shape[1]].copy_(t)
+            if t.shape[1] < n:
+                out[i * b:(i + 1) * b, t.shape[1]:].fill_(pad)
+        return out
+
+    # unit quaternions (1, 1, 1, 1) / 2 keep the padding finite on every backend
+    return DeformedGaussians(means=stacked("means", 0.0), quats=stacked("quats", 0.5), scales=stacked("scales", 1e-3),
+                             opacities=stacked("opacities", 0.0), sh=stacked("sh", 0.0), sh_degree=face.sh_degree)
 
 
 def composite(

@@ -84,6 +84,9 @@ class HeadRenderer:
     ``fused_face`` (on by default): the face branch's per-frame deformation as one Triton kernel
     where Triton runs on CUDA (:mod:`talkgs.model.fused_face`); False, or any other device, runs
     PyTorch's ops (the reference).
+    ``one_pass`` (on by default): with gsplat on CUDA, both branches are rasterized in one call
+    (:func:`talkgs.model.head.stack_branches`); False, or the torch rasterizer, renders them in two
+    (the reference: the same frames).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class HeadRenderer:
         mouth_amplitude: float = 1.0,
         cuda_graphs: bool = True,
         fused_face: bool = True,
+        one_pass: bool = True,
     ):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         state = ckpt.load(run, map_location="cpu")
@@ -129,6 +133,8 @@ class HeadRenderer:
         self.mouth_amplitude = float(mouth_amplitude)
         # The deformation as captured CUDA graphs (one per batch size; talkgs.render.graphs).
         self.graphs = DeformGraphs(self.model, self.mouth_amplitude) if cuda_graphs and self.device.type == "cuda" else None
+        # On the CPU the torch rasterizer would pay for the padding and gains no launches.
+        self.one_pass = bool(one_pass) and self.device.type == "cuda" and backend != "torch"
         self._lanes: list[RenderLane] = []  # render_features's concurrent lanes (lanes()), apart from self.graphs
         self.width = int(round(self.meta["width"] * self.scale))
         self.height = int(round(self.meta["height"] * self.scale))
@@ -228,10 +234,11 @@ class HeadRenderer:
         x = self.inputs(windows, plan)
         graphs = self.graphs if lane is None else lane.graphs
         if graphs is None:
-            return self.model.render_frames(x.audio, x.eye, x.viewmats, x.Ks, self.width, self.height, x.background,
-                                            backend=self.backend, states=states, mouth_amplitude=self.mouth_amplitude)
-        deformed = graphs(x.audio, x.eye, states)
-        return self.model.render_deformed(deformed, x.viewmats, x.Ks, self.width, self.height, x.background, self.backend)
+            deformed = self.model.deform_frames(x.audio, x.eye, states, self.mouth_amplitude)
+        else:
+            deformed = graphs(x.audio, x.eye, states)
+        return self.model.render_deformed(deformed, x.viewmats, x.Ks, self.width, self.height, x.background,
+                                          self.backend, one_pass=self.one_pass)
 
     def inputs(self, windows: torch.Tensor, plan: DrivePlan) -> FrameInputs:
         """What :meth:`TalkingHead.render_frames` takes (:func:`talkgs.model.inputs.frame_inputs`,

@@ -64,6 +64,24 @@ def test_graphed_frames_equal_the_eager_frames():
     assert (got.image - want.image).abs().max() <= 1 / 255
 
 
+def test_one_gsplat_pass_of_both_branches_renders_the_frames_of_two():
+    """HeadRenderer's one_pass on gsplat: the padded mouth is culled, so the frames and alphas of one
+    rasterizer call equal two calls'."""
+    head = _head()
+    b, size = 4, 64
+    windows, eye = _inputs(b, 7)
+    V, K = front_cameras(b, size)
+    V, K = V.cuda(), K.cuda()
+    bg = torch.rand(b, size, size, 3, device="cuda")
+    with torch.no_grad():
+        deformed = head.deform_frames(windows, eye)
+        two = head.render_deformed(deformed, V, K, size, size, bg)
+        one = head.render_deformed(deformed, V, K, size, size, bg, one_pass=True)
+    assert two.mouth_alpha.max() > 0.1
+    for field in ("image", "face_alpha", "mouth_alpha"):
+        assert (getattr(one, field) - getattr(two, field)).abs().max() <= 1e-6, field
+
+
 def test_two_sets_of_graphs_replayed_at_once_on_two_streams_equal_the_eager_deformation():
     """Render lanes: each its own DeformGraphs on its own stream and thread, replaying at the
     same time. Each set captures on its own stream, so the graphs do not share a cuBLAS
