@@ -101,7 +101,13 @@ def _batch4(cfg: TrainConfig) -> TrainConfig:
                                **{s: scale_stage(getattr(cfg, s), 2.0) for s in ("mouth", "face", "fuse")})
 
 
-VARIANTS = {"none": lambda cfg: cfg, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
+def _face_x4_3(cfg: TrainConfig) -> TrainConfig:
+    """The face stage a third longer (3000 steps of 8 frames instead of 2250): more steps where the
+    lips learn to follow the mouth state, for about 20 s of an H100."""
+    return dataclasses.replace(cfg, face=scale_stage(cfg.face, 4 / 3))
+
+
+VARIANTS = {"none": lambda cfg: cfg, "face_x4_3": _face_x4_3, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
             "audio_conditioning": _audio_conditioning, "no_lower_face_grid": _no_lower_face_grid,
             "no_landmark_loss": _no_landmark_loss, "batch4": _batch4}
 """Bench variants (--variant): named changes to the preset's config, measured against it."""
