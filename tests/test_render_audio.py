@@ -370,6 +370,22 @@ def test_cuda_graphs_are_off_the_cpu(mini_run):
     assert HeadRenderer(mini_run, "cpu", cuda_graphs=True).graphs is None
 
 
+def test_a_padded_tail_batch_yields_its_own_frames(mini_run, anchor_dataset):
+    """pad_tail renders the last, partial batch at the full size (its last frame repeated) and
+    yields only its own frames: the frames of the unpadded render, with mouth states too."""
+    from talkgs.data import format as fmt
+
+    r = HeadRenderer(mini_run, "cpu")
+    feats = np.array(fmt.load_features(Path(anchor_dataset) / fmt.audio_feature_file(r.audio_kind))[:21])
+    states = r.measured_mouth_states(100, 121)
+    for st in (None, states):
+        plain = list(render_features(r, feats, batch_size=8, start=5, states=st, pad_tail=False))
+        padded = list(render_features(r, feats, batch_size=8, start=5, states=st, pad_tail=True))
+        assert [b.shape[0] for b in padded] == [8, 8, 5] == [b.shape[0] for b in plain]
+        for a, b in zip(plain, padded):  # batched products may round differently by batch size
+            assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
+
+
 def test_render_lanes_give_the_same_frames_in_order(mini_run, anchor_dataset):
     """render_features with 3 lanes (batches rendered by 3 threads at once) yields the frames of one
     lane, batch by batch in order, the last batch partial; with mouth states given too."""

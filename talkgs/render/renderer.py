@@ -325,10 +325,15 @@ def render_features(
     start: int = 0,
     states: torch.Tensor | None = None,
     lanes: int = 1,
+    pad_tail: bool | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield uint8 frame batches ``[b, H, W, 3]`` (host memory) for per-frame features
     ``[N, W, C]`` (all frames of one clip; frame i of the output uses windows around i);
     ``states [N, m]``: mouth states to use instead of the predicted ones.
+
+    ``pad_tail`` (default: where the deformation replays CUDA graphs): the last, partial batch
+    is rendered at the full batch size with its last frame repeated, and only its own frames
+    are yielded, so that it replays the full size's graph instead of capturing one more.
 
     Each batch is copied to the host while the next one renders (:class:`HostCopies`).
     ``lanes > 1``: that many batches in flight at once, each launched by its own thread on its own
@@ -343,13 +348,22 @@ def render_features(
     if lanes > 1:
         yield from _render_in_lanes(renderer, feats, batch_size, start, states, lanes)
         return
+    if pad_tail is None:
+        pad_tail = renderer.graphs is not None
     copies = HostCopies(renderer.device)
     pending = None
     for s in range(0, n, batch_size):
         e = min(s + batch_size, n)
         idx = torch.arange(s, e, device=renderer.device)
+        plan = renderer.plan(e - s, start + s)
+        st = None if states is None else states[s:e]
+        k = batch_size - (e - s) if pad_tail and n > batch_size else 0
+        if k:
+            idx = torch.cat([idx, idx[-1:].expand(k)])
+            plan = DrivePlan.concat([plan] + [plan.slice(len(plan) - 1, len(plan))] * k)
+            st = None if st is None else torch.cat([st, st[-1:].expand(k, -1)])
         win = gather_windows(feats, idx, renderer.audio_window)
-        out = renderer.render_batch(win, renderer.plan(e - s, start + s), states=None if states is None else states[s:e])
+        out = renderer.render_batch(win, plan, states=st)[: e - s]
         if pending is not None:
             yield copies.finish(pending)
         pending = copies.start(out)
