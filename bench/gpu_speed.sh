@@ -19,7 +19,8 @@
 # 4 frames per step, seed 0), profile, tests. Also: obama / obama_b4 (the default and batch4 on
 # obama_v25, seed 0), obama_pair (on obama_v25, seed 0, side by side so only their quality
 # counts: the default with audio conditioning, and the original preset), face43 / face43_s1 (the
-# face stage a third longer, seeds 0 / 1; face43_pair: both side by side, for their quality). A second clip does not fit the first call's 64 MiB:
+# face stage a third longer, seeds 0 / 1; face43_pair: both side by side, for their quality),
+# refine50 / refine50_s1 (densification every 50 steps, seeds 0 / 1). A second clip does not fit the first call's 64 MiB:
 # make it with CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT obama_v25 and carry .carry2 alone in the
 # first collect call; its steps wait up to 10 min for it.
 set -u
@@ -67,6 +68,10 @@ for step in $STEPS; do
     face43) python3 bench/train.py /tmp/data/anchor --run $R/face43_s0 --out $O/face43_$TAG.json --seed 0 --variant face_x4_3 ;;
     face43_s1) python3 bench/train.py /tmp/data/anchor --run $R/face43_s1 --out $O/face43_s1_$TAG.json --seed 1 \
                  --variant face_x4_3 ;;
+    refine50) python3 bench/train.py /tmp/data/anchor --run $R/refine50_s0 --out $O/refine50_$TAG.json --seed 0 \
+                --variant refine_every_50 ;;
+    refine50_s1) python3 bench/train.py /tmp/data/anchor --run $R/refine50_s1 --out $O/refine50_s1_$TAG.json --seed 1 \
+                   --variant refine_every_50 ;;
     face43_pair) python3 bench/train.py /tmp/data/anchor --run $R/face43_s1 --out $O/face43_s1_$TAG.json --seed 1 \
                    --variant face_x4_3 --shared-gpu > $R/face43_s1.log 2>&1 &
                  python3 bench/train.py /tmp/data/anchor --run $R/face43_s0 --out $O/face43_$TAG.json --seed 0 \

@@ -107,7 +107,14 @@ def _face_x4_3(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, face=scale_stage(cfg.face, 4 / 3))
 
 
-VARIANTS = {"none": lambda cfg: cfg, "face_x4_3": _face_x4_3, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
+def _refine_every_50(cfg: TrainConfig) -> TrainConfig:
+    """The mouth and face stages refine their Gaussians every 50 steps instead of 100: as often
+    per frame seen as the 4-frame schedule, which grows a face branch about a third larger."""
+    return dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), densify=dataclasses.replace(
+        getattr(cfg, s).densify, every=50)) for s in ("mouth", "face")})
+
+
+VARIANTS = {"none": lambda cfg: cfg, "face_x4_3": _face_x4_3, "refine_every_50": _refine_every_50, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
             "audio_conditioning": _audio_conditioning, "no_lower_face_grid": _no_lower_face_grid,
             "no_landmark_loss": _no_landmark_loss, "batch4": _batch4}
 """Bench variants (--variant): named changes to the preset's config, measured against it."""

@@ -227,6 +227,7 @@ def test_refine_schedule_follows_the_stage_length():
     assert RefineSchedule.for_stage(0.9, 60_000) == RefineSchedule(start=500, stop=54_000, every=100, screen_prune_start=27_000)
     assert RefineSchedule.for_stage(0.9, 160) == RefineSchedule(start=14, stop=144, every=8, screen_prune_start=72)
     assert RefineSchedule.for_stage(0.5, 60) == RefineSchedule(start=3, stop=30, every=5, screen_prune_start=15)
+    assert RefineSchedule.for_stage(0.9, 2250, every=50) == RefineSchedule(start=202, stop=2025, every=50, screen_prune_start=1012)
     # until 0: no step refines or collects statistics.
     params, opts = make_gaussians([0.001, 0.01], [0.9, 0.01])
     strat = DensifyStrategy(DensifyConfig(until=0.0), RefineSchedule.for_stage(0.0, 100))

@@ -57,6 +57,8 @@ class DensifyConfig:
 
     until: float = 0.9
     """Fraction of the stage after which the Gaussian count is frozen (0 = never densify)."""
+    every: Hidden[int] = 0
+    """Steps between refinements (0: every 100 steps, more often in stages under 2000 steps)."""
     grad_threshold: Hidden[float] = 2e-4
     """Mean screen-space gradient of a Gaussian's projected mean (half-image units, as 3DGS and
     gsplat) above which it is cloned or split."""

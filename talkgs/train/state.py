@@ -203,7 +203,7 @@ class TrainState:
         self._network_base_lrs = [g["lr"] for g in self.network_opt.param_groups] if self.network_opt else []
         self.strategies, self.densify_state = {}, {}
         if stage.densify is not None:
-            schedule = RefineSchedule.for_stage(stage.densify.until, stage.iterations)
+            schedule = RefineSchedule.for_stage(stage.densify.until, stage.iterations, stage.densify.every)
             for branch in trained_branches(stage):
                 self.strategies[branch] = strat = DensifyStrategy(stage.densify, schedule)
                 self.densify_state[branch] = strat.initialize_state(self.model.gaussians(branch))

@@ -183,15 +183,15 @@ class RefineSchedule:
     """Size-based pruning only after this step."""
 
     @classmethod
-    def for_stage(cls, until: float, iterations: int) -> "RefineSchedule":
+    def for_stage(cls, until: float, iterations: int, every: int = 0) -> "RefineSchedule":
         """The schedule of a stage of ``iterations`` steps that densifies for the fraction
-        ``until`` of them: every 100 steps (more often in short stages), from a tenth of the
-        period (at most step 500) on, size pruning from half of it on."""
+        ``until`` of them: every ``every`` steps (0: every 100, more often in short stages), from
+        a tenth of the period (at most step 500) on, size pruning from half of it on."""
         stop = int(iterations * until)
         return cls(
             start=min(500, max(1, stop // 10)),
             stop=stop,
-            every=100 if iterations >= 2000 else max(5, iterations // 20),
+            every=every if every > 0 else 100 if iterations >= 2000 else max(5, iterations // 20),
             screen_prune_start=stop // 2,
         )
 
