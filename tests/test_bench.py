@@ -136,6 +136,19 @@ def test_readme_training_figures_come_from_default_trainings_only(bench_modules)
         assert R.fig_train(d) is None and R.fig_image(d) is None, other
 
 
+def test_readme_own_voice_figure_takes_the_default_on_the_anchor_from_a_mouth_table(bench_modules):
+    """bench/mouth_table.py results: the mean row of the default preset without a variant on the
+    anchor clip, with its seed range; a variant's, another preset's or another clip's never."""
+    _, R = bench_modules
+    mean = {"measure": "mean", "clip": "anchor", "preset": "default", "variant": "none", "seeds": [0, 1],
+            "lips_r": 0.7525, "lips_r_range": [0.745, 0.760]}
+    others = [dict(mean, variant="mouth_loss", lips_r=0.9), dict(mean, clip="obama_v25", lips_r=0.5),
+              dict(mean, preset="original", lips_r=0.3)]
+    d = {"bench": "mouth", "rows": [*others, mean]}
+    assert R.fig_own_voice(d) == "val mouth r 0.752 (0.745-0.760; seeds 0, 1)"
+    assert R.fig_own_voice(dict(d, rows=others)) is None
+
+
 def test_readme_serve_figure_comes_from_the_product_only(bench_modules):
     """A bench/serve.py variant (pipelined loop, another stream window, several processes) or a
     baseline (PyTorch's face deformation, eager) is never the README's sessions per GPU; nor is
