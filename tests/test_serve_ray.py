@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from talkgs.serve.cluster import CPU_RESOURCE, worker_plan
 from tests.test_serve import TOKEN, _free_port, _Loop, _speech, start_server
 
 ray = pytest.importorskip("ray", reason="--ray needs ray (pip install 'talkgs[cluster]')")
@@ -196,15 +197,44 @@ async def _restarted(url, worker):
 
 def test_ray_without_ray_installed_is_refused_in_one_line(live_run):
     """`--ray` where `import ray` fails: one line naming what to install, exit 2, before loading;
-    --ray-workers without --ray and two addresses are refused in one line too."""
+    --ray-workers or --workers-per-gpu without --ray, --workers-per-gpu with --device cpu or out of
+    range, and two addresses are refused in one line too."""
     code = ("import sys; sys.modules['ray'] = None; from talkgs.cli import main; "
             f"sys.argv = ['talkgs', 'serve', {str(live_run)!r}, '--ray']; sys.exit(main())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith("talkgs:") and "pip install 'talkgs[cluster]'" in lines[0], lines
-    for args, says in ((["--ray-workers", "2"], "--ray-workers needs --ray"), (["--ray", "a:1", "b:2"], "at most one")):
+    cases = ((["--ray-workers", "2"], "--ray-workers needs --ray"), (["--ray", "a:1", "b:2"], "at most one"),
+             (["--workers-per-gpu", "2"], "--workers-per-gpu needs --ray"),
+             (["--ray", "--device", "cpu", "--workers-per-gpu", "2"], "--workers-per-gpu shares GPUs"),
+             (["--ray", "--workers-per-gpu", "0"], "--workers-per-gpu must be in [1, 16], got 0"))
+    for args, says in cases:
         r = subprocess.run([sys.executable, "-m", "talkgs", "serve", str(live_run), *args], capture_output=True,
                            text=True, timeout=60)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr
+
+
+def test_worker_plan_puts_w_workers_on_each_gpu_each_taking_1_over_w_of_it():
+    total = {"CPU": 64.0, "GPU": 4.0, "memory": 1e12}
+    assert worker_plan(total, False, 0, 1) == (4, {"num_gpus": 1}, "1 GPU")
+    n, opts, unit = worker_plan(total, False, 0, 2)
+    assert (n, opts, unit) == (8, {"num_gpus": 0.5}, "1/2 GPU")
+    assert n * opts["num_gpus"] == total["GPU"]  # exactly fills the cluster's GPUs
+    n, opts, unit = worker_plan(total, False, 0, 3)
+    assert n == 12 and n * opts["num_gpus"] <= total["GPU"] and unit == "1/3 GPU"
+    # --ray-workers fixes the count; each still takes its 1/W share.
+    assert worker_plan(total, False, 3, 1) == (3, {"num_gpus": 1}, "1 GPU")
+    assert worker_plan(total, False, 3, 2) == (3, {"num_gpus": 0.5}, "1/2 GPU")
+    # A cluster without GPUs gets no GPU worker (RayPool then refuses in one line).
+    assert worker_plan({"CPU": 8.0}, False, 0, 2)[0] == 0
+
+
+def test_worker_plan_for_cpu_workers_takes_the_cpu_resource_whatever_workers_per_gpu():
+    total = {"CPU": 8.0, "GPU": 2.0, CPU_RESOURCE: 3.0}
+    want = (3, {"num_cpus": 0, "resources": {CPU_RESOURCE: 1}}, f"1 {CPU_RESOURCE}")
+    assert worker_plan(total, True, 0, 1) == want
+    assert worker_plan(total, True, 0, 4) == want  # auto's fallback to CPU ignores --workers-per-gpu
+    assert worker_plan(total, True, 5, 1)[0] == 5
+    assert worker_plan({"CPU": 8.0}, True, 0, 1)[0] == 0

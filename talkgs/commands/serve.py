@@ -59,6 +59,10 @@ class ServeConfig:
     ray_workers: int = 0
     """With --ray: the number of workers (0: one per GPU of the cluster; with --device cpu, one per
     unit of the Ray resource `talkgs_cpu_worker`, of which a local instance gets this many)."""
+    workers_per_gpu: int = 1
+    """With --ray: the number N of workers sharing each GPU, each its own process with its own batch
+    loop and 1/N of the GPU in Ray's accounting (with --ray-workers 0: N workers per GPU of the
+    cluster). Not with --device cpu; ignored when --device auto falls back to CPU workers."""
     verbose: bool = False
     """Log every session's start, end and statistics."""
 
@@ -98,6 +102,11 @@ def check(cfg: ServeConfig) -> ServeConfig:
     within("ray_workers", cfg.ray_workers, 0, 1024)
     if cfg.ray is None and cfg.ray_workers:
         raise UsageError("--ray-workers needs --ray")
+    within("workers_per_gpu", cfg.workers_per_gpu, 1, 16)
+    if cfg.ray is None and cfg.workers_per_gpu > 1:
+        raise UsageError("--workers-per-gpu needs --ray")
+    if cfg.device == "cpu" and cfg.workers_per_gpu > 1:
+        raise UsageError("--workers-per-gpu shares GPUs; with --device cpu give --ray-workers instead")
     if cfg.ray is not None:
         from talkgs.serve.cluster import INSTALL, ray_missing
 

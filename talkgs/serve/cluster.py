@@ -6,10 +6,11 @@ terminates the WebRTC media of its sessions itself (the browser talks to the wor
 directly); the front (:class:`RayPool` behind :class:`talkgs.serve.app.LiveServer`: page, token,
 API) only signals: it hands an offer to a worker by a Ray call and returns the worker's answer.
 
-- Resources: a worker takes one GPU (``num_gpus=1``); CPU workers (``--device cpu``) take one unit
-  of the custom resource ``talkgs_cpu_worker`` (a local instance is started with as many as
-  ``--ray-workers``; the nodes of a cluster declare theirs: ``ray start --resources
-  '{"talkgs_cpu_worker": 2}'``).
+- Resources: a worker takes one GPU (``num_gpus=1``), or 1/W of one with ``--workers-per-gpu W``
+  (W workers, each its own process and batch loop, share each GPU; :func:`worker_plan`); CPU
+  workers (``--device cpu``) take one unit of the custom resource ``talkgs_cpu_worker`` (a local
+  instance is started with as many as ``--ray-workers``; the nodes of a cluster declare theirs:
+  ``ray start --resources '{"talkgs_cpu_worker": 2}'``).
 - Placement: every worker reports its load twice a second (:meth:`SessionHost.load`: sessions,
   the device's busy share, the sessions' frame rates and lost frames); a new session goes to a
   worker whose sessions keep up (none under 24 frames/s, no frame lost since its previous
@@ -48,6 +49,18 @@ REPORT_S = 0.5  # each worker's load report period
 HOLD_FPS = 24.0  # a session below this many frames per second is behind real time (25)
 REPORT_TIMEOUT_S = 5.0  # a report later than this takes the worker out of placement (not its sessions)
 INSTALL = "pip install 'talkgs[cluster]'"
+
+
+def worker_plan(total: dict, cpu: bool, ray_workers: int, workers_per_gpu: int = 1) -> tuple[int, dict, str]:
+    """The workers to start on a cluster offering ``total`` (``ray.cluster_resources()``): their
+    number (``ray_workers``, or else one per unit of the CPU resource / ``workers_per_gpu`` per GPU),
+    each one's Ray actor options and the unit it takes, as shown to the user."""
+    if cpu:
+        n = ray_workers or int(total.get(CPU_RESOURCE, 0))
+        return n, {"num_cpus": 0, "resources": {CPU_RESOURCE: 1}}, f"1 {CPU_RESOURCE}"
+    # Several batch loops per GPU keep it busier than one (bench/serve.py --processes, docs/serve.md).
+    n = ray_workers or int(total.get("GPU", 0)) * workers_per_gpu
+    return n, {"num_gpus": 1 / workers_per_gpu}, "1 GPU" if workers_per_gpu == 1 else f"1/{workers_per_gpu} GPU"
 
 
 def ray_missing() -> bool:
@@ -154,14 +167,7 @@ class RayPool:
         total = ray.cluster_resources()
         if not cpu and cfg.device == "auto" and total.get("GPU", 0) < 1:
             cpu = True
-        if cpu:
-            n = cfg.ray_workers or int(total.get(CPU_RESOURCE, 0))
-            opts = {"num_cpus": 0, "resources": {CPU_RESOURCE: 1}}
-            self.unit = f"1 {CPU_RESOURCE}"
-        else:
-            n = cfg.ray_workers or int(total.get("GPU", 0))
-            opts = {"num_gpus": 1}
-            self.unit = "1 GPU"
+        n, opts, self.unit = worker_plan(total, cpu, cfg.ray_workers, cfg.workers_per_gpu)
         if n < 1:
             raise TalkgsError("the Ray cluster offers no GPU; for CPU workers give --device cpu and start its nodes "
                               f"with ray start --resources '{{\"{CPU_RESOURCE}\": N}}'")
