@@ -49,14 +49,19 @@ def test_graphed_deformation_equals_the_eager_one_for_new_inputs_and_batch_sizes
     assert graphs.n_graphs == 2
 
 
+def _frame_inputs(b: int, size: int, seed: int):
+    """Audio windows, eye codes, cameras ``[b, 1, 4, 4]`` / ``[b, 1, 3, 3]`` and backgrounds of ``b``
+    frames of ``size`` px on the GPU."""
+    windows, eye = _inputs(b, seed)
+    V, K = front_cameras(b, size)
+    return windows, eye, V.cuda(), K.cuda(), torch.rand(b, size, size, 3, device="cuda")
+
+
 def test_graphed_frames_equal_the_eager_frames():
     head = _head()
     graphs = DeformGraphs(head)
-    b, size = 3, 64
-    windows, eye = _inputs(b, 5)
-    V, K = front_cameras(b, size)
-    V, K = V.cuda(), K.cuda()
-    bg = torch.rand(b, size, size, 3, device="cuda")
+    size = 64
+    windows, eye, V, K, bg = _frame_inputs(3, size, 5)
     with torch.no_grad():
         want = head.render_frames(windows, eye, V, K, size, size, bg)
         graphs(*_inputs(b, 6))  # capture on other audio first: the replay must take the new inputs
@@ -68,11 +73,8 @@ def test_one_gsplat_pass_of_both_branches_renders_the_frames_of_two():
     """HeadRenderer's one_pass on gsplat: the padded mouth is culled, so the frames and alphas of one
     rasterizer call equal two calls'."""
     head = _head()
-    b, size = 4, 64
-    windows, eye = _inputs(b, 7)
-    V, K = front_cameras(b, size)
-    V, K = V.cuda(), K.cuda()
-    bg = torch.rand(b, size, size, 3, device="cuda")
+    size = 64
+    windows, eye, V, K, bg = _frame_inputs(4, size, 7)
     with torch.no_grad():
         deformed = head.deform_frames(windows, eye)
         two = head.render_deformed(deformed, V, K, size, size, bg)
