@@ -39,6 +39,8 @@ take_data() {  # datasets carried in .carry2 (any call) into /tmp/data, marked r
 }
 tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o "H[12]00" | head -1 | tr H h)
 if [ "$verb" = start ]; then
+  # The results' schema names the commit by 12 hex digits (tests/test_bench.py checks it).
+  [[ "$commit" =~ ^[0-9a-f]{12}$ ]] || { echo "gpu_speed.sh: COMMIT12 is 12 hex digits (git rev-parse --short=12 HEAD), not $commit" >&2; exit 2; }
   rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && cd /tmp/repo || exit 1
   export TALKGS_COMMIT=$commit
   source bench/gpu_env.sh
