@@ -20,9 +20,10 @@
 # obama_v25, seed 0), obama_pair (on obama_v25, seed 0, side by side so only their quality
 # counts: the default with audio conditioning, and the original preset), face43 / face43_s1 (the
 # face stage a third longer, seeds 0 / 1; face43_pair: both side by side, for their quality),
-# refine50 / refine50_s1 (densification every 50 steps, seeds 0 / 1). A second clip does not fit the first call's 64 MiB:
-# make it with CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT obama_v25 and carry .carry2 alone in the
-# first collect call; its steps wait up to 10 min for it.
+# refine50 / refine50_s1 (densification every 50 steps, seeds 0 / 1). A second clip does not
+# fit the first call's 64 MiB: make it with CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh
+# DATA_ROOT obama_v25 and carry .carry2 alone in the first collect call; its steps wait up to
+# 10 min for it.
 set -u
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 verb=${1:?start or collect}; commit=${2:?commit, or - to collect}; deadline=${3:?deadline in seconds}; shift 3

@@ -114,7 +114,8 @@ def _refine_every_50(cfg: TrainConfig) -> TrainConfig:
         getattr(cfg, s).densify, every=50)) for s in ("mouth", "face")})
 
 
-VARIANTS = {"none": lambda cfg: cfg, "face_x4_3": _face_x4_3, "refine_every_50": _refine_every_50, "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
+VARIANTS = {"none": lambda cfg: cfg, "face_x4_3": _face_x4_3, "refine_every_50": _refine_every_50,
+            "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
             "audio_conditioning": _audio_conditioning, "no_lower_face_grid": _no_lower_face_grid,
             "no_landmark_loss": _no_landmark_loss, "batch4": _batch4}
 """Bench variants (--variant): named changes to the preset's config, measured against it."""
