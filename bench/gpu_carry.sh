@@ -20,7 +20,7 @@
 #                        so that they compress; only the lower face is transferred).
 # Usage: bench/gpu_carry.sh DATA_ROOT TRAIN_NAME [DRIVE_NAME ...]   (e.g. /work/data anchor german)
 # CARRY=.carry2 DATA_ONLY=1 bench/gpu_carry.sh DATA_ROOT NAME: only the datasets, into another
-# ignored folder, for a second clip carried by a later call (bench/gpu_speed.sh).
+# ignored folder, for a second clip carried by a later call (bench/gpu_chain.sh).
 set -euo pipefail
 C=${CARRY:-.carry}
 root=$1; shift

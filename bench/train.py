@@ -114,7 +114,16 @@ def _refine_every_50(cfg: TrainConfig) -> TrainConfig:
         getattr(cfg, s).densify, every=50)) for s in ("mouth", "face")})
 
 
+def _net_lr_sqrt2(cfg: TrainConfig) -> TrainConfig:
+    """The branches' network learning rates (grids, MLPs, audio nets) times sqrt(2): the usual
+    scaling for twice the frames per step, which the 8-frame schedule took at the 4-frame rates."""
+    m = cfg.model
+    lrs = {f.name: getattr(m.net_lrs, f.name) * math.sqrt(2) for f in dataclasses.fields(m.net_lrs)}
+    return dataclasses.replace(cfg, model=dataclasses.replace(m, net_lrs=dataclasses.replace(m.net_lrs, **lrs)))
+
+
 VARIANTS = {"none": lambda cfg: cfg, "face_x4_3": _face_x4_3, "refine_every_50": _refine_every_50,
+            "net_lr_sqrt2": _net_lr_sqrt2,
             "mouth_loss": _mouth_loss, "mouth_branch": _mouth_branch,
             "audio_conditioning": _audio_conditioning, "no_lower_face_grid": _no_lower_face_grid,
             "no_landmark_loss": _no_landmark_loss, "batch4": _batch4}

@@ -494,3 +494,70 @@ def test_peak_memory_counts_the_processes_a_command_starts(bench_modules):
     assert proc.returncode == 0
     assert 450 / 1024 < peak_gib < 2.0, peak_gib
     assert H.tree_rss_bytes(proc.pid) == 0  # gone
+
+
+def test_gpu_chain_steps_run_options_their_scripts_have_and_trainings_side_by_side_share_the_gpu():
+    """bench/gpu_steps.py: every named step calls a bench script with options that script lists in
+    its --help; a side-by-side step starts each training with --shared-gpu in the background,
+    waits for all, and adds the audio features a preset reads (the original's mel) once per clip."""
+    steps = bench_module("gpu_steps")
+    helps: dict[str, str] = {}
+    for name in steps.NAMED:
+        (cmd,) = steps.plan(name)
+        words = cmd.split()
+        if words[:3] == ["timeout", "300", "python3"]:
+            assert (REPO / words[-1]).is_dir()
+            continue
+        script = REPO / words[1]
+        if script not in helps:
+            r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=REPO)
+            assert r.returncode == 0, r.stderr[-2000:]
+            helps[script] = r.stdout
+        for opt in re.findall(r"(?<!\S)--[a-z0-9-]+", cmd):
+            assert opt in helps[script], (name, opt)
+    assert steps.plan("train") == steps.plan("train:anchor:none:0")
+    lines = steps.plan("side:anchor:face_x4_3:0,anchor:net_lr_sqrt2:1,obama_v25:original:0")
+    runs = [ln for ln in lines if ln.startswith("python3 bench/train.py")]
+    assert len(runs) == 3 and all(ln.endswith("2>&1 &") and "--shared-gpu" in ln for ln in runs)
+    assert "--variant face_x4_3" in runs[0] and "--seed 1 --variant net_lr_sqrt2" in runs[1]
+    assert "$DATA/obama_v25 " in runs[2] and "--preset original" in runs[2]
+    assert len({ln.split("--run ")[1].split()[0] for ln in runs}) == 3
+    assert lines.index("wait") > max(lines.index(ln) for ln in runs)
+    waits = [ln for ln in lines if ".ready" in ln]
+    assert len(waits) == 2 and lines.index(waits[1]) < lines.index(runs[0])
+    feats = [ln for ln in lines if "talkgs features" in ln]
+    assert feats == ["[ -e $DATA/anchor/audio_whisper.npy ] || python3 -m talkgs features $DATA/anchor --kind whisper",
+                     "[ -e $DATA/obama_v25/audio_mel.npy ] || python3 -m talkgs features $DATA/obama_v25 --kind mel"]
+    alone = steps.plan("train:anchor:none:1")
+    assert "--shared-gpu" not in alone[-1] and not alone[-1].endswith("&")
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("train:anchor:bogus:0", "'bogus' is neither a bench variant"),
+    ("train:anchor:none:x", "SEED is a whole number"),
+    ("train:anchor:none", "expected CLIP:NAME:SEED"),
+    ("train:../x:none:0", "CLIP is a dataset folder's name"),
+    ("train:..:none:0", "CLIP is a dataset folder's name"),
+    ("side:anchor:none:0", "needs two trainings or more"),
+    ("side:anchor:none:0,anchor:none:0", "named twice"),
+    ("serve_fast", "no step 'serve_fast'"),
+])
+def test_gpu_chain_refuses_a_bad_step_in_one_line_before_it_starts(bad, says):
+    r = subprocess.run([sys.executable, str(BENCH / "gpu_steps.py"), "--check", "train", "render", bad],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+
+
+def test_net_lr_sqrt2_scales_every_network_learning_rate_and_nothing_else(tmp_path):
+    import dataclasses
+    import math
+
+    from talkgs.train.config import TrainConfig
+
+    train = bench_module("train")
+    base = TrainConfig.from_preset("default", tmp_path, tmp_path / "run")
+    new = train.VARIANTS["net_lr_sqrt2"](base)
+    for f in dataclasses.fields(base.model.net_lrs):
+        assert getattr(new.model.net_lrs, f.name) == pytest.approx(math.sqrt(2) * getattr(base.model.net_lrs, f.name))
+    assert dataclasses.replace(new, model=dataclasses.replace(new.model, net_lrs=base.model.net_lrs)) == base
