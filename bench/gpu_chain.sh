@@ -56,8 +56,8 @@ EOV
 cd /tmp/repo && source /tmp/speed_env.sh
 for step in $STEPS; do
   echo "[chain] $(date +%T) $step"
-  log=$RUNS/$(echo "$step" | tr ':,' '_+').log
-  { python3 bench/gpu_steps.py "$step" | tee /dev/stderr | bash; } > "$log" 2>&1
+  base=$RUNS/$(echo "$step" | tr ':,' '_+')
+  python3 bench/gpu_steps.py "$step" > "$base.sh" && { cat "$base.sh"; bash "$base.sh"; } > "$base.log" 2>&1
 done
 echo "[chain] $(date +%T) done"
 EOS
