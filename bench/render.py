@@ -111,7 +111,7 @@ def _pipeline_rows(renderers: list[HeadRenderer], feats: np.ndarray, batches: li
                 if rounds > 1:
                     row["round"] = k
                 if len(renderers) > 1:
-                    row["fused_face"] = rr.model._fused_face is not None
+                    row["fused_face"] = rr.model.fused_kernel is not None
                     row["one_pass"] = rr.one_pass
                     row["product"] = rr is product
                 rows.append(row)
@@ -146,14 +146,14 @@ def fused_parity(r: HeadRenderer, feats: np.ndarray, batch: int = 32) -> int:
     """Largest uint8 difference between renders of one batch with the fused face deformation and
     with PyTorch's (both eager)."""
     windows, plan = _first_batch(r, feats, batch)
-    graphs, fused, r.graphs = r.graphs, r.model._fused_face, None
+    graphs, r.graphs = r.graphs, None
     try:
         with torch.no_grad():
             got = r.render_batch(windows, plan).clone()
-            r.model._fused_face = None
-            want = r.render_batch(windows, plan)
+            with r.model.eager_face():
+                want = r.render_batch(windows, plan)
     finally:
-        r.graphs, r.model._fused_face = graphs, fused
+        r.graphs = graphs
     return int((got.int() - want.int()).abs().max())
 
 
@@ -284,7 +284,7 @@ def main() -> int:
         renderers.append(renderer(not fused, one_pass))
     elif args.alternate == "one-pass":
         renderers.append(renderer(fused, not one_pass))
-    with_kernel = next((x for x in renderers if x.model._fused_face is not None), None)
+    with_kernel = next((x for x in renderers if x.model.fused_kernel is not None), None)
     fused_diff = fused_parity(with_kernel, feats) if with_kernel is not None else None
     one_pass_diff = one_pass_parity(r, feats) if r.device.type == "cuda" else None
     lanes_diff = None
@@ -293,11 +293,11 @@ def main() -> int:
         many = np.concatenate(list(render_features(r, feats[:128], 32, lanes=args.lanes)))
         lanes_diff = int(np.abs(one.astype(np.int16) - many.astype(np.int16)).max())
     # the product: built with the kernel and one pass, as talkgs render is
-    product = next((x for x in renderers if x.model._fused_face is not None and x.one_pass), None)
+    product = next((x for x in renderers if x.model.fused_kernel is not None and x.one_pass), None)
     rows = _pipeline_rows(renderers, feats, [int(x) for x in args.batches.split(",")], args.frames, args.lanes, args.rounds,
                           product)
     # the end-to-end run below is the first renderer's (as built: neither runs off CUDA)
-    mine = {"fused_face": r.model._fused_face is not None, "one_pass": r.one_pass}
+    mine = {"fused_face": r.model.fused_kernel is not None, "one_pass": r.one_pass}
     best = max((x for x in rows if all(x.get(k, v) == v for k, v in mine.items())), key=lambda x: x["fps"])
     e2e = end_to_end(r, audio, best["batch"], args.video)
     mouth = None
@@ -309,7 +309,7 @@ def main() -> int:
         out.append({"measure": "mouth area", **mouth})
     setup = {"run": str(args.run), "fields": "per call" if args.per_call_fields else "fixed",
              "cuda_graphs": r.graphs is not None, "graphs_max_px_diff": graphs_diff,
-             "fused_face": r.model._fused_face is not None, "fused_max_px_diff": fused_diff,
+             "fused_face": r.model.fused_kernel is not None, "fused_max_px_diff": fused_diff,
              "one_pass": r.one_pass, "one_pass_max_px_diff": one_pass_diff,
              "lanes": args.lanes, "lanes_max_px_diff": lanes_diff,
              "size": [r.width, r.height], "gaussians": r.model.num_gaussians(), "audio_kind": r.audio_kind, "load_s": round(t_load, 2), "cpu_threads": torch.get_num_threads()}

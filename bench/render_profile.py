@@ -180,7 +180,7 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
     dev = r.device
     ref = r.render_batch(win, plan)
     rows = []
-    fused_default = r.model._fused_face is not None
+    fused_default = r.model.fused_kernel is not None
 
     def score(name, fn, extra=None):
         # Fresh graphs: the renderer's were captured with the default deformation, which a
@@ -250,11 +250,11 @@ def variants(r: HeadRenderer, win, plan, iters: int, names: list[str]) -> list[d
         elif name in ("fused_face", "fused_face_ieee"):
             r.model.fix_fields(fused=True)
             try:
-                if r.model._fused_face is None:
+                if r.model.fused_kernel is None:
                     rows.append({"variant": name, "error": "Triton cannot run on this device"})
                 else:
                     if name == "fused_face_ieee":
-                        r.model._fused_face.precision = "ieee"
+                        r.model.fused_kernel.precision = "ieee"
                     score(name, lambda: r.render_batch(win, plan))
             finally:
                 r.model.fix_fields(fused=fused_default)
@@ -296,7 +296,7 @@ def main() -> int:
     out = ([{"measure": "part", "part": k, "ms_per_batch": v} for k, v in p.items()]
            + [{"measure": "op", **o} for o in ops] + [{"measure": "variant", **v} for v in rows])
     setup = {"run": str(args.run), "size": [r.width, r.height], "gaussians": r.model.num_gaussians(),
-             "cuda_graphs": r.graphs is not None, "fused_face": r.model._fused_face is not None}
+             "cuda_graphs": r.graphs is not None, "fused_face": r.model.fused_kernel is not None}
     H.write("render_profile", args, out, device=str(dev), setup=setup)
     print(table)
     print(f"\n{H.device_name(str(dev))}, batch {args.batch}, {r.width}x{r.height}, Gaussians {setup['gaussians']}")

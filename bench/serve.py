@@ -700,7 +700,7 @@ def main() -> None:
         "audio_kind": r.audio_kind, "lookahead_ms": lookahead_ms, "mouth_check": mouth,
         "stream_window_s": stream_window_s,
         "cuda_graphs": r.graphs is not None, "n_graphs": None if r.graphs is None else r.graphs.n_graphs,
-        "fused_face": r.model._fused_face is not None, "one_pass": r.one_pass, "pipelined": args.pipelined, "processes": args.processes,
+        "fused_face": r.model.fused_kernel is not None, "one_pass": r.one_pass, "pipelined": args.pipelined, "processes": args.processes,
         "encoder_graphs": encoder_graphs(probe_stream),
     }
     if args.transport == "webrtc":

@@ -62,9 +62,15 @@ def compare_on_cpu() -> None:
         head.fix_fields()
         want = head.deform("face", windows, eye)
         head.fix_fields(fused=True)
-        assert head._fused_face is not None
+        assert head.fused_kernel is not None
         got = head.deform("face", windows, eye)
         got_no_eye = head.deform("face", windows, None)
+        kernel = head.fused_kernel
+        with head.eager_face():  # a baseline inside, the same kernel after
+            assert head.fused_kernel is None
+            eager = head.deform("face", windows, eye)
+        assert head.fused_kernel is kernel and eager.d_xyz is not None
+        torch.testing.assert_close(eager.means, want.means)
         head.fix_fields()
         want_no_eye = head.deform("face", windows, None)
     assert got.d_xyz is None, "the fused path returns the deformed Gaussians only"
@@ -76,5 +82,5 @@ def compare_on_cpu() -> None:
     head.fix_fields(fused=True)
     assert head.deform("face", windows, eye).d_xyz is not None, "with gradients on, the eager path runs"
     head.train()
-    assert head._fused_face is None
+    assert head.fused_kernel is None
     print("fused face: equal")

@@ -10,7 +10,9 @@ function so a torso model can replace it later.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 
 import torch
@@ -187,6 +189,21 @@ class TalkingHead(nn.Module):
             if fused and fused_face.available(face.gaussians["means"].device):
                 self._fused_face = fused_face.prepare(face.motion, self._fixed_fields["face"], face.gaussians,
                                                       MAX_LOG_SCALE_DELTA)
+
+    @property
+    def fused_kernel(self) -> fused_face.FusedFace | None:
+        """The face branch's Triton kernel that :meth:`fix_fields` prepared (None: PyTorch's ops)."""
+        return self._fused_face
+
+    @contextlib.contextmanager
+    def eager_face(self) -> Iterator[None]:
+        """Within it the face branch deforms with PyTorch's ops, the prepared kernel kept for after
+        (a baseline; the fixed fields stay, so CUDA graphs captured before stay valid)."""
+        kept, self._fused_face = self._fused_face, None
+        try:
+            yield
+        finally:
+            self._fused_face = kept
 
     def train(self, mode: bool = True) -> "TalkingHead":
         if mode:

@@ -26,8 +26,8 @@ def test_compiled_fused_face_matches_pytorch_eager_and_graphed(n_face, b, precis
         head.fix_fields()
         want = head.deform_frames(windows, eye)
         head.fix_fields(fused=True)
-        assert head._fused_face is not None
-        head._fused_face.precision = precision
+        assert head.fused_kernel is not None
+        head.fused_kernel.precision = precision
         got = head.deform_frames(windows, eye)
         graphed = DeformGraphs(head)(windows, eye)
     for out in (got, graphed):
