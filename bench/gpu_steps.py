@@ -116,18 +116,31 @@ def plan(step: str) -> list[str]:
     raise StepError(f"no step {step!r} (named: {', '.join(NAMED)}; or train:CLIP:NAME:SEED, side:T,T,...)")
 
 
+def check(steps: list[str]) -> list[str]:
+    """All the steps' lines, in order; :class:`StepError` for a bad step, or one that uses the
+    default run before ``train`` made it."""
+    lines, trained = [], False
+    for step in steps:
+        got = plan(step)
+        trained = trained or any(ln.startswith("python3 bench/train.py") and f"--run {DEFAULT_RUN} " in ln for ln in got)
+        if not trained and any(DEFAULT_RUN in ln for ln in got):
+            raise StepError(f"step {step!r} uses the run of 'train', which must come before it")
+        lines += got
+    return lines
+
+
 def main(argv: list[str]) -> int:
-    check = argv[:1] == ["--check"]
-    steps = argv[1:] if check else argv
-    if not steps or (not check and len(steps) != 1):
+    only_check = argv[:1] == ["--check"]
+    steps = argv[1:] if only_check else argv
+    if not steps or (not only_check and len(steps) != 1):
         print("usage: gpu_steps.py STEP | --check STEP ...", file=sys.stderr)
         return 2
     try:
-        lines = [ln for s in steps for ln in plan(s)]
+        lines = check(steps) if only_check else plan(steps[0])
     except StepError as e:
         print(f"gpu_steps.py: {e}", file=sys.stderr)
         return 2
-    if not check:
+    if not only_check:
         print("\n".join(lines))
     return 0
 

@@ -549,6 +549,14 @@ def test_gpu_chain_refuses_a_bad_step_in_one_line_before_it_starts(bad, says):
     assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
 
 
+def test_gpu_chain_refuses_a_step_that_needs_the_default_run_before_train_made_it():
+    steps = bench_module("gpu_steps")
+    assert len(steps.check(["tests", "train:anchor:none:0", "render", "serve"])) >= 4
+    assert steps.check(["side:anchor:face_x4_3:0,anchor:none:0", "profile"])[-1] == steps.plan("profile")[0]
+    with pytest.raises(steps.StepError, match="'render' uses the run of 'train', which must come before it"):
+        steps.check(["tests", "train:anchor:none:1", "render", "train"])
+
+
 def test_net_lr_sqrt2_scales_every_network_learning_rate_and_nothing_else(tmp_path):
     import dataclasses
     import math
