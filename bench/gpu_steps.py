@@ -31,20 +31,20 @@ DEFAULT_RUN = "$RUNS/anchor_none_s0"
 SERVE = "--dataset $DATA/anchor --clients 24 32 40 48 --find-max --seconds 4 --no-encode"
 ALTERNATE = "--batches 1,4,16,32 --frames 1000 --seconds 2 --no-mouth --rounds 3 --alternate one-pass"
 
+SERVE_SETTINGS = {"serve": "", "serve_2pass": "--two-passes", "serve_torch": "--torch-face",
+                  "serve_eager_enc": "--eager-encoder", "serve_mb64": "--max-batch 64", "serve_p2": "--processes 2"}
+"""bench/serve.py as built, and with a baseline's or a setting's switch."""
+
 NAMED = {
     "render": f"python3 bench/render.py {DEFAULT_RUN} {ALTERNATE} --out $RES/render_$TAG.json",
-    "serve": f"python3 bench/serve.py {DEFAULT_RUN} {SERVE} --out $RES/serve_$TAG.json",
-    "serve_2pass": f"python3 bench/serve.py {DEFAULT_RUN} {SERVE} --two-passes --out $RES/serve_2pass_$TAG.json",
-    "serve_torch": f"python3 bench/serve.py {DEFAULT_RUN} {SERVE} --torch-face --out $RES/serve_torch_$TAG.json",
-    "serve_eager_enc": f"python3 bench/serve.py {DEFAULT_RUN} {SERVE} --eager-encoder --out $RES/serve_eager_enc_$TAG.json",
-    "serve_mb64": f"python3 bench/serve.py {DEFAULT_RUN} {SERVE} --max-batch 64 --out $RES/serve_mb64_$TAG.json",
-    "serve_p2": f"python3 bench/serve.py {DEFAULT_RUN} {SERVE} --processes 2 --out $RES/serve_p2_$TAG.json",
+    **{name: " ".join(filter(None, ["python3 bench/serve.py", DEFAULT_RUN, SERVE, switch, f"--out $RES/{name}_$TAG.json"]))
+       for name, switch in SERVE_SETTINGS.items()},
     "profile": f"python3 bench/train_profile.py $DATA/anchor --stage face --checkpoint {DEFAULT_RUN}/checkpoints/face.pt "
                "--at 0.9 --steps 20 --out $RES/profile_$TAG.json",
     "tests": "timeout 300 python3 -m pytest -q tests/gpu",
 }
 """Named steps: render (as built, alternating with two rasterizer passes, three rounds), serve
-(--find-max) as built and with a baseline's switch, profile (the face stage's step), tests/gpu."""
+(--find-max, :data:`SERVE_SETTINGS`), profile (the face stage's step), tests/gpu."""
 
 ALIASES = {"train": "train:anchor:none:0"}
 
