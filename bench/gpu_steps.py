@@ -1,6 +1,6 @@
 """The steps of bench/gpu_chain.sh's chain, as the bash commands each one runs.
 
-    python3 bench/gpu_steps.py STEP            # the step's commands (the chain pipes them to bash)
+    python3 bench/gpu_steps.py STEP            # the step's commands (the chain runs them with bash)
     python3 bench/gpu_steps.py --check STEP ...  # exit 2 with one line naming the first bad step
 
 A step is one of:
