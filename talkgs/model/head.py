@@ -197,8 +197,8 @@ class TalkingHead(nn.Module):
 
     @contextlib.contextmanager
     def eager_face(self) -> Iterator[None]:
-        """Within it the face branch deforms with PyTorch's ops, the prepared kernel kept for after
-        (a baseline; the fixed fields stay, so CUDA graphs captured before stay valid)."""
+        """Within it, eager calls deform the face branch with PyTorch's ops and the prepared kernel
+        is kept for after (a baseline; a CUDA graph captured with the kernel still replays it)."""
         kept, self._fused_face = self._fused_face, None
         try:
             yield
